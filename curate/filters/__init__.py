@@ -1,0 +1,1 @@
+"""Filter stages, one module per family: langid, heuristics, quality, toxicity, pii."""
