@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+
 # package -> list of (kind, glob under the unpacked root, max files for the sample tier)
 @dataclass(frozen=True)
 class Pick:
@@ -31,10 +32,34 @@ class Pick:
     sample: int  # files taken for the committed sample (0 = none); small/full take all
 
 
-HANDBOOK_LOCALES = (
-    "ar-MA ca-ES cs-CZ da-DK de-DE el-GR en-US es-ES fa-IR fr-FR hr-HR id-ID it-IT ja-JP ko-KR "
-    "nb-NO nl-NL pl-PL pt-BR ro-RO ru-RU sv-SE tr-TR vi-VN zh-CN zh-TW"
-).split()
+HANDBOOK_LOCALES = [
+    "ar-MA",
+    "ca-ES",
+    "cs-CZ",
+    "da-DK",
+    "de-DE",
+    "el-GR",
+    "en-US",
+    "es-ES",
+    "fa-IR",
+    "fr-FR",
+    "hr-HR",
+    "id-ID",
+    "it-IT",
+    "ja-JP",
+    "ko-KR",
+    "nb-NO",
+    "nl-NL",
+    "pl-PL",
+    "pt-BR",
+    "ro-RO",
+    "ru-RU",
+    "sv-SE",
+    "tr-TR",
+    "vi-VN",
+    "zh-CN",
+    "zh-TW",
+]
 HANDBOOK_SAMPLE_PAGES = ("sect.apt-frontends.html", "sect.backup.html")
 
 PACKAGES: dict[str, list[Pick]] = {
@@ -62,12 +87,26 @@ PACKAGES: dict[str, list[Pick]] = {
         f"llvm-{v}-doc": [
             Pick("rst", f"usr/share/doc/llvm-{v}-doc/html/_sources/{name}.rst.txt", 1)
             for name in (
-                "CommandGuide/lli", "CommandGuide/llc", "CommandGuide/opt",
-                "CommandGuide/llvm-ar", "CommandGuide/llvm-nm", "CommandGuide/llvm-objdump",
-                "CommandGuide/FileCheck", "CommandGuide/llvm-cov", "CommandGuide/llvm-profdata",
-                "CommandGuide/tblgen", "CommandGuide/llvm-strings", "CommandGuide/llvm-size",
-                "GettingStarted", "CodingStandards", "Lexicon", "FAQ", "Passes",
-                "ProgrammersManual", "TestingGuide", "WritingAnLLVMPass",
+                "CommandGuide/lli",
+                "CommandGuide/llc",
+                "CommandGuide/opt",
+                "CommandGuide/llvm-ar",
+                "CommandGuide/llvm-nm",
+                "CommandGuide/llvm-objdump",
+                "CommandGuide/FileCheck",
+                "CommandGuide/llvm-cov",
+                "CommandGuide/llvm-profdata",
+                "CommandGuide/tblgen",
+                "CommandGuide/llvm-strings",
+                "CommandGuide/llvm-size",
+                "GettingStarted",
+                "CodingStandards",
+                "Lexicon",
+                "FAQ",
+                "Passes",
+                "ProgrammersManual",
+                "TestingGuide",
+                "WritingAnLLVMPass",
             )
         ]
         + [Pick("rst", f"usr/share/doc/llvm-{v}-doc/html/_sources/**/*.rst.txt", 0)]
@@ -81,8 +120,20 @@ PACKAGES: dict[str, list[Pick]] = {
     ],
     "libpython3.11-stdlib": [
         Pick("code", f"usr/lib/python3.11/{m}.py", 1)
-        for m in ("textwrap", "shlex", "bisect", "heapq", "fnmatch", "glob", "colorsys", "queue",
-                  "string", "calendar", "difflib", "json/decoder")
+        for m in (
+            "textwrap",
+            "shlex",
+            "bisect",
+            "heapq",
+            "fnmatch",
+            "glob",
+            "colorsys",
+            "queue",
+            "string",
+            "calendar",
+            "difflib",
+            "json/decoder",
+        )
     ]
     + [Pick("code", "usr/lib/python3.11/**/*.py", 0)],
     "perl-modules-5.36": [
@@ -110,23 +161,42 @@ PACKAGES: dict[str, list[Pick]] = {
         for n in ("computers", "literature", "science", "linux", "people", "wisdom")
     ]
     + [Pick("fortune", "usr/share/games/fortunes/*", 0)],
-    "fortunes-it": [Pick("fortune", f"usr/share/games/fortunes/it/{n}", 1)
-                    for n in ("italia", "definizioni", "leggi")],
-    "fortunes-it-off": [Pick("fortune", f"usr/share/games/fortunes/off/it/{n}-o", 1)
-                        for n in ("definizioni", "italia", "leggi", "luttazzi")],
-    "fortunes-es": [Pick("fortune", f"usr/share/games/fortunes/es/{n}.fortunes", 1)
-                    for n in ("amistad", "ciencia", "filosofia", "informatica", "libertad")],
+    "fortunes-it": [
+        Pick("fortune", f"usr/share/games/fortunes/it/{n}", 1)
+        for n in ("italia", "definizioni", "leggi")
+    ],
+    "fortunes-it-off": [
+        Pick("fortune", f"usr/share/games/fortunes/off/it/{n}-o", 1)
+        for n in ("definizioni", "italia", "leggi", "luttazzi")
+    ],
+    "fortunes-es": [
+        Pick("fortune", f"usr/share/games/fortunes/es/{n}.fortunes", 1)
+        for n in ("amistad", "ciencia", "filosofia", "informatica", "libertad")
+    ],
     "fortunes-es-off": [Pick("fortune", "usr/share/games/fortunes/off/es/**/*.fortunes", 4)],
-    "fortunes-de": [Pick("fortune", f"usr/share/games/fortunes/de/{n}", 1)
-                    for n in ("anekdoten", "computer", "sprichworte", "wusstensie")],
+    "fortunes-de": [
+        Pick("fortune", f"usr/share/games/fortunes/de/{n}", 1)
+        for n in ("anekdoten", "computer", "sprichworte", "wusstensie")
+    ],
 }
 # changelogs (real names and e-mail addresses: the PII tests) are kept for every package
 META_PATTERNS = ("usr/share/doc/*/changelog.Debian.gz", "usr/share/doc/*/changelog.gz")
 
-SMALL_PACKAGES = ("debian-handbook", "debian-reference-en", "debian-reference-de",
-                  "debian-reference-ja", "python3.11-doc", "llvm-15-doc", "llvm-16-doc",
-                  "texlive-fonts-recommended-doc", "libpython3.11-stdlib", "fortunes",
-                  "fortunes-it-off", "fortunes-es-off", "dict-jargon")
+SMALL_PACKAGES = (
+    "debian-handbook",
+    "debian-reference-en",
+    "debian-reference-de",
+    "debian-reference-ja",
+    "python3.11-doc",
+    "llvm-15-doc",
+    "llvm-16-doc",
+    "texlive-fonts-recommended-doc",
+    "libpython3.11-stdlib",
+    "fortunes",
+    "fortunes-it-off",
+    "fortunes-es-off",
+    "dict-jargon",
+)
 
 
 def _glob(root: Path, pattern: str) -> list[Path]:
@@ -140,8 +210,9 @@ def fetch_package(package: str, cache: Path) -> Path:
     if (root / ".unpacked").exists():
         return root
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "download", package], cwd=tmp, check=True, stdout=subprocess.DEVNULL
+        )
         (deb,) = Path(tmp).glob("*.deb")
         root.mkdir(parents=True, exist_ok=True)
         subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
