@@ -1,6 +1,6 @@
 """The token-shard format: the one contract between curate/ and train/.
 
-A shard is an Arrow IPC (Feather v2) file of fixed-length packed sequences:
+A shard is an Arrow IPC file (streaming format, memory-mappable) of fixed-length packed sequences:
 
 - ``input_ids``: ``fixed_size_list<uint16|uint32>[seq_len + 1]`` (inputs and shifted targets
   come from the same row; uint16 when the vocabulary fits);
@@ -120,9 +120,18 @@ def load_manifest(directory: str | Path) -> Manifest:
 
 
 def open_shard(path: str | Path) -> pa.Table:
-    """Memory-map one shard file (zero-copy; the OS pages it in on demand)."""
+    """Memory-map one shard file (zero-copy; the OS pages it in on demand).
+
+    Shards are written in the IPC streaming format (``datasets.Dataset.from_file`` reads only
+    that); a file in the IPC file format (``ARROW1`` magic, Feather v2) is read as well.
+    """
     try:
-        return ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        source = pa.memory_map(str(path), "r")
+        if source.read(6) == b"ARROW1":
+            source.seek(0)
+            return ipc.open_file(source).read_all()
+        source.seek(0)
+        return ipc.open_stream(source).read_all()
     except (OSError, pa.ArrowInvalid) as e:
         raise ShardFormatError(f"{path}: not a readable Arrow IPC shard: {e}") from e
 

@@ -1,0 +1,288 @@
+"""Domain mixing: target weights + a token budget → a repeat count per document.
+
+Map/reduce shape (the flow runs the maps per part, in parallel):
+
+1. ``available_tokens(part, cfg)`` per part (map), summed with ``sum_counts`` (reduce);
+2. ``plan_mixture(available, cfg)`` once (reduce): the sampling ratio of every mixture key;
+3. ``apply_mixture(part, plan)`` per part (map): adds ``repeats`` and drops documents with 0;
+4. ``selected_tokens(part, plan)`` per part, summed → ``mixture_report(plan, achieved)``:
+   target next to achieved as a dict, a markdown table and a PNG.
+
+Mixture keys: a document's key is ``"<domain>/<lang>"`` when that key has a weight, else
+``"<domain>"`` when that has one; documents of any other key get no weight and are dropped.
+
+Tokens: a table with an ``n_tokens`` column (the real counts, e.g. from
+``curate.shards.write.encode_part``) is counted exactly; otherwise tokens are estimated as
+UTF-8 bytes / ``bytes_per_token``. So the same plan runs before the tokenizer exists (to draw
+its training sample from the mixture) and after encoding, with real counts.
+
+Sampling: ratio r = target tokens / available tokens, capped at ``max_epochs``. A document gets
+``floor(r)`` whole epochs plus one more when its stable hash u (of its id and the seed) is below
+``r - floor(r)``; r < 1 is plain down-sampling by hash. The choice depends only on the id, the
+seed and the plan, never on part boundaries or order. When a key hits the epoch cap, its
+shortfall is spread over the other keys in proportion to their weights (water-filling), so the
+budget is met whenever the data allow; the report shows where the achieved mix departs.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_U64 = float(1 << 64)
+
+
+def stable_uniform(ids: Iterable[str], seed: int, salt: str) -> np.ndarray:
+    """A deterministic pseudo-uniform number in [0, 1) per id (xxh64 of salt + id, seeded).
+
+    ``salt`` keeps the draws for different purposes (mixing, splitting, ordering) independent.
+    """
+    prefix = f"{salt}\x00".encode()
+    out = np.fromiter(
+        (xxhash.xxh64_intdigest(prefix + str(i).encode(), seed=seed) for i in ids),
+        dtype=np.float64,
+    )
+    return out / _U64
+
+
+class MixConfig(BaseModel):
+    """Target mixture. Weights need not sum to 1 (they are normalised)."""
+
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[str, float]  # "<domain>" or "<domain>/<lang>" -> weight
+    total_tokens: int | None = None  # None: largest budget with no key above 1 epoch
+    max_epochs: float = 4.0
+    bytes_per_token: float = 4.0  # used only when a table has no n_tokens column
+    seed: int = 0
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("weights must be non-negative with a positive sum")
+        return v
+
+
+class MixEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weight: float  # normalised target weight
+    available_tokens: int
+    target_tokens: float
+    ratio: float  # expected repeats per document (epochs), after the cap
+    capped: bool
+
+
+class MixPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    budget_tokens: float
+    seed: int
+    token_source: str  # "n_tokens" (real counts) or "bytes/<bytes_per_token>" (estimate)
+    bytes_per_token: float
+    keys: dict[str, MixEntry] = Field(default_factory=dict)
+
+    @property
+    def target_weights(self) -> dict[str, float]:
+        return {k: e.weight for k, e in self.keys.items()}
+
+
+def mix_keys(table: pa.Table, weighted: Iterable[str]) -> list[str | None]:
+    """The mixture key of every row (None: the row's domain/language has no weight)."""
+    weighted = set(weighted)
+    domains = table.column("domain").to_pylist()
+    langs = (
+        table.column("lang").to_pylist() if "lang" in table.column_names else [None] * len(domains)
+    )
+    keys: list[str | None] = []
+    for d, lang in zip(domains, langs, strict=True):
+        if lang and f"{d}/{lang}" in weighted:
+            keys.append(f"{d}/{lang}")
+        elif d in weighted:
+            keys.append(d)
+        else:
+            keys.append(None)
+    return keys
+
+
+def doc_tokens(table: pa.Table, bytes_per_token: float) -> np.ndarray:
+    """Tokens per document: the ``n_tokens`` column if present, else bytes / bytes_per_token."""
+    if "n_tokens" in table.column_names:
+        return table.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.float64)
+    nbytes = pc.binary_length(table.column("text").cast(pa.large_binary()))
+    return nbytes.to_numpy(zero_copy_only=False).astype(np.float64) / bytes_per_token
+
+
+def token_source(table: pa.Table, bytes_per_token: float) -> str:
+    return "n_tokens" if "n_tokens" in table.column_names else f"bytes/{bytes_per_token:g}"
+
+
+def _sum_by_key(keys: list[str | None], values: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in zip(keys, values.tolist(), strict=True):
+        if k is not None:
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def available_tokens(table: pa.Table, cfg: MixConfig) -> dict[str, float]:
+    """Map: tokens per mixture key in one part."""
+    return _sum_by_key(mix_keys(table, cfg.weights), doc_tokens(table, cfg.bytes_per_token))
+
+
+def sum_counts(counts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Reduce: add per-key counts from many parts."""
+    out: dict[str, float] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def plan_mixture(available: Mapping[str, float], cfg: MixConfig, token_source: str = "") -> MixPlan:
+    """Reduce: the sampling ratio per key that meets the weights and budget (see module doc)."""
+    total_w = sum(cfg.weights.values())
+    weights = {k: w / total_w for k, w in sorted(cfg.weights.items())}
+    avail = {k: float(available.get(k, 0.0)) for k in weights}
+    if cfg.total_tokens is None:
+        limits = [avail[k] / w for k, w in weights.items() if w > 0]
+        budget = min(limits) if limits else 0.0
+    else:
+        budget = float(cfg.total_tokens)
+    # Water-filling: keys that cannot reach their share (epoch cap) are fixed at the cap and
+    # the rest of the budget is shared by the others in proportion to their weights.
+    capped: set[str] = set()
+    target: dict[str, float] = {}
+    while True:
+        free = [k for k, w in weights.items() if w > 0 and k not in capped]
+        left = budget - sum(cfg.max_epochs * avail[k] for k in capped)
+        free_w = sum(weights[k] for k in free)
+        newly = []
+        for k in free:
+            t = left * weights[k] / free_w if free_w > 0 else 0.0
+            if t > cfg.max_epochs * avail[k] * (1 + 1e-12):
+                newly.append(k)
+            target[k] = t
+        if not newly:
+            break
+        capped.update(newly)
+    for k in capped:
+        target[k] = cfg.max_epochs * avail[k]
+    entries = {}
+    for k, w in weights.items():
+        t = target.get(k, 0.0) if w > 0 else 0.0
+        ratio = t / avail[k] if avail[k] > 0 else 0.0
+        entries[k] = MixEntry(
+            weight=w,
+            available_tokens=round(avail[k]),
+            target_tokens=t,
+            ratio=min(ratio, cfg.max_epochs),
+            capped=k in capped,
+        )
+    return MixPlan(
+        budget_tokens=budget,
+        seed=cfg.seed,
+        token_source=token_source,
+        bytes_per_token=cfg.bytes_per_token,
+        keys=entries,
+    )
+
+
+def mixture_repeats(table: pa.Table, plan: MixPlan) -> np.ndarray:
+    """Map: how many times each row goes into the mix (0 = dropped), uint8."""
+    keys = mix_keys(table, plan.keys)
+    ratio = np.array([plan.keys[k].ratio if k else 0.0 for k in keys], dtype=np.float64)
+    whole = np.floor(ratio)
+    u = stable_uniform(table.column("id").to_pylist(), plan.seed, "mix")
+    return (whole + (u < ratio - whole)).astype(np.uint8)
+
+
+def apply_mixture(table: pa.Table, plan: MixPlan) -> pa.Table:
+    """Map: the selected rows of one part with their ``repeats`` column."""
+    repeats = mixture_repeats(table, plan)
+    if "repeats" in table.column_names:
+        table = table.drop_columns(["repeats"])
+    table = table.append_column("repeats", pa.array(repeats, pa.uint8()))
+    return table.filter(pa.array(repeats > 0))
+
+
+def selected_tokens(table: pa.Table, plan: MixPlan) -> dict[str, float]:
+    """Map: tokens per key after selection (× repeats) in one part; sum with ``sum_counts``."""
+    repeats = (
+        table.column("repeats").to_numpy(zero_copy_only=False)
+        if "repeats" in table.column_names
+        else mixture_repeats(table, plan)
+    )
+    tokens = doc_tokens(table, plan.bytes_per_token) * repeats
+    return _sum_by_key(mix_keys(table, plan.keys), tokens)
+
+
+def mixture_report(plan: MixPlan, achieved: Mapping[str, float]) -> dict:
+    """Target next to achieved per key (tokens and shares) as a JSON-able dict."""
+    total = sum(achieved.get(k, 0.0) for k in plan.keys) or 1.0
+    rows = []
+    for k, e in plan.keys.items():
+        got = float(achieved.get(k, 0.0))
+        rows.append(
+            {
+                "key": k,
+                "target_weight": e.weight,
+                "achieved_weight": got / total,
+                "available_tokens": e.available_tokens,
+                "target_tokens": round(e.target_tokens),
+                "achieved_tokens": round(got),
+                "epochs": got / e.available_tokens if e.available_tokens else 0.0,
+                "capped": e.capped,
+            }
+        )
+    return {
+        "budget_tokens": round(plan.budget_tokens),
+        "achieved_tokens": round(sum(achieved.get(k, 0.0) for k in plan.keys)),
+        "token_source": plan.token_source,
+        "seed": plan.seed,
+        "rows": rows,
+    }
+
+
+def mixture_markdown(report: dict) -> str:
+    lines = [
+        f"Mixture: budget {report['budget_tokens']:,} tokens, achieved "
+        f"{report['achieved_tokens']:,} ({report['token_source'] or 'tokens'}, seed {report['seed']})",
+        "",
+        "| key | target | achieved | available tok | target tok | achieved tok | epochs | capped |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['key']} | {r['target_weight']:.2%} | {r['achieved_weight']:.2%} | "
+            f"{r['available_tokens']:,} | {r['target_tokens']:,} | {r['achieved_tokens']:,} | "
+            f"{r['epochs']:.2f} | {'yes' if r['capped'] else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def mixture_png(report: dict) -> bytes:
+    """Grouped bars, target vs achieved share per key, as PNG bytes (deterministic metadata)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=100)
+    ax.bar(x - 0.2, [r["target_weight"] for r in rows], 0.4, label="target")
+    ax.bar(x + 0.2, [r["achieved_weight"] for r in rows], 0.4, label="achieved")
+    ax.set_xticks(x, [r["key"] for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("share of tokens")
+    ax.set_title(f"Mixture: {report['achieved_tokens']:,} tokens")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
