@@ -135,8 +135,11 @@ def training_sample(docs: DocsInput, cfg: TokenizerConfig) -> tuple[list[str], d
             else [""] * picked.num_rows
         )
         for ui, i, text, d in zip(
-            u.tolist(), picked.column("id").to_pylist(), picked.column("text").to_pylist(),
-            domains, strict=True,
+            u.tolist(),
+            picked.column("id").to_pylist(),
+            picked.column("text").to_pylist(),
+            domains,
+            strict=True,
         ):
             keyed.append((ui, i, text))
             per_domain[d] = per_domain.get(d, 0) + len(text.encode())
@@ -157,9 +160,9 @@ def train_tokenizer(docs: DocsInput | list[str], cfg: TokenizerConfig, out_path:
     ``docs``: document tables or parquet part paths (with ``id``, ``text``, optionally
     ``repeats`` and ``domain``), or a list of plain strings.
     """
-    if isinstance(docs, list) and docs and all(isinstance(d, str) for d in docs):
-        if not any(Path(d).suffix == ".parquet" for d in docs):
-            docs = texts_table(docs)
+    plain = isinstance(docs, list) and docs and all(isinstance(d, str) for d in docs)
+    if plain and not any(Path(d).suffix == ".parquet" for d in docs):
+        docs = texts_table(docs)
     sentences, summary = training_sample(docs, cfg)
     if not sentences:
         raise ValueError("empty tokenizer training sample")
@@ -197,7 +200,9 @@ def load_tokenizer(path: str | Path) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_file=str(path))
 
 
-def bytes_per_token(sp: spm.SentencePieceProcessor, texts: list[str], num_threads: int = 1) -> float:
+def bytes_per_token(
+    sp: spm.SentencePieceProcessor, texts: list[str], num_threads: int = 1
+) -> float:
     """UTF-8 bytes per token over ``texts`` (no BOS/EOS)."""
     n_bytes = sum(len(t.encode()) for t in texts)
     n_tokens = sum(len(ids) for ids in sp.encode(texts, num_threads=num_threads))

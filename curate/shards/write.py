@@ -97,9 +97,7 @@ def encode_texts(
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter(
-        itertools.chain.from_iterable(ids), dtype=np.uint32, count=int(offsets[-1])
-    )
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint32, count=int(offsets[-1]))
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
 
