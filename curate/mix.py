@@ -2,7 +2,8 @@
 
 Map/reduce shape (the flow runs the maps per part, in parallel):
 
-1. ``available_tokens(part, cfg)`` per part (map), summed with ``sum_counts`` (reduce);
+1. ``available_tokens(part, cfg)`` per part (map): per key, a histogram of tokens over the
+   documents' hash values; summed with ``sum_counts`` (reduce);
 2. ``plan_mixture(available, cfg)`` once (reduce): the sampling ratio of every mixture key;
 3. ``apply_mixture(part, plan)`` per part (map): adds ``repeats`` and drops documents with 0;
 4. ``selected_tokens(part, plan)`` per part, summed → ``mixture_report(plan, achieved)``:
@@ -18,8 +19,11 @@ its training sample from the mixture) and after encoding, with real counts.
 
 Sampling: ratio r = target tokens / available tokens, capped at ``max_epochs``. A document gets
 ``floor(r)`` whole epochs plus one more when its stable hash u (of its id and the seed) is below
-``r - floor(r)``; r < 1 is plain down-sampling by hash. The choice depends only on the id, the
-seed and the plan, never on part boundaries or order. When a key hits the epoch cap, its
+the key's threshold; r < 1 is plain down-sampling by hash. The threshold is the token-weighted
+quantile of u at ``r - floor(r)`` (from the histograms), not ``r - floor(r)`` itself: a key
+made of a few large documents then still gets its target within about one document, where
+independent coin flips would miss it by a lot. The choice depends only on the id, the seed and
+the plan, never on part boundaries or order. When a key hits the epoch cap, its
 shortfall is spread over the other keys in proportion to their weights (water-filling), so the
 budget is met whenever the data allow; the report shows where the achieved mix departs.
 """
@@ -36,6 +40,7 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _U64 = float(1 << 64)
+HASH_BINS = 4096  # resolution of the per-key token histograms over the hash value
 
 
 def stable_uniform(ids: Iterable[str], seed: int, salt: str) -> np.ndarray:
@@ -75,6 +80,7 @@ class MixEntry(BaseModel):
     available_tokens: int
     target_tokens: float
     ratio: float  # expected repeats per document (epochs), after the cap
+    threshold: float  # one extra epoch for documents whose hash is below this
     capped: bool
 
 
@@ -129,25 +135,52 @@ def _sum_by_key(keys: list[str | None], values: np.ndarray) -> dict[str, float]:
     return out
 
 
-def available_tokens(table: pa.Table, cfg: MixConfig) -> dict[str, float]:
-    """Map: tokens per mixture key in one part."""
-    return _sum_by_key(mix_keys(table, cfg.weights), doc_tokens(table, cfg.bytes_per_token))
-
-
-def sum_counts(counts: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Reduce: add per-key counts from many parts."""
-    out: dict[str, float] = {}
-    for c in counts:
-        for k, v in c.items():
-            out[k] = out.get(k, 0.0) + v
+def available_tokens(table: pa.Table, cfg: MixConfig) -> dict[str, np.ndarray]:
+    """Map: per mixture key, tokens histogrammed over the documents' hash (HASH_BINS bins)."""
+    keys = np.array(mix_keys(table, cfg.weights), dtype=object)
+    tokens = doc_tokens(table, cfg.bytes_per_token)
+    bins = np.minimum(
+        (stable_uniform(table.column("id").to_pylist(), cfg.seed, "mix") * HASH_BINS).astype(int),
+        HASH_BINS - 1,
+    )
+    out: dict[str, np.ndarray] = {}
+    for k in sorted({k for k in keys if k is not None}):
+        mask = keys == k
+        out[k] = np.bincount(bins[mask], weights=tokens[mask], minlength=HASH_BINS)
     return out
 
 
-def plan_mixture(available: Mapping[str, float], cfg: MixConfig, token_source: str = "") -> MixPlan:
+def sum_counts(counts: Iterable[Mapping[str, float | np.ndarray]]) -> dict:
+    """Reduce: add per-key counts (numbers or histograms) from many parts."""
+    out: dict = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out[k] + v if k in out else v
+    return out
+
+
+def _threshold(hist: np.ndarray, fraction: float) -> float:
+    """The hash value below which ``fraction`` of the key's tokens lie (interpolated)."""
+    total = float(hist.sum())
+    if fraction <= 0 or total <= 0:
+        return 0.0
+    need = fraction * total
+    cum = np.cumsum(hist)
+    b = int(np.searchsorted(cum, need))
+    if b >= len(hist):
+        return 1.0
+    before = cum[b - 1] if b else 0.0
+    return float((b + (need - before) / hist[b]) / len(hist))
+
+
+def plan_mixture(
+    available: Mapping[str, np.ndarray], cfg: MixConfig, token_source: str = ""
+) -> MixPlan:
     """Reduce: the sampling ratio per key that meets the weights and budget (see module doc)."""
     total_w = sum(cfg.weights.values())
     weights = {k: w / total_w for k, w in sorted(cfg.weights.items())}
-    avail = {k: float(available.get(k, 0.0)) for k in weights}
+    hists = {k: np.asarray(available.get(k, np.zeros(HASH_BINS)), float) for k in weights}
+    avail = {k: float(h.sum()) for k, h in hists.items()}
     if cfg.total_tokens is None:
         limits = [avail[k] / w for k, w in weights.items() if w > 0]
         budget = min(limits) if limits else 0.0
@@ -175,12 +208,13 @@ def plan_mixture(available: Mapping[str, float], cfg: MixConfig, token_source: s
     entries = {}
     for k, w in weights.items():
         t = target.get(k, 0.0) if w > 0 else 0.0
-        ratio = t / avail[k] if avail[k] > 0 else 0.0
+        ratio = min(t / avail[k] if avail[k] > 0 else 0.0, cfg.max_epochs)
         entries[k] = MixEntry(
             weight=w,
             available_tokens=round(avail[k]),
             target_tokens=t,
-            ratio=min(ratio, cfg.max_epochs),
+            ratio=ratio,
+            threshold=_threshold(hists[k], ratio - np.floor(ratio)),
             capped=k in capped,
         )
     return MixPlan(
@@ -195,10 +229,10 @@ def plan_mixture(available: Mapping[str, float], cfg: MixConfig, token_source: s
 def mixture_repeats(table: pa.Table, plan: MixPlan) -> np.ndarray:
     """Map: how many times each row goes into the mix (0 = dropped), uint8."""
     keys = mix_keys(table, plan.keys)
-    ratio = np.array([plan.keys[k].ratio if k else 0.0 for k in keys], dtype=np.float64)
-    whole = np.floor(ratio)
+    whole = np.array([np.floor(plan.keys[k].ratio) if k else 0 for k in keys], dtype=np.int64)
+    threshold = np.array([plan.keys[k].threshold if k else 0.0 for k in keys])
     u = stable_uniform(table.column("id").to_pylist(), plan.seed, "mix")
-    return (whole + (u < ratio - whole)).astype(np.uint8)
+    return (whole + (u < threshold)).astype(np.uint8)
 
 
 def apply_mixture(table: pa.Table, plan: MixPlan) -> pa.Table:
