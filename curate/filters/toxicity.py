@@ -50,12 +50,16 @@ _WORD = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
 
 
 class ToxicityConfig(BaseModel):
-    """Word-list toxicity; defaults remove a document with ≥ 3 hits and ≥ 1 hit per 100 words."""
+    """Word-list toxicity; by default a document goes with ≥ 2 hits and ≥ 1 hit per 100 words.
+
+    Two hits, not one: several LDNOOBW entries are also everyday words (it: pesce, regina,
+    vacca; es: infierno, martillo; en: sex), so one hit in a short text is weak evidence.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     threshold: float = Field(0.01, ge=0.0, description="remove when hits/words ≥ this …")
-    min_hits: int = Field(3, ge=1, description="… and at least this many hits")
+    min_hits: int = Field(2, ge=1, description="… and at least this many hits")
     fallback_langs: list[str] | None = Field(
         None, description="lists used when lang is null or has no list; None = all lists"
     )
