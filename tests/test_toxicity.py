@@ -154,7 +154,7 @@ def test_cjk_entries_match_inside_running_text() -> None:
     cut = next(m.end() for m in re.finditer(r"[\u3040-\u30ff\u4e00-\u9fff]{4}", text))
     assert count_hits(text[:cut] + entry + text[cut:], ja) == base + 1
     # each kana/Han character counts as one word, so the score is not diluted to ~0
-    assert count_words("日本語の文章です") == 8
+    assert count_words(pa.array(["日本語の文章です", "हिन्दी भाषा, ok_1"])).tolist() == [8, 3]
 
 
 def test_lists_come_from_the_package_with_every_language() -> None:

@@ -45,8 +45,11 @@ _UNSPACED = (
     r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # Han
 )
 _UNSPACED_CHAR = re.compile(f"[{_UNSPACED}]")
-# A word: one character of an unspaced script, or a run of other word characters.
-_WORD = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
+# Words are counted with RE2 (vectorised by pyarrow): each character of an unspaced script is
+# one word, and so is each run of other letters, digits, marks (Devanagari vowel signs belong to
+# their word) and underscores.
+_UNSPACED_RE2 = r"[\p{Thai}\p{Hangul}\p{Hiragana}\p{Katakana}\p{Han}]"
+_WORD_RUN_RE2 = r"[\p{L}\p{N}\p{M}_]+"
 
 
 class ToxicityConfig(BaseModel):
@@ -105,47 +108,42 @@ def word_list(lang: str) -> frozenset[str]:
     return frozenset(" ".join(_normalize(e).split()) for e in entries)
 
 
-def _trie_regex(words: Iterable[str]) -> str:
-    """A regex alternation of ``words`` factored as a character trie (longest match first)."""
-    trie: dict = {}
-    for word in words:
-        node = trie
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = True
-
-    def emit(node: dict) -> str:
-        ends = "" in node
-        branches = [
-            (r"\s+" if ch == " " else re.escape(ch)) + emit(child)
-            for ch, child in sorted(node.items())
-            if ch != ""
-        ]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        if ends:
-            return f"(?:{body})?" if len(branches) == 1 else body + "?"
-        return body
-
-    return emit(trie)
-
-
 def _needs_boundary(ch: str) -> bool:
     return (ch.isalnum() or ch == "_") and not _UNSPACED_CHAR.match(ch)
 
 
+def _char(ch: str) -> str:
+    return r"\s+" if ch == " " else re.escape(ch)
+
+
 def compile_words(words: Iterable[str]) -> re.Pattern[str] | None:
-    """One regex for ``words``: word-boundary guards only where an entry's edge needs one."""
-    groups: dict[tuple[bool, bool], list[str]] = {}
-    for w in words:
-        if w:
-            groups.setdefault((_needs_boundary(w[0]), _needs_boundary(w[-1])), []).append(w)
-    parts = []
-    for (left, right), group in sorted(groups.items(), reverse=True):
-        body = f"(?:{_trie_regex(group)})"
-        parts.append(("(?<!\\w)" if left else "") + body + ("(?!\\w)" if right else ""))
-    return re.compile("|".join(parts)) if parts else None
+    """One regex for ``words``: a character trie, longest entry first, with word-boundary
+    guards only at the edges that need one.
+
+    The left guard sits after the first character (``c(?<!\\wc)``) so that the pattern starts
+    with a branch of literals, which lets ``re`` skip ahead to possible first characters.
+    """
+    trie: dict = {}
+    for word in words:
+        if word:
+            node = trie
+            for ch in word:
+                node = node.setdefault(ch, {})
+            node[""] = True
+    if not trie:
+        return None
+
+    def emit(node: dict, last: str) -> str:
+        alts = [_char(ch) + emit(child, ch) for ch, child in sorted(node.items()) if ch]
+        if "" in node:  # an entry ends here; tried after the longer ones
+            alts.append(r"(?!\w)" if _needs_boundary(last) else "")
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    top = []
+    for ch, child in sorted(trie.items()):
+        guard = f"(?<!\\w{_char(ch)})" if _needs_boundary(ch) else ""
+        top.append(_char(ch) + guard + emit(child, ch))
+    return re.compile("|".join(top))
 
 
 @cache
@@ -164,8 +162,12 @@ def _langs_for(lang: str | None, cfg: ToxicityConfig, known: Sequence[str]) -> t
     return tuple(sorted(set(own) | set(cfg.extra_langs)))
 
 
-def count_words(text: str) -> int:
-    return len(_WORD.findall(text))
+def count_words(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Words per text: CJK/kana/Thai characters one each, other letter/digit runs one each."""
+    unspaced = pc.count_substring_regex(texts, _UNSPACED_RE2)
+    spaced = pc.replace_substring_regex(texts, _UNSPACED_RE2, " ")
+    runs = pc.count_substring_regex(spaced, _WORD_RUN_RE2)
+    return pc.add(unspaced, runs).to_numpy(zero_copy_only=False)
 
 
 def count_hits(text: str, pattern: re.Pattern[str] | None) -> int:
@@ -190,11 +192,9 @@ def score(table: pa.Table, cfg: ToxicityConfig) -> pa.Table:
     known = available_langs()
     ignore = frozenset(_normalize(w) for w in cfg.ignore_words)
     hits = np.zeros(len(texts), dtype=np.int32)
-    words = np.zeros(len(texts), dtype=np.int32)
     for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
-        pattern = _pattern(_langs_for(lang, cfg, known), ignore)
-        hits[i] = count_hits(text, pattern)
-        words[i] = count_words(text)
+        hits[i] = count_hits(text, _pattern(_langs_for(lang, cfg, known), ignore))
+    words = count_words(table["text"]) if table.num_rows else np.zeros(0, np.int64)
     out = table.append_column(
         pa.field("toxicity", pa.float32()),
         pa.array(hits / np.maximum(words, 1), type=pa.float32()),
