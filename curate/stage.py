@@ -194,3 +194,34 @@ class Stage(Generic[C]):
         result = decide(scored, self.rules(scored, cfg) if self.rules else {}, self.name)
         result.stats.seconds = time.perf_counter() - start
         return result
+
+
+@dataclass(frozen=True)
+class GlobalStage(Generic[C]):
+    """A stage that must see the whole run before deciding (dedup, say): map, reduce, apply.
+
+    ``map`` turns each part into a compact summary table (signatures, hashes), written beside the
+    part; ``reduce`` reads all summaries, in part order, into one state table (duplicates, cluster
+    ids); ``score`` adds columns to each part from that state, and ``rules``/decide work as for
+    :class:`Stage`. flows/ runs map per part and reduce once, as separate tasks.
+    """
+
+    name: str
+    config: type[C]
+    map: Callable[[pa.Table, C], pa.Table]
+    reduce: Callable[[list[str], C], pa.Table]  # URLs of the map outputs, in part order
+    score: Callable[[pa.Table, pa.Table, C], pa.Table]  # (part, state, cfg) -> part + columns
+    rules: Callable[[pa.Table, C], Rules] | None = None
+
+    def run(self, table: pa.Table, state: pa.Table, cfg: C) -> StageResult:
+        import time
+
+        start = time.perf_counter()
+        scored = self.score(table, state, cfg)
+        if scored.num_rows != table.num_rows:
+            raise ConservationError(
+                f"stage {self.name!r}: score returned {scored.num_rows} rows for {table.num_rows}"
+            )
+        result = decide(scored, self.rules(scored, cfg) if self.rules else {}, self.name)
+        result.stats.seconds = time.perf_counter() - start
+        return result
