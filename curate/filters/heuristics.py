@@ -1,0 +1,465 @@
+"""Heuristic quality rules: Gopher quality, Gopher repetition, C4 lines, FineWeb — one stage.
+
+One stage, ``heuristics``, because all four families read the same split of the same text: each
+document is lower-cased and split into words once (:func:`curate.text.split_words`) and into
+lines/paragraphs once, and every rule reads those. Each family has its own config section (and can
+be switched off); each rule is its own score column and its own removal reason; a threshold set to
+``None`` switches that rule off. Defaults are the papers' thresholds, as in datatrove 0.10.1's
+``GopherQualityFilter``, ``GopherRepetitionFilter``, ``C4QualityFilter`` and
+``FineWebQualityFilter``.
+
+Measured on the text as it comes in; the C4 line rewrite (drop lines without terminal
+punctuation, with fewer than 3 words, mentioning javascript or cookie/terms policies; strip
+``[1]``-style citations) then replaces ``text`` in the output when ``c4.rewrite`` is on. C4's
+document rules (lorem ipsum, curly bracket, fewer than 5 sentences) are measured on the lines C4
+keeps, as in the reference implementation.
+
+Differences from datatrove, on purpose:
+- words: whitespace tokens with punctuation stripped (not spaCy); the word-count, mean-length and
+  stop-word rules count these, the alpha-words rule counts whitespace tokens with a letter;
+- lines: blank lines are not lines (bullet/ellipsis fractions, duplicate lines);
+- top n-gram: only an n-gram that occurs at least twice counts (a text of unique n-grams has no
+  "top duplicate"); duplicate n-gram characters are the words covered by any later occurrence of
+  an n-gram (a union, so overlaps count once), computed with rolling hashes in numpy;
+- C4 sentences: counted with a regex (terminal punctuation followed by a space or the end),
+  not with NLTK punkt;
+- language: the Gopher stop-word rule uses the document's ``lang`` (a list per language in
+  ``stop_words``; languages without one skip the rule; null ``lang`` counts as
+  ``lang_if_null``); languages written without spaces (``unspaced_langs``: ja, zh, th, ...) skip
+  the word-count, mean-word-length, symbol-ratio and stop-word rules, which assume spaces;
+- domains in ``skip_domains`` (code, by default) are not measured: null scores, never removed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from curate.stage import ERROR_COLUMN, Rules, Stage
+from curate.text import Tokens, split_words
+
+# Gopher (Rae et al. 2021, A.1.1): "the, be, to, of, and, that, have, with" — at least two present.
+# The other lists hold the same kind of words (article/copula/common prepositions and
+# conjunctions), eight per language, for the languages of the sample corpus.
+STOP_WORDS: dict[str, list[str]] = {
+    "en": ["the", "be", "to", "of", "and", "that", "have", "with"],
+    "de": ["der", "die", "das", "und", "ist", "zu", "von", "mit"],
+    "fr": ["le", "la", "les", "de", "et", "est", "que", "avec"],
+    "es": ["el", "la", "de", "que", "y", "en", "es", "con"],
+    "it": ["il", "la", "di", "che", "e", "è", "per", "con"],
+    "pt": ["o", "a", "de", "que", "e", "é", "para", "com"],
+    "nl": ["de", "het", "een", "en", "van", "is", "dat", "met"],
+    "id": ["yang", "dan", "di", "ini", "itu", "dengan", "untuk", "dari"],
+}
+UNSPACED_LANGS = ["ja", "zh", "th", "lo", "km", "my", "bo"]
+BULLETS = ("-", "•", "‣", "◦", "●", "▪", "*")
+ELLIPSES = ("...", "…")
+C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
+C4_POLICY = (
+    "terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
+    "use cookies",
+)  # fmt: skip
+C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+C4_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
+FINEWEB_TERMINAL = (".", "!", "?", "…", '"', "'", "”", "»", "。", "！", "？", "؟", "।", "॥")
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+
+
+class GopherQualityConfig(BaseModel):
+    """Gopher quality rules (Rae et al. 2021, A.1.1); ``None`` switches a rule off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_words: int | None = 50
+    max_words: int | None = 100_000
+    min_mean_word_length: float | None = 3
+    max_mean_word_length: float | None = 10
+    max_symbol_ratio: float | None = Field(0.1, description="'#' or ellipses per word")
+    max_bullet_lines: float | None = Field(0.9, description="fraction of lines starting a bullet")
+    max_ellipsis_lines: float | None = Field(0.3, description="fraction of lines ending in ...")
+    min_alpha_words: float | None = Field(0.8, description="fraction of tokens with a letter")
+    min_stop_words: int | None = Field(2, description="distinct stop words of the doc's lang")
+    stop_words: dict[str, list[str]] = Field(default_factory=lambda: dict(STOP_WORDS))
+    lang_if_null: str | None = "en"
+    unspaced_langs: list[str] = Field(default_factory=lambda: list(UNSPACED_LANGS))
+
+
+class GopherRepetitionConfig(BaseModel):
+    """Gopher repetition rules (Rae et al. 2021, table A1): maxima of duplicate fractions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_dup_line_frac: float | None = 0.3
+    max_dup_para_frac: float | None = 0.3
+    max_dup_line_char_frac: float | None = 0.2
+    max_dup_para_char_frac: float | None = 0.2
+    top_ngrams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    dup_ngrams: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+
+
+class C4Config(BaseModel):
+    """C4 (Raffel et al. 2020) line filter and document rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    rewrite: bool = Field(True, description="replace text by the lines C4 keeps")
+    remove_citations: bool = True
+    terminal_punct: bool = Field(True, description="drop lines not ending in . ? ! \" '")
+    min_words_per_line: int | None = 3
+    max_word_length: int | None = 1000
+    min_sentences: int | None = 5
+    lorem_ipsum: bool = True
+    javascript: bool = True
+    curly_bracket: bool = True
+    policy: bool = True
+
+
+class FineWebConfig(BaseModel):
+    """FineWeb's three rules (Penedo et al. 2024), plus datatrove's optional list ratio."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_line_punct: float | None = Field(0.12, description="fraction of lines ending in . ! ?")
+    max_short_lines: float | None = Field(0.67, description="fraction of lines ≤ short_line_len")
+    short_line_length: int = 30
+    max_dup_chars: float | None = Field(0.01, description="chars in duplicate lines / chars")
+    max_list_ratio: float | None = Field(None, description="newlines per word (datatrove: 0.3)")
+
+
+class HeuristicsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gopher_quality: GopherQualityConfig = Field(default_factory=GopherQualityConfig)
+    gopher_repetition: GopherRepetitionConfig = Field(default_factory=GopherRepetitionConfig)
+    c4: C4Config = Field(default_factory=C4Config)
+    fineweb: FineWebConfig = Field(default_factory=FineWebConfig)
+    skip_domains: list[str] = Field(default_factory=lambda: ["code"])
+
+
+# ---------------------------------------------------------------------------------------------
+# measurements (one document)
+
+
+def _fraction(count: float, total: float) -> float:
+    return count / total if total else 0.0
+
+
+def gopher_quality(text: str, lines: list[str], tok: Tokens, lang: str | None,
+                   cfg: GopherQualityConfig) -> dict[str, Any]:  # fmt: skip
+    """Gopher quality measurements of one document."""
+    n_words = len(tok.words)
+    stop = cfg.stop_words.get(lang or cfg.lang_if_null or "")
+    if stop is None or lang in cfg.unspaced_langs:
+        stop_count = None
+    else:
+        present = set(tok.words)
+        stop_count = sum(1 for s in stop if s in present)
+    hashes = text.count("#")
+    ellipses = text.count("...") + text.count("…")
+    return {
+        "gopher_words": n_words,
+        "gopher_mean_word_length": (
+            sum(map(len, tok.words)) / n_words if n_words else 0.0
+        ),
+        "gopher_symbol_ratio": max(hashes, ellipses) / max(n_words, 1),
+        "gopher_bullet_lines": _fraction(
+            sum(1 for line in lines if line.lstrip().startswith(BULLETS)), len(lines)
+        ),
+        "gopher_ellipsis_lines": _fraction(
+            sum(1 for line in lines if line.rstrip().endswith(ELLIPSES)), len(lines)
+        ),
+        "gopher_alpha_words": (
+            1.0 - tok.non_alpha_tokens / len(tok.tokens) if tok.tokens else 0.0
+        ),
+        "gopher_stop_words": stop_count,
+    }
+
+
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """(number of items equal to an earlier one, their characters)."""
+    seen: set[str] = set()
+    n = chars = 0
+    for item in items:
+        if item in seen:
+            n += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return n, chars
+
+
+_HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def ngram_repetition(words: list[str], top_ns: list[int], dup_ns: list[int]
+                     ) -> tuple[dict[int, int], dict[int, int]]:  # fmt: skip
+    """Characters of the most repeated n-gram × its count (``top_ns``) and characters of words
+    covered by repeated n-grams (``dup_ns``), from rolling 64-bit hashes of word ids."""
+    m = len(words)
+    top = dict.fromkeys(top_ns, 0)
+    dup = dict.fromkeys(dup_ns, 0)
+    if m < 2:
+        return top, dup
+    vocab: dict[str, int] = {}
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) + 1 for w in words), np.uint64, m)
+    lens = np.fromiter(map(len, words), np.int64, m)
+    cum = np.concatenate(([0], np.cumsum(lens)))
+    h = ids.copy()
+    for n in range(2, max([*top_ns, *dup_ns, 1]) + 1):
+        if n > m:
+            break
+        h = h[:-1] * _HASH_MULT + ids[n - 1 :]
+        if n not in top and n not in dup:
+            continue
+        _, first, inverse, counts = np.unique(
+            h, return_index=True, return_inverse=True, return_counts=True
+        )
+        if n in top:
+            best = int(np.argmax(counts))
+            if counts[best] >= 2:
+                start = int(first[best])
+                top[n] = int(counts[best]) * int(cum[start + n] - cum[start] + n - 1)
+        if n in dup:
+            starts = np.flatnonzero(first[inverse] != np.arange(len(h)))
+            if len(starts):
+                delta = np.bincount(starts, minlength=m + 1) - np.bincount(
+                    starts + n, minlength=m + 1
+                )
+                covered = np.cumsum(delta[:m]) > 0
+                dup[n] = int(lens[covered].sum())
+    return top, dup
+
+
+def gopher_repetition(text: str, lines: list[str], tok: Tokens,
+                      cfg: GopherRepetitionConfig) -> dict[str, Any]:  # fmt: skip
+    """Gopher repetition measurements of one document."""
+    chars = max(len(text), 1)
+    paragraphs = [p.strip() for p in _PARAGRAPHS.split(text.strip())]
+    para_dup, para_dup_chars = _duplicates(paragraphs)
+    stripped = [line.strip() for line in lines]
+    line_dup, line_dup_chars = _duplicates(stripped)
+    top, dup = ngram_repetition(tok.words, sorted(cfg.top_ngrams), sorted(cfg.dup_ngrams))
+    out: dict[str, Any] = {
+        "gopher_dup_para_frac": _fraction(para_dup, len(paragraphs)),
+        "gopher_dup_para_char_frac": para_dup_chars / chars,
+        "gopher_dup_line_frac": _fraction(line_dup, len(lines)),
+        "gopher_dup_line_char_frac": line_dup_chars / chars,
+    }
+    out.update({f"gopher_top_{n}gram": c / chars for n, c in top.items()})
+    out.update({f"gopher_dup_{n}gram": c / chars for n, c in dup.items()})
+    return out
+
+
+def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]]:
+    """C4's line filter: the kept lines and the document flags (lorem ipsum, curly bracket,
+    sentences in the kept lines)."""
+    kept: list[str] = []
+    lorem = curly = False
+    sentences = 0
+    for raw in lines:
+        line = raw.strip()
+        words = line.split()
+        if cfg.max_word_length is not None and any(len(w) > cfg.max_word_length for w in words):
+            continue
+        if cfg.remove_citations and "[" in line:
+            line = C4_CITATION.sub("", line)
+        if cfg.terminal_punct and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
+            continue
+        if cfg.min_words_per_line is not None and len(words) < cfg.min_words_per_line:
+            continue
+        low = line.lower()
+        if cfg.lorem_ipsum and "lorem ipsum" in low:
+            lorem = True
+        if cfg.javascript and "javascript" in low:
+            continue
+        if cfg.curly_bracket and "{" in line:
+            curly = True
+        if cfg.policy and any(p in low for p in C4_POLICY):
+            continue
+        sentences += max(len(C4_SENTENCE_END.findall(line)), 1)
+        kept.append(line)
+    flags = {
+        "c4_lines_removed": len(lines) - len(kept),
+        "c4_sentences": sentences,
+        "c4_lorem_ipsum": lorem,
+        "c4_curly_bracket": curly,
+    }
+    return kept, flags
+
+
+def fineweb(text: str, lines: list[str], tok: Tokens, cfg: FineWebConfig) -> dict[str, Any]:
+    """FineWeb measurements of one document (lines: the non-blank lines)."""
+    n = len(lines)
+    _, dup_chars = _duplicates(lines)
+    return {
+        "fineweb_line_punct": _fraction(
+            sum(1 for line in lines if line.rstrip().endswith(FINEWEB_TERMINAL)), n
+        ),
+        "fineweb_short_lines": _fraction(
+            sum(1 for line in lines if len(line.strip()) <= cfg.short_line_length), n
+        ),
+        "fineweb_dup_chars": _fraction(dup_chars, len(text) - text.count("\n")),
+        "fineweb_list_ratio": text.count("\n") / max(len(tok.words), 1),
+    }
+
+
+def measure(text: str, lang: str | None, cfg: HeuristicsConfig) -> tuple[dict[str, Any], str]:
+    """Every enabled family's measurements of one document, and its text after the C4 rewrite."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    tok = split_words(text)
+    row: dict[str, Any] = {}
+    if cfg.gopher_quality.enabled:
+        row.update(gopher_quality(text, lines, tok, lang, cfg.gopher_quality))
+    if cfg.gopher_repetition.enabled:
+        row.update(gopher_repetition(text, lines, tok, cfg.gopher_repetition))
+    if cfg.fineweb.enabled:
+        row.update(fineweb(text, lines, tok, cfg.fineweb))
+    if cfg.c4.enabled:
+        kept, flags = c4_lines(lines, cfg.c4)
+        row.update(flags)
+        if cfg.c4.rewrite:
+            text = "\n".join(kept)
+    return row, text
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def columns(cfg: HeuristicsConfig) -> dict[str, pa.DataType]:
+    """Score columns the stage adds with ``cfg``, in order."""
+    f32, i32 = pa.float32(), pa.int32()
+    cols: dict[str, pa.DataType] = {}
+    if cfg.gopher_quality.enabled:
+        cols |= {"gopher_words": i32, "gopher_mean_word_length": f32, "gopher_symbol_ratio": f32,
+                 "gopher_bullet_lines": f32, "gopher_ellipsis_lines": f32,
+                 "gopher_alpha_words": f32, "gopher_stop_words": i32}  # fmt: skip
+    rep = cfg.gopher_repetition
+    if rep.enabled:
+        cols |= dict.fromkeys(
+            ["gopher_dup_para_frac", "gopher_dup_para_char_frac", "gopher_dup_line_frac",
+             "gopher_dup_line_char_frac"], f32)  # fmt: skip
+        cols |= {f"gopher_top_{n}gram": f32 for n in sorted(rep.top_ngrams)}
+        cols |= {f"gopher_dup_{n}gram": f32 for n in sorted(rep.dup_ngrams)}
+    if cfg.fineweb.enabled:
+        cols |= dict.fromkeys(
+            ["fineweb_line_punct", "fineweb_short_lines", "fineweb_dup_chars",
+             "fineweb_list_ratio"], f32)  # fmt: skip
+    if cfg.c4.enabled:
+        cols |= {"c4_lines_removed": i32, "c4_sentences": i32, "c4_lorem_ipsum": pa.bool_(),
+                 "c4_curly_bracket": pa.bool_()}  # fmt: skip
+    return cols
+
+
+def score(table: pa.Table, cfg: HeuristicsConfig) -> pa.Table:
+    """Add one column per rule (null for skipped domains); rewrite ``text`` if C4 rewrites."""
+    texts = table["text"].to_pylist()
+    n = len(texts)
+    langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
+    domains = table["domain"].to_pylist() if "domain" in table.column_names else [None] * n
+    cols = columns(cfg)
+    values: dict[str, list[Any]] = {c: [None] * n for c in cols}
+    errors: list[str | None] = [None] * n
+    skip = set(cfg.skip_domains)
+    for i, (text, lang, domain) in enumerate(zip(texts, langs, domains, strict=True)):
+        if domain in skip:
+            continue
+        try:
+            row, texts[i] = measure(text, lang, cfg)
+        except Exception as e:  # one bad document is quarantined, not a crashed part
+            errors[i] = f"heuristics_error:{type(e).__name__}"
+            continue
+        for c, v in row.items():
+            values[c][i] = v
+    out = table
+    if cfg.c4.enabled and cfg.c4.rewrite:
+        col = out.column_names.index("text")
+        out = out.set_column(col, out.schema.field("text"), pa.array(texts, pa.large_string()))
+    for c, dtype in cols.items():
+        out = out.append_column(pa.field(c, dtype), pa.array(values[c], dtype))
+    if any(e is not None for e in errors):
+        out = out.append_column(pa.field(ERROR_COLUMN, pa.string()), pa.array(errors, pa.string()))
+    return out
+
+
+def _col(table: pa.Table, name: str, fill: float) -> np.ndarray:
+    """A score column as float64, nulls (skipped documents and rules) filled with ``fill``."""
+    values = pc.fill_null(pc.cast(table[name], pa.float64()), fill)
+    return values.to_numpy(zero_copy_only=False)
+
+
+def _above(table: pa.Table, name: str, limit: float | None) -> np.ndarray:
+    if limit is None:
+        return np.zeros(table.num_rows, dtype=bool)
+    return _col(table, name, -np.inf) > limit
+
+
+def _below(table: pa.Table, name: str, limit: float | None) -> np.ndarray:
+    if limit is None:
+        return np.zeros(table.num_rows, dtype=bool)
+    return _col(table, name, np.inf) < limit
+
+
+def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
+    """One reason per rule, Gopher quality → Gopher repetition → C4 → FineWeb."""
+    out: dict[str, np.ndarray] = {}
+    n = table.num_rows
+    q = cfg.gopher_quality
+    if q.enabled:
+        langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
+        spaced = np.asarray([lang not in q.unspaced_langs for lang in langs], dtype=bool)
+        out["gopher_word_count"] = spaced & (
+            _below(table, "gopher_words", q.min_words) | _above(table, "gopher_words", q.max_words)
+        )
+        out["gopher_mean_word_length"] = spaced & (
+            _below(table, "gopher_mean_word_length", q.min_mean_word_length)
+            | _above(table, "gopher_mean_word_length", q.max_mean_word_length)
+        )
+        out["gopher_symbol_ratio"] = spaced & _above(
+            table, "gopher_symbol_ratio", q.max_symbol_ratio
+        )
+        out["gopher_bullet_lines"] = _above(table, "gopher_bullet_lines", q.max_bullet_lines)
+        out["gopher_ellipsis_lines"] = _above(table, "gopher_ellipsis_lines", q.max_ellipsis_lines)
+        out["gopher_alpha_words"] = _below(table, "gopher_alpha_words", q.min_alpha_words)
+        out["gopher_stop_words"] = _below(table, "gopher_stop_words", q.min_stop_words)
+    r = cfg.gopher_repetition
+    if r.enabled:
+        for name, limit in [
+            ("gopher_dup_para_frac", r.max_dup_para_frac),
+            ("gopher_dup_para_char_frac", r.max_dup_para_char_frac),
+            ("gopher_dup_line_frac", r.max_dup_line_frac),
+            ("gopher_dup_line_char_frac", r.max_dup_line_char_frac),
+        ]:
+            out[name] = _above(table, name, limit)
+        for k, limit in sorted(r.top_ngrams.items()):
+            out[f"gopher_top_{k}gram"] = _above(table, f"gopher_top_{k}gram", limit)
+        for k, limit in sorted(r.dup_ngrams.items()):
+            out[f"gopher_dup_{k}gram"] = _above(table, f"gopher_dup_{k}gram", limit)
+    c4 = cfg.c4
+    if c4.enabled:
+        out["c4_lorem_ipsum"] = _above(table, "c4_lorem_ipsum", 0.5 if c4.lorem_ipsum else None)
+        out["c4_curly_bracket"] = _above(
+            table, "c4_curly_bracket", 0.5 if c4.curly_bracket else None
+        )
+        out["c4_too_few_sentences"] = _below(table, "c4_sentences", c4.min_sentences)
+    f = cfg.fineweb
+    if f.enabled:
+        out["fineweb_line_punct"] = _below(table, "fineweb_line_punct", f.min_line_punct)
+        out["fineweb_short_lines"] = _above(table, "fineweb_short_lines", f.max_short_lines)
+        out["fineweb_dup_chars"] = _above(table, "fineweb_dup_chars", f.max_dup_chars)
+        out["fineweb_list_ratio"] = _above(table, "fineweb_list_ratio", f.max_list_ratio)
+    return out
+
+
+HEURISTICS = Stage(name="heuristics", config=HeuristicsConfig, score=score, rules=rules)
