@@ -16,7 +16,8 @@ from functools import cache
 
 # ASCII punctuation plus the common Unicode quotes, dashes, brackets and CJK punctuation.
 PUNCTUATION = (
-    string.punctuation + "«»‹›“”„‟‘’‚‛–—―…·•►◄■□▪▫●○◆◇★☆、。，．：；！？（）【】「」『』〈〉《》〔〕～％＃＆＊＋＝"
+    string.punctuation
+    + "«»‹›“”„‟‘’‚‛–—―…·•►◄■□▪▫●○◆◇★☆、。，．：；！？（）【】「」『』〈〉《》〔〕～％＃＆＊＋＝"
 )
 _PUNCT_TRANS = str.maketrans(PUNCTUATION, " " * len(PUNCTUATION))
 # A whitespace token without any letter (digits, symbols): counted by one regex pass.

@@ -169,9 +169,7 @@ def gopher_quality(text: str, lines: list[str], tok: Tokens, lang: str | None,
     ellipses = text.count("...") + text.count("…")
     return {
         "gopher_words": n_words,
-        "gopher_mean_word_length": (
-            sum(map(len, tok.words)) / n_words if n_words else 0.0
-        ),
+        "gopher_mean_word_length": (sum(map(len, tok.words)) / n_words if n_words else 0.0),
         "gopher_symbol_ratio": max(hashes, ellipses) / max(n_words, 1),
         "gopher_bullet_lines": _fraction(
             sum(1 for line in lines if line.lstrip().startswith(BULLETS)), len(lines)
@@ -179,9 +177,7 @@ def gopher_quality(text: str, lines: list[str], tok: Tokens, lang: str | None,
         "gopher_ellipsis_lines": _fraction(
             sum(1 for line in lines if line.rstrip().endswith(ELLIPSES)), len(lines)
         ),
-        "gopher_alpha_words": (
-            1.0 - tok.non_alpha_tokens / len(tok.tokens) if tok.tokens else 0.0
-        ),
+        "gopher_alpha_words": (1.0 - tok.non_alpha_tokens / len(tok.tokens) if tok.tokens else 0.0),
         "gopher_stop_words": stop_count,
     }
 
