@@ -1,0 +1,220 @@
+"""Heuristic rules on real sample documents: each rule fires on a real document altered to break
+it, and stays quiet on the real document it was made from."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curate.filters.heuristics import (
+    HEURISTICS,
+    STOP_WORDS,
+    C4Config,
+    HeuristicsConfig,
+    c4_lines,
+    columns,
+    ngram_repetition,
+    rules,
+)
+from curate.schema import doc_id, docs_table
+from curate.text import normalize, split_words, words
+from tests.shards_sample import sample_docs
+from tests.test_toxicity import fortune_entries
+
+ALL_RULES = {
+    "gopher_word_count", "gopher_mean_word_length", "gopher_symbol_ratio", "gopher_bullet_lines",
+    "gopher_ellipsis_lines", "gopher_alpha_words", "gopher_stop_words", "gopher_dup_para_frac",
+    "gopher_dup_para_char_frac", "gopher_dup_line_frac", "gopher_dup_line_char_frac",
+    "gopher_top_2gram", "gopher_top_3gram", "gopher_top_4gram", "gopher_dup_5gram",
+    "gopher_dup_6gram", "gopher_dup_7gram", "gopher_dup_8gram", "gopher_dup_9gram",
+    "gopher_dup_10gram", "c4_lorem_ipsum", "c4_curly_bracket", "c4_too_few_sentences",
+    "fineweb_line_punct", "fineweb_short_lines", "fineweb_dup_chars", "fineweb_list_ratio",
+}  # fmt: skip
+CFG = HeuristicsConfig(fineweb={"max_list_ratio": 0.3})  # every rule on
+
+
+def _table(items: list[tuple[str, str | None]], domain: str = "prose") -> pa.Table:
+    return docs_table(
+        [
+            {"id": doc_id(f"t{i}", i), "text": text, "source": f"t{i}", "offset": i,
+             "domain": domain, "format": "text", "lang": lang}
+            for i, (text, lang) in enumerate(items)
+        ]
+    )  # fmt: skip
+
+
+@cache
+def clean_docs() -> list[str]:
+    """Real Devil's Dictionary blocks that pass every rule."""
+    table = sample_docs(("prose",))
+    masks = rules(HEURISTICS.score(table, CFG), CFG)
+    bad = np.logical_or.reduce(list(masks.values()))
+    texts = [t for t, b in zip(table["text"].to_pylist(), bad, strict=True) if not b]
+    assert len(texts) >= 20
+    return texts
+
+
+def fired(text: str, lang: str | None = "en", cfg: HeuristicsConfig = CFG) -> set[str]:
+    masks = rules(HEURISTICS.score(_table([(text, lang)]), cfg), cfg)
+    return {name for name, mask in masks.items() if mask[0]}
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def test_each_rule_fires_on_an_altered_real_document() -> None:
+    base, other = clean_docs()[3], clean_docs()[7]
+    assert fired(base) == set() and fired(other) == set()
+    lines = _lines(base)
+    base_words = base.split()
+    long_words = [w for w in words(" ".join(clean_docs())) if len(w) >= 11]
+    short_words = [w for w in base_words if len(w) <= 2]
+    cases: dict[str, str] = {
+        "gopher_word_count": fortune_entries("fortunes")[1],
+        "gopher_mean_word_length": " ".join(long_words[:300]),
+        "gopher_symbol_ratio": "\n".join("# " + line for line in lines),
+        "gopher_bullet_lines": "\n".join("- " + line for line in lines),
+        "gopher_ellipsis_lines": "\n".join(line.rstrip(".") + "..." for line in lines),
+        "gopher_alpha_words": " ".join(f"{w} {i} |" for i, w in enumerate(base_words)),
+        "gopher_stop_words": " ".join(w for w in words(base) if w not in STOP_WORDS["en"]) + ".",
+        "gopher_dup_para_frac": "\n\n".join([base] * 3),
+        "gopher_dup_line_frac": "\n".join(lines + lines[: len(lines) // 2]),
+        "gopher_top_2gram": base + "\n" + " ".join(["ugly frock"] * 200) + ".",
+        "gopher_dup_5gram": base + "\n\n" + other + "\n\n" + base,
+        "c4_lorem_ipsum": base + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.",
+        "c4_curly_bracket": base + "\nThe dictionary { holds } definitions in braces.",
+        "c4_too_few_sentences": fortune_entries("fortunes")[1],
+        "fineweb_line_punct": "\n".join(line.rstrip(".!?;:,\"'") for line in lines),
+        "fineweb_short_lines": "\n".join(
+            " ".join(base_words[i : i + 3]) for i in range(0, len(base_words), 3)
+        ),
+        "fineweb_dup_chars": base + "\n" + lines[5] + "\n" + lines[6] + "\n" + lines[5],
+        "fineweb_list_ratio": "\n".join(base_words),
+    }
+    assert short_words  # (a too-short mean length is covered by the unit check below)
+    seen: set[str] = set()
+    for rule, text in cases.items():
+        got = fired(text)
+        assert rule in got, f"{rule} did not fire: {got}"
+        seen |= got
+    # the repeated-paragraph document breaks all duplicate-paragraph/line/n-gram rules at once
+    assert {
+        "gopher_dup_para_char_frac", "gopher_dup_line_char_frac", "gopher_top_3gram",
+        "gopher_top_4gram", *(f"gopher_dup_{n}gram" for n in range(5, 11)),
+    } <= fired("\n\n".join([base] * 3))  # fmt: skip
+    assert fired(" ".join(short_words * 30)) >= {"gopher_mean_word_length"}
+    assert seen | fired("\n\n".join([base] * 3)) == ALL_RULES
+
+
+def test_stop_words_follow_the_language() -> None:
+    german = " ".join(fortune_entries("fortunes-de")[:40])
+    assert "gopher_stop_words" not in fired(german, "de")
+    assert "gopher_stop_words" in fired(german, "en")
+    assert "gopher_stop_words" not in fired(german, "sw")  # no list for Swahili: rule skipped
+    assert "gopher_stop_words" in fired(german, None)  # null lang counts as lang_if_null = en
+
+
+def test_unspaced_languages_skip_word_rules() -> None:
+    import trafilatura
+
+    from tests.test_toxicity import HTML
+
+    page = next(HTML.glob("debian-reference-ja/**/*.html"))
+    text = trafilatura.extract(page.read_text("utf-8")) or ""
+    assert len(text) > 5000
+    word_rules = {"gopher_word_count", "gopher_mean_word_length", "gopher_stop_words",
+                  "gopher_symbol_ratio"}  # fmt: skip
+    assert "gopher_stop_words" in fired(text, "fr")  # measured as if it were French: no stop words
+    assert not word_rules & fired(text, "ja")
+    cjk_only = "".join(re.findall(r"[\u3040-\u30ff\u4e00-\u9fff]+", text))[:3000]
+    assert {"gopher_word_count", "gopher_mean_word_length"} <= fired(cjk_only, "de")
+    assert not word_rules & fired(cjk_only, "ja")
+
+
+def test_ngram_repetition_matches_brute_force() -> None:
+    ws = words(clean_docs()[0])[:120]
+    ws = ws + ws[10:40] + ws[:7]
+    top, dup = ngram_repetition(ws, [2, 3, 4], [5, 6, 10])
+    for n in (5, 6, 10):
+        grams = [tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)]
+        covered = np.zeros(len(ws), bool)
+        seen: set[tuple[str, ...]] = set()
+        for i, g in enumerate(grams):
+            if g in seen:
+                covered[i : i + n] = True
+            seen.add(g)
+        assert dup[n] == sum(len(w) for w, c in zip(ws, covered, strict=True) if c) > 0
+    for n in (2, 3, 4):
+        counts: dict[tuple[str, ...], int] = {}
+        for i in range(len(ws) - n + 1):
+            g = tuple(ws[i : i + n])
+            counts[g] = counts.get(g, 0) + 1
+        best = max(counts.values())
+        chars = {c * (len(" ".join(g))) for g, c in counts.items() if c == best}
+        assert top[n] in chars
+    assert ngram_repetition(["one"], [2], [5]) == ({2: 0}, {5: 0})
+
+
+def test_c4_rewrite_drops_lines_and_citations() -> None:
+    base = clean_docs()[2]
+    lines = _lines(base)
+    doc = "\n".join(
+        [
+            lines[0] + " [12]",
+            "Please enable JavaScript to view the definitions.",
+            "This site uses cookies to remember you.",
+            "A heading without punctuation",
+            "Too short.",
+            *lines[1:],
+        ]
+    )
+    kept, flags = c4_lines(_lines(doc), C4Config())
+    assert not any("javascript" in k.lower() or "cookies" in k for k in kept)
+    assert "[12]" not in kept[0] if kept else True
+    assert all(k.endswith((".", "?", "!", '"', "'")) and len(k.split()) >= 3 for k in kept)
+    assert flags["c4_lines_removed"] == len(_lines(doc)) - len(kept) >= 4
+    out = HEURISTICS.score(_table([(doc, "en")]), CFG)
+    assert out["text"][0].as_py() == "\n".join(kept)
+    kept_text = HEURISTICS.score(_table([(doc, "en")]), HeuristicsConfig(c4={"rewrite": False}))
+    assert kept_text["text"][0].as_py() == doc
+
+
+def test_sample_counters_code_skipped_and_columns() -> None:
+    table = sample_docs()
+    result = HEURISTICS.run(table, CFG)
+    s = result.stats
+    assert s.docs_in == table.num_rows == s.kept + s.removed_total + s.quarantined_total
+    assert set(s.removed) <= ALL_RULES and s.removed["gopher_word_count"] > 1000  # fortunes
+    assert sum(s.removed.values()) == result.removed.num_rows
+    code_ids = set(table.filter(pa.compute.equal(table["domain"], "code"))["id"].to_pylist())
+    assert code_ids <= set(result.kept["id"].to_pylist())
+    scored = HEURISTICS.score(table, CFG)
+    assert list(columns(CFG)) == scored.column_names[len(table.column_names) :]
+    code = scored.filter(pa.compute.equal(scored["domain"], "code"))
+    assert code["gopher_words"].null_count == code.num_rows
+    # switching a family off removes its columns and its reasons
+    only_q = HeuristicsConfig(gopher_repetition={"enabled": False}, c4={"enabled": False},
+                              fineweb={"enabled": False})  # fmt: skip
+    q = HEURISTICS.run(table, only_q)
+    assert all(r.startswith("gopher_") for r in q.stats.removed)
+    assert "c4_sentences" not in HEURISTICS.score(table, only_q).column_names
+
+
+def test_text_helpers() -> None:
+    tok = split_words("The (quick), brown — fox 42 jumped… «over»\n$ 3.14")
+    assert tok.words == ["the", "quick", "brown", "fox", "42", "jumped", "over", "3.14"]
+    assert tok.non_alpha_tokens == 4  # —, 42, $, 3.14
+    assert normalize("Ｆｕｌｌ-width  TEXT,\n\tspaced!") == "full width text spaced"
+    assert re.fullmatch(r"[a-z0-9 ]+", normalize(clean_docs()[0][:500]))
+
+
+def test_config_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError):
+        HeuristicsConfig(gopher={"min_words": 10})
+    with pytest.raises(ValueError):
+        HeuristicsConfig(c4={"min_sentence": 3})
