@@ -32,8 +32,13 @@ import numpy as np
 
 from curate.filters.heuristics import HEURISTICS, HeuristicsConfig
 from curate.filters.langid import LANGID, LangIdConfig
-from curate.filters.quality import QUALITY, QualityConfig, QualityTrainConfig, read_texts
-from curate.filters.quality import train_quality_model
+from curate.filters.quality import (
+    QUALITY,
+    QualityConfig,
+    QualityTrainConfig,
+    read_texts,
+    train_quality_model,
+)
 from curate.schema import docs_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
