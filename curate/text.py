@@ -12,7 +12,6 @@ import re
 import string
 import unicodedata
 from dataclasses import dataclass
-from functools import cache
 
 # ASCII punctuation plus the common Unicode quotes, dashes, brackets and CJK punctuation.
 PUNCTUATION = (
@@ -52,8 +51,3 @@ def normalize(text: str) -> str:
     if not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
     return " ".join(text.lower().translate(_PUNCT_TRANS).split())
-
-
-@cache
-def punctuation_set() -> frozenset[str]:
-    return frozenset(PUNCTUATION)

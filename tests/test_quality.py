@@ -114,7 +114,8 @@ def test_stage_scores_a_batch_and_counters_balance(trained: tuple[Path, dict]) -
     assert "empty" in result.removed["source"].to_pylist()
 
 
-def test_cli_reads_dirs_and_a_run(tmp_path: Path) -> None:
+def test_cli_reads_dirs_and_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(SAMPLE.parents[1])  # the config's paths are relative to the repo root
     run = tmp_path / "runs" / "r1"
     (run / "extract").mkdir(parents=True)
     neg = negatives()
@@ -129,8 +130,15 @@ def test_cli_reads_dirs_and_a_run(tmp_path: Path) -> None:
     assert stats["documents"]["negative"] == len(neg)
     assert stats["documents"]["positive"] == len(positives())
     assert stats["held_out"]["f1"] >= 0.8
+    # the shipped config names the same sample sources; the run adds the negatives
+    config = Path(__file__).resolve().parents[1] / "configs" / "quality_train.yaml"
+    out2 = tmp_path / "model2"
+    assert main(["--config", str(config), "--negative-run", str(run), "--out", str(out2)]) == 0
+    assert json.loads((out2 / "quality_stats.json").read_text())["held_out"] == stats["held_out"]
     with pytest.raises(SystemExit):
         main(["--positive", str(POSITIVE_DIRS[0]), "--out", str(out)])  # no negatives
+    with pytest.raises(SystemExit):
+        main(["--negative-run", str(run), "--out", str(out)])  # no positives
     with pytest.raises(FileNotFoundError):
         main(["--positive", str(POSITIVE_DIRS[0]), "--negative-run", str(tmp_path), "--out",
               str(out)])  # fmt: skip

@@ -257,30 +257,41 @@ def run_extract_parts(run_dir: str) -> list[str]:
     return parts
 
 
+SOURCE_KEYS = ("positive", "negative", "negative_run")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``sluice train-quality``: train the classifier from configured files or a run."""
+    """``sluice train-quality``: train the classifier from configured files or a run.
+
+    ``--config`` YAML: ``positive``, ``negative``, ``negative_run`` (lists of paths, added to the
+    command-line ones) and any :class:`QualityTrainConfig` field.
+    """
     parser = argparse.ArgumentParser(prog="sluice train-quality", description=main.__doc__)
-    parser.add_argument("--positive", action="append", required=True,
+    parser.add_argument("--positive", action="append", default=[],
                         help="file or folder of curated reference text (repeatable)")  # fmt: skip
     parser.add_argument("--negative", action="append", default=[],
                         help="file or folder of negative text, parquet included (repeatable)")  # fmt: skip
     parser.add_argument("--negative-run", action="append", default=[],
                         help="run folder whose extract/part-*.parquet are negatives")  # fmt: skip
     parser.add_argument("--out", required=True, help="folder for quality.bin and stats")
-    parser.add_argument("--config", help="YAML file with QualityTrainConfig fields")
+    parser.add_argument("--config", help="YAML: sources and QualityTrainConfig fields")
     args = parser.parse_args(argv)
     fields: dict[str, Any] = {}
     if args.config:
         import yaml
 
         fields = yaml.safe_load(Path(args.config).read_text()) or {}
+    sources = {key: list(fields.pop(key, None) or []) for key in SOURCE_KEYS}
     cfg = QualityTrainConfig(**fields)
-    negatives = list(args.negative)
-    for run in args.negative_run:
+    positives = sources["positive"] + args.positive
+    negatives = sources["negative"] + args.negative
+    for run in sources["negative_run"] + args.negative_run:
         negatives += run_extract_parts(run)
+    if not positives:
+        parser.error("give --positive (or positive: in --config)")
     if not negatives:
-        parser.error("give --negative or --negative-run")
-    stats = train_quality_model(read_texts(args.positive), read_texts(negatives), args.out, cfg)
+        parser.error("give --negative or --negative-run (or negative/negative_run: in --config)")
+    stats = train_quality_model(read_texts(positives), read_texts(negatives), args.out, cfg)
     print(json.dumps({k: stats[k] for k in ("train_examples", "held_out")}, indent=2))
     return 0
 
