@@ -10,13 +10,27 @@ be switched off); each rule is its own score column and its own removal reason; 
 
 Measured on the text as it comes in; the C4 line rewrite (drop lines without terminal
 punctuation, with fewer than 3 words, mentioning javascript or cookie/terms policies; strip
-``[1]``-style citations) then replaces ``text`` in the output when ``c4.rewrite`` is on. C4's
-document rules (lorem ipsum, curly bracket, fewer than 5 sentences) are measured on the lines C4
-keeps, as in the reference implementation.
+``[1]``-style citations) then replaces ``text`` in the output — of removed documents too — when
+``c4.rewrite`` is on. C4's document rules (lorem ipsum, curly bracket, fewer than 5 sentences)
+are measured on the lines C4 keeps, as in the reference implementation. A document whose
+measurement raises goes to quarantine (``heuristics_error:<Exception>``), not the whole part.
+
+Columns (float32 unless noted; null for skipped domains): ``gopher_words`` (int32),
+``gopher_mean_word_length``, ``gopher_symbol_ratio`` (max of '#' and ellipses per word),
+``gopher_bullet_lines``, ``gopher_ellipsis_lines``, ``gopher_alpha_words``,
+``gopher_stop_words`` (int32, distinct stop words; null when the language has no list),
+``gopher_dup_{para,line}_frac``, ``gopher_dup_{para,line}_char_frac``, ``gopher_top_{n}gram``,
+``gopher_dup_{n}gram``, ``fineweb_line_punct``, ``fineweb_short_lines``, ``fineweb_dup_chars``,
+``fineweb_list_ratio``, ``c4_lines_removed`` (int32), ``c4_sentences`` (int32),
+``c4_lorem_ipsum`` / ``c4_curly_bracket`` (bool). Reasons: the column name of the rule
+(``gopher_word_count`` for too few or too many words, ``c4_too_few_sentences``), in the order
+Gopher quality → Gopher repetition → C4 → FineWeb.
 
 Differences from datatrove, on purpose:
-- words: whitespace tokens with punctuation stripped (not spaCy); the word-count, mean-length and
-  stop-word rules count these, the alpha-words rule counts whitespace tokens with a letter;
+- words: whitespace tokens with punctuation stripped (not spaCy); the word-count, mean-length,
+  symbol-ratio and stop-word rules count these, the alpha-words rule counts whitespace tokens
+  with a letter (datatrove counts spaCy tokens, punctuation marks included, so ordinary prose
+  falls under its 80%: the main source of disagreement in bench/RESULTS.md);
 - lines: blank lines are not lines (bullet/ellipsis fractions, duplicate lines);
 - top n-gram: only an n-gram that occurs at least twice counts (a text of unique n-grams has no
   "top duplicate"); duplicate n-gram characters are the words covered by any later occurrence of
