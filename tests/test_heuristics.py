@@ -221,3 +221,20 @@ def test_config_rejects_unknown_keys() -> None:
         HeuristicsConfig(gopher={"min_words": 10})
     with pytest.raises(ValueError):
         HeuristicsConfig(c4={"min_sentence": 3})
+
+
+def test_a_failing_document_is_quarantined(monkeypatch: pytest.MonkeyPatch) -> None:
+    import curate.filters.heuristics as heuristics
+
+    docs = clean_docs()[:5]
+    real_measure = heuristics.measure
+
+    def measure(text: str, lang: str | None, cfg: HeuristicsConfig):  # type: ignore[no-untyped-def]
+        if text == docs[2]:
+            raise UnicodeError("simulated")
+        return real_measure(text, lang, cfg)
+
+    monkeypatch.setattr(heuristics, "measure", measure)
+    result = HEURISTICS.run(_table([(t, "en") for t in docs]), CFG)
+    assert result.stats.quarantined == {"heuristics_error:UnicodeError": 1}
+    assert result.stats.kept == 4 and result.quarantine["offset"].to_pylist() == [2]
