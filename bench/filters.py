@@ -8,9 +8,6 @@ chunked whole text) and ``quality`` (a model trained here on data/sample, as in 
 
     PYTHONPATH=. /work/main/.venv-bench/bin/python -m bench.filters --corpus /work/corpus/small
 
-(``-m``: run as ``bench/filters.py``, the script folder goes first on sys.path and
-``bench/tokenize.py`` shadows the standard library's ``tokenize``.)
-
 Documents: rst sources (LLVM + Python docs), the Debian reference / jargon file in ~4 kB blocks,
 and fortune entries, taken evenly up to ``--max-docs``. docs/s/core = documents / CPU seconds of
 this single-threaded process (meaningful on a shared machine); wall-clock docs/s beside it.

@@ -1,7 +1,7 @@
 """Tokenizer benchmark on the full Debian corpus: bytes/token vs GPT-2 and Mistral, and
 encoding throughput of curate's encode path vs sentencepiece's own batch encode.
 
-    /work/main/.venv/bin/python bench/tokenize.py --corpus /work/corpus/full --vocab 32000
+    /work/main/.venv/bin/python bench/tokenizer_compare.py --corpus /work/corpus/full --vocab 32000
 
 Documents: rst sources, code, prose (debian-reference .txt.gz, dict .dz), fortune entries and
 HTML pages (text by a plain lxml walk, not trafilatura, to keep the bench cheap); PDFs are
