@@ -141,7 +141,11 @@ def _expand(spec: InputSpec) -> list[tuple[str, int]]:
     for p, info in infos.items():
         if info.get("type") != "file":
             continue
-        if spec.glob and not fs.isdir(path) and not fnmatch.fnmatch(p.rsplit("/", 1)[-1], spec.glob):
+        if (
+            spec.glob
+            and not fs.isdir(path)
+            and not fnmatch.fnmatch(p.rsplit("/", 1)[-1], spec.glob)
+        ):
             continue
         out.append((url_of(p), int(info.get("size") or 0)))
     return out

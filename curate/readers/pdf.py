@@ -61,7 +61,10 @@ def extract_pdf(data: bytes, max_pages: int | None = None) -> PdfText:
                     texts.append(text.strip("\n"))
                 else:
                     empty += 1
-                    if any(True for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2)):
+                    if any(
+                        True
+                        for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2)
+                    ):
                         scanned += 1
                 page.close()
             except pdfium.PdfiumError:

@@ -17,7 +17,6 @@ UTF-16/32 BOM), or more than 10% control characters in the first 8 KiB.
 from __future__ import annotations
 
 import codecs
-import gzip
 import io
 import re
 import zlib
@@ -131,7 +130,7 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     good, bad = _utf8_line_split(data)
     if good and bad:
         raise ReadError("mixed_encoding", f"{good} UTF-8 lines, {bad} non-UTF-8 lines")
-    best = charset_normalizer.from_bytes(data[:1 << 20]).best()
+    best = charset_normalizer.from_bytes(data[: 1 << 20]).best()
     if best is not None and best.chaos <= MAX_LEGACY_CHAOS:
         try:
             return data.decode(best.encoding)
@@ -141,7 +140,9 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     raise ReadError("invalid_utf8", f"{first_error[:120]}; {guess}")
 
 
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{1,40})""", re.I)
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{1,40})""", re.I
+)
 _XML_ENCODING = re.compile(rb"""<\?xml[^>]{0,100}?encoding\s*=\s*["']([A-Za-z0-9_.:-]{1,40})""")
 
 
