@@ -9,8 +9,10 @@ After every document stage the flow checks conservation over the whole run. The 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -116,12 +118,15 @@ def curate_flow(cfg: PipelineConfig) -> dict[str, Any]:
     return {k: v for k, v in report.items() if not k.endswith("_markdown")}
 
 
-def ray_task_runner(cfg: PipelineConfig) -> Any:
+def ray_task_runner(cfg: PipelineConfig, temp_dir: str | None = None) -> Any:
     """prefect-ray's RayTaskRunner: a small local Ray, or the cluster at ``cfg.ray.address``."""
     from prefect_ray import RayTaskRunner
 
     kwargs = runtime.ray_init_kwargs(
-        cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory, cfg.ray.temp_dir
+        cfg.ray.address,
+        cfg.ray.num_cpus,
+        cfg.ray.object_store_memory,
+        cfg.ray.temp_dir or temp_dir,
     )
     address = kwargs.pop("address", None)
     if address == "auto":
@@ -131,7 +136,7 @@ def ray_task_runner(cfg: PipelineConfig) -> Any:
 
 
 @contextmanager
-def _api(url: str | None):
+def _api(url: str | None) -> Iterator[None]:
     import prefect.settings as ps
 
     if url:
@@ -143,6 +148,13 @@ def _api(url: str | None):
 
 def run_curate(cfg: PipelineConfig, api_url: str | None = None) -> dict[str, Any]:
     """Run the flow with Ray tasks against the Prefect API ``api_url`` (default: the current
-    settings'); returns stats.json as a dict."""
-    with _api(api_url):
-        return curate_flow.with_options(task_runner=ray_task_runner(cfg))(cfg)
+    settings'); returns stats.json as a dict. A local Ray's temp dir is removed afterwards."""
+    own_temp = None
+    if cfg.ray.address is None and cfg.ray.temp_dir is None:
+        own_temp = tempfile.mkdtemp(prefix="sluice-ray-", dir="/tmp")  # short: unix sockets
+    try:
+        with _api(api_url):
+            return curate_flow.with_options(task_runner=ray_task_runner(cfg, own_temp))(cfg)
+    finally:
+        if own_temp:
+            shutil.rmtree(own_temp, ignore_errors=True)

@@ -235,7 +235,9 @@ EXACT = GlobalStage(
     map=_hashes,
     reduce=_first_of_each,
     score=_mark,
-    rules=lambda t, c: {"exact_duplicate": np.asarray(t["exact_dup"].to_numpy(zero_copy_only=False))},
+    rules=lambda t, c: {
+        "exact_duplicate": np.asarray(t["exact_dup"].to_numpy(zero_copy_only=False))
+    },
 )
 
 
