@@ -10,7 +10,9 @@ Decoding policy (:func:`decode_text`), in order:
    (``LEGACY_ENCODINGS``: Windows/ISO Latin, Cyrillic, Greek, CJK ...) is accepted when at least
    ``MIN_LEGACY_LETTERS`` of the decoded non-ASCII characters are letters (é, ß, ж, 日: real
    legacy text; stray bytes in UTF-8 text decode to symbols such as ‰, †, ¦) → decoded; else
-   reason ``invalid_utf8`` (bytes that are text in no encoding we know).
+   reason ``invalid_utf8`` (bytes that are text in no encoding we know). Between the Latin
+   single-byte code pages, which charset-normalizer cannot tell apart reliably, cp1252 is tried
+   first.
 
 Step 3 uses the same test on the non-UTF-8 lines: they must be legacy text for the file to be
 ``mixed_encoding``; garbage lines make it ``invalid_utf8``.
@@ -34,6 +36,7 @@ LEGACY_ENCODINGS = [
     "gb18030", "big5", "euc_kr", "cp949",
 ]  # fmt: skip
 MIN_LEGACY_LETTERS = 0.8
+_LATIN_FAMILY = {"cp1250", "iso8859_2", "latin_1", "iso8859_15", "cp1254", "iso8859_9", "cp1257"}
 _BINARY_PROBE = 64 * 1024
 _CONTROL = bytes(range(32)).translate(None, b"\t\n\r\f\v\b\x1b")
 _BOMS = (
@@ -154,15 +157,19 @@ def _legacy_decode(data: bytes) -> tuple[str | None, str]:
     best = charset_normalizer.from_bytes(data[: 1 << 20], cp_isolation=LEGACY_ENCODINGS).best()
     if best is None:
         return None, "no legacy encoding fits"
-    try:
-        text = data.decode(best.encoding)
-    except (UnicodeDecodeError, LookupError):
-        return None, f"{best.encoding} does not decode"
-    non_ascii = [c for c in text if not c.isascii()]
-    letters = sum(c.isalpha() for c in non_ascii) / max(1, len(non_ascii))
-    if letters < MIN_LEGACY_LETTERS:
-        return None, f"{best.encoding}: only {letters:.0%} of non-ASCII characters are letters"
-    return text, best.encoding
+    encodings = [best.encoding]
+    if best.encoding in _LATIN_FAMILY:  # cp1250 vs cp1252 is a coin toss: prefer the commoner
+        encodings.insert(0, "cp1252")
+    for encoding in encodings:
+        try:
+            text = data.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        non_ascii = [c for c in text if not c.isascii()]
+        letters = sum(c.isalpha() for c in non_ascii) / max(1, len(non_ascii))
+        if letters >= MIN_LEGACY_LETTERS:
+            return text, encoding
+    return None, f"{best.encoding}: too few letters among the non-ASCII characters"
 
 
 _META_CHARSET = re.compile(
