@@ -78,7 +78,11 @@ def curate(cfg, local: bool = False, api_url: str | None = None) -> dict:
     from flows.server import ensure_api
 
     url = ensure_api(api_url or cfg.prefect.api_url, start=cfg.prefect.start_server)
-    print(f"Prefect API {url} (UI: {url.removesuffix('/api')})", flush=True)
+    print(
+        f"Prefect API {url}; UI {url.removesuffix('/api')} (a server started here keeps "
+        "running: `sluice server --stop` ends it)",
+        flush=True,
+    )
     from flows.curate import run_curate
 
     return run_curate(cfg, url)
