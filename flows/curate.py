@@ -45,7 +45,18 @@ shards_task = _task(runner.run_shards, "write-shards")
 
 @flow(name="curate", log_prints=True)
 def curate_flow(cfg: PipelineConfig) -> dict[str, Any]:
-    """Curate ``cfg.inputs`` into token shards under ``cfg.run_url``; returns stats.json."""
+    """Curate ``cfg.inputs`` into token shards under ``cfg.run_url``; returns stats.json.
+
+    Retries: Prefect re-runs a task that raised (``prefect.task_retries``), and Ray re-runs one
+    whose worker process died (``max_retries``); both are safe since every step is idempotent.
+    """
+    from prefect_ray.context import remote_options
+
+    with remote_options(max_retries=cfg.prefect.task_retries):
+        return _curate(cfg)
+
+
+def _curate(cfg: PipelineConfig) -> dict[str, Any]:
     logger = get_run_logger()
     retry = {
         "retries": cfg.prefect.task_retries,

@@ -272,3 +272,22 @@ def test_global_stage_map_reduce_apply(finished, tmp_path, monkeypatch):
     runner.run_pipeline(cfg)
     skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
     assert skipped[f"{EXACT.name}.map"] == skipped[EXACT.name] > 0
+
+
+def test_document_stages_on_an_fsspec_run_dir():
+    cfg = load_config(
+        DEFAULT,
+        [
+            "run_dir=memory://sluice-test/run",
+            "inputs=[{path: data/sample/fortune/fortunes-it-off, format: fortune, domain: fortune}]",
+        ],
+    )
+    parts = runner.plan_run(cfg)
+    for i, files in enumerate(parts):
+        assert not runner.run_extract_part(cfg, i, files)["skipped"]
+        for k in range(len(cfg.stages)):
+            runner.run_stage_part(cfg, k, i)
+    stats = {s: runner.check_stage(cfg, s, len(parts)) for s in runner.stage_names(cfg)}
+    assert stats["toxicity"].removed  # offensive Italian fortunes, read from memory://
+    assert runner.run_extract_part(cfg, 0, parts[0])["skipped"]
+    assert runner.run_stage_part(cfg, 0, 0)["skipped"]
