@@ -28,7 +28,7 @@ FAST = ["tokenizer.vocab_size=1000", "tokenizer.sample_bytes=600000", "mix.total
 DATA_SUFFIXES = (".parquet", ".arrow", ".model")
 
 
-def _cfg(run_dir: Path, *extra: str):
+def _cfg(run_dir: Path | str, *extra: str):
     return load_config(DEFAULT, [*FAST, f"run_dir={run_dir}", *extra])
 
 
@@ -291,3 +291,20 @@ def test_document_stages_on_an_fsspec_run_dir():
     assert stats["toxicity"].removed  # offensive Italian fortunes, read from memory://
     assert runner.run_extract_part(cfg, 0, parts[0])["skipped"]
     assert runner.run_stage_part(cfg, 0, 0)["skipped"]
+
+
+def test_whole_run_on_an_fsspec_run_dir_matches_the_local_run(finished):
+    import fsspec
+
+    url = "memory://sluice-test/whole"
+    runner.run_pipeline(_cfg(url))
+    fs = fsspec.filesystem("memory")
+    remote = {
+        p.removeprefix("/sluice-test/whole/"): fs.cat_file(p)
+        for p in fs.find("/sluice-test/whole")
+    }
+    local = finished["files"]
+    assert "shards/manifest.json" in remote and "shards/train/shard-00000.arrow" in remote
+    for name, data in local.items():
+        assert remote[name] == data, name
+    fs.rm("/sluice-test", recursive=True)
