@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -331,3 +333,35 @@ def test_timeout_in_threads(tmp_path: Path) -> None:
     assert [r.quarantine["reason"].to_pylist() for r in results] == [["timeout"], ["timeout"], []]
     texts = {r.kept["text"][0].as_py() for r in results}
     assert len(texts) == 1 and len(texts.pop()) > 3000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_timeout_inside_ray_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray task runs off the main thread of a worker process: the timeout must still hold."""
+    for key, value in {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "DO_NOT_TRACK": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }.items():
+        monkeypatch.setenv(key, value)
+    ray = pytest.importorskip("ray")
+    slow = _slow_page(tmp_path)
+    (good,) = list_inputs([InputSpec(path=str(LANG_PAGES["es"]))])
+    ray_dir = tempfile.mkdtemp(prefix="ray-rd-")  # short: AF_UNIX paths max 107 bytes
+    ray.init(
+        num_cpus=1,
+        object_store_memory=80 << 20,
+        include_dashboard=False,
+        _temp_dir=ray_dir,
+        log_to_driver=False,
+    )
+    try:
+        task = ray.remote(extract_part)
+        r = ray.get(task.remote([slow, good], ExtractConfig(timeout_s=0.5)), timeout=180)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert r.quarantine["reason"].to_pylist() == ["timeout"]
+    assert r.kept["source"].to_pylist() == [good.url]
