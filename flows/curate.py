@@ -123,10 +123,16 @@ def _curate(cfg: PipelineConfig) -> dict[str, Any]:
     create_markdown_artifact(
         key=cfg.prefect.artifact_key,
         markdown=f"# Run `{cfg.name}`\n\n## Funnel\n\n{report['funnel_markdown']}\n"
-        f"## Mixture\n\n{report['mixture_markdown']}",
+        f"## Mixture\n\n{report['mixture_markdown']}\n## Steps\n\n{_timings_markdown(timings, skipped)}",
         description=f"Sluice funnel and mixture of run {cfg.name}",
     )
     return {k: v for k, v in report.items() if not k.endswith("_markdown")}
+
+
+def _timings_markdown(timings: dict[str, float], skipped: dict[str, int]) -> str:
+    lines = ["| step | seconds | parts already done |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:.1f} | {skipped.get(k, '')} |" for k, v in timings.items()]
+    return "\n".join(lines) + "\n"
 
 
 def ray_task_runner(cfg: PipelineConfig, temp_dir: str | None = None) -> Any:
