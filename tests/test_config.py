@@ -24,11 +24,16 @@ def _default_data() -> dict:
     return yaml.safe_load(DEFAULT.read_text())
 
 
+def _index(name: str) -> int:
+    """Position of stage ``name`` in the default job (the lead inserts stages around it)."""
+    return [s["name"] for s in _default_data()["stages"]].index(name)
+
+
 def test_default_config_loads_and_resolves_inputs():
     cfg = load_config(DEFAULT)
     assert cfg.run_url == "runs/default"
-    assert [s.name for s in cfg.stages][:2] == ["toxicity", "pii"]
-    assert isinstance(cfg.stage_config(0), ToxicityConfig)
+    assert {"toxicity", "pii"} <= {s.name for s in cfg.stages}
+    assert isinstance(cfg.stage_config(_index("toxicity")), ToxicityConfig)
     for spec in cfg.inputs:
         assert Path(spec.path).exists(), spec.path
     assert cfg.shards.seq_len == 256 and cfg.tokenizer.vocab_size == 4096
@@ -39,22 +44,24 @@ def test_default_config_loads_and_resolves_inputs():
 
 def test_bad_stage_option_names_the_key_and_file(tmp_path):
     data = _default_data()
-    data["stages"][0]["options"]["max_scor"] = 3
+    i = _index("toxicity")
+    data["stages"][i]["options"]["max_scor"] = 3
     path = _write(tmp_path, data)
     with pytest.raises(ConfigError) as e:
         load_config(path)
     msg = str(e.value)
-    assert f"{path}: stages[0].options.max_scor: Extra inputs are not permitted" in msg
+    assert f"{path}: stages[{i}].options.max_scor: Extra inputs are not permitted" in msg
 
 
 def test_bad_stage_option_value_and_unknown_stage(tmp_path):
     data = _default_data()
-    data["stages"][0]["options"]["threshold"] = "lots"
+    i = _index("toxicity")
+    data["stages"][i]["options"]["threshold"] = "lots"
     data["stages"].append({"name": "no_such_stage"})
     with pytest.raises(ConfigError) as e:
         load_config(_write(tmp_path, data))
     msg = str(e.value)
-    assert "stages[0].options.threshold:" in msg
+    assert f"stages[{i}].options.threshold:" in msg
     assert f"stages[{len(data['stages']) - 1}].name: unknown stage 'no_such_stage'" in msg
     assert "toxicity" in msg  # lists the known stages
 
@@ -78,16 +85,17 @@ def test_bad_values_name_the_key(override, key):
 
 
 def test_overrides_set_nested_and_list_items():
+    i = _index("toxicity")
     cfg = load_config(
         DEFAULT,
         [
-            "stages[0].options.threshold=0.5",
+            f"stages[{i}].options.threshold=0.5",
             "ray.address=ray://10.0.0.1:10001",
             "run_dir=memory://runs/x",
             "mix.weights={web: 1}",
         ],
     )
-    assert cfg.stage_config(0).threshold == 0.5
+    assert cfg.stage_config(i).threshold == 0.5
     assert cfg.ray.address == "ray://10.0.0.1:10001"
     assert cfg.run_url == "memory://runs/x"
     assert cfg.mix.weights == {"web": 1}
@@ -108,8 +116,9 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_direct_construction_validates_stage_options():
     data = _default_data()
-    data["stages"][1]["options"] = {"max_items": -1}
-    with pytest.raises(ValueError, match=r"stages\[1\]\.options\.max_items"):
+    i = _index("pii")
+    data["stages"][i]["options"] = {"max_items": -1}
+    with pytest.raises(ValueError, match=rf"stages\[{i}\]\.options\.max_items"):
         PipelineConfig.model_validate(data)
     d: dict = {}
     apply_override(d, "a.b=[1, 2]")
