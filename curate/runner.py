@@ -45,7 +45,7 @@ from curate.config import EXTRACT_STAGE, PipelineConfig
 from curate.readers import extract_part, list_inputs, plan_parts
 from curate.shards.write import encode_part, write_shards
 from curate.stage import ConservationError, GlobalStage, StageResult, StageStats
-from curate.stages import STAGES
+from curate.stages import STAGES, load_plugins
 from curate.storage import (
     PARQUET_OPTIONS,
     config_hash,
@@ -219,8 +219,8 @@ def run_extract_part(cfg: PipelineConfig, part_index: int, files: list[Any]) -> 
 
 def _stage_setup(cfg: PipelineConfig, stage_index: int) -> tuple[Any, BaseModel, str, str]:
     entry = cfg.stages[stage_index]
+    stage_cfg = cfg.stage_config(stage_index)  # imports cfg.plugins first
     stage = STAGES[entry.name]
-    stage_cfg = cfg.stage_config(stage_index)
     cfg_hash = config_hash({"stage": entry.name, "options": stage_cfg.model_dump(mode="json")})
     previous = stage_names(cfg)[stage_index]  # extract is at 0, stages start at 1
     return stage, stage_cfg, cfg_hash, previous
@@ -544,6 +544,7 @@ def run_shards(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
 
 
 def stage_is_global(cfg: PipelineConfig, stage_index: int) -> bool:
+    load_plugins(cfg.plugins)
     return isinstance(STAGES[cfg.stages[stage_index].name], GlobalStage)
 
 
