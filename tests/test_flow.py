@@ -169,3 +169,44 @@ def test_cli_local_run_then_inspect_and_forwarding(tmp_path, capsys, monkeypatch
     monkeypatch.setitem(sys.modules, "train.sweep_cli", fake)
     assert main(["sweep", "--budget", "1e15"]) == 0
     assert seen["argv"] == ["--budget", "1e15"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_server_and_no_start_is_a_clear_error(monkeypatch):
+    from flows import server
+
+    url = server.api_url(port=_free_port())
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    with pytest.raises(RuntimeError, match="sluice server"):
+        server.ensure_api(start=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_background_server_starts_answers_and_stops(tmp_path, monkeypatch):
+    import time
+
+    from flows import server
+
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # its own database
+    port = _free_port()
+    url = server.start_background(port=port, timeout=240)
+    try:
+        assert url == f"http://127.0.0.1:{port}/api" and server.healthy(url)
+        assert (tmp_path / "server.pid").exists()
+        monkeypatch.setenv("PREFECT_API_URL", url)
+        assert server.ensure_api(start=False) == url
+    finally:
+        assert server.stop_background()
+    deadline = time.monotonic() + 60
+    while server.healthy(url) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not server.healthy(url)
