@@ -92,6 +92,8 @@ def test_counters_balance_and_every_document_is_accounted_for(finished):
     for name in ("funnel.md", "funnel.png", "mixture.md", "mixture.png", "timings.json"):
         assert (run / name).stat().st_size > 0, name
     assert "| toxicity |" in (run / "funnel.md").read_text()
+    raw_files = sum(len(p) for p in json.loads((run / "parts.json").read_text())["parts"])
+    assert stats["extract_counters"]["files"] == raw_files
 
 
 def test_rerun_of_a_finished_run_does_no_work(finished, tmp_path, monkeypatch):
