@@ -1,0 +1,212 @@
+"""The Prefect flow on a local Ray, end to end on the sample: shards, stats.json, artifact; and
+the CLI around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows import runtime  # noqa: F401 - telemetry off before prefect and ray
+from flows.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "configs" / "default.yaml"
+FAST = ["tokenizer.vocab_size=1000", "tokenizer.sample_bytes=600000", "mix.total_tokens=300000"]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+# A stage plugin whose first call kills its Ray worker process (the worker is lost, as when a
+# node dies); the flag file makes it pass through on every later call.
+CRASH_PLUGIN = """
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from curate.stage import Stage
+from curate.stages import register
+
+
+class CrashOnceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    flag: str
+
+
+def score(table, cfg):
+    flag = Path(cfg.flag)
+    if not flag.exists():
+        flag.write_text(str(os.getpid()))
+        os._exit(1)
+    return table
+
+
+register(Stage(name="crash_once", config=CrashOnceConfig, score=score))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_flow_on_ray_runs_the_sample_to_shards(harness, tmp_path, monkeypatch):
+    import ray
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from curate.config import PipelineConfig, load_config
+    from curate.runner import run_pipeline
+    from curate.shards.format import load_manifest
+    from flows.curate import run_curate
+
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "sluice_crash_once.py").write_text(CRASH_PLUGIN)
+    monkeypatch.syspath_prepend(str(plugin_dir))  # this process
+    monkeypatch.setenv("PYTHONPATH", f"{plugin_dir}:{ROOT}")  # the Ray workers
+    flag = tmp_path / "crashed.pid"
+    cfg = load_config(
+        DEFAULT,
+        [
+            *FAST,
+            f"run_dir={tmp_path / 'flow'}",
+            "name=flowtest",
+            "ray.num_cpus=2",
+            "prefect.artifact_key=sluice-funnel-test",
+            "plugins=[sluice_crash_once]",
+        ],
+    )
+    data = cfg.model_dump(mode="json")
+    data["stages"].append({"name": "crash_once", "options": {"flag": str(flag)}})
+    cfg = PipelineConfig.model_validate(data)
+    stats = run_curate(cfg)
+    assert flag.exists()  # a worker died in the middle of the stage; Ray ran the part again
+    assert not ray.is_initialized()  # the task runner started and stopped its own Ray
+    run = tmp_path / "flow"
+    assert json.loads((run / "stats.json").read_text()) == stats
+    for name, s in stats["stages"].items():
+        assert s["docs_in"] == s["kept"] + s["removed_total"] + s["quarantined_total"], name
+    manifest = load_manifest(run / "shards")
+    assert manifest.splits["train"].tokens > 0 and manifest.source_run == "flowtest"
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sluice-funnel-test"]))
+        )
+    assert artifacts and "| toxicity |" in artifacts[0].data and "Mixture" in artifacts[0].data
+
+    # the same job in-process gives the same bytes as the tasks on Ray
+    local = cfg.model_copy(update={"run_dir": str(tmp_path / "local")})
+    run_pipeline(local)
+    for p in sorted(run.rglob("*")):
+        if p.suffix in (".parquet", ".arrow", ".model") or p.name == "manifest.json":
+            assert p.read_bytes() == (tmp_path / "local" / p.relative_to(run)).read_bytes(), p
+
+
+def test_cli_parses_every_command():
+    p = build_parser()
+    a = p.parse_args(
+        [
+            "run",
+            "--config",
+            "c.yaml",
+            "--set",
+            "a=1",
+            "--set",
+            "b=2",
+            "--ray-address",
+            "auto",
+            "--run-name",
+            "x",
+        ]
+    )
+    assert (a.config, a.set, a.ray_address, a.run_name) == ("c.yaml", ["a=1", "b=2"], "auto", "x")
+    assert p.parse_args(["train", "runs/x"]).argv == ["runs/x"]
+    assert p.parse_args(["server", "--background"]).background
+    assert p.parse_args(["inspect", "runs/x", "-n", "2"]).n == 2
+
+
+def test_cli_config_error_exits_with_the_key(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--config", str(DEFAULT), "--local", "--set", "stages[0].options.nope=1"])
+    assert "stages[0].options.nope: Extra inputs are not permitted" in str(e.value)
+
+
+def test_cli_local_run_then_inspect_and_forwarding(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "cli"
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(DEFAULT),
+                "--local",
+                "--set",
+                f"run_dir={run}",
+                *[x for s in FAST for x in ("--set", s)],
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "| extract |" in out and "shards/train:" in out
+    assert main(["inspect", str(run), "-n", "1", "--stage", "toxicity"]) == 0
+    out = capsys.readouterr().out
+    assert "== toxicity:" in out and "removed · toxic" in out
+    # forwarded commands import their module lazily and pass argv through
+    import sys
+    import types
+
+    fake = types.ModuleType("train.sweep_cli")
+    seen = {}
+    fake.main = lambda argv: seen.setdefault("argv", argv) and 0
+    monkeypatch.setitem(sys.modules, "train.sweep_cli", fake)
+    assert main(["sweep", "--budget", "1e15"]) == 0
+    assert seen["argv"] == ["--budget", "1e15"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_server_and_no_start_is_a_clear_error(monkeypatch):
+    from flows import server
+
+    url = server.api_url(port=_free_port())
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    with pytest.raises(RuntimeError, match="sluice server"):
+        server.ensure_api(start=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_background_server_starts_answers_and_stops(tmp_path, monkeypatch):
+    import time
+
+    from flows import server
+
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # its own database
+    port = _free_port()
+    url = server.start_background(port=port, timeout=240)
+    try:
+        assert url == f"http://127.0.0.1:{port}/api" and server.healthy(url)
+        assert (tmp_path / "server.pid").exists()
+        monkeypatch.setenv("PREFECT_API_URL", url)
+        assert server.ensure_api(start=False) == url
+    finally:
+        assert server.stop_background()
+    deadline = time.monotonic() + 60
+    while server.healthy(url) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not server.healthy(url)
