@@ -145,7 +145,9 @@ class PipelineConfig(BaseModel):
 
     def hash(self) -> str:
         """Hash of what decides the outputs (not where they go or which machines run them)."""
-        return config_hash(self.model_dump(mode="json", exclude={"run_dir", "ray", "prefect"}))
+        exclude = {"run_dir": True, "ray": True, "prefect": True,
+                   "inputs": {"__all__": {"base_dir"}}}  # fmt: skip
+        return config_hash(self.model_dump(mode="json", exclude=exclude))
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -219,8 +221,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
 
 
 def _resolve_relative_inputs(data: dict[str, Any], base: Path) -> None:
-    """A relative input path is taken from the working directory when it exists there, else
-    from the config file's folder or its parent (the repository root for configs/*.yaml)."""
+    """A relative input path is read from the working directory when it exists there, else
+    from the config file's folder or its parent (the repository root for configs/*.yaml): that
+    folder becomes the spec's ``base_dir``. ``path`` stays as written, since it names the
+    documents (their ``source`` and ids do not depend on where the checkout lives)."""
     for spec in data.get("inputs") or []:
         p = spec.get("path") if isinstance(spec, dict) else None
         if (
@@ -228,8 +232,9 @@ def _resolve_relative_inputs(data: dict[str, Any], base: Path) -> None:
             and "://" not in p
             and not Path(p).is_absolute()
             and not Path(p).exists()
+            and not spec.get("base_dir")
         ):
             for root in (base, base.parent):
                 if (root / p).exists():
-                    spec["path"] = str((root / p).resolve())
+                    spec["base_dir"] = str(root.resolve())
                     break

@@ -234,7 +234,9 @@ def plan_run(cfg: PipelineConfig) -> list[list[Any]]:
 def run_extract_part(cfg: PipelineConfig, part_index: int, files: list[Any]) -> dict[str, Any]:
     """Extract one part of raw files into documents (stage ``extract``)."""
     urls = [f.url for f in files]
-    input_fp = _digest(fingerprint(urls), *(f"{f.url}|{f.format}|{f.domain}" for f in files))
+    input_fp = _digest(
+        fingerprint(urls), *(f"{f.url}|{f.name}|{f.format}|{f.domain}" for f in files)
+    )
     cfg_hash = _digest(config_hash(cfg.extract), code_version("curate.readers"))
     done = _skip(marker_url(cfg, EXTRACT_STAGE, part_index), input_fp, cfg_hash)
     if done:

@@ -29,10 +29,13 @@ def load_plugins(modules: Iterable[str]) -> None:
 
 
 def _register_builtin() -> None:
+    from curate.filters.heuristics import HEURISTICS
+    from curate.filters.langid import LANGID
     from curate.filters.pii import PII
+    from curate.filters.quality import QUALITY
     from curate.filters.toxicity import TOXICITY
 
-    for stage in (TOXICITY, PII):
+    for stage in (LANGID, HEURISTICS, QUALITY, TOXICITY, PII):
         register(stage)
 
 

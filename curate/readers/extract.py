@@ -1,11 +1,17 @@
 """The ``extract`` stage: raw input files of one part → documents of ``DOC_SCHEMA``.
 
-Documents and offsets (``id = doc_id(source, offset)``, ``source`` = the file's URL):
+Documents and offsets (``id = doc_id(source, offset)``, ``source`` = the file's source: its
+path as written in the config, see :mod:`curate.readers.files`; files are read from ``url``):
 
 - ``html``, ``code``, ``text``: one document per file, offset 0. ``.gz``/``.dz`` files (dictzip
   dictionaries, gzipped changelogs) are decompressed first, at most ``max_bytes``.
 - ``pdf``: one document per file, pages joined by a blank line (see :mod:`curate.readers.pdf`).
 - ``fortune``: one document per entry (text between ``%`` lines); offset = entry index.
+- ``dictd``: a dictd dictionary (``.dict``/``.dict.dz``) cut into entries
+  (:func:`curate.readers.text.split_dictd`: a headword at the start of a line after a blank
+  line), consecutive entries joined into documents of at least ``dict_block_chars`` characters
+  (a single entry is mostly too short to be a training document); offset = the index of the
+  document's first entry.
 - ``warc``: one document per ``response``/``resource``/``conversion`` record; offset = the
   record's index in the file (all record types counted, so offsets match the file). ``request``,
   ``warcinfo``, ``metadata`` and ``revisit`` records are not documents (counter
@@ -29,7 +35,7 @@ quarantined holds; ``bytes_in`` is the raw bytes of the part's files (the funnel
 extra counters of :class:`ExtractResult` (``counters``) are plain ints for the flow to add
 across parts (a key may be missing when its count is zero): ``files``, ``raw_bytes``, ``html_docs``, ``pdf_docs``,
 ``pdf_pages``, ``pdf_empty_pages`` (no text), ``pdf_scanned_pages`` (no text but an image),
-``pdf_page_errors``, ``warc_records`` (document records), ``warc_records_skipped`` (request,
+``pdf_page_errors``, ``dictd_entries``, ``warc_records`` (document records), ``warc_records_skipped`` (request,
 warcinfo, metadata, revisit), ``rot13_files``.
 
 Runs anywhere: in the main thread, in threads, in a Ray task (the timeout lives in the worker
@@ -59,6 +65,8 @@ from curate.readers.text import (
     looks_rot13,
     maybe_decompress,
     rot13,
+    group_entries,
+    split_dictd,
     split_fortunes,
 )
 from curate.readers.worker import run_isolated, run_job
@@ -80,6 +88,9 @@ class ExtractConfig(BaseModel):
     min_text_chars: int = Field(10, ge=0, description="shorter (non-blank) text → too_short")
     html: HtmlOptions = HtmlOptions()
     max_pdf_pages: int | None = Field(None, description="read at most this many pages per PDF")
+    dict_block_chars: int = Field(
+        1000, ge=0, description="dictd: entries per document until this many characters"
+    )
     isolate: bool = Field(
         True, description="run trafilatura/pdfium in worker processes (timeout, memory limit)"
     )
@@ -118,12 +129,12 @@ class _Part:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def add(self, f: InputFile, fmt: str, rec: _Record) -> None:
-        ident = doc_id(f.url, rec.offset)
+        ident = doc_id(f.name, rec.offset)
         self.rows.append(
             {
                 "id": ident,
                 "text": rec.text if rec.reason is None else "",
-                "source": f.url,
+                "source": f.name,
                 "offset": rec.offset,
                 "domain": f.domain,
                 "format": fmt,
@@ -196,6 +207,14 @@ def _fortunes(part: _Part, f: InputFile) -> Iterator[_Record]:
         part.count("rot13_files")
     for i, entry in enumerate(split_fortunes(text)):
         yield _Record(i, entry)
+
+
+def _dictd(part: _Part, f: InputFile) -> Iterator[_Record]:
+    data = maybe_decompress(f.url, _read_all(f, part.cfg), part.cfg.max_bytes)
+    entries = split_dictd(part.plain(data))
+    part.count("dictd_entries", len(entries))
+    for offset, text in group_entries(entries, part.cfg.dict_block_chars):
+        yield _Record(offset, text)
 
 
 def _warc(part: _Part, f: InputFile) -> Iterator[_Record]:
@@ -316,6 +335,7 @@ _READERS = {
     "code": _single,
     "text": _single,
     "fortune": _fortunes,
+    "dictd": _dictd,
     "warc": _warc,
     "jsonl": _jsonl,
     "parquet": _parquet,

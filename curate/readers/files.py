@@ -4,20 +4,32 @@ An :class:`InputSpec` names a directory, a file, a glob or an fsspec URL (``file
 ``memory://``, ``s3://`` ...). :func:`list_inputs` expands every spec into :class:`InputFile`
 records, each with its format (from the spec, or guessed from the path in ``auto`` mode) and its
 domain (the spec's ``domain`` if set, else the first matching :class:`DomainRule`). The listing is
-sorted by URL and deduplicated, so the same inputs always give the same parts.
+sorted by source and deduplicated, so the same inputs always give the same parts.
+
+Two names per file: ``url`` is where it is read from (an absolute local path or the fsspec URL);
+``source`` names it in documents and ids: the spec's ``path`` as written in the config
+(normalized) joined with the file's path below the spec's root, e.g.
+``data/sample/html/debian-handbook/.../ch01.en.html``. So two clones of a repository in different
+folders give the same ``source``, ids, domains, parts and mixture. URLs stay URLs.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
+import posixpath
 import re
 from typing import Literal
 
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field
 
-Format = Literal["auto", "html", "pdf", "code", "text", "fortune", "warc", "jsonl", "parquet"]
-CONCRETE_FORMATS = ("html", "pdf", "code", "text", "fortune", "warc", "jsonl", "parquet")
+Format = Literal[
+    "auto", "html", "pdf", "code", "text", "fortune", "dictd", "warc", "jsonl", "parquet"
+]
+CONCRETE_FORMATS = (
+    "html", "pdf", "code", "text", "fortune", "dictd", "warc", "jsonl", "parquet"
+)  # fmt: skip
 
 CODE_EXTENSIONS = (
     "py", "pyi", "pm", "pl", "js", "mjs", "cjs", "ts", "rs", "c", "h", "cc", "cpp", "cxx", "hpp",
@@ -42,6 +54,17 @@ class InputSpec(BaseModel):
     glob: str | None = Field(None, description="file pattern under a directory, e.g. '**/*.html'")
     text_field: str = Field("text", description="column/key holding the text (jsonl, parquet)")
     rot13: bool | None = None
+    base_dir: str | None = Field(
+        None,
+        description="folder a relative local path is read from (None: the working directory); "
+        "set by curate.config.load_config, never part of sources or ids",
+    )
+
+    def location(self) -> str:
+        """Where the spec's files are read from: the URL, or the local path under ``base_dir``."""
+        if self.base_dir and "://" not in self.path and not os.path.isabs(self.path):
+            return os.path.join(self.base_dir, self.path)
+        return self.path
 
 
 class DomainRule(BaseModel):
@@ -78,12 +101,18 @@ class InputFile(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    url: str
+    url: str  # where it is read from: absolute local path or fsspec URL
     format: str  # one of CONCRETE_FORMATS
     domain: str
     size: int
     text_field: str = "text"
     rot13: bool | None = None
+    source: str = ""  # its name in documents and ids (module doc); "" = the url
+
+    @property
+    def name(self) -> str:
+        """The ``source`` of its documents (``url`` when no source was given)."""
+        return self.source or self.url
 
 
 def guess_format(url: str) -> str:
@@ -108,6 +137,8 @@ def guess_format(url: str) -> str:
         return "code"
     if ext == "fortunes" or "/games/fortunes/" in url:
         return "fortune"
+    if ext == "dict" or "/dictd/" in url and ext == "":
+        return "dictd"
     return "text"
 
 
@@ -118,15 +149,38 @@ def domain_of(url: str, rules: list[DomainRule]) -> str:
     return FALLBACK_DOMAIN
 
 
-def _expand(spec: InputSpec) -> list[tuple[str, int]]:
-    """(url, size) of every file a spec names, with the URL protocol kept."""
-    fs, path = fsspec.core.url_to_fs(spec.path)
-    protocol = spec.path.split("://", 1)[0] if "://" in spec.path else None
+def _glob_root(path: str) -> str:
+    """The folder part of a glob before its first wildcard (``a/b/**/*.pdf`` → ``a/b``)."""
+    head = re.split(r"[*?\[]", path, maxsplit=1)[0]
+    return head.rstrip("/") if head.endswith("/") else posixpath.dirname(head)
+
+
+def _expand(spec: InputSpec) -> list[tuple[str, str, int]]:
+    """(url, source, size) of every file a spec names, with the URL protocol kept (see the
+    module doc for ``source``)."""
+    location = spec.location()
+    fs, path = fsspec.core.url_to_fs(location)
+    protocol = location.split("://", 1)[0] if "://" in location else None
+    written = spec.path if protocol else posixpath.normpath(spec.path.replace(os.sep, "/"))
 
     def url_of(p: str) -> str:
         return fs.unstrip_protocol(p) if protocol else p
 
-    if any(c in path for c in "*?["):
+    is_glob = any(c in path for c in "*?[")
+    if is_glob:  # the written and the resolved glob share the part after the root
+        root, written_root = _glob_root(path), _glob_root(written)
+    else:
+        root, written_root = path.rstrip("/"), written.rstrip("/")
+
+    def source_of(p: str) -> str:
+        if protocol:
+            return url_of(p)
+        if p == root:  # the spec names the file itself
+            return written_root
+        rel = posixpath.relpath(p, root) if root else p
+        return posixpath.join(written_root, rel) if written_root not in ("", ".") else rel
+
+    if is_glob:
         infos = fs.glob(path, detail=True)
     elif fs.isdir(path):
         pattern = spec.glob or "**"
@@ -136,7 +190,7 @@ def _expand(spec: InputSpec) -> list[tuple[str, int]]:
     elif fs.exists(path):
         infos = {path: fs.info(path)}
     else:
-        raise FileNotFoundError(f"input not found: {spec.path}")
+        raise FileNotFoundError(f"input not found: {location}")
     out = []
     for p, info in infos.items():
         if info.get("type") != "file":
@@ -147,30 +201,36 @@ def _expand(spec: InputSpec) -> list[tuple[str, int]]:
             and not fnmatch.fnmatch(p.rsplit("/", 1)[-1], spec.glob)
         ):
             continue
-        out.append((url_of(p), int(info.get("size") or 0)))
+        out.append((url_of(p), source_of(p), int(info.get("size") or 0)))
     return out
 
 
 def list_inputs(
     specs: list[InputSpec], domain_rules: list[DomainRule] | None = None
 ) -> list[InputFile]:
-    """Every file the specs name, sorted by URL; a file named twice keeps its first spec."""
+    """Every file the specs name, sorted by source; a file named twice keeps its first spec.
+    Formats and domain rules read the source (so they do not depend on the checkout folder)."""
     rules = DEFAULT_DOMAIN_RULES if domain_rules is None else domain_rules
     seen: dict[str, InputFile] = {}
     for spec in specs:
-        for url, size in _expand(spec):
+        for url, source, size in _expand(spec):
             if url in seen:
                 continue
-            fmt = guess_format(url) if spec.format == "auto" else spec.format
+            fmt = guess_format(source) if spec.format == "auto" else spec.format
             seen[url] = InputFile(
                 url=url,
                 format=fmt,
-                domain=spec.domain or domain_of(url, rules),
+                domain=spec.domain or domain_of(source, rules),
                 size=size,
                 text_field=spec.text_field,
                 rot13=spec.rot13,
+                source=source,
             )
-    return [seen[u] for u in sorted(seen)]
+    return sorted(seen.values(), key=_order)
+
+
+def _order(f: InputFile) -> tuple[str, str]:
+    return (f.name, f.url)
 
 
 def plan_parts(
@@ -183,7 +243,7 @@ def plan_parts(
     parts: list[list[InputFile]] = []
     current: list[InputFile] = []
     size = 0
-    for f in sorted(files, key=lambda f: f.url):
+    for f in sorted(files, key=_order):
         if current and (len(current) >= files_per_part or size + f.size > bytes_per_part):
             parts.append(current)
             current, size = [], 0

@@ -1,4 +1,5 @@
-"""Bytes → text: compression, binary detection, charset decoding, ROT13, fortune entries.
+"""Bytes → text: compression, binary detection, charset decoding, ROT13, fortune and dictd
+entries.
 
 Decoding policy (:func:`decode_text`), in order:
 
@@ -201,6 +202,38 @@ def looks_rot13(text: str) -> bool:
     rot_vowels = sum(c in _ROT_VOWELS for c in sample)
     letters = sum(c.isascii() and c.isalpha() for c in sample)
     return letters >= 50 and rot_vowels > 1.5 * vowels
+
+
+# dictfmt writes every entry as its headword at the start of a line after a blank line; the
+# definition is indented or follows on the next lines. A blank line followed by a lower-case
+# line is a continuation paragraph of the same entry.
+_DICTD_ENTRY = re.compile(r"\n[ \t]*\n(?=[^\sa-z])")
+
+
+def split_dictd(text: str) -> list[str]:
+    """Entries of a dictd data file (``.dict``, the uncompressed ``.dict.dz``) in file order:
+    split at a blank line followed by a line that starts at column 0 with anything but a
+    lower-case letter (the headword); blank entries dropped, each stripped."""
+    return [e.strip() for e in _DICTD_ENTRY.split(text) if e.strip()]
+
+
+def group_entries(entries: list[str], min_chars: int) -> list[tuple[int, str]]:
+    """Consecutive entries joined by a blank line into blocks of at least ``min_chars``
+    characters (the last block may be shorter): (index of the block's first entry, text).
+    ``min_chars`` 0 gives one block per entry."""
+    blocks: list[tuple[int, str]] = []
+    start, current, size = 0, [], 0
+    for i, entry in enumerate(entries):
+        if not current:
+            start = i
+        current.append(entry)
+        size += len(entry)
+        if size >= min_chars:
+            blocks.append((start, "\n\n".join(current)))
+            current, size = [], 0
+    if current:
+        blocks.append((start, "\n\n".join(current)))
+    return blocks
 
 
 def split_fortunes(text: str) -> list[str]:
