@@ -3,6 +3,7 @@ memory:// URLs, determinism, counters, quarantine reasons, per-document timeout.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import shutil
@@ -62,7 +63,7 @@ def test_sample_extracts_every_format(sample_result) -> None:
     assert r.kept.schema == DOC_SCHEMA
     assert r.quarantine.schema == QUARANTINE_SCHEMA
     assert r.quarantine.num_rows == 0  # the real sample is clean
-    assert set(r.kept["format"].to_pylist()) == {"html", "pdf", "code", "text", "fortune"}
+    assert set(r.kept["format"].to_pylist()) == {"html", "pdf", "code", "text", "fortune", "dictd"}
     assert len(set(r.kept["id"].to_pylist())) == r.kept.num_rows
     for row in r.kept.to_pylist()[:: max(1, r.kept.num_rows // 200)]:
         assert row["id"] == doc_id(row["source"], row["offset"])
@@ -133,10 +134,29 @@ def test_fortunes_one_doc_per_entry_and_rot13(sample_result) -> None:
     assert " que " not in " ".join(explicit.kept["text"].to_pylist())
 
 
-def test_dictzip_prose(sample_result) -> None:
-    (doc,) = _docs(sample_result, source="devil.dict.dz")
-    assert "THE DEVIL'S DICTIONARY" in doc["text"] and len(doc["text"]) > 300_000
-    assert doc["domain"] == "prose"
+def test_dictd_dictionary_is_cut_into_entry_blocks(sample_result) -> None:
+    docs = _docs(sample_result, source="devil.dict.dz")
+    whole = gzip.decompress(
+        (SAMPLE / "prose/dict-devil/usr/share/dictd/devil.dict.dz").read_bytes()
+    ).decode()
+    assert len(docs) > 200  # not one 383 KB document
+    assert all(d["format"] == "dictd" and d["domain"] == "prose" for d in docs)
+    assert all(len(d["text"]) >= 1000 for d in docs[:-1])  # blocks of >= dict_block_chars
+    offsets = [d["offset"] for d in docs]
+    assert offsets == sorted(offsets) and offsets[0] == 0 and len(set(offsets)) == len(offsets)
+    assert sample_result.counters["dictd_entries"] > 900  # ~1000 headwords in the dictionary
+    # every entry lands in exactly one block, whole and in file order: no text lost or cut
+    assert "".join("".join(d["text"].split()) for d in docs) == "".join(whole.split())
+    by_start = {d["text"].split()[0] for d in docs}
+    assert "ABNORMAL," in " ".join(d["text"] for d in docs)
+    assert not any(w[0].islower() for w in by_start)  # blocks start at a headword
+    one_each = extract_part(
+        list_inputs([InputSpec(path=str(SAMPLE / "prose"))]), ExtractConfig(dict_block_chars=0)
+    )
+    assert one_each.kept.num_rows == sample_result.counters["dictd_entries"]
+    texts = one_each.kept["text"].to_pylist()
+    abrupt = next(t for t in texts if t.startswith("ABRUPT, adj."))
+    assert abrupt.endswith('"concatenated without abruption."') and "ABSCOND" not in abrupt
 
 
 def test_determinism() -> None:

@@ -229,10 +229,10 @@ def test_a_failing_document_is_quarantined(monkeypatch: pytest.MonkeyPatch) -> N
     docs = clean_docs()[:5]
     real_measure = heuristics.measure
 
-    def measure(text: str, lang: str | None, cfg: HeuristicsConfig):  # type: ignore[no-untyped-def]
+    def measure(text: str, lang: str | None, cfg: HeuristicsConfig, domain: str | None = None):  # type: ignore[no-untyped-def]
         if text == docs[2]:
             raise UnicodeError("simulated")
-        return real_measure(text, lang, cfg)
+        return real_measure(text, lang, cfg, domain)
 
     monkeypatch.setattr(heuristics, "measure", measure)
     result = HEURISTICS.run(_table([(t, "en") for t in docs]), CFG)

@@ -4,6 +4,7 @@ decoding helpers — on the real Debian sample."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -186,3 +187,53 @@ def test_bounded_gunzip_stops_bombs() -> None:
     with pytest.raises(ReadError) as e:
         bounded_gunzip(dz[: len(dz) // 2], 1 << 30)
     assert e.value.reason == "corrupt_gzip"
+
+
+def test_sources_and_ids_do_not_depend_on_the_checkout_folder(tmp_path, monkeypatch) -> None:
+    """The same inputs in two copies of the sample, each given relative to its working
+    directory: identical sources, ids, domains and parts (reading still uses real paths)."""
+    from curate.readers import extract_part
+
+    results = []
+    for name in ("clone-a", "somewhere/else/clone-b"):
+        root = tmp_path / name
+        for sub in ("prose", "pdf", "fortune/fortunes-de"):
+            shutil.copytree(SAMPLE / sub, root / "data/sample" / sub)
+        monkeypatch.chdir(root)
+        specs = [
+            InputSpec(path="data/sample/prose", domain="prose"),
+            InputSpec(path="./data/sample/pdf/"),
+            InputSpec(path="data/sample/fortune/**/*"),
+        ]
+        files = list_inputs(specs)
+        assert all(Path(f.url).is_absolute() and str(root) in f.url for f in files)
+        assert all(f.source.startswith("data/sample/") for f in files)
+        results.append((files, plan_parts(files, 4), extract_part(files).kept))
+    (files_a, parts_a, docs_a), (files_b, parts_b, docs_b) = results
+    assert [f.source for f in files_a] == [f.source for f in files_b]
+    assert [f.domain for f in files_a] == [f.domain for f in files_b]
+    assert [[f.source for f in p] for p in parts_a] == [[f.source for f in p] for p in parts_b]
+    assert docs_a.num_rows > 100
+    assert docs_a["id"].to_pylist() == docs_b["id"].to_pylist()
+    assert docs_a["source"].to_pylist() == docs_b["source"].to_pylist()
+    assert "data/sample/pdf/texlive-fonts-recommended-doc/usr/share/doc/texlive-doc/latex/euro/euro.pdf" in set(
+        docs_a["source"].to_pylist()
+    )
+
+
+def test_config_relative_inputs_keep_the_written_path(tmp_path, monkeypatch) -> None:
+    """load_config reads a relative input from the config's folder when the working directory
+    lacks it, but documents still name the path as written."""
+    from curate.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(repo / "configs/default.yaml")
+    prose = next(s for s in cfg.inputs if s.path == "data/sample/prose")
+    assert prose.base_dir == str(repo) and Path(prose.location()).is_dir()
+    (f,) = list_inputs([prose])
+    assert f.source == "data/sample/prose/dict-devil/usr/share/dictd/devil.dict.dz"
+    assert f.url == str(SAMPLE / "prose/dict-devil/usr/share/dictd/devil.dict.dz")
+    assert f.format == "dictd"
+    monkeypatch.chdir(repo)
+    assert load_config(repo / "configs/default.yaml").hash() == cfg.hash()  # base_dir not hashed

@@ -40,7 +40,8 @@ Differences from datatrove, on purpose:
 - language: the Gopher stop-word rule uses the document's ``lang`` (a list per language in
   ``stop_words``; languages without one skip the rule; null ``lang`` counts as
   ``lang_if_null``); languages written without spaces (``unspaced_langs``: ja, zh, th, ...) skip
-  the word-count, mean-word-length, symbol-ratio and stop-word rules, which assume spaces;
+  the word-count, mean-word-length, symbol-ratio, alpha-words and stop-word rules, which assume
+  spaces (a run of Han characters is one "token", so a few ASCII symbols outweigh it);
 - domains in ``skip_domains`` (code, by default) are not measured: null scores, never removed;
   a family with ``domains`` set measures only documents of those domains (null scores, so no
   removal by its rules, elsewhere). C4's line rule and FineWeb's line rules assume one
@@ -458,7 +459,9 @@ def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
         )
         out["gopher_bullet_lines"] = _above(table, "gopher_bullet_lines", q.max_bullet_lines)
         out["gopher_ellipsis_lines"] = _above(table, "gopher_ellipsis_lines", q.max_ellipsis_lines)
-        out["gopher_alpha_words"] = _below(table, "gopher_alpha_words", q.min_alpha_words)
+        out["gopher_alpha_words"] = spaced & _below(
+            table, "gopher_alpha_words", q.min_alpha_words
+        )
         out["gopher_stop_words"] = _below(table, "gopher_stop_words", q.min_stop_words)
     r = cfg.gopher_repetition
     if r.enabled:

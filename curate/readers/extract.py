@@ -61,11 +61,11 @@ from curate.readers.text import (
     ReadError,
     declared_charset,
     decode_text,
+    group_entries,
     looks_binary,
     looks_rot13,
     maybe_decompress,
     rot13,
-    group_entries,
     split_dictd,
     split_fortunes,
 )
