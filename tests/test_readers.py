@@ -216,8 +216,9 @@ def test_sources_and_ids_do_not_depend_on_the_checkout_folder(tmp_path, monkeypa
     assert docs_a.num_rows > 100
     assert docs_a["id"].to_pylist() == docs_b["id"].to_pylist()
     assert docs_a["source"].to_pylist() == docs_b["source"].to_pylist()
-    assert "data/sample/pdf/texlive-fonts-recommended-doc/usr/share/doc/texlive-doc/latex/euro/euro.pdf" in set(
-        docs_a["source"].to_pylist()
+    assert (
+        "data/sample/pdf/texlive-fonts-recommended-doc/usr/share/doc/texlive-doc/latex/euro/euro.pdf"
+        in set(docs_a["source"].to_pylist())
     )
 
 

@@ -459,9 +459,7 @@ def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
         )
         out["gopher_bullet_lines"] = _above(table, "gopher_bullet_lines", q.max_bullet_lines)
         out["gopher_ellipsis_lines"] = _above(table, "gopher_ellipsis_lines", q.max_ellipsis_lines)
-        out["gopher_alpha_words"] = spaced & _below(
-            table, "gopher_alpha_words", q.min_alpha_words
-        )
+        out["gopher_alpha_words"] = spaced & _below(table, "gopher_alpha_words", q.min_alpha_words)
         out["gopher_stop_words"] = _below(table, "gopher_stop_words", q.min_stop_words)
     r = cfg.gopher_repetition
     if r.enabled:
