@@ -14,7 +14,14 @@ from typing import Any
 from curate import mix
 from curate.config import PipelineConfig
 from curate.stage import StageStats
-from curate.storage import join, part_name, read_json, write_bytes_atomic, write_json_atomic
+from curate.storage import (
+    exists,
+    join,
+    part_name,
+    read_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 
 def stage_counts(stats: StageStats) -> dict[str, Any]:
@@ -97,6 +104,33 @@ def extract_counters(run: str) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+def quality_model_summary(run: str) -> dict[str, Any] | None:
+    """Sizes and held-out metrics of the model the run trained (None when it trained none)."""
+    from curate.filters.quality import STATS_FILE
+
+    url = join(run, "quality", STATS_FILE)
+    if not exists(url):
+        return None
+    stats = read_json(url)
+    keys = ("documents", "train_examples", "held_out_examples", "held_out", "held_out_at_threshold")
+    return {k: stats[k] for k in keys if k in stats}
+
+
+def quality_model_markdown(summary: Mapping[str, Any] | None) -> str:
+    """One line on the run's quality model: held-out precision / recall / F1."""
+    if not summary:
+        return ""
+    h = summary["held_out"]
+    n = summary["held_out_examples"]
+    docs = summary["documents"]
+    return (
+        f"\nQuality model trained on this run ({docs['positive']:,} positive / "
+        f"{docs['negative']:,} negative documents): held-out precision {h['precision']:.3f}, "
+        f"recall {h['recall']:.3f}, F1 {h['f1']:.3f} at {h['threshold']:g} "
+        f"({n['positive']:,} / {n['negative']:,} held-out examples).\n"
+    )
+
+
 def write_report(
     cfg: PipelineConfig,
     stats: Mapping[str, StageStats],
@@ -114,6 +148,7 @@ def write_report(
         "config_hash": cfg.hash(),
         "stages": {name: stage_counts(s) for name, s in stats.items()},
         "extract_counters": extract_counters(run),
+        "quality_model": quality_model_summary(run),
         "mixture": mixture,
         "shards": {
             split: {"sequences": info["sequences"], "tokens": info["tokens"]}
@@ -129,7 +164,7 @@ def write_report(
         },
         join(run, "timings.json"),
     )
-    funnel = funnel_markdown(stats)
+    funnel = funnel_markdown(stats) + quality_model_markdown(summary["quality_model"])
     write_bytes_atomic(funnel.encode(), join(run, "funnel.md"))
     write_bytes_atomic(funnel_png(stats), join(run, "funnel.png"))
     write_json_atomic(mixture, join(run, "mixture.json"))

@@ -15,6 +15,8 @@ Run directory (``cfg.run_url``)::
             part-NNNNN.quarantine.parquet  QUARANTINE_SCHEMA
             part-NNNNN.done.json           marker: input_fingerprint, config_hash, stats, output
     <stage>/...                      the same for every configured stage, in order
+    quality/model.bin, quality_stats.json (+ train.done.json)   the run's own quality model
+                                     (when the quality stage has no model_path)
     <global stage>/map/part-NNNNN.parquet (+ .done.json)   per-part summaries
                   /state.parquet (+ state.done.json)      the reduce's state table
     mix/plan.json (+ plan.done.json), mix/part-NNNNN.parquet (selected docs + repeats)
@@ -255,11 +257,112 @@ def _stage_setup(cfg: PipelineConfig, stage_index: int) -> tuple[Any, BaseModel,
     stage_cfg = cfg.stage_config(stage_index)  # imports cfg.plugins first
     stage = STAGES[entry.name]
     code = code_version(*(getattr(stage, f, None) for f in ("score", "rules", "map", "reduce")))
-    cfg_hash = config_hash(
-        {"stage": entry.name, "options": stage_cfg.model_dump(mode="json"), "code": code}
-    )
+    options = stage_cfg.model_dump(mode="json")
+    extra: dict[str, str] = {}
+    if entry.name == QUALITY_STAGE and getattr(stage_cfg, "model_path", "") is None:
+        stage_cfg, extra = _with_run_model(cfg, stage_cfg)
+    cfg_hash = config_hash({"stage": entry.name, "options": options, "code": code, **extra})
     previous = stage_names(cfg)[stage_index]  # extract is at 0, stages start at 1
     return stage, stage_cfg, cfg_hash, previous
+
+
+# --- the run's own quality model (a reduce after extract) ---------------------------------------
+
+QUALITY_STAGE = "quality"
+QUALITY_MODEL_FILE = "model.bin"
+
+
+def quality_training_stage(cfg: PipelineConfig) -> int | None:
+    """Index of the ``quality`` stage when it has no ``model_path`` (the run trains its
+    model), else None."""
+    for k, entry in enumerate(cfg.stages):
+        if entry.name == QUALITY_STAGE and cfg.stage_config(k).model_path is None:  # type: ignore[attr-defined]
+            return k
+    return None
+
+
+def quality_model_url(cfg: PipelineConfig) -> str:
+    return join(stage_dir(cfg, QUALITY_STAGE), QUALITY_MODEL_FILE)
+
+
+def quality_stats_url(cfg: PipelineConfig) -> str:
+    from curate.filters.quality import STATS_FILE
+
+    return join(stage_dir(cfg, QUALITY_STAGE), STATS_FILE)
+
+
+def _quality_train_marker(cfg: PipelineConfig) -> str:
+    return join(stage_dir(cfg, QUALITY_STAGE), "train.done.json")
+
+
+def run_quality_train(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
+    """Reduce: train the ``quality`` stage's model on the run's extracted documents (positives
+    by source pattern, negatives by domain: ``options.train``) when its ``model_path`` is unset;
+    writes ``<run>/quality/model.bin`` and ``quality_stats.json`` atomically, then a done
+    marker. Deterministic (one thread, fixed seed, in a child interpreter), so a rerun skips or
+    gives the same bytes. Returns ``{"trained": False}`` when the run needs no model."""
+    from curate.filters.quality import MODEL_FILE, STATS_FILE, train_quality_model, training_texts
+
+    k = quality_training_stage(cfg)
+    if k is None:
+        return {"trained": False, "skipped": True}
+    train_cfg = cfg.stage_config(k).train  # type: ignore[attr-defined]
+    input_fp = _digest(*(_output_hash(cfg, EXTRACT_STAGE, i) for i in range(n_parts)))
+    cfg_hash = _digest(config_hash(train_cfg), code_version("curate.filters.quality"))
+    url = _quality_train_marker(cfg)
+    if done_marker_matches(url, input_fp, cfg_hash):
+        return {**_marker(url)["stats"], "skipped": True}
+    start = time.perf_counter()
+    docs = pa.concat_tables(
+        _read_columns(part_url(cfg, EXTRACT_STAGE, i), ["text", "source", "domain"])
+        for i in range(n_parts)
+    )
+    positives, negatives = training_texts(docs, train_cfg)
+    with tempfile.TemporaryDirectory(prefix="sluice-quality-") as tmp:
+        result = train_quality_model(positives, negatives, tmp, train_cfg.params)
+        model = Path(tmp, MODEL_FILE).read_bytes()
+        write_bytes_atomic(model, quality_model_url(cfg))
+        write_bytes_atomic(Path(tmp, STATS_FILE).read_bytes(), quality_stats_url(cfg))
+    stats = {
+        "trained": True,
+        "documents": result["documents"],
+        "train_examples": result["train_examples"],
+        "held_out_examples": result["held_out_examples"],
+        "held_out": result["held_out"],
+        "seconds": time.perf_counter() - start,
+    }
+    write_json_atomic(
+        {
+            "input_fingerprint": input_fp,
+            "config_hash": cfg_hash,
+            "output": hashlib.sha256(model).hexdigest(),
+            "stats": stats,
+        },
+        url,
+    )
+    return {**stats, "skipped": False}
+
+
+@functools.cache
+def _local_copy(url: str, digest: str) -> str:
+    """A local file holding ``url`` (fastText reads local paths only); one per content."""
+    fs, path = filesystem(url)
+    fd, local = tempfile.mkstemp(suffix=f"-{digest[:12]}.bin")
+    with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
+        out.write(f.read())
+    return local
+
+
+def _with_run_model(cfg: PipelineConfig, stage_cfg: BaseModel) -> tuple[BaseModel, dict[str, str]]:
+    """The quality stage's config with the run's trained model filled in, and the model's hash
+    for the stage's config hash (a retrained model re-runs the stage; its path does not)."""
+    marker = _quality_train_marker(cfg)
+    if not exists(marker):
+        raise RuntimeError(f"quality: no model_path and the run's model is not trained ({marker})")
+    digest = _marker(marker)["output"]
+    url = quality_model_url(cfg)
+    local = filesystem(url)[1] if is_local(url) else _local_copy(url, digest)
+    return stage_cfg.model_copy(update={"model_path": local}), {"model": digest}
 
 
 def run_stage_part(cfg: PipelineConfig, stage_index: int, part_index: int) -> dict[str, Any]:
@@ -618,6 +721,8 @@ def run_pipeline(
 
     per_part(EXTRACT_STAGE, lambda i: run_extract_part(cfg, i, parts[i]))
     stats[EXTRACT_STAGE] = check_stage(cfg, EXTRACT_STAGE, n)
+    if quality_training_stage(cfg) is not None:
+        timed("quality.train", lambda: run_quality_train(cfg, n))
     for k, entry in enumerate(cfg.stages):
         if stage_is_global(cfg, k):
             per_part(f"{entry.name}.map", lambda i, k=k: run_global_map(cfg, k, i))

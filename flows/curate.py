@@ -2,7 +2,8 @@
 
 Per-part steps (extract, per-part stages, global-stage map/apply, mix, encode) are one task per
 part (a part holds hundreds of documents or more: Prefect costs ~0.25 s per task); global
-reduces, the mixing plan, tokenizer training and the shard writer are single reduce tasks.
+reduces, the run's quality model (when the quality stage has no ``model_path``), the mixing
+plan, tokenizer training and the shard writer are single reduce tasks.
 After every document stage the flow checks conservation over the whole run. The funnel
 (and the mixture) is published as a Prefect markdown artifact and written to ``stats.json``.
 """
@@ -33,6 +34,7 @@ def _task(fn: Callable[..., Any], name: str) -> Any:
 
 extract_task = _task(runner.run_extract_part, "extract")
 stage_part_task = _task(runner.run_stage_part, "stage-part")
+quality_train_task = _task(runner.run_quality_train, "train-quality")
 global_map_task = _task(runner.run_global_map, "global-map")
 global_reduce_task = _task(runner.run_global_reduce, "global-reduce")
 global_apply_task = _task(runner.run_global_apply, "global-apply")
@@ -104,6 +106,9 @@ def _curate(cfg: PipelineConfig) -> dict[str, Any]:
 
     per_part(EXTRACT_STAGE, extract_task, lambda i: (cfg, i, parts[i]))
     checked(EXTRACT_STAGE)
+    if runner.quality_training_stage(cfg) is not None:
+        trained = reduce("quality.train", quality_train_task, cfg, n)
+        logger.info("quality model: held-out %s", trained.get("held_out"))
     for k, entry in enumerate(cfg.stages):
         if runner.stage_is_global(cfg, k):
             per_part(f"{entry.name}.map", global_map_task, lambda i, k=k: (cfg, k, i))

@@ -12,10 +12,15 @@ seed make training deterministic. Saved in ``out_dir``: ``quality.bin`` (the mod
 ``quality_stats.json`` (sizes, config, held-out precision / recall / F1 of the positive class at
 0.5 and at the configured threshold).
 
+In a run (``curate.runner.run_quality_train``): when the stage's ``model_path`` is unset, the
+run trains its own model after ``extract``, from its extracted documents (``train``:
+:class:`RunTrainingConfig`: positives by source pattern, negatives by domain) into
+``<run>/quality/model.bin`` + ``quality_stats.json``, and the stage uses it.
+
 Stage ``quality``: ``quality_score`` = the model's probability of the positive label for the
 whole text (lower-cased, punctuation split off, newlines → spaces); documents of
-``skip_domains`` (code) are not scored (null) and never removed. Reason: ``quality_low``
-(score < ``threshold``).
+``skip_domains`` (code) and, when ``langs`` is set, of other languages are not scored (null)
+and never removed. Reason: ``quality_low`` (score < ``threshold``).
 """
 
 from __future__ import annotations
@@ -68,14 +73,38 @@ class QualityTrainConfig(BaseModel):
     bucket: int = Field(1 << 17, description="hash buckets for n-grams (model size)")
 
 
-class QualityConfig(BaseModel):
-    """The trained model and the score below which a document goes."""
+class RunTrainingConfig(BaseModel):
+    """How a run trains its own model (the runner's ``quality.train`` step, when
+    ``model_path`` is unset): from the run's extracted documents (``extract`` output).
+
+    Positives: documents whose ``source`` matches one of ``positive_sources`` (fnmatch, ``*``
+    crosses ``/``): curated reference text. Negatives: documents of ``negative_domains`` that
+    match none of them (a document is never on both sides)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model_path: str = Field(..., description="quality.bin written by train-quality")
+    positive_sources: list[str] = Field(
+        default_factory=list, description="fnmatch patterns over document sources"
+    )
+    negative_domains: list[str] = Field(default_factory=lambda: ["web"])
+    params: QualityTrainConfig = Field(default_factory=QualityTrainConfig)
+
+
+class QualityConfig(BaseModel):
+    """The model (a file, or the one the run trains) and the score below which a document goes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str | None = Field(
+        None, description="quality.bin from train-quality; None: the run trains its own (train)"
+    )
+    train: RunTrainingConfig = Field(default_factory=RunTrainingConfig)
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     skip_domains: list[str] = Field(default_factory=lambda: ["code"])
+    langs: list[str] = Field(
+        default_factory=list,
+        description="score only documents of these languages (empty: all); the others stay",
+    )
 
 
 def fasttext_line(text: str) -> str:
@@ -249,6 +278,25 @@ def read_texts(paths: Iterable[str]) -> list[str]:
     return texts
 
 
+def training_texts(docs: pa.Table, cfg: RunTrainingConfig) -> tuple[list[str], list[str]]:
+    """(positive, negative) texts of a run's extracted documents (columns text, source,
+    domain), in table order, following ``cfg`` (see :class:`RunTrainingConfig`)."""
+    import fnmatch
+
+    positives: list[str] = []
+    negatives: list[str] = []
+    negative_domains = set(cfg.negative_domains)
+    for text, source, domain in zip(
+        docs["text"].to_pylist(), docs["source"].to_pylist(), docs["domain"].to_pylist(),
+        strict=True,
+    ):  # fmt: skip
+        if any(fnmatch.fnmatchcase(source, p) for p in cfg.positive_sources):
+            positives.append(text)
+        elif domain in negative_domains:
+            negatives.append(text)
+    return positives, negatives
+
+
 def run_extract_parts(run_dir: str) -> list[str]:
     """The extract stage's output parts of a run: ``<run_dir>/extract/part-*.parquet``."""
     parts = sorted(str(p) for p in Path(run_dir, "extract").glob("part-*.parquet"))
@@ -315,11 +363,19 @@ def _load(path: str, mtime_ns: int) -> Any:
 
 
 def score(table: pa.Table, cfg: QualityConfig) -> pa.Table:
-    """Add ``quality_score`` (P(reference-like)), null for skipped domains."""
+    """Add ``quality_score`` (P(reference-like)), null for skipped domains and, when ``langs``
+    is set, for other languages."""
+    if cfg.model_path is None:
+        raise ValueError("quality: no model_path (the runner sets the run's trained model)")
     n = table.num_rows
     domains = table["domain"].to_pylist() if "domain" in table.column_names else [None] * n
+    langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
     skip = set(cfg.skip_domains)
-    todo = [i for i, d in enumerate(domains) if d not in skip]
+    wanted = set(cfg.langs)
+    todo = [
+        i for i, (d, lang) in enumerate(zip(domains, langs, strict=True))
+        if d not in skip and (not wanted or lang in wanted)
+    ]  # fmt: skip
     texts = table["text"].to_pylist()
     probs = positive_probability(
         load_model(cfg.model_path), [fasttext_line(texts[i]) for i in todo]
