@@ -179,11 +179,18 @@ def unique_per_text(sh: Shingles) -> Shingles:
 
 
 def text_shingles(
-    texts: pa.Array | pa.ChunkedArray, n: int, lowercase: bool = True, unique: bool = True
+    texts: pa.Array | pa.ChunkedArray,
+    n: int,
+    lowercase: bool = True,
+    unique: bool = True,
+    short: bool = True,
 ) -> Shingles:
-    """Word n-gram hashes of each text (distinct and sorted per text when ``unique``)."""
+    """Word n-gram hashes of each text (distinct and sorted per text when ``unique``).
+
+    ``short``: a text of 1..n-1 words gives one n-gram of all its words (else none).
+    """
     wh, offsets = word_hashes(split_words(texts, lowercase))
-    sh = ngram_hashes(wh, offsets, n)
+    sh = ngram_hashes(wh, offsets, n, short)
     return unique_per_text(sh) if unique else sh
 
 
