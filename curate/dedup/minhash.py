@@ -72,7 +72,7 @@ class NearDedupConfig(KeepPolicy):
     max_bucket: int = Field(
         64, ge=2, description="LSH buckets larger than this pair along a chain, not all pairs"
     )
-    batch_bytes: int = Field(4 << 20, ge=1 << 10, description="text bytes hashed per batch")
+    batch_bytes: int = Field(1 << 20, ge=1 << 10, description="text bytes hashed per batch")
 
     @model_validator(mode="after")
     def _bands_fit(self) -> NearDedupConfig:
