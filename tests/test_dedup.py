@@ -386,3 +386,25 @@ def test_decontam_real_eval_paragraph(tmp_path: Path) -> None:
     assert flagged.stats.removed_total == 0
     hits = flagged.kept.filter(pa.compute.greater(flagged.kept["contamination_ngrams"], 0))
     assert set(hits["id"].to_pylist()) == truth_faq
+
+
+def test_big_buckets_empty_parts_and_empty_state(tmp_path: Path) -> None:
+    page = llvm_docs()[3]["text"]
+    rows = [_doc(f"copy/{i}", page + f"\n\nrevision {i}") for i in range(12)]
+    parts = [table_of(rows[:5]), docs_table([]), table_of(rows[5:])]
+    for cfg in (NearDedupConfig(max_bucket=3), NearDedupConfig(max_bucket=3, verify=False)):
+        state, results = run_global(NEAR_DEDUP, parts, cfg, tmp_path)
+        assert [r.stats.docs_in for r in results] == [5, 0, 7]
+        removed = pa.concat_tables([r.removed for r in results])
+        assert removed.num_rows == 11
+        assert set(removed["duplicate_of"].to_pylist()) == {rows[0]["id"]}
+        assert set(state["minhash_cluster"].to_pylist()) == {0}
+    # nothing similar: an empty state, every document kept with null columns
+    lone = [table_of(llvm_docs()[:3])]
+    state, results = run_global(NEAR_DEDUP, lone, NearDedupConfig(), tmp_path)
+    assert state.num_rows == 0 and results[0].stats.kept == 3
+    assert results[0].kept["minhash_cluster"].null_count == 3
+    state, results = run_global(EXACT_DEDUP, lone, ExactDedupConfig(), tmp_path)
+    assert state.num_rows == 0 and results[0].stats.kept == 3
+    assert NEAR_DEDUP.reduce([], NearDedupConfig()).num_rows == 0
+    assert EXACT_DEDUP.reduce([], ExactDedupConfig()).num_rows == 0
