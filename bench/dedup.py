@@ -198,8 +198,12 @@ def curve(args: argparse.Namespace) -> None:
         f"exact all-pairs Jaccard: {time.perf_counter() - t0:.1f}s, {len(truth)} pairs with J>=0.3"
     )
     index = {r["id"]: i for i, r in enumerate(rows)}
-    for verify in (False, True):
-        cfg = NearDedupConfig(verify=verify)
+    settings = [dict(verify=False), dict(verify=True)]
+    if args.bands:
+        settings = [dict(verify=True, bands=args.bands, rows=args.rows)]
+    for setting in settings:
+        cfg = NearDedupConfig(**setting)
+        verify = cfg.verify
         with tempfile.TemporaryDirectory() as tmp:
             urls = []
             size = 500
@@ -251,7 +255,7 @@ def sample_paragraphs() -> list[str]:
 
 
 def generate(n_docs: int, n_parts: int, out: Path, seed: int = 0) -> list[str]:
-    """n_docs documents of 3-12 consecutive real paragraphs; 30% are perturbed copies."""
+    """n_docs documents of 3-12 real paragraphs drawn at random; 30% are perturbed copies."""
     rng = random.Random(seed)
     paras = sample_paragraphs()
     per_part = -(-n_docs // n_parts)
@@ -269,8 +273,7 @@ def generate(n_docs: int, n_parts: int, out: Path, seed: int = 0) -> list[str]:
                 w = [x for x in w if rng.random() >= rate]
                 text = " ".join(w)
             else:
-                start = rng.randrange(len(paras))
-                text = "\n\n".join(paras[start : start + rng.randint(3, 12)])
+                text = "\n\n".join(rng.sample(paras, rng.randint(3, 12)))
             made.append(text)
             rows.append(
                 dict(
@@ -288,6 +291,14 @@ def generate(n_docs: int, n_parts: int, out: Path, seed: int = 0) -> list[str]:
     return paths
 
 
+def _vm_hwm_mib() -> float:
+    """Peak RSS of this process image (VmHWM; unlike ru_maxrss, reset by exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _child(args: argparse.Namespace) -> None:
     """Run one phase and print its peak RSS (this process only)."""
     from curate.storage import read_parquet
@@ -295,7 +306,10 @@ def _child(args: argparse.Namespace) -> None:
     cfg = NearDedupConfig(verify=args.verify)
     parts = sorted(Path(args.dir).glob("part-*.parquet"))
     t0 = time.perf_counter()
-    if args.phase == "map":
+    if args.phase == "generate":
+        generate(args.docs, args.parts, Path(args.dir))
+        info = {}
+    elif args.phase == "map":
         for p in parts:
             write_parquet_atomic(
                 NEAR_DEDUP.map(read_parquet(str(p)), cfg), str(p).replace("part-", "map-")
@@ -313,7 +327,8 @@ def _child(args: argparse.Namespace) -> None:
             {
                 "phase": args.phase,
                 "verify": args.verify,
-                "peak_rss_mib": round(rss, 1),
+                "ru_maxrss_mib": round(rss, 1),
+                "vm_hwm_mib": round(_vm_hwm_mib(), 1),
                 "seconds": round(time.perf_counter() - t0, 1),
                 **info,
             }
@@ -323,27 +338,36 @@ def _child(args: argparse.Namespace) -> None:
 
 def memory(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        paths = generate(args.docs, args.parts, Path(tmp))
+        gen = [
+            "--phase",
+            "generate",
+            "--dir",
+            tmp,
+            "--docs",
+            str(args.docs),
+            "--parts",
+            str(args.parts),
+        ]
+        print(_run_child(gen))
+        paths = sorted(str(p) for p in Path(tmp).glob("part-*.parquet"))
         total = sum(pa.parquet.ParquetFile(p).metadata.num_rows for p in paths)
         mb = sum(pa.parquet.read_table(p, columns=["text"])["text"].nbytes for p in paths) / 1e6
         print(f"{total} generated docs ({mb:.0f} MB of text) in {len(paths)} parts; {machine()}")
+        driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"driver ru_maxrss {driver:.0f} MiB (children inherit it as a floor of theirs)")
         for verify in (False, True):
             for phase in ("map", "reduce"):
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "bench.dedup",
-                    "_child",
-                    "--phase",
-                    phase,
-                    "--dir",
-                    tmp,
-                ]
-                cmd += ["--verify"] if verify else []
-                done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-                if done.returncode:
-                    raise RuntimeError(f"{phase} failed:\n{done.stderr}")
-                print(done.stdout.strip().splitlines()[-1])
+                print(
+                    _run_child(["--phase", phase, "--dir", tmp] + (["--verify"] if verify else []))
+                )
+
+
+def _run_child(child_args: list[str]) -> str:
+    cmd = [sys.executable, "-m", "bench.dedup", "_child", *child_args]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        raise RuntimeError(f"{child_args} failed:\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -354,12 +378,16 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--docs", type=int, default=1000)
     t.add_argument("--repeat", type=int, default=2)
-    sub.add_parser("curve")
+    cv = sub.add_parser("curve")
+    cv.add_argument("--bands", type=int)
+    cv.add_argument("--rows", type=int)
     m = sub.add_parser("memory")
     m.add_argument("--docs", type=int, default=100_000)
     m.add_argument("--parts", type=int, default=10)
     c = sub.add_parser("_child")
-    c.add_argument("--phase", choices=("map", "reduce"))
+    c.add_argument("--phase", choices=("generate", "map", "reduce"))
+    c.add_argument("--docs", type=int, default=100_000)
+    c.add_argument("--parts", type=int, default=10)
     c.add_argument("--dir")
     c.add_argument("--verify", action="store_true")
     args = parser.parse_args(argv)

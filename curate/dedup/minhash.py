@@ -67,6 +67,14 @@ class NearDedupConfig(KeepPolicy):
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity of duplicates")
     bands: int | None = Field(None, ge=1, description="LSH bands; None: datasketch's optimum")
     rows: int | None = Field(None, ge=1, description="signature rows per band")
+    false_negative_weight: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="weight of missed pairs in datasketch's (bands, rows) search (false positives "
+        "get 1 minus it); None: 0.95 with verify (exact Jaccard removes the extra candidates), "
+        "0.5 without",
+    )
     seed: int = 1
     verify: bool = Field(True, description="confirm candidate pairs by exact shingle Jaccard")
     max_bucket: int = Field(
@@ -85,15 +93,20 @@ class NearDedupConfig(KeepPolicy):
     def lsh_params(self) -> tuple[int, int]:
         if self.bands is not None and self.rows is not None:
             return self.bands, self.rows
-        return optimal_params(self.threshold, self.num_perm)
+        fn = self.false_negative_weight
+        if fn is None:
+            fn = 0.95 if self.verify else 0.5
+        return optimal_params(self.threshold, self.num_perm, fn)
 
 
 @lru_cache(maxsize=32)
-def optimal_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) minimising false positives + false negatives (datasketch's own search)."""
+def optimal_params(
+    threshold: float, num_perm: int, false_negative_weight: float = 0.5
+) -> tuple[int, int]:
+    """(bands, rows) minimising the weighted false positive + negative areas (datasketch's)."""
     from datasketch.lsh import _optimal_param
 
-    b, r = _optimal_param(threshold, num_perm, 0.5, 0.5)
+    b, r = _optimal_param(threshold, num_perm, 1.0 - false_negative_weight, false_negative_weight)
     return int(b), int(r)
 
 
