@@ -226,19 +226,32 @@ def _pairs_within_groups(members: np.ndarray, starts: np.ndarray, sizes: np.ndar
     return np.stack([members[left], members[right]], axis=1)
 
 
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """``(docs, bands)`` uint64: one key per LSH band (the band layout of datasketch)."""
+    keys = np.empty((len(sig), bands), np.uint64)
+    for band in range(bands):
+        keys[:, band] = _band_keys(sig[:, band * rows : (band + 1) * rows])
+    return keys
+
+
 def lsh_candidate_pairs(
     sig: np.ndarray, bands: int, rows: int, rank: np.ndarray, max_bucket: int = 64
 ) -> np.ndarray:
-    """Distinct ``(i, j)`` row pairs (i, j ordered by ``rank``) sharing at least one band.
+    """Distinct ``(i, j)`` row pairs (i < j) whose signatures share at least one band."""
+    return lsh_pairs_from_keys(band_keys(sig, bands, rows), rank, max_bucket)
+
+
+def lsh_pairs_from_keys(keys: np.ndarray, rank: np.ndarray, max_bucket: int = 64) -> np.ndarray:
+    """Distinct ``(i, j)`` row pairs (i < j) sharing a key in at least one band (column).
 
     Buckets of up to ``max_bucket`` rows give all their pairs; a bigger bucket (a mass of
-    near-identical documents) gives pairs between neighbours in rank order and with its best row,
-    which connects the bucket without a quadratic number of pairs.
+    near-identical documents) gives pairs between neighbours in ``rank`` order and with its best
+    row, which connects the bucket without a quadratic number of pairs.
     """
-    n = len(sig)
+    n = len(keys)
     found = []
-    for band in range(bands):
-        key = _band_keys(sig[:, band * rows : (band + 1) * rows])
+    for band in range(keys.shape[1]):
+        key = keys[:, band]
         order = np.lexsort((rank, key))
         k = key[order]
         start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
@@ -286,28 +299,34 @@ def _load_shingles(
 
 def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
     """Cluster near-duplicates over every part's signatures; name the copy each one keeps."""
-    columns = ["id", SIGNATURE, N_SHINGLES] + ([PRIORITY] if cfg.priority else [])
-    tables = [read_columns(url, columns) for url in urls]
-    if not tables:
+    if not urls:
         return STATE_SCHEMA.empty_table()
-    part = np.concatenate([np.full(t.num_rows, i, np.int64) for i, t in enumerate(tables)])
-    row = np.concatenate([np.arange(t.num_rows, dtype=np.int64) for t in tables])
-    ids = pa.concat_arrays([t["id"].combine_chunks().cast(pa.string()) for t in tables])
-    sig = np.concatenate([signature_matrix(t[SIGNATURE], cfg.num_perm) for t in tables])
-    n_shingles = np.concatenate([t[N_SHINGLES].to_numpy() for t in tables])
-    priority = (
-        np.concatenate([t[PRIORITY].to_numpy(zero_copy_only=False) for t in tables])
-        if cfg.priority
-        else None
-    )
-    del tables
-    rank = keep_rank(priority, part, row, cfg.priority_descending)
-
-    eligible = np.flatnonzero(n_shingles > 0)  # an empty document is no one's near duplicate
     bands, rows = cfg.lsh_params()
-    local = lsh_candidate_pairs(sig[eligible], bands, rows, rank[eligible], cfg.max_bucket)
+    columns = ["id", SIGNATURE, N_SHINGLES] + ([PRIORITY] if cfg.priority else [])
+    # one part at a time: only the band keys (8 bytes per band) of a signature are kept
+    keys, ids, n_shingles, priority, part, row = [], [], [], [], [], []
+    for p, url in enumerate(urls):
+        t = read_columns(url, columns)
+        keys.append(band_keys(signature_matrix(t[SIGNATURE], cfg.num_perm), bands, rows))
+        ids.append(t["id"].combine_chunks().cast(pa.string()))
+        n_shingles.append(t[N_SHINGLES].to_numpy())
+        if cfg.priority:
+            priority.append(t[PRIORITY].to_numpy(zero_copy_only=False))
+        part.append(np.full(t.num_rows, p, np.int64))
+        row.append(np.arange(t.num_rows, dtype=np.int64))
+        del t
+    all_keys = np.concatenate(keys)
+    del keys
+    ids = pa.concat_arrays(ids)
+    part, row = np.concatenate(part), np.concatenate(row)
+    rank = keep_rank(
+        np.concatenate(priority) if cfg.priority else None, part, row, cfg.priority_descending
+    )
+
+    eligible = np.flatnonzero(np.concatenate(n_shingles) > 0)  # empty: no one's near duplicate
+    local = lsh_pairs_from_keys(all_keys[eligible], rank[eligible], cfg.max_bucket)
     pairs = eligible[local] if len(local) else np.zeros((0, 2), np.int64)
-    del sig
+    del all_keys
     if cfg.verify and len(pairs):
         sets = _load_shingles(urls, part, row, np.unique(pairs))
         similar = [exact_jaccard(sets[a], sets[b]) >= cfg.threshold for a, b in pairs.tolist()]
