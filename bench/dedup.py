@@ -307,8 +307,12 @@ def _child(args: argparse.Namespace) -> None:
     parts = sorted(Path(args.dir).glob("part-*.parquet"))
     t0 = time.perf_counter()
     if args.phase == "generate":
-        generate(args.docs, args.parts, Path(args.dir))
-        info = {}
+        paths = generate(args.docs, args.parts, Path(args.dir))
+        texts = [pa.parquet.read_table(p, columns=["text"])["text"] for p in paths]
+        info = {
+            "docs": sum(len(t) for t in texts),
+            "text_mb": round(sum(t.nbytes for t in texts) / 1e6),
+        }
     elif args.phase == "map":
         for p in parts:
             write_parquet_atomic(
@@ -349,10 +353,7 @@ def memory(args: argparse.Namespace) -> None:
             str(args.parts),
         ]
         print(_run_child(gen))
-        paths = sorted(str(p) for p in Path(tmp).glob("part-*.parquet"))
-        total = sum(pa.parquet.ParquetFile(p).metadata.num_rows for p in paths)
-        mb = sum(pa.parquet.read_table(p, columns=["text"])["text"].nbytes for p in paths) / 1e6
-        print(f"{total} generated docs ({mb:.0f} MB of text) in {len(paths)} parts; {machine()}")
+        print(f"{len(list(Path(tmp).glob('part-*.parquet')))} parts; {machine()}")
         driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"driver ru_maxrss {driver:.0f} MiB (children inherit it as a floor of theirs)")
         for verify in (False, True):
