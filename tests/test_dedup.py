@@ -198,8 +198,10 @@ def test_exact_dedup_normalisation_priority_conservation(tmp_path: Path) -> None
         _doc(f"copy/{i}", "  " + re.sub(r"\s+", "\n\t", r["text"].upper()) + " ", quality_score=0.9)
         for i, r in enumerate(base[:7])
     ]
-    punct = _doc("punct/0", re.sub(r"[.,:;]", "", base[8]["text"]), quality_score=0.1)
-    rows += copies + [punct, _doc("empty/0", ""), _doc("empty/1", "   ")]
+    punct = _doc("punct/0", re.sub(r"[.,:;]", " ", base[8]["text"]), quality_score=0.1)
+    # NFKC: full-width letters and ligatures fold to ASCII
+    fullwidth = _doc("nfkc/0", base[9]["text"].replace("a", "\uff41").replace("fi", "\ufb01"))
+    rows += copies + [punct, fullwidth, _doc("empty/0", ""), _doc("empty/1", "   ")]
     parts = split_parts(rows, 3)
 
     state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(), tmp_path)
@@ -208,22 +210,28 @@ def test_exact_dedup_normalisation_priority_conservation(tmp_path: Path) -> None
         stats = stats.merge(res.stats)
     stats.check()
     assert stats.docs_in == len(rows)
-    assert stats.removed == {"exact_duplicate": 7}  # punctuation differs; empty docs are kept
+    assert stats.removed == {"exact_duplicate": 8}  # punctuation differs; empty docs are kept
     removed = pa.concat_tables([r.removed for r in results])
-    assert sorted(removed["source"].to_pylist()) == sorted(c["source"] for c in copies)
+    assert sorted(removed["source"].to_pylist()) == sorted(
+        [c["source"] for c in copies] + ["nfkc/0"]
+    )
     first_ids = {r["id"] for r in base[:7]}
-    assert set(removed["duplicate_of"].to_pylist()) == first_ids
+    assert set(removed["duplicate_of"].to_pylist()) == first_ids | {base[9]["id"]}
     assert all(r.kept["duplicate_of"].null_count == r.kept.num_rows for r in results)
 
     state, results = run_global(
         EXACT_DEDUP, parts, ExactDedupConfig(strip_punctuation=True), tmp_path
     )
-    assert sum(r.stats.removed.get("exact_duplicate", 0) for r in results) == 8
+    assert sum(r.stats.removed.get("exact_duplicate", 0) for r in results) == 9
+    state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(nfkc=False), tmp_path)
+    assert sum(r.stats.removed.get("exact_duplicate", 0) for r in results) == 7
 
     # prefer the higher quality_score: the copies survive, the originals go
     cfg = ExactDedupConfig(priority="quality_score")
     state, results = run_global(EXACT_DEDUP, parts, cfg, tmp_path)
-    removed = pa.concat_tables([r.removed for r in results])
+    removed = pa.concat_tables([r.removed for r in results]).filter(
+        pa.compute.field("source") != "nfkc/0"
+    )
     assert set(removed["id"].to_pylist()) == first_ids
     assert set(removed["duplicate_of"].to_pylist()) == {c["id"] for c in copies}
 

@@ -38,6 +38,7 @@ class ExactDedupConfig(KeepPolicy):
 
     model_config = ConfigDict(extra="forbid")
 
+    nfkc: bool = True
     lowercase: bool = True
     collapse_whitespace: bool = True
     strip_punctuation: bool = False
@@ -50,7 +51,12 @@ class ExactDedupConfig(KeepPolicy):
 def text_hashes(texts: pa.Array | pa.ChunkedArray, cfg: ExactDedupConfig) -> pa.Array:
     """uint64 hash of each normalised text (null when shorter than ``min_length``)."""
     norm = normalize(
-        texts, cfg.lowercase, cfg.collapse_whitespace, cfg.strip_punctuation, cfg.strip_digits
+        texts,
+        cfg.lowercase,
+        cfg.collapse_whitespace,
+        cfg.strip_punctuation,
+        cfg.strip_digits,
+        cfg.nfkc,
     )
     long_enough = pc.greater_equal(pc.utf8_length(norm), cfg.min_length).to_numpy(
         zero_copy_only=False

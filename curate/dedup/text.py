@@ -200,15 +200,23 @@ def normalize(
     collapse_whitespace: bool = True,
     strip_punctuation: bool = False,
     strip_digits: bool = False,
+    nfkc: bool = True,
 ) -> pa.Array:
-    """Normalised texts for exact matching (punctuation: anything not a letter, digit or mark)."""
+    """Normalised texts for exact matching, vectorised: NFKC, lower-case, digits removed,
+    punctuation (anything not a letter, digit, mark or space) to a space, whitespace collapsed.
+
+    The steps of the filters' per-string ``curate.text.normalize`` (where that module exists),
+    for whole columns; punctuation here is a Unicode class rather than a fixed list.
+    """
     texts = _as_large_string(texts)
+    if nfkc:
+        texts = pc.utf8_normalize(texts, form="NFKC")
     if lowercase:
         texts = pc.utf8_lower(texts)
     if strip_digits:
         texts = pc.replace_substring_regex(texts, r"\pN+", "")
     if strip_punctuation:
-        texts = pc.replace_substring_regex(texts, r"[^\pL\pN\pM\s\p{Z}]+", "")
+        texts = pc.replace_substring_regex(texts, r"[^\pL\pN\pM\s\p{Z}]+", " ")
     if collapse_whitespace:
         texts = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, r"[\s\p{Z}]+", " "))
     return texts
