@@ -137,7 +137,22 @@ def throughput(args: argparse.Namespace) -> None:
     NEAR_DEDUP.map(table.slice(0, 5), cfg_fast)
     if dt_sigs:
         dt.get_shingles(texts[0])
+    # other dedup stages on the same documents (no peer): exact hashing, decontam with an eval
+    # set of 500 real paragraphs (jsonl) from data/sample
+    from curate.dedup.decontam import DECONTAM, DecontamConfig
+    from curate.dedup.exact import EXACT_DEDUP, ExactDedupConfig
+
+    eval_path = Path(tempfile.mkdtemp()) / "eval.jsonl"
+    paras = random.Random(1).sample(sample_paragraphs(), 500)
+    eval_path.write_text("".join(json.dumps({"text": q}) + "\n" for q in paras))
+    cfg_decontam = DecontamConfig(eval_files=[str(eval_path)])
+    DECONTAM.run(table.slice(0, 2), cfg_decontam)  # builds the eval index once
     for _ in range(args.repeat):
+        add("sluice exact_dedup map", lambda: EXACT_DEDUP.map(table, ExactDedupConfig()))
+        add(
+            "sluice decontam (13-grams, 500 eval paragraphs)",
+            lambda: DECONTAM.run(table, cfg_decontam),
+        )
         add("sluice near_dedup map (verify: false)", lambda: NEAR_DEDUP.map(table, cfg_fast))
         add("sluice near_dedup map (verify: true)", lambda: NEAR_DEDUP.map(table, cfg_verify))
         if dt_sigs:
