@@ -8,8 +8,8 @@
     memory      peak RSS (ru_maxrss) of map and of reduce, each in its own subprocess, over
                 100k documents sampled and perturbed from data/sample text.
 
-Run as a module from the repository root (``bench/tokenize.py`` would shadow the standard
-library's ``tokenize`` if run as a script), throughput in the bench venv (datatrove is only there):
+Run as a module from the repository root (so no file in bench/ can shadow a standard-library
+module), throughput in the bench venv (datatrove is only there):
     PYTHONPATH=. /work/main/.venv-bench/bin/python -m bench.dedup throughput --docs 1000
 """
 
