@@ -58,7 +58,9 @@ class ShardSplit:
                 if len(chunk):
                     values = chunk.values.to_numpy(zero_copy_only=True)
                     start = chunk.offset * width
-                    self.chunks.append(values[start : start + len(chunk) * width].reshape(-1, width))
+                    self.chunks.append(
+                        values[start : start + len(chunk) * width].reshape(-1, width)
+                    )
         sizes = [len(c) for c in self.chunks]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.num_rows = int(self.starts[-1])

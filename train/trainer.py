@@ -223,7 +223,9 @@ def check_resume_meta(meta: dict[str, Any], manifest: Manifest, model_cfg: GPTCo
             f"these are {shards_identity(manifest)}"
         )
     if meta.get("model") != model_cfg.model_dump():
-        raise CheckpointError(f"{where}: model config {meta.get('model')} != {model_cfg.model_dump()}")
+        raise CheckpointError(
+            f"{where}: model config {meta.get('model')} != {model_cfg.model_dump()}"
+        )
 
 
 # --------------------------------------------------------------------------- peak FLOPs
@@ -559,7 +561,7 @@ def train(
         "model": model_cfg.model_dump(),
         "shards": shards_identity(manifest),
     }
-    del model, optimizer
+    optimizer.state.clear()  # free the moments before the decay branches build their own
     branches: dict[str, Any] = {}
     if cfg.decay_branches:
         for start, d in sorted(branch_points.items()):
