@@ -105,6 +105,7 @@ class TrainLoader:
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.record: list[dict] | None = None  # set to a list to log the rows consumed
 
     @property
     def sequences_per_step(self) -> int:
@@ -129,11 +130,12 @@ class TrainLoader:
             out[sel] = self._perm(int(epoch))[pos[sel] % S]
         return out
 
-    def _batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.from_numpy(self.split.rows(self.indices(step, micro)))
+    def _batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        index = self.indices(step, micro)
+        rows = torch.from_numpy(self.split.rows(index))
         if self.device.type == "cuda":
             rows = rows.pin_memory()
-        return rows[:, :-1], rows[:, 1:]
+        return rows[:, :-1], rows[:, 1:], index
 
     def _produce(self, step: int) -> None:
         assert self._queue is not None
@@ -157,10 +159,14 @@ class TrainLoader:
         while True:
             for micro in range(self.A):
                 t0 = time.perf_counter()
-                x, y = self._queue.get() if self._queue is not None else self._batch(step, micro)
+                x, y, index = (
+                    self._queue.get() if self._queue is not None else self._batch(step, micro)
+                )
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
                 self.stall_s += time.perf_counter() - t0
+                if self.record is not None:
+                    self.record.append({"step": step, "micro": micro, "rows": index.tolist()})
                 yield x, y
             step += 1
             self.step = step

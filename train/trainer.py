@@ -117,6 +117,7 @@ class TrainConfig(BaseModel):
     threads: int = 0  # torch intra-op threads on CPU (0: torch's default)
     peak_flops: float | None = None  # per device, for MFU (None: table / measured)
     tensorboard: bool = True
+    record_data: bool = False  # write <out>/data-rank<r>.jsonl: the rows each rank trained on
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -359,11 +360,14 @@ def train(
     out_dir: str | Path,
     resume: bool = True,
     init_from: str | Path | None = None,
+    stop_at: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run; returns what it writes to ``<out_dir>/final.json``.
 
     ``resume``: continue from the newest checkpoint in ``<out_dir>/checkpoints`` if any.
     ``init_from``: otherwise start from this checkpoint directory (e.g. a WSD decay branch).
+    ``stop_at``: stop after this step with a checkpoint (a planned preemption; the schedule
+    still runs to ``cfg.steps``, so a later resume continues the same run).
     """
     t_start = time.perf_counter()
     shards_dir, out = Path(shards_dir), Path(out_dir)
@@ -456,6 +460,9 @@ def train(
             protect=set(branch_points),
         )  # fmt: skip
 
+    if cfg.record_data:
+        loader.record = []
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     batches = iter(loader)
     model.train()
     step = start_step
@@ -463,7 +470,7 @@ def train(
     window_t0, window_tokens, window_stall = time.perf_counter(), 0, loader.stall_s
     excluded = 0.0  # eval/checkpoint time inside the window (not training throughput)
     try:
-        while step < cfg.steps:
+        while step < end:
             if step in branch_points and step != start_step:
                 t0 = time.perf_counter()
                 checkpoint(step)
@@ -497,7 +504,7 @@ def train(
             step += 1
             window_tokens += tokens_per_step
 
-            last_step = step == cfg.steps
+            last_step = step == end
             do_eval = last_step or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
             do_log = do_eval or last_step or step % cfg.log_every == 0
             if do_log:
@@ -529,6 +536,9 @@ def train(
     finally:
         loader.close()
         log.close()
+        if loader.record is not None:
+            with open(out / f"data-rank{info.rank}.jsonl", "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in loader.record)
 
     if step == start_step and math.isnan(last_val):  # nothing left to train: evaluate anyway
         last_val = evaluate(model, val_split, cfg, info, autocast)
@@ -563,7 +573,7 @@ def train(
     }
     optimizer.state.clear()  # free the moments before the decay branches build their own
     branches: dict[str, Any] = {}
-    if cfg.decay_branches:
+    if cfg.decay_branches and step == cfg.steps:
         for start, d in sorted(branch_points.items()):
             branch_cfg = cfg.model_copy(update={"steps": d, "decay_at": [], "checkpoint_every": 0})
             res = train(branch_cfg, shards_dir, out / f"decay-{d:08d}", resume=True,
