@@ -491,8 +491,8 @@ def train(
             if not torch.isfinite(loss_global):
                 path = checkpoint(step)
                 raise TrainingDivergedError(
-                    f"loss is {float(loss_global)} at step {step} (lr {lr:.3g}); "
-                    f"checkpoint of the state that produced it: {path}"
+                    f"loss is {float(loss_global)} in step {step + 1} (lr {lr:.3g}); the state "
+                    f"before that step (step {step}) is checkpointed in {path}"
                 )
             grad_norm = None
             if cfg.grad_clip > 0:
