@@ -73,8 +73,9 @@ def resume_copy(src: Path, dst: Path, at: int) -> Path:
 
 def test_two_ranks_fsdp_match_one_process_and_checkpoints_reshard(train_shards, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    run(train_shards, one, 1, "grad_accum=2")
-    run(train_shards, two, 2, "grad_accum=1")
+    # fused AdamW (the CUDA default) on CPU too: on 2 ranks it runs on DTensor shards
+    run(train_shards, one, 1, "grad_accum=2", "fused_adamw=true")
+    run(train_shards, two, 2, "grad_accum=1", "fused_adamw=true")
     ref, dist = losses(one), losses(two)
     assert sorted(ref) == sorted(dist) == list(range(1, 7))
     assert close(ref, dist, range(1, 7)), (ref, dist)
@@ -92,9 +93,9 @@ def test_two_ranks_fsdp_match_one_process_and_checkpoints_reshard(train_shards, 
 
     # a checkpoint written by 2 ranks loads into 1 process, and the other way round (DCP)
     two_to_one = resume_copy(two, tmp_path / "2to1", at=3)
-    run(train_shards, two_to_one, 1, "grad_accum=2")
+    run(train_shards, two_to_one, 1, "grad_accum=2", "fused_adamw=true")
     one_to_two = resume_copy(one, tmp_path / "1to2", at=3)
-    run(train_shards, one_to_two, 2, "grad_accum=1")
+    run(train_shards, one_to_two, 2, "grad_accum=1", "fused_adamw=true")
     assert close(losses(two_to_one), ref, range(4, 7)), losses(two_to_one)
     assert close(losses(one_to_two), ref, range(4, 7)), losses(one_to_two)
     assert sorted(rows_read(two_to_one, 0)) == [3, 4, 5]  # resumed at step 3, not before

@@ -95,6 +95,7 @@ class TrainConfig(BaseModel):
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0: off
+    fused_adamw: bool | None = None  # None: fused kernel on CUDA, foreach on CPU
     # data
     seed: int = 0  # model init
     data_seed: int | None = None  # data order (None: = seed)
@@ -317,7 +318,7 @@ class MetricsLog:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
-    """AdamW; no weight decay on gains (1-D params). Fused kernel on CUDA."""
+    """AdamW; no weight decay on gains (1-D params). Fused kernel on CUDA (by default)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -328,7 +329,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
-        fused=device.type == "cuda",
+        fused=device.type == "cuda" if cfg.fused_adamw is None else cfg.fused_adamw,
     )
 
 
