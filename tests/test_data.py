@@ -92,3 +92,19 @@ def test_missing_or_mismatched_shard_is_a_clear_error(train_shards, tmp_path):
     victim.unlink()
     with pytest.raises(ShardFormatError, match="missing"):
         ShardSplit(copy, "train")
+
+
+def test_resume_with_another_batch_or_world_size_continues_the_stream(train_shards):
+    split = ShardSplit(train_shards, "train")
+    before = TrainLoader(split, 4, 2, seed=5)  # 8 sequences per step
+    seen = np.concatenate([before.indices(s, m) for s in range(3) for m in range(2)])
+    pos = before.position(3)
+    assert pos == 24
+    # resumed at step 3 on 3 ranks with micro-batch 2 (6 per step), from position 24
+    after = [
+        TrainLoader(split, 2, 1, r, 3, seed=5, start_step=3, start_position=pos) for r in range(3)
+    ]
+    later = np.concatenate([ld.indices(s, 0) for s in range(3, 6) for ld in after])
+    stream = TrainLoader(split, 1, 1, seed=5)  # one sequence per step: the plain stream
+    expect = np.concatenate([stream.indices(s, 0) for s in range(24 + 18)])
+    assert np.array_equal(np.concatenate([seen, later]), expect)

@@ -415,7 +415,7 @@ def train(
 
     optimizer = build_optimizer(model, cfg, info.device)
 
-    start_step, prior_elapsed = 0, 0.0
+    start_step, start_position, prior_elapsed = 0, None, 0.0
     source = latest_checkpoint(ckpt_root) if resume else None
     if source is None and init_from is not None:
         source = Path(init_from)
@@ -423,6 +423,13 @@ def train(
         check_resume_meta(read_meta(source), manifest, model_cfg, source)
         meta = load_checkpoint(source, model, optimizer, info.rank)
         start_step = int(meta["step"])
+        start_position = int(meta["data"]["position"])
+        data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+        if meta["data"]["seed"] != data_seed:
+            raise DataMismatchError(
+                f"{source / 'meta.json'}: data order seed {meta['data']['seed']}, "
+                f"config says {data_seed}: resuming would repeat and skip sequences"
+            )
         prior_elapsed = float(meta.get("elapsed_s", 0.0)) if source.parent == ckpt_root else 0.0
 
     B, A, W, T = cfg.micro_batch_size, cfg.grad_accum, info.world_size, model_cfg.seq_len
@@ -439,12 +446,21 @@ def train(
         train_split, B, A, info.rank, W,
         seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
         start_step=start_step, device=info.device, prefetch=cfg.prefetch,
+        start_position=start_position,
     )  # fmt: skip
+
+    def tokens_at(step: int) -> int:
+        """Tokens trained on before ``step`` (exact across resumes with another batch size)."""
+        return loader.position(step) * T
 
     def meta_for(step: int, elapsed: float) -> dict[str, Any]:
         return {
-            "tokens": step * tokens_per_step,
-            "data": {"step": step, "sequences_per_step": B * A * W, "seed": loader.seed},
+            "tokens": tokens_at(step),
+            "data": {
+                "position": loader.position(step),
+                "sequences_per_step": B * A * W,
+                "seed": loader.seed,
+            },  # fmt: skip
             "scheduler": {"name": cfg.schedule, "next_step": step, "total": cfg.steps},
             "world_size": W,
             "elapsed_s": elapsed,
@@ -515,7 +531,7 @@ def train(
                 tps = window_tokens / span
                 row: dict[str, Any] = {
                     "step": step,
-                    "tokens": step * tokens_per_step,
+                    "tokens": tokens_at(step),
                     "train_loss": last_train,
                     "lr": lr,
                     "grad_norm": float(grad_norm) if grad_norm is not None else None,
@@ -544,7 +560,7 @@ def train(
     if step == start_step and math.isnan(last_val):  # nothing left to train: evaluate anyway
         last_val = evaluate(model, val_split, cfg, info, autocast)
     elapsed = prior_elapsed + time.perf_counter() - t_start
-    tokens = step * tokens_per_step
+    tokens = tokens_at(step)
     n_params = model.num_params(non_embedding=False)
     n_non_emb = model.num_params(non_embedding=True)
     final: dict[str, Any] = {
