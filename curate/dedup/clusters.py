@@ -1,0 +1,53 @@
+"""Union-find over document indices: candidate pairs -> clusters -> one kept document each."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class UnionFind:
+    """Disjoint sets over ``0..n-1`` with path halving; the root is always the smallest index.
+
+    Smallest-index roots make the result independent of the order pairs arrive in, so callers
+    that number documents by priority get "keep the root" for free.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = int(parent[x])
+        return x
+
+    def union(self, a: int, b: int) -> int:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return ra
+        if rb < ra:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        return ra
+
+    def union_pairs(self, pairs: np.ndarray) -> None:
+        """Union every row ``(a, b)`` of an ``(m, 2)`` integer array."""
+        for a, b in np.asarray(pairs, dtype=np.int64).tolist():
+            self.union(a, b)
+
+    def roots(self) -> np.ndarray:
+        """Root of every element (fully compressed)."""
+        parent = self.parent
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                return parent.copy()
+            parent[:] = grand
+
+
+def clusters(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Cluster label of each of ``n`` items = the smallest index in its connected component."""
+    uf = UnionFind(n)
+    uf.union_pairs(pairs)
+    return uf.roots()

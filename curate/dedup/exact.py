@@ -1,0 +1,137 @@
+"""Exact dedup: xxh3-64 of the normalised text; the best copy of each hash is kept.
+
+map (per part) -> ``id: string, text_hash: uint64 (null: text too short to judge), priority:
+float64`` (only with ``priority`` set). reduce (once) -> state ``id, duplicate_of`` with one row
+per removed copy. score -> the part plus ``duplicate_of`` (string, null when kept); rule
+``exact_duplicate`` removes rows whose ``duplicate_of`` is set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+from pydantic import ConfigDict, Field
+
+from curate.dedup.common import (
+    DUPLICATE_OF,
+    PRIORITY,
+    KeepPolicy,
+    keep_rank,
+    lookup,
+    priority_column,
+    read_columns,
+    take_or_null,
+    with_column,
+)
+from curate.dedup.text import normalize
+from curate.stage import GlobalStage, Rules
+
+REASON = "exact_duplicate"
+TEXT_HASH = "text_hash"
+STATE_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field(DUPLICATE_OF, pa.string())])
+
+
+class ExactDedupConfig(KeepPolicy):
+    """Normalisation applied before hashing, and which copy to keep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nfkc: bool = True
+    lowercase: bool = True
+    collapse_whitespace: bool = True
+    strip_punctuation: bool = False
+    strip_digits: bool = False
+    min_length: int = Field(
+        1, ge=0, description="normalised texts shorter than this (characters) are never removed"
+    )
+
+
+def text_hashes(texts: pa.Array | pa.ChunkedArray, cfg: ExactDedupConfig) -> pa.Array:
+    """uint64 hash of each normalised text (null when shorter than ``min_length``)."""
+    norm = normalize(
+        texts,
+        cfg.lowercase,
+        cfg.collapse_whitespace,
+        cfg.strip_punctuation,
+        cfg.strip_digits,
+        cfg.nfkc,
+    )
+    long_enough = pc.greater_equal(pc.utf8_length(norm), cfg.min_length).to_numpy(
+        zero_copy_only=False
+    )
+    digest = xxhash.xxh3_64_intdigest
+    hashes = np.fromiter(
+        (digest(t.encode("utf-8", "surrogatepass")) for t in norm.to_pylist()),
+        dtype=np.uint64,
+        count=len(norm),
+    )
+    return pa.array(hashes, pa.uint64(), mask=~long_enough)
+
+
+def map_part(table: pa.Table, cfg: ExactDedupConfig) -> pa.Table:
+    """The compact summary of one part: id, text hash (and the priority score)."""
+    columns = {"id": table["id"], TEXT_HASH: text_hashes(table["text"], cfg)}
+    priority = priority_column(table, cfg)
+    if priority is not None:
+        columns[PRIORITY] = priority
+    return pa.table(columns)
+
+
+def reduce_parts(urls: list[str], cfg: ExactDedupConfig) -> pa.Table:
+    """Read every part's summary (in part order) and name the copy each duplicate is one of."""
+    columns = ["id", TEXT_HASH] + ([PRIORITY] if cfg.priority else [])
+    tables = [read_columns(url, columns) for url in urls]
+    if not tables:
+        return STATE_SCHEMA.empty_table()
+    part = np.concatenate([np.full(t.num_rows, i, np.int64) for i, t in enumerate(tables)])
+    row = np.concatenate([np.arange(t.num_rows, dtype=np.int64) for t in tables])
+    summary = pa.concat_tables(tables)
+    ids = summary["id"].combine_chunks()
+    hashes = summary[TEXT_HASH].combine_chunks()
+    valid = hashes.is_valid().to_numpy(zero_copy_only=False)
+    priority = (
+        summary[PRIORITY].combine_chunks().to_numpy(zero_copy_only=False) if cfg.priority else None
+    )
+    rank = keep_rank(priority, part, row, cfg.priority_descending)
+
+    cand = np.flatnonzero(valid)
+    h = hashes.fill_null(0).to_numpy()[cand]
+    order = cand[np.lexsort((rank[cand], h))]  # by hash, then best first
+    h_sorted = hashes.fill_null(0).to_numpy()[order]
+    first = np.ones(len(order), bool)
+    first[1:] = h_sorted[1:] != h_sorted[:-1]
+    group_first = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
+    removed = order[~first]
+    kept_of_removed = group_first[~first]
+    sort = np.argsort(removed, kind="stable")
+    return pa.table(
+        {
+            "id": ids.take(pa.array(removed[sort])).cast(pa.string()),
+            DUPLICATE_OF: ids.take(pa.array(kept_of_removed[sort])).cast(pa.string()),
+        },
+        schema=STATE_SCHEMA,
+    )
+
+
+def score(table: pa.Table, state: pa.Table, cfg: ExactDedupConfig) -> pa.Table:
+    """The part plus ``duplicate_of`` (the kept copy's id; null for kept documents)."""
+    rows = lookup(table["id"], state["id"].combine_chunks())
+    return with_column(
+        table, DUPLICATE_OF, take_or_null(state[DUPLICATE_OF].combine_chunks(), rows)
+    )
+
+
+def rules(table: pa.Table, cfg: ExactDedupConfig) -> Rules:
+    return {REASON: table[DUPLICATE_OF].is_valid().to_numpy(zero_copy_only=False)}
+
+
+EXACT_DEDUP = GlobalStage(
+    name="exact_dedup",
+    config=ExactDedupConfig,
+    map=map_part,
+    reduce=reduce_parts,
+    score=score,
+    rules=rules,
+)
