@@ -29,13 +29,16 @@ def load_plugins(modules: Iterable[str]) -> None:
 
 
 def _register_builtin() -> None:
+    from curate.dedup.decontam import DECONTAM
+    from curate.dedup.exact import EXACT_DEDUP
+    from curate.dedup.minhash import NEAR_DEDUP
     from curate.filters.heuristics import HEURISTICS
     from curate.filters.langid import LANGID
     from curate.filters.pii import PII
     from curate.filters.quality import QUALITY
     from curate.filters.toxicity import TOXICITY
 
-    for stage in (LANGID, HEURISTICS, QUALITY, TOXICITY, PII):
+    for stage in (LANGID, HEURISTICS, QUALITY, TOXICITY, PII, EXACT_DEDUP, NEAR_DEDUP, DECONTAM):
         register(stage)
 
 
