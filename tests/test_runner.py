@@ -231,7 +231,7 @@ def _mark(table: pa.Table, state: pa.Table, cfg: ExactDupConfig) -> pa.Table:
     h = _hashes(table, cfg)["hash"].to_pylist()
     ids = table["id"].to_pylist()
     dup = [keeper[x] != i for x, i in zip(h, ids, strict=True)]
-    return table.append_column("exact_dup", pa.array(dup))
+    return table.append_column("exact_dup", pa.array(dup, pa.bool_()))
 
 
 EXACT = GlobalStage(
@@ -251,7 +251,8 @@ def test_global_stage_map_reduce_apply(finished, tmp_path, monkeypatch):
     run = tmp_path / "g"
     shutil.copytree(finished["run"], run)
     data = _cfg(run).model_dump(mode="json")
-    data["stages"].append({"name": EXACT.name, "options": {}})
+    after_pii = [s["name"] for s in data["stages"]].index("pii") + 1  # before the real dedup
+    data["stages"].insert(after_pii, {"name": EXACT.name, "options": {}})
     cfg = PipelineConfig.model_validate(data)
     stats = runner.run_pipeline(cfg)
     s = stats["stages"][EXACT.name]
@@ -262,7 +263,8 @@ def test_global_stage_map_reduce_apply(finished, tmp_path, monkeypatch):
     )
     texts = kept["text"].to_pylist()
     assert len(set(texts)) == len(texts)  # no exact duplicate left
-    last = runner.stage_names(cfg)[-2]  # the stage before the appended one
+    names = runner.stage_names(cfg)
+    last = names[names.index(EXACT.name) - 1]  # the stage before the inserted one
     last_kept = stats["stages"][last]["kept"]
     distinct = len(
         set(
@@ -281,21 +283,42 @@ def test_global_stage_map_reduce_apply(finished, tmp_path, monkeypatch):
 
 
 def test_document_stages_on_an_fsspec_run_dir():
+    """Every document stage of the default job, the run's quality model included, on a
+    memory:// run directory (fortunes are the negatives, the dictionary the positives)."""
     cfg = load_config(
         DEFAULT,
         [
             "run_dir=memory://sluice-test/run",
-            "inputs=[{path: data/sample/fortune/fortunes-it-off, format: fortune, domain: fortune}]",
+            "inputs=[{path: data/sample/fortune/fortunes-it-off, format: fortune, domain: fortune},"
+            " {path: data/sample/prose, domain: prose}]",
         ],
     )
     parts = runner.plan_run(cfg)
+    n = len(parts)
     for i, files in enumerate(parts):
         assert not runner.run_extract_part(cfg, i, files)["skipped"]
-        for k in range(len(cfg.stages)):
-            runner.run_stage_part(cfg, k, i)
-    stats = {s: runner.check_stage(cfg, s, len(parts)) for s in runner.stage_names(cfg)}
+    trained = runner.run_quality_train(cfg, n)
+    assert trained["trained"] and trained["held_out"]["f1"] > 0.8
+    for k in range(len(cfg.stages)):
+        if runner.stage_is_global(cfg, k):
+            for i in range(n):
+                runner.run_global_map(cfg, k, i)
+            runner.run_global_reduce(cfg, k, n)
+            for i in range(n):
+                runner.run_global_apply(cfg, k, i)
+        else:
+            for i in range(n):
+                runner.run_stage_part(cfg, k, i)
+    stats = {s: runner.check_stage(cfg, s, n) for s in runner.stage_names(cfg)}
     assert stats["toxicity"].removed  # offensive Italian fortunes, read from memory://
+    scored = pa.concat_tables(
+        read_parquet(runner.part_url(cfg, "quality", i)) for i in range(n)
+    ).to_pylist()
+    prose = [r["quality_score"] for r in scored if r["domain"] == "prose"]
+    assert len(prose) > 200 and min(prose) > 0.5  # the dictionary (positives), scored
+    assert all(r["quality_score"] is None for r in scored if r["domain"] == "fortune")  # skipped
     assert runner.run_extract_part(cfg, 0, parts[0])["skipped"]
+    assert runner.run_quality_train(cfg, n)["skipped"]
     assert runner.run_stage_part(cfg, 0, 0)["skipped"]
 
 
