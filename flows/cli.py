@@ -44,7 +44,7 @@ def _load(
 
 
 def _print_summary(stats: dict) -> None:
-    from curate.report import funnel_markdown
+    from curate.report import funnel_markdown, quality_model_markdown
     from curate.stage import StageStats
 
     stages = {
@@ -65,6 +65,9 @@ def _print_summary(stats: dict) -> None:
         for k, v in stats["stages"].items()
     }
     print(funnel_markdown(stages))
+    model_line = quality_model_markdown(stats.get("quality_model")).strip()
+    if model_line:
+        print(model_line + "\n")
     for split, info in stats.get("shards", {}).items():
         print(f"shards/{split}: {info['sequences']:,} sequences, {info['tokens']:,} tokens")
 
