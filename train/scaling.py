@@ -21,8 +21,10 @@ confidence intervals.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
@@ -297,4 +299,30 @@ def fit_scaling_law(
     residuals = log_l - np.log(law.loss(np.exp(log_n), np.exp(log_d)))
     return Fit(
         law=law, objective=value, n_points=int(log_n.size), bootstrap=boot, residuals=residuals
+    )
+
+
+def save_fit(fit: Fit, path: str | Path) -> Path:
+    """The fit as JSON (law, bootstrap replicates, residuals), for ``load_fit``."""
+    path = Path(path)
+    data = {
+        **fit.as_dict(),
+        "bootstrap": fit.bootstrap.tolist(),
+        "residuals": fit.residuals.tolist(),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_fit(path: str | Path) -> Fit:
+    data = json.loads(Path(path).read_text())
+    law = data["law"]
+    return Fit(
+        law=ScalingLaw(**law),
+        objective=float(data["objective"]),
+        n_points=int(data["n_points"]),
+        bootstrap=np.asarray(data.get("bootstrap") or np.empty((0, 5)), dtype=float).reshape(-1, 5),
+        residuals=np.asarray(data.get("residuals") or [], dtype=float),
     )
