@@ -57,7 +57,7 @@ def test_fit_distinguishes_different_laws():
 
 def test_bootstrap_interval_covers_truth_and_extrapolation():
     n, d, loss = _grid_points(EPOCH_AI, noise=0.005, seed=11)
-    fit = fit_scaling_law(n, d, loss, n_bootstrap=30, seed=1)
+    fit = fit_scaling_law(n, d, loss, n_bootstrap=20, seed=1)
     iv = fit.param_intervals(level=0.95)
     assert iv["alpha"][0] < iv["alpha"][1]
     lo_e, hi_e = iv["E"]

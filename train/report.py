@@ -88,7 +88,9 @@ def predict_run(
         n_bootstrap=int(len(fit.bootstrap)),
         curve=[
             CurvePoint(tokens=int(d), loss=float(p), lo=float(a), hi=float(b))
-            for d, p, a, b in zip(ds, np.atleast_1d(cp), np.atleast_1d(clo), np.atleast_1d(chi))
+            for d, p, a, b in zip(
+                ds, np.atleast_1d(cp), np.atleast_1d(clo), np.atleast_1d(chi), strict=True
+            )
         ],
     )
 
@@ -232,9 +234,7 @@ def holdout_check(
     rows = table.to_pylist()
     holdouts = [r for r in rows if r["role"] == "holdout"] or rows
     target = max(holdouts, key=lambda r: r["flops"])
-    train_rows = [
-        r for r in rows if r["role"] == "fit" and r["flops"] * factor <= target["flops"]
-    ]
+    train_rows = [r for r in rows if r["role"] == "fit" and r["flops"] * factor <= target["flops"]]
     if len(train_rows) < 5:
         raise ValueError(
             f"only {len(train_rows)} runs have ≤ 1/{factor:g} of the target's compute "

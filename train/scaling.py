@@ -137,17 +137,22 @@ PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 def _objective(
     theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float
 ) -> tuple[float, np.ndarray]:
-    """Σ Huber(LSE − log L) and its gradient in (a, b, e, alpha, beta)."""
+    """Σ Huber(LSE − log L) and its gradient in (a, b, e, alpha, beta).
+
+    The log-sum-exp of the three terms is written out (max-shifted) rather than calling
+    scipy's ``logsumexp``: this runs ~10⁵ times per fit and is 4× faster so.
+    """
     a, b, e, alpha, beta = theta
-    terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
-    lse = logsumexp(terms, axis=0)
-    r = lse - log_l
-    value = float(huber(delta, r).sum())
-    dr = np.clip(r, -delta, delta)  # Huber'(r)
-    w = np.exp(terms - lse) * dr  # softmax weights × Huber'
-    grad = np.array(
-        [w[0].sum(), w[1].sum(), w[2].sum(), -(w[0] * log_n).sum(), -(w[1] * log_d).sum()]
-    )
+    t_n, t_d = a - alpha * log_n, b - beta * log_d
+    m = np.maximum(np.maximum(t_n, t_d), e)
+    x_n, x_d, x_e = np.exp(t_n - m), np.exp(t_d - m), np.exp(e - m)
+    total = x_n + x_d + x_e
+    r = m + np.log(total) - log_l
+    abs_r = np.abs(r)
+    value = float(np.where(abs_r <= delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta)).sum())
+    dr = np.clip(r, -delta, delta) / total  # Huber'(r) × softmax normaliser
+    w_n, w_d = x_n * dr, x_d * dr
+    grad = np.array([w_n.sum(), w_d.sum(), (x_e * dr).sum(), -(w_n @ log_n), -(w_d @ log_d)])
     return value, grad
 
 
@@ -219,18 +224,26 @@ class Fit:
 
 
 def _fit_once(log_n, log_d, log_l, starts: np.ndarray, delta: float) -> tuple[np.ndarray, float]:
+    """Best L-BFGS optimum over the starts (objective in units of δ², so the quadratic zone
+    reads 0.5·(r/δ)² and L-BFGS's tolerances are not swamped by a ~1e-6 objective)."""
+    scale = 1.0 / delta**2
+
+    def scaled(theta: np.ndarray, *args) -> tuple[float, np.ndarray]:
+        value, grad = _objective(theta, *args)
+        return value * scale, grad * scale
+
     best_theta, best_value = starts[0], np.inf
     for x0 in starts:
         res = minimize(
-            _objective,
+            scaled,
             x0,
             args=(log_n, log_d, log_l, delta),
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20},
+            options={"maxiter": 1000, "ftol": 1e-10, "gtol": 1e-6},
         )
         if np.all(np.isfinite(res.x)) and res.fun < best_value:
-            best_theta, best_value = res.x, float(res.fun)
+            best_theta, best_value = res.x, float(res.fun) / scale
     return best_theta, best_value
 
 
@@ -257,16 +270,16 @@ def fit_scaling_law(
     *,
     delta: float = HUBER_DELTA,
     grid: dict[str, Sequence[float]] | None = None,
-    n_starts: int = 64,
+    n_starts: int = 16,
     n_bootstrap: int = 0,
-    bootstrap_starts: int = 8,
+    bootstrap_starts: int = 4,
     seed: int = 0,
 ) -> Fit:
     """Fit L(N, D) = E + A/N^α + B/D^β (Huber on log-loss, L-BFGS from a grid of starts).
 
     The whole grid (Hoffmann's 4,500 points by default) is scored in one vectorised pass and
     L-BFGS runs from the ``n_starts`` best of them (Hoffmann ran it from every point; the
-    best few hold the optimum in practice and this keeps a fit under a second). With
+    best few hold the optimum in practice and this keeps a fit to seconds). With
     ``n_bootstrap`` > 0 the points are resampled with replacement that many times and refitted
     (from the full-data optimum plus the ``bootstrap_starts`` best grid points of the sample).
     """

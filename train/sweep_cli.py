@@ -70,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = SweepConfig.from_yaml(args.config)
     out = Path(args.out)
-    if args.no_train:
-        table = collect_sweep(out)
-    else:
-        table = run_sweep(cfg, args.shards, out)
+    table = collect_sweep(out) if args.no_train else run_sweep(cfg, args.shards, out)
     if table.num_rows == 0:
         print(f"no finished runs under {out}/runs", file=sys.stderr)
         return 1
