@@ -23,6 +23,8 @@ import json
 import random
 import re
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,14 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextmanager
+def _quiet_single_process():
+    """DCP warns that it 'assumes a single process' when no process group exists: expected."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def step_dir(root: str | Path, step: int) -> Path:
@@ -111,7 +121,8 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+    with _quiet_single_process():
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
     torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
     barrier()
     if rank == 0:
@@ -176,7 +187,8 @@ def load_checkpoint(
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
     try:
-        dcp.load(state, checkpoint_id=str(path))
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=str(path))
     except Exception as e:  # DCP wraps per-rank failures; name the checkpoint at least
         raise CheckpointError(f"{path}: DCP could not load it: {e}") from e
     set_state_dict(

@@ -8,12 +8,14 @@ Order is pure arithmetic, so it needs no state beyond the step number:
 - the train split is one index space ``0..S-1`` (files in manifest order);
 - epoch ``e`` visits it in the permutation ``default_rng([seed, e]).permutation(S)``;
 - the stream position of sequence ``j`` of micro-step ``m`` of rank ``r`` at optimizer step
-  ``s`` is ``p = s·G + (m·W + r)·B + j`` with ``G = B·W·A`` sequences per step (B micro batch,
-  W world size, A grad-accumulation steps); position ``p`` is ``perm_{p // S}[p % S]``.
+  ``s`` is ``p = p0 + (s - s0)·G + (m·W + r)·B + j`` with ``G = B·W·A`` sequences per step
+  (B micro batch, W world size, A grad-accumulation steps) and ``p0`` the number of sequences
+  consumed before step ``s0`` (``s0·G`` for a fresh run); ``p`` is ``perm_{p // S}[p % S]``.
 
 So ranks read disjoint rows, a run resumed at step ``s`` reads exactly what an uninterrupted
-run would have read from step ``s`` on, and one process with A=2 sees the same global batch as
-two processes with A=1. A background thread prepares the next batches (pinned memory on CUDA,
+run would have read from step ``s`` on (also with another world size or batch: the checkpoint
+keeps the position ``p0``, not just the step), and one process with A=2 sees the same global
+batch as two processes with A=1. A background thread prepares the next batches (pinned memory on CUDA,
 copied with ``non_blocking``); the time the training loop waits for it is the *stall*.
 """
 
@@ -94,10 +96,16 @@ class TrainLoader:
         start_step: int = 0,
         device: torch.device | str = "cpu",
         prefetch: int = 2,
+        start_position: int | None = None,
     ):
         self.split, self.B, self.A = split, micro_batch, grad_accum
         self.rank, self.W, self.seed = rank, world_size, seed
-        self.step = start_step
+        self.step = self.start_step = start_step
+        self.start_position = (
+            start_step * micro_batch * world_size * grad_accum
+            if start_position is None
+            else start_position
+        )
         self.device = torch.device(device)
         self.prefetch = prefetch
         self.stall_s = 0.0
@@ -105,10 +113,15 @@ class TrainLoader:
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.record: list[dict] | None = None  # set to a list to log the rows consumed
 
     @property
     def sequences_per_step(self) -> int:
         return self.B * self.W * self.A
+
+    def position(self, step: int) -> int:
+        """Sequences of the stream consumed before ``step`` (what a checkpoint keeps)."""
+        return self.start_position + (step - self.start_step) * self.sequences_per_step
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perm_cache:
@@ -121,7 +134,11 @@ class TrainLoader:
     def indices(self, step: int, micro: int) -> np.ndarray:
         """Global row indices this rank reads at (step, micro-step)."""
         S = self.split.num_rows
-        first = step * self.sequences_per_step + (micro * self.W + self.rank) * self.B
+        first = (
+            self.start_position
+            + (step - self.start_step) * self.sequences_per_step
+            + (micro * self.W + self.rank) * self.B
+        )
         pos = np.arange(first, first + self.B, dtype=np.int64)
         out = np.empty_like(pos)
         for epoch in np.unique(pos // S):
@@ -129,11 +146,16 @@ class TrainLoader:
             out[sel] = self._perm(int(epoch))[pos[sel] % S]
         return out
 
-    def _batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.from_numpy(self.split.rows(self.indices(step, micro)))
+    def _batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        index = self.indices(step, micro)
+        rows = self.split.rows(index)
+        # contiguous inputs and targets: a pinned, contiguous source is what makes the
+        # host-to-device copy truly asynchronous (a strided view would be staged first)
+        x = torch.from_numpy(np.ascontiguousarray(rows[:, :-1]))
+        y = torch.from_numpy(np.ascontiguousarray(rows[:, 1:]))
         if self.device.type == "cuda":
-            rows = rows.pin_memory()
-        return rows[:, :-1], rows[:, 1:]
+            x, y = x.pin_memory(), y.pin_memory()
+        return x, y, index
 
     def _produce(self, step: int) -> None:
         assert self._queue is not None
@@ -157,10 +179,14 @@ class TrainLoader:
         while True:
             for micro in range(self.A):
                 t0 = time.perf_counter()
-                x, y = self._queue.get() if self._queue is not None else self._batch(step, micro)
+                x, y, index = (
+                    self._queue.get() if self._queue is not None else self._batch(step, micro)
+                )
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
                 self.stall_s += time.perf_counter() - t0
+                if self.record is not None:
+                    self.record.append({"step": step, "micro": micro, "rows": index.tolist()})
                 yield x, y
             step += 1
             self.step = step

@@ -96,15 +96,18 @@ def apply_fsdp(
 
 
 def apply_compile(model: nn.Module) -> nn.Module:
-    """Compile each block and the head (final norm + LM head + loss) in place.
+    """Compile each block and the head (final norm + LM head + loss), as torchtitan does.
 
-    Per-block graphs compile once (all blocks share a shape) and leave the parameter names
-    unchanged (``nn.Module.compile`` keeps the module, unlike ``torch.compile(model)``), so
-    checkpoints do not depend on compilation.
+    Each block is replaced by its compiled wrapper (``torch.compile(block, fullgraph=True)``);
+    blocks share a shape, so one graph serves all of them. Wrapping (rather than
+    ``block.compile()``) keeps FSDP2's hooks, which ``apply_fsdp`` registers on the wrapper,
+    outside the compiled region. The wrapper adds ``_orig_mod.`` to parameter names;
+    DCP's ``get_state_dict`` strips it, so checkpoints do not depend on compilation.
     """
-    for block in model.layers:  # type: ignore[attr-defined]
-        block.compile(fullgraph=True)
-    model.head.compile(fullgraph=True)  # type: ignore[attr-defined]
+    layers = model.layers  # type: ignore[attr-defined]
+    for i, block in enumerate(list(layers)):
+        layers[i] = torch.compile(block, fullgraph=True)
+    model.head = torch.compile(model.head, fullgraph=True)  # type: ignore[attr-defined]
     return model
 
 

@@ -95,6 +95,7 @@ class TrainConfig(BaseModel):
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0: off
+    fused_adamw: bool | None = None  # None: fused kernel on CUDA, foreach on CPU
     # data
     seed: int = 0  # model init
     data_seed: int | None = None  # data order (None: = seed)
@@ -117,6 +118,7 @@ class TrainConfig(BaseModel):
     threads: int = 0  # torch intra-op threads on CPU (0: torch's default)
     peak_flops: float | None = None  # per device, for MFU (None: table / measured)
     tensorboard: bool = True
+    record_data: bool = False  # write <out>/data-rank<r>.jsonl: the rows each rank trained on
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -316,7 +318,7 @@ class MetricsLog:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
-    """AdamW; no weight decay on gains (1-D params). Fused kernel on CUDA."""
+    """AdamW; no weight decay on gains (1-D params). Fused kernel on CUDA (by default)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -327,7 +329,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
-        fused=device.type == "cuda",
+        fused=device.type == "cuda" if cfg.fused_adamw is None else cfg.fused_adamw,
     )
 
 
@@ -359,11 +361,14 @@ def train(
     out_dir: str | Path,
     resume: bool = True,
     init_from: str | Path | None = None,
+    stop_at: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run; returns what it writes to ``<out_dir>/final.json``.
 
     ``resume``: continue from the newest checkpoint in ``<out_dir>/checkpoints`` if any.
     ``init_from``: otherwise start from this checkpoint directory (e.g. a WSD decay branch).
+    ``stop_at``: stop after this step with a checkpoint (a planned preemption; the schedule
+    still runs to ``cfg.steps``, so a later resume continues the same run).
     """
     t_start = time.perf_counter()
     shards_dir, out = Path(shards_dir), Path(out_dir)
@@ -410,7 +415,7 @@ def train(
 
     optimizer = build_optimizer(model, cfg, info.device)
 
-    start_step, prior_elapsed = 0, 0.0
+    start_step, start_position, prior_elapsed = 0, None, 0.0
     source = latest_checkpoint(ckpt_root) if resume else None
     if source is None and init_from is not None:
         source = Path(init_from)
@@ -418,6 +423,13 @@ def train(
         check_resume_meta(read_meta(source), manifest, model_cfg, source)
         meta = load_checkpoint(source, model, optimizer, info.rank)
         start_step = int(meta["step"])
+        start_position = int(meta["data"]["position"])
+        data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+        if meta["data"]["seed"] != data_seed:
+            raise DataMismatchError(
+                f"{source / 'meta.json'}: data order seed {meta['data']['seed']}, "
+                f"config says {data_seed}: resuming would repeat and skip sequences"
+            )
         prior_elapsed = float(meta.get("elapsed_s", 0.0)) if source.parent == ckpt_root else 0.0
 
     B, A, W, T = cfg.micro_batch_size, cfg.grad_accum, info.world_size, model_cfg.seq_len
@@ -434,12 +446,21 @@ def train(
         train_split, B, A, info.rank, W,
         seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
         start_step=start_step, device=info.device, prefetch=cfg.prefetch,
+        start_position=start_position,
     )  # fmt: skip
+
+    def tokens_at(step: int) -> int:
+        """Tokens trained on before ``step`` (exact across resumes with another batch size)."""
+        return loader.position(step) * T
 
     def meta_for(step: int, elapsed: float) -> dict[str, Any]:
         return {
-            "tokens": step * tokens_per_step,
-            "data": {"step": step, "sequences_per_step": B * A * W, "seed": loader.seed},
+            "tokens": tokens_at(step),
+            "data": {
+                "position": loader.position(step),
+                "sequences_per_step": B * A * W,
+                "seed": loader.seed,
+            },  # fmt: skip
             "scheduler": {"name": cfg.schedule, "next_step": step, "total": cfg.steps},
             "world_size": W,
             "elapsed_s": elapsed,
@@ -456,6 +477,9 @@ def train(
             protect=set(branch_points),
         )  # fmt: skip
 
+    if cfg.record_data:
+        loader.record = []
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     batches = iter(loader)
     model.train()
     step = start_step
@@ -463,7 +487,7 @@ def train(
     window_t0, window_tokens, window_stall = time.perf_counter(), 0, loader.stall_s
     excluded = 0.0  # eval/checkpoint time inside the window (not training throughput)
     try:
-        while step < cfg.steps:
+        while step < end:
             if step in branch_points and step != start_step:
                 t0 = time.perf_counter()
                 checkpoint(step)
@@ -484,8 +508,8 @@ def train(
             if not torch.isfinite(loss_global):
                 path = checkpoint(step)
                 raise TrainingDivergedError(
-                    f"loss is {float(loss_global)} at step {step} (lr {lr:.3g}); "
-                    f"checkpoint of the state that produced it: {path}"
+                    f"loss is {float(loss_global)} in step {step + 1} (lr {lr:.3g}); the state "
+                    f"before that step (step {step}) is checkpointed in {path}"
                 )
             grad_norm = None
             if cfg.grad_clip > 0:
@@ -497,7 +521,7 @@ def train(
             step += 1
             window_tokens += tokens_per_step
 
-            last_step = step == cfg.steps
+            last_step = step == end
             do_eval = last_step or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
             do_log = do_eval or last_step or step % cfg.log_every == 0
             if do_log:
@@ -507,7 +531,7 @@ def train(
                 tps = window_tokens / span
                 row: dict[str, Any] = {
                     "step": step,
-                    "tokens": step * tokens_per_step,
+                    "tokens": tokens_at(step),
                     "train_loss": last_train,
                     "lr": lr,
                     "grad_norm": float(grad_norm) if grad_norm is not None else None,
@@ -529,11 +553,14 @@ def train(
     finally:
         loader.close()
         log.close()
+        if loader.record is not None:
+            with open(out / f"data-rank{info.rank}.jsonl", "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in loader.record)
 
     if step == start_step and math.isnan(last_val):  # nothing left to train: evaluate anyway
         last_val = evaluate(model, val_split, cfg, info, autocast)
     elapsed = prior_elapsed + time.perf_counter() - t_start
-    tokens = step * tokens_per_step
+    tokens = tokens_at(step)
     n_params = model.num_params(non_embedding=False)
     n_non_emb = model.num_params(non_embedding=True)
     final: dict[str, Any] = {
@@ -563,7 +590,7 @@ def train(
     }
     optimizer.state.clear()  # free the moments before the decay branches build their own
     branches: dict[str, Any] = {}
-    if cfg.decay_branches:
+    if cfg.decay_branches and step == cfg.steps:
         for start, d in sorted(branch_points.items()):
             branch_cfg = cfg.model_copy(update={"steps": d, "decay_at": [], "checkpoint_every": 0})
             res = train(branch_cfg, shards_dir, out / f"decay-{d:08d}", resume=True,

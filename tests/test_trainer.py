@@ -1,0 +1,190 @@
+"""The trainer on CPU with real shards: learning, logs, exact resume, WSD branches, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from curate.shards.format import load_manifest
+from train.checkpoint import CheckpointError, list_checkpoints
+from train.cli import main as cli_main
+from train.trainer import (
+    DataMismatchError,
+    TrainConfig,
+    TrainingDivergedError,
+    apply_overrides,
+    decay_start,
+    lr_at,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_YAML = ROOT / "configs" / "train" / "tiny.yaml"
+
+
+def tiny(**update) -> TrainConfig:
+    """configs/train/tiny.yaml, made smaller still for tests."""
+    base = TrainConfig.from_yaml(TINY_YAML)
+    fields = {
+        "micro_batch_size": 4,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval_sequences": 16,
+        "checkpoint_every": 0,
+        "tensorboard": False,
+        "prefetch": 0,
+    }
+    return base.model_copy(update={**fields, **update})
+
+
+def losses(out: Path) -> dict[int, float]:
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train_loss"] for r in rows}
+
+
+def test_cli_run_learns_and_writes_logs(train_shards, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli_main(
+        ["train", "--config", str(TINY_YAML), "--shards", str(train_shards), "--out", str(out),
+         "--set", "steps=30", "--set", "eval_every=15", "--set", "log_every=5",
+         "--set", "checkpoint_every=15"]
+    )  # fmt: skip
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
+    for r in rows:
+        assert {
+            "step",
+            "tokens",
+            "train_loss",
+            "lr",
+            "tokens_per_s",
+            "mfu",
+            "stall_frac",
+        } <= r.keys()
+        assert r["tokens"] == r["step"] * 8 * 64 and r["tokens_per_s"] > 0
+        assert r["mfu"] > 0 and 0 <= r["stall_frac"] < 1
+    assert [r["step"] for r in rows if "val_loss" in r] == [15, 30]
+    vocab = load_manifest(train_shards).tokenizer.vocab_size
+    assert rows[0]["train_loss"] > rows[-1]["train_loss"] + 0.3
+    assert rows[-1]["val_loss"] < math.log(vocab) - 0.5  # learned something beyond uniform
+    with open(out / "metrics.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [5, 10, 15, 20, 25, 30]
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    final = json.loads((out / "final.json").read_text())
+    assert final["final_val_loss"] == rows[-1]["val_loss"] == printed["final_val_loss"]
+    assert final["tokens"] == 30 * 8 * 64 and final["steps"] == 30
+    assert final["flops"] == final["flops_per_token"] * final["tokens"]
+    assert final["non_embedding_params"] < final["params"]
+    assert final["peak_flops_source"] == "measured fp32 matmul"
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == [
+        "step-00000015", "step-00000030"
+    ]  # fmt: skip
+    # rerunning a finished run resumes at its end: nothing more is trained
+    again = train(TrainConfig.from_yaml(TINY_YAML, ["steps=30"]), train_shards, out)
+    assert again["steps"] == 30 and again["final_val_loss"] == pytest.approx(
+        final["final_val_loss"]
+    )
+
+
+def test_resume_continues_the_same_loss_trajectory(train_shards, tmp_path):
+    cfg = tiny(steps=12, grad_accum=2, eval_every=6, prefetch=2)
+    full = train(cfg, train_shards, tmp_path / "full")
+    part = train(cfg, train_shards, tmp_path / "split", stop_at=6)
+    assert part["steps"] == 6
+    resumed = train(cfg, train_shards, tmp_path / "split")
+    a, b = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == list(range(1, 13))
+    assert max(abs(a[s] - b[s]) for s in a) <= 1e-6, (a, b)
+    assert abs(full["final_val_loss"] - resumed["final_val_loss"]) <= 1e-6
+
+
+def test_nan_loss_stops_with_error_and_checkpoint(train_shards, tmp_path):
+    cfg = tiny(steps=20, lr=1e6, grad_clip=0.0, warmup_steps=0)
+    with pytest.raises(TrainingDivergedError, match=r"loss is (nan|inf).*checkpointed in") as e:
+        train(cfg, train_shards, tmp_path / "nan")
+    saved = list_checkpoints(tmp_path / "nan" / "checkpoints")
+    assert len(saved) == 1 and str(saved[0]) in str(e.value)
+
+
+def test_shards_that_do_not_fit_the_model_are_refused(train_shards, tmp_path):
+    m = load_manifest(train_shards)
+    with pytest.raises(DataMismatchError, match="seq_len 64.*says 128"):
+        train(tiny(model=tiny().model.model_copy(update={"seq_len": 128})), train_shards, tmp_path)
+    with pytest.raises(DataMismatchError, match="vocab_size 1024 > model vocab_size 512"):
+        train(
+            tiny(model=tiny().model.model_copy(update={"vocab_size": 512})), train_shards, tmp_path
+        )
+    with pytest.raises(DataMismatchError, match="tokenizer sha256"):
+        train(tiny(tokenizer_sha256="0" * 64), train_shards, tmp_path)
+    copy = tmp_path / "shards"
+    shutil.copytree(train_shards, copy)
+    (copy / m.tokenizer.path).write_bytes(b"another tokenizer")
+    with pytest.raises(DataMismatchError, match="tokenizer.model: sha256 differs"):
+        train(tiny(), copy, tmp_path / "x")
+    # a checkpoint trained on other shards
+    out = tmp_path / "run"
+    train(tiny(steps=2), train_shards, out)
+    meta_path = list_checkpoints(out / "checkpoints")[-1] / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["shards"]["tokenizer_sha256"] = "f" * 64
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataMismatchError, match="checkpoint was trained on shards"):
+        train(tiny(steps=4), train_shards, out)
+
+
+def test_corrupt_or_truncated_checkpoint_names_the_file(train_shards, tmp_path):
+    out = tmp_path / "run"
+    train(tiny(steps=2), train_shards, out)
+    ckpt = list_checkpoints(out / "checkpoints")[-1]
+    data = ckpt / "__0_0.distcp"
+    blob = data.read_bytes()
+    data.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match=r"__0_0\.distcp: .*truncated"):
+        train(tiny(steps=4), train_shards, out)
+    data.write_bytes(blob[:-8] + b"\0" * 8)  # same size, different bytes
+    with pytest.raises(CheckpointError, match=r"__0_0\.distcp: sha256 mismatch"):
+        train(tiny(steps=4), train_shards, out)
+    data.write_bytes(blob)
+    (ckpt / "meta.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"meta\.json: not valid JSON"):
+        train(tiny(steps=4), train_shards, out)
+
+
+def test_schedules():
+    cfg = tiny(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, steps=100)
+    assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 10) == pytest.approx(1.0) and lr_at(cfg, 99) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(cfg, 55) == pytest.approx(0.55)  # cosine midpoint
+    wsd = cfg.model_copy(update={"schedule": "wsd", "decay_frac": 0.2})
+    assert decay_start(wsd, 100) == 80
+    assert all(lr_at(wsd, s) == 1.0 for s in range(10, 80))
+    assert lr_at(wsd, 99) == pytest.approx(0.1) and lr_at(wsd, 89) == pytest.approx(0.55)
+    # a shorter run's stable phase is the same: what the decay branches rely on
+    assert all(lr_at(wsd, s) == lr_at(wsd, s, total=50) for s in range(decay_start(wsd, 50)))
+
+
+def test_wsd_decay_branch_equals_a_run_of_that_length(train_shards, tmp_path):
+    cfg = tiny(steps=12, schedule="wsd", decay_frac=0.25, warmup_steps=2, decay_at=[8])
+    main = train(cfg, train_shards, tmp_path / "main")
+    branch = main["decay_branches"]["8"]
+    assert branch["steps"] == 8 and branch["tokens"] == 8 * 4 * 64
+    alone = train(cfg.model_copy(update={"steps": 8, "decay_at": []}), train_shards, tmp_path / "b")
+    assert abs(branch["final_val_loss"] - alone["final_val_loss"]) <= 1e-6
+    a, b = losses(tmp_path / "b"), losses(tmp_path / "main" / "decay-00000008")
+    assert all(abs(a[s] - b[s]) <= 1e-6 for s in b) and sorted(b) == [7, 8]
+
+
+def test_overrides():
+    data = apply_overrides({"model": {"n_layer": 2}}, ["model.n_layer=4", "decay_at=[10, 20]"])
+    assert data == {"model": {"n_layer": 4}, "decay_at": [10, 20]}
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides({}, ["steps"])
+    with pytest.raises(ValueError):
+        TrainConfig.model_validate(apply_overrides({}, ["no_such_field=1"]))
