@@ -93,6 +93,15 @@ def test_parameter_and_flop_counting():
     )
 
 
+def test_degenerate_fit_is_flagged():
+    n, d, loss = _grid_points(EPOCH_AI, noise=0.003, seed=7)
+    assert fit_scaling_law(n, d, loss).warnings() == []
+    # losses that do not depend on N at all: the N term cannot be identified
+    flat = EPOCH_AI.E + EPOCH_AI.B / d**EPOCH_AI.beta
+    warnings = fit_scaling_law(n, d, flat).warnings()
+    assert warnings and any("alpha" in w or "E =" in w for w in warnings)
+
+
 def test_bad_input_gives_a_reason():
     with pytest.raises(ValueError, match="at least 5"):
         fit_scaling_law([1e6, 2e6], [1e8, 1e8], [3.0, 2.9])

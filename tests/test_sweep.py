@@ -49,7 +49,7 @@ MINI = {
 def test_plan_wsd_and_cosine():
     cfg = SweepConfig.from_yaml(TINY_SWEEP)
     specs = plan_sweep(cfg, seq_len=64)
-    per_step = 8 * 64  # micro_batch_size of configs/train/tiny.yaml × seq_len
+    per_step = 16 * 64  # micro_batch_size set in configs/sweep/tiny.yaml × seq_len
     fit = [s for s in specs if s.role == "fit"]
     assert len(fit) == len(cfg.models)  # WSD: one run per model
     for s in fit:

@@ -209,8 +209,19 @@ class Fit:
         lo, hi = np.percentile(preds, [50 * (1 - level), 50 * (1 + level)], axis=-1)
         return point, lo, hi
 
+    def warnings(self) -> list[str]:
+        """Signs that the points do not identify the law (the fit sits at a degenerate edge)."""
+        law, out = self.law, []
+        for name, value in (("alpha", law.alpha), ("beta", law.beta)):
+            if not 0.0 < value < 3.0:
+                out.append(f"{name} = {value:.3g} outside (0, 3): its term is not identified")
+        if law.E < 1e-2:
+            out.append(f"E = {law.E:.3g} ≈ 0: the irreducible loss is not identified")
+        return out
+
     def as_dict(self, level: float = 0.9) -> dict:
         return {
+            "warnings": self.warnings(),
             "law": self.law.as_dict(),
             "objective": self.objective,
             "n_points": self.n_points,

@@ -47,6 +47,8 @@ def summarize(
     ]
     for k, (lo, hi) in fit.param_intervals().items():
         lines.append(f"- {k}: 90% CI [{lo:.4g}, {hi:.4g}]")
+    for warning in fit.warnings():
+        lines.append(f"- **warning**: {warning}")
     if "skipped" in holdout:
         lines.append(f"\nHeld-out check skipped: {holdout['skipped']}")
     else:
