@@ -69,8 +69,10 @@ def section(info: dict) -> str:
         f" {info['load_after']}. Shards: {info['shards']['train_tokens']:,} train /"
         f" {info['shards']['val_tokens']:,} val tokens (data/sample rst+prose+fortune,"
         f" {info['max_bytes']:,} bytes of text, BPE vocab {info['shards']['vocab']},"
-        f" seq_len {info['shards']['seq_len']}). Shard build {info['shard_s']:.1f} s;"
-        f" sweep training {info['sweep_s']:.1f} s wall; fit + {f['n_bootstrap']} bootstrap"
+        f" seq_len {info['shards']['seq_len']}). Training: {info['runs']} trainer runs incl."
+        f" decay branches, {info['train_s']:.1f} s summed over their final.json wall times"
+        f" (this invocation's sweep step: {info['sweep_s']:.1f} s; finished runs are reused);"
+        f" fit + {f['n_bootstrap']} bootstrap"
         f" refits + held-out check {info['fit_s']:.1f} s.",
         "",
         sweep_markdown(info["table"]),
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     table = run_sweep(cfg, shards, out / "sweep")
     info["sweep_s"] = time.perf_counter() - t
+    finals = [json.loads(p.read_text()) for p in (out / "sweep" / "runs").rglob("final.json")]
+    info["runs"], info["train_s"] = len(finals), sum(f["wall_time_s"] for f in finals)
     t = time.perf_counter()
     info["summary"] = summarize(
         table, out / "sweep", n_bootstrap=args.bootstrap or cfg.fit_bootstrap

@@ -174,3 +174,29 @@ def test_write_run_spec_and_bad_config(tmp_path):
     bad.write_text(yaml.safe_dump({**MINI, "tokenz": [1]}))
     with pytest.raises(ValueError, match="tokenz"):
         SweepConfig.from_yaml(bad)
+
+
+def test_cli_reports_too_few_points(tmp_path, capsys):
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(MINI))
+    rc = sweep_main(["sweep", "--config", str(tmp_path / "mini.yaml"), "--shards", "unused",
+                     "--out", str(tmp_path / "empty"), "--no-train"])  # fmt: skip
+    assert rc == 1 and "no finished runs" in capsys.readouterr().err
+
+
+def test_a_failing_run_is_recorded_and_the_rest_still_runs(train_shards, tmp_path):
+    from train.sweep import run_sweep
+
+    cfg = SweepConfig.model_validate(
+        {
+            **MINI,
+            "models": [
+                MINI["models"][0],
+                {"name": "bad", "n_layer": 1, "n_head": 2, "d_model": 32, "seq_len": 128},
+            ],
+            "holdout": None,
+        }
+    )
+    table = run_sweep(cfg, train_shards, tmp_path / "out", log=lambda _: None)
+    assert sorted(table["run"].to_pylist()) == ["s-wsd", "s-wsd@4"]
+    error = json.loads((tmp_path / "out" / "runs" / "bad-wsd" / "error.json").read_text())
+    assert "seq_len" in error["error"]

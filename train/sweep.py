@@ -19,6 +19,7 @@ is skipped on rerun and an interrupted one resumes from its checkpoint.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,7 +208,14 @@ def run_sweep(cfg: SweepConfig, shards_dir: str | Path, out_dir: str | Path, log
             log(f"[{i}/{len(specs)}] {spec.name}: done already")
             continue
         log(f"[{i}/{len(specs)}] {spec.name}: {spec.steps} steps, D = {spec.tokens}")
-        final = train(run_config(spec, cfg.set), shards_dir, run_dir, resume=True)
+        try:
+            final = train(run_config(spec, cfg.set), shards_dir, run_dir, resume=True)
+        except (RuntimeError, ValueError) as e:  # diverged, data mismatch: the rest still runs
+            (run_dir / "error.json").write_text(
+                json.dumps({"run": spec.name, "error": f"{type(e).__name__}: {e}"}) + "\n"
+            )
+            log(f"[{i}/{len(specs)}] {spec.name}: FAILED ({type(e).__name__}: {e})")
+            continue
         log(f"[{i}/{len(specs)}] {spec.name}: val loss {final['final_val_loss']:.4f}")
     table = collect_sweep(out)
     (out / "sweep_table.json").write_text(json.dumps(table.to_pylist(), indent=2) + "\n")
@@ -230,6 +238,8 @@ def collect_sweep(sweep_dir: str | Path) -> pa.Table:
                  branch["steps"])
             )  # fmt: skip
         for name, tokens, loss, steps in points:
+            if not (isinstance(loss, int | float) and math.isfinite(loss)):
+                continue  # a point without a finite val loss cannot be fitted
             rows.append(
                 {
                     "run": name,

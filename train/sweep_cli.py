@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="sweep output directory")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap refits (default: config)")
     p.add_argument("--no-train", action="store_true", help="only collect and fit finished runs")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sweep":  # flows/cli.py may forward its argv with the subcommand
+        argv = argv[1:]
     args = p.parse_args(argv)
     cfg = SweepConfig.from_yaml(args.config)
     out = Path(args.out)
@@ -76,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     if table.num_rows == 0:
         print(f"no finished runs under {out}/runs", file=sys.stderr)
         return 1
-    summary = summarize(table, out, n_bootstrap=args.bootstrap or cfg.fit_bootstrap)
+    try:
+        summarize(table, out, n_bootstrap=args.bootstrap or cfg.fit_bootstrap)
+    except ValueError as e:  # too few finished points to fit five parameters
+        print(f"cannot fit the sweep in {out}: {e}", file=sys.stderr)
+        return 1
     print((out / "sweep.md").read_text())
-    return 0 if summary else 1
+    return 0
 
 
 if __name__ == "__main__":
