@@ -100,7 +100,7 @@ def section(info: dict) -> str:
         "",
         f"Reference laws (fitted on MassiveText with another tokenizer; exponents only are"
         f" comparable): Chinchilla α={CHINCHILLA.alpha}, β={CHINCHILLA.beta}; Epoch AI"
-        f" α={EPOCH_AI.alpha}, β={EPOCH_AI.beta}. At this scale (10⁴–10⁵ parameters, ≤ 3·10⁵"
+        f" α={EPOCH_AI.alpha}, β={EPOCH_AI.beta}. At this scale (4·10³–3·10⁵ parameters, ≤ 7·10⁵"
         " tokens, losses far above E) the fitted exponents describe early training on a tiny"
         " corpus, not a compute-optimal frontier: this run shows the mechanics (sweep → fit →"
         " interval → held-out error), not a law to extrapolate.",

@@ -125,7 +125,8 @@ def test_sweep_fit_and_holdout_files(sweep):
     )
     assert holdout["target"]["role"] == "holdout"
     assert (out / "sweep.png").stat().st_size > 10_000
-    assert "Held-out" in (out / "sweep.md").read_text()
+    md = (out / "sweep.md").read_text()
+    assert "Held-out" in md and "Compute-optimal" in md
 
 
 def test_rerun_skips_finished_runs(sweep, capsys):
@@ -197,6 +198,6 @@ def test_a_failing_run_is_recorded_and_the_rest_still_runs(train_shards, tmp_pat
         }
     )
     table = run_sweep(cfg, train_shards, tmp_path / "out", log=lambda _: None)
-    assert sorted(table["run"].to_pylist()) == ["s-wsd", "s-wsd@4"]
+    assert sorted(table["run"].to_pylist()) == ["s-wsd", "s-wsd@8"]
     error = json.loads((tmp_path / "out" / "runs" / "bad-wsd" / "error.json").read_text())
     assert "seq_len" in error["error"]

@@ -35,7 +35,15 @@ def summarize(
         holdout = {"skipped": str(e)}
     (out / "holdout.json").write_text(json.dumps(holdout, indent=2) + "\n")
     plot_sweep(table, fit, out / "sweep.png", None if "skipped" in holdout else holdout)
-    summary = {"fit": fit.as_dict(), "holdout": holdout, "points": table.num_rows}
+    budget = 4 * max(table["flops"].to_pylist())
+    n_opt, d_opt = fit.law.compute_optimal(budget)
+    optimal = {"flops": budget, "n_params": float(n_opt), "tokens": float(d_opt)}
+    summary = {
+        "fit": fit.as_dict(),
+        "holdout": holdout,
+        "points": table.num_rows,
+        "compute_optimal": optimal,
+    }
     (out / "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     law = fit.law
     lines = [
@@ -49,6 +57,10 @@ def summarize(
         lines.append(f"- {k}: 90% CI [{lo:.4g}, {hi:.4g}]")
     for warning in fit.warnings():
         lines.append(f"- **warning**: {warning}")
+    lines.append(
+        f"\nCompute-optimal split of C = {budget:.3g} FLOPs (4× the largest run) under this fit"
+        f" (C = 6ND): N* = {n_opt:,.0f}, D* = {d_opt:,.0f} ({d_opt / n_opt:.1f} tokens/parameter)"
+    )
     if "skipped" in holdout:
         lines.append(f"\nHeld-out check skipped: {holdout['skipped']}")
     else:
