@@ -112,3 +112,19 @@ def test_rope_rotation_preserves_norm_and_encodes_relative_position():
     # <R_m q, R_n k> depends only on m - n
     dots = (rq[0, 0, 3] @ rk[0, 0, 1], rq[0, 0, 9] @ rk[0, 0, 7])
     torch.testing.assert_close(dots[0], dots[1])
+
+
+@pytest.mark.parametrize("size", ["tiny", "gpt2-124m", "350m", "1b"])
+def test_train_configs_use_the_named_sizes(size):
+    from pathlib import Path
+
+    from train.model import SIZES
+    from train.trainer import TrainConfig
+
+    cfg = TrainConfig.from_yaml(Path(__file__).parent.parent / "configs/train" / f"{size}.yaml")
+    shape = cfg.model.model_dump(exclude={"vocab_size", "seq_len"})
+    assert shape == SIZES[size].model_dump(exclude={"vocab_size", "seq_len"})
+    with torch.device("meta"):  # count without allocating
+        m = GPT(cfg.model.model_copy(update={"vocab_size": 32000, "seq_len": 2048}))
+    expect = {"tiny": 0.1e6, "gpt2-124m": 85e6, "350m": 308e6, "1b": 973e6}[size]
+    assert abs(m.num_params(non_embedding=True) - expect) / expect < 0.02

@@ -188,3 +188,17 @@ def test_overrides():
         apply_overrides({}, ["steps"])
     with pytest.raises(ValueError):
         TrainConfig.model_validate(apply_overrides({}, ["no_such_field=1"]))
+
+
+def test_cli_builds_the_torchrun_command_for_several_processes_and_nodes():
+    from train.cli import parser, torchrun_command
+
+    argv = ["--config", "c.yaml", "--shards", "s", "--out", "o", "--nproc", "8", "--nnodes", "2",
+            "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29400",
+            "--set", "steps=5"]  # fmt: skip
+    cmd = torchrun_command(parser().parse_args(argv))
+    assert cmd[1:3] == ["-m", "torch.distributed.run"]
+    assert {"--nproc-per-node=8", "--nnodes=2", "--node-rank=1", "--master-addr=10.0.0.1",
+            "--master-port=29400"} <= set(cmd)  # fmt: skip
+    worker = cmd[cmd.index("train.cli") + 1 :]
+    assert worker == ["--config", "c.yaml", "--shards", "s", "--out", "o", "--set", "steps=5"]

@@ -107,3 +107,15 @@ def test_fsdp_at_world_size_one_matches_plain(train_shards, tmp_path):
     run(train_shards, fsdp, 1, "steps=3", "fsdp=true")  # a child process: FSDP2 needs a group
     assert json.loads((fsdp / "final.json").read_text())["fsdp"] is True
     assert close(losses(plain), losses(fsdp), range(1, 4))
+
+
+def test_gpu_bench_script_runs_its_cpu_smoke_path(tmp_path):
+    out = tmp_path / "gpu.json"
+    args = [sys.executable, "bench/train_gpu.py", "--cpu-smoke", "--steps", "3", "--warmup", "10",
+            "--batch", "2", "--shard-mb", "0.2", "--json", str(out)]  # fmt: skip
+    env = {**os.environ, "DO_NOT_TRACK": "1"}
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["variants"]) == {"plain", "sluice", "sluice_fsdp_w1"}
+    assert all(v["tokens_per_s"] > 0 for v in result["variants"].values())

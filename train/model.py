@@ -71,6 +71,15 @@ class GPTConfig(BaseModel):
         return self.multiple_of * math.ceil(h / self.multiple_of)
 
 
+# Model shapes by name (vocab_size/seq_len left to the shards); configs/train/*.yaml use these.
+SIZES: dict[str, GPTConfig] = {
+    "tiny": GPTConfig(n_layer=2, n_head=4, n_kv_head=2, d_model=64),  # CPU tests: seconds
+    "gpt2-124m": GPTConfig(n_layer=12, n_head=12, d_model=768, ffn_hidden=2048),
+    "350m": GPTConfig(n_layer=24, n_head=16, d_model=1024, ffn_hidden=2816),
+    "1b": GPTConfig(n_layer=16, n_head=32, n_kv_head=8, d_model=2048, ffn_hidden=8192),
+}
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) · g: LayerNorm without the mean and the bias (cheaper, as good for LMs)."""
 
