@@ -338,3 +338,32 @@ def test_two_nodes_run_the_job_like_one_process(tmp_path, monkeypatch):
     if out := os.environ.get("SLUICE_CLUSTER_RESULTS"):
         with open(out, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def test_local_copy_fetches_a_remote_file_once_per_version(tmp_path):
+    """Readers that open only local files (SentencePiece, fastText) get a per-machine copy of a
+    remote model; a changed file is fetched again, a local one is used where it is."""
+    import fsspec
+
+    from curate.storage import local_copy
+
+    url = f"memory://sluice-local-copy-{os.getpid()}/tokenizer.model"
+    fs = fsspec.filesystem("memory")
+    try:
+        fs.pipe(url, b"x" * 10)
+        first = local_copy(url, tmp_path)
+        assert Path(first).parent == tmp_path and Path(first).read_bytes() == b"x" * 10
+        stamp = os.stat(first).st_mtime_ns
+        assert local_copy(url, tmp_path) == first and os.stat(first).st_mtime_ns == stamp
+        fs.pipe(url, b"y" * 20)
+        second = local_copy(url, tmp_path)
+        assert second != first and Path(second).read_bytes() == b"y" * 20
+        with pytest.raises(FileNotFoundError):
+            local_copy(url + ".missing", tmp_path)
+    finally:
+        fs.rm(url.rsplit("/", 1)[0], recursive=True)
+    here = tmp_path / "local.model"
+    here.write_bytes(b"z")
+    assert local_copy(str(here), tmp_path / "cache") == str(here)
+    assert local_copy(f"file://{here}", tmp_path / "cache") == str(here)
+    assert not (tmp_path / "cache").exists()
