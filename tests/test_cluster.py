@@ -236,7 +236,9 @@ def test_two_nodes_run_the_job_like_one_process(tmp_path, monkeypatch):
     config.write_text(JOB)
     shared = tmp_path / "shared"  # the run directories: one filesystem both nodes see
     local = tmp_path / "local"
+    local_start = time.perf_counter()
     run_pipeline(load_config(config, [f"run_dir={local}"]))
+    local_s = time.perf_counter() - local_start
 
     temp_root = Path(tempfile.mkdtemp(prefix="slc-", dir="/tmp"))  # short: Ray's unix sockets
     head, worker = RayNode(str(temp_root / "h")), RayNode(str(temp_root / "w"))
@@ -326,6 +328,7 @@ def test_two_nodes_run_the_job_like_one_process(tmp_path, monkeypatch):
 
     record = {
         "mode": net.mode,
+        "in_process": _docs_per_s(local, local_s),
         "one_node": _docs_per_s(one, one_s),
         "two_nodes": _docs_per_s(two, two_s),
         "parts": len(json.loads((local / "parts.json").read_text())["parts"]),
