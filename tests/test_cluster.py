@@ -66,7 +66,11 @@ def _free_port(host: str) -> int:
 
 
 def _run(cmd: list[str]) -> bool:
-    return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+    """Whether ``cmd`` succeeded (False also when it cannot be run: no ``ip``, not permitted)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, check=False, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def _reachable(prefix: list[str], host: str) -> bool:
