@@ -30,7 +30,6 @@ import dataclasses
 import functools
 import hashlib
 import importlib
-import os
 import shutil
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from curate.storage import (
     filesystem,
     fingerprint,
     join,
+    local_copy,
     part_name,
     read_json,
     read_parquet,
@@ -523,14 +523,9 @@ def run_encode_part(cfg: PipelineConfig, part_index: int) -> dict[str, Any]:
 
 
 def _local_tokenizer(cfg: PipelineConfig) -> str:
-    """A local path of the run's tokenizer model (sentencepiece reads local files only)."""
-    fs, path = filesystem(tokenizer_url(cfg))
-    if is_local(tokenizer_url(cfg)):
-        return path
-    fd, local = tempfile.mkstemp(suffix=".model")
-    with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
-        out.write(f.read())
-    return local
+    """A local path of the run's tokenizer model (sentencepiece reads local files only): on a
+    remote run directory, a copy cached once per machine (:func:`curate.storage.local_copy`)."""
+    return local_copy(tokenizer_url(cfg))
 
 
 def shards_dir(cfg: PipelineConfig) -> str:

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.stage import Rules, Stage
+from curate.storage import exists, local_copy
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
@@ -73,7 +74,9 @@ class QualityConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_path: str = Field(..., description="quality.bin written by train-quality")
+    model_path: str = Field(
+        ..., description="quality.bin written by train-quality (a path or fsspec URL)"
+    )
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     skip_domains: list[str] = Field(default_factory=lambda: ["code"])
 
@@ -301,10 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def load_model(path: str) -> Any:
-    """The model at ``path``, loaded once per process and again when the file changes."""
-    if not os.path.exists(path):
+    """The model at ``path`` (a local path or any fsspec URL, copied once per machine), loaded
+    once per process and again when the file changes."""
+    if not exists(path):
         raise FileNotFoundError(f"quality model {path} not found: run `sluice train-quality`")
-    return _load(path, os.stat(path).st_mtime_ns)
+    local = local_copy(path)
+    return _load(local, os.stat(local).st_mtime_ns)
 
 
 @cache
