@@ -32,7 +32,6 @@ import dataclasses
 import functools
 import hashlib
 import importlib
-import os
 import shutil
 import sys
 import tempfile
@@ -60,6 +59,7 @@ from curate.storage import (
     filesystem,
     fingerprint,
     join,
+    local_copy,
     part_name,
     read_json,
     read_parquet,
@@ -343,26 +343,14 @@ def run_quality_train(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
     return {**stats, "skipped": False}
 
 
-@functools.cache
-def _local_copy(url: str, digest: str) -> str:
-    """A local file holding ``url`` (fastText reads local paths only); one per content."""
-    fs, path = filesystem(url)
-    fd, local = tempfile.mkstemp(suffix=f"-{digest[:12]}.bin")
-    with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
-        out.write(f.read())
-    return local
-
-
 def _with_run_model(cfg: PipelineConfig, stage_cfg: BaseModel) -> tuple[BaseModel, dict[str, str]]:
     """The quality stage's config with the run's trained model filled in, and the model's hash
     for the stage's config hash (a retrained model re-runs the stage; its path does not)."""
     marker = _quality_train_marker(cfg)
     if not exists(marker):
         raise RuntimeError(f"quality: no model_path and the run's model is not trained ({marker})")
-    digest = _marker(marker)["output"]
-    url = quality_model_url(cfg)
-    local = filesystem(url)[1] if is_local(url) else _local_copy(url, digest)
-    return stage_cfg.model_copy(update={"model_path": local}), {"model": digest}
+    digest = _marker(marker)["output"]  # the quality stage reads remote models via local_copy
+    return stage_cfg.model_copy(update={"model_path": quality_model_url(cfg)}), {"model": digest}
 
 
 def run_stage_part(cfg: PipelineConfig, stage_index: int, part_index: int) -> dict[str, Any]:
@@ -628,14 +616,9 @@ def run_encode_part(cfg: PipelineConfig, part_index: int) -> dict[str, Any]:
 
 
 def _local_tokenizer(cfg: PipelineConfig) -> str:
-    """A local path of the run's tokenizer model (sentencepiece reads local files only)."""
-    fs, path = filesystem(tokenizer_url(cfg))
-    if is_local(tokenizer_url(cfg)):
-        return path
-    fd, local = tempfile.mkstemp(suffix=".model")
-    with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
-        out.write(f.read())
-    return local
+    """A local path of the run's tokenizer model (sentencepiece reads local files only): on a
+    remote run directory, a copy cached once per machine (:func:`curate.storage.local_copy`)."""
+    return local_copy(tokenizer_url(cfg))
 
 
 def shards_dir(cfg: PipelineConfig) -> str:

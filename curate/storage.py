@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -33,6 +35,41 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of ``url`` and the path inside it."""
     fs, path = fsspec.core.url_to_fs(url)
     return fs, path
+
+
+def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    """True for the local filesystem (plain paths and ``file://``)."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return "file" in protocols
+
+
+# What tells two versions of a remote file apart, per fsspec backend (local, S3, GCS, memory).
+_VERSION_KEYS = ("size", "mtime", "LastModified", "ETag", "md5Hash", "updated", "created")
+
+
+def local_copy(url: str, cache_dir: str | Path | None = None) -> str:
+    """A local path holding the file at ``url``, for readers that open only local files
+    (SentencePiece, fastText): the path itself on the local filesystem, else a copy fetched once
+    per machine into ``cache_dir`` (default ``$SLUICE_CACHE`` or ``~/.cache/sluice/remote``),
+    named by the URL and the file's size and modification stamp."""
+    fs, path = filesystem(url)
+    if is_local_fs(fs):
+        return path
+    info = fs.info(path)
+    stamp = "|".join(str(info.get(k, "")) for k in _VERSION_KEYS)
+    key = hashlib.blake2b(f"{url}|{stamp}".encode(), digest_size=16).hexdigest()
+    root = Path(
+        cache_dir or os.environ.get("SLUICE_CACHE") or Path.home() / ".cache" / "sluice" / "remote"
+    )
+    local = root / f"{key}-{path.rsplit('/', 1)[-1]}"
+    if not local.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f"{local.name}.tmp-{uuid.uuid4().hex}")
+        with fs.open(path, "rb") as src, open(tmp, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                dst.write(chunk)
+        os.replace(tmp, local)  # atomic: tasks on the same machine may fetch it at once
+    return str(local)
 
 
 def join(base: str, *parts: str) -> str:
@@ -98,7 +135,9 @@ def fingerprint(urls: Iterable[str], content: bool = False) -> str:
                     h.update(chunk)
         else:
             info = fs.info(path)
-            h.update(f"{info.get('size')}:{info.get('mtime', info.get('LastModified', ''))}".encode())
+            h.update(
+                f"{info.get('size')}:{info.get('mtime', info.get('LastModified', ''))}".encode()
+            )
     return h.hexdigest()
 
 

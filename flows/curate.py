@@ -5,7 +5,8 @@ part (a part holds hundreds of documents or more: Prefect costs ~0.25 s per task
 reduces, the run's quality model (when the quality stage has no ``model_path``), the mixing
 plan, tokenizer training and the shard writer are single reduce tasks.
 After every document stage the flow checks conservation over the whole run. The funnel
-(and the mixture) is published as a Prefect markdown artifact and written to ``stats.json``.
+(and the mixture) is published as a Prefect markdown artifact and written to ``stats.json``;
+which Ray node ran each task is written to ``tasks.json``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,36 @@ from curate import runner
 from curate.config import EXTRACT_STAGE, PipelineConfig
 from curate.report import write_report
 from curate.stage import StageStats
+from curate.storage import join, write_json_atomic
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
 
+NODE_KEY = "ray_node"  # added to every task's result by _on_node, removed by the flow
 
-def _task(fn: Callable[..., Any], name: str) -> Any:
-    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
+
+def ray_node() -> dict[str, str] | None:
+    """The Ray node this process runs on (``id``, ``ip``); None outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    return {
+        "id": ray.get_runtime_context().get_node_id(),
+        "ip": ray.util.get_node_ip_address(),
+    }
+
+
+def _on_node(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``fn``, with the Ray node that ran it added to its result under ``NODE_KEY``."""
+
+    def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {**fn(*args, **kwargs), NODE_KEY: ray_node()}
+
+    run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    return run
+
+
+def _task(fn: Callable[..., dict[str, Any]], name: str) -> Any:
+    return task(_on_node(fn), name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
 extract_task = _task(runner.run_extract_part, "extract")
@@ -67,6 +93,17 @@ def _curate(cfg: PipelineConfig) -> dict[str, Any]:
     timings: dict[str, float] = {}
     skipped: dict[str, int] = {}
     stats: dict[str, StageStats] = {}
+    placement: dict[str, list[str | None]] = {}  # step -> Ray node id per task
+    nodes: dict[str, str] = {}  # Ray node id -> IP
+
+    def placed(step: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        placement[step] = []
+        for r in results:
+            node = r.pop(NODE_KEY, None)
+            placement[step].append(node and node["id"])
+            if node:
+                nodes[node["id"]] = node["ip"]
+        return results
 
     def per_part(step: str, tsk: Any, args: Callable[[int], tuple]) -> list[dict[str, Any]]:
         start = time.perf_counter()
@@ -74,7 +111,7 @@ def _curate(cfg: PipelineConfig) -> dict[str, Any]:
             tsk.with_options(task_run_name=f"{step}-{i:05d}", **retry).submit(*args(i))
             for i in range(n)
         ]
-        results = [f.result() for f in futures]
+        results = placed(step, [f.result() for f in futures])
         timings[step] = time.perf_counter() - start
         skipped[step] = sum(bool(r.get("skipped")) for r in results)
         logger.info("%s: %d parts (%d already done)", step, n, skipped[step])
@@ -82,7 +119,8 @@ def _curate(cfg: PipelineConfig) -> dict[str, Any]:
 
     def reduce(step: str, tsk: Any, *args: Any) -> dict[str, Any]:
         start = time.perf_counter()
-        out = tsk.with_options(task_run_name=step, **retry).submit(*args).result()
+        future = tsk.with_options(task_run_name=step, **retry).submit(*args)
+        out = placed(step, [future.result()])[0]
         timings[step] = time.perf_counter() - start
         return out
 
@@ -125,6 +163,8 @@ def _curate(cfg: PipelineConfig) -> dict[str, Any]:
     reduce("shards", shards_task, cfg, n)
 
     report = write_report(cfg, stats, timings, mixed, skipped=skipped)
+    write_json_atomic({"nodes": nodes, "steps": placement}, join(cfg.run_url, "tasks.json"))
+    logger.info("tasks ran on %d Ray node(s): %s", len(nodes), ", ".join(sorted(nodes.values())))
     create_markdown_artifact(
         key=cfg.prefect.artifact_key,
         markdown=f"# Run `{cfg.name}`\n\n## Funnel\n\n{report['funnel_markdown']}\n"

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.stage import Rules, Stage
+from curate.storage import exists, local_copy
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
@@ -96,7 +97,9 @@ class QualityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = Field(
-        None, description="quality.bin from train-quality; None: the run trains its own (train)"
+        None,
+        description="quality.bin from train-quality (a path or fsspec URL); None: the run "
+        "trains its own (train)",
     )
     train: RunTrainingConfig = Field(default_factory=RunTrainingConfig)
     threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -349,10 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def load_model(path: str) -> Any:
-    """The model at ``path``, loaded once per process and again when the file changes."""
-    if not os.path.exists(path):
+    """The model at ``path`` (a local path or any fsspec URL, copied once per machine), loaded
+    once per process and again when the file changes."""
+    if not exists(path):
         raise FileNotFoundError(f"quality model {path} not found: run `sluice train-quality`")
-    return _load(path, os.stat(path).st_mtime_ns)
+    local = local_copy(path)
+    return _load(local, os.stat(local).st_mtime_ns)
 
 
 @cache

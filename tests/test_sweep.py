@@ -1,0 +1,203 @@
+"""Sweep planning, a real mini sweep on real shards, the fit/held-out check and the run report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from train.model import GPT, GPTConfig
+from train.report import predict_run, read_prediction, write_prediction, write_report
+from train.scaling import load_fit, non_embedding_params
+from train.sweep import SweepConfig, collect_sweep, plan_sweep, write_run_spec
+from train.sweep_cli import main as sweep_main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_SWEEP = ROOT / "configs" / "sweep" / "tiny.yaml"
+
+MINI = {
+    "base": str(ROOT / "configs" / "train" / "tiny.yaml"),
+    "set": [
+        "device=cpu",
+        "tensorboard=false",
+        "checkpoint_every=0",
+        "eval_every=0",
+        "eval_sequences=0",
+        "log_every=2",
+        "warmup_steps=2",
+        "decay_frac=0.25",
+    ],
+    "schedule": "wsd",
+    "models": [
+        {"name": "s", "n_layer": 1, "n_head": 2, "n_kv_head": 2, "d_model": 32},
+        {"name": "m", "n_layer": 2, "n_head": 2, "n_kv_head": 2, "d_model": 48},
+        {"name": "l", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_model": 64},
+    ],
+    "tokens": [4096, 8192],
+    "holdout": {
+        "model": {"name": "xl", "n_layer": 3, "n_head": 4, "n_kv_head": 2, "d_model": 96},
+        "tokens": 20480,
+    },
+    "fit_bootstrap": 20,
+}
+
+
+def test_plan_wsd_and_cosine():
+    cfg = SweepConfig.from_yaml(TINY_SWEEP)
+    specs = plan_sweep(cfg, seq_len=64)
+    per_step = 16 * 64  # micro_batch_size set in configs/sweep/tiny.yaml × seq_len
+    fit = [s for s in specs if s.role == "fit"]
+    assert len(fit) == len(cfg.models)  # WSD: one run per model
+    for s in fit:
+        assert s.tokens == [d // per_step * per_step for d in sorted(cfg.tokens)]
+        assert s.steps * per_step == s.tokens[-1]
+        assert [d * per_step for d in s.decay_at] == s.tokens[:-1]
+    (hold,) = [s for s in specs if s.role == "holdout"]
+    assert hold.steps * per_step == cfg.holdout.tokens
+    cosine = plan_sweep(cfg.model_copy(update={"schedule": "cosine"}), seq_len=64)
+    assert len(cosine) == len(cfg.models) * len(cfg.tokens) + 1
+    assert len({s.name for s in cosine}) == len(cosine)
+    assert all(not s.decay_at and "schedule=cosine" in s.overrides for s in cosine[:-1])
+    with pytest.raises(ValueError, match="seq_len"):
+        plan_sweep(cfg)
+
+
+def test_tiny_sweep_holdout_has_4x_compute_and_counts_match_the_model():
+    cfg = SweepConfig.from_yaml(TINY_SWEEP)
+    shapes = {m.name: m for m in [*cfg.models, cfg.holdout.model]}
+    n = {}
+    for name, shape in shapes.items():
+        g = GPTConfig(vocab_size=1024, seq_len=64, **shape.fields())
+        n[name] = GPT(g).num_params(non_embedding=True)
+        assert n[name] == non_embedding_params(
+            g.n_layer, g.d_model, g.hidden, n_head=g.n_head, n_kv_head=g.kv_heads,
+            glu=True, norms=True,
+        )  # fmt: skip
+    biggest_fit = max(n[m.name] for m in cfg.models) * max(cfg.tokens)
+    assert n["xl"] * cfg.holdout.tokens >= 4 * biggest_fit
+
+
+@pytest.fixture(scope="module")
+def sweep(train_shards, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    (tmp / "mini.yaml").write_text(yaml.safe_dump(MINI))
+    out = tmp / "out"
+    rc = sweep_main(["--config", str(tmp / "mini.yaml"), "--shards", str(train_shards),
+                     "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    return {"out": out, "config": tmp / "mini.yaml", "shards": train_shards}
+
+
+def test_sweep_table_has_every_point(sweep):
+    table = collect_sweep(sweep["out"])
+    rows = table.to_pylist()
+    assert len(rows) == 3 * 2 + 1
+    assert sum(r["role"] == "holdout" for r in rows) == 1
+    for r in rows:
+        final = json.loads(
+            (sweep["out"] / "runs" / r["run"].split("@")[0] / "final.json").read_text()
+        )
+        assert r["n_params"] == final["non_embedding_params"]
+        assert r["flops"] == pytest.approx(6 * r["n_params"] * r["tokens"])
+        assert math.isfinite(r["val_loss"]) and 3.0 < r["val_loss"] < math.log(1024) + 0.5
+    # more tokens, lower loss for every model (each point is an annealed WSD branch)
+    for model in ("s", "m", "l"):
+        losses = [
+            r["val_loss"] for r in sorted(rows, key=lambda r: r["tokens"]) if r["model"] == model
+        ]
+        assert losses == sorted(losses, reverse=True)
+    assert [r["flops"] for r in rows] == sorted(r["flops"] for r in rows)
+
+
+def test_sweep_fit_and_holdout_files(sweep):
+    out = sweep["out"]
+    fit = load_fit(out / "fit.json")
+    assert fit.n_points == 6 and len(fit.bootstrap) == 20
+    assert np.isfinite([fit.law.E, fit.law.A, fit.law.B, fit.law.alpha, fit.law.beta]).all()
+    holdout = json.loads((out / "holdout.json").read_text())
+    assert holdout["compute_ratio"] >= 4
+    assert holdout["rel_error"] == pytest.approx(
+        abs(holdout["predicted"] - holdout["observed"]) / holdout["observed"]
+    )
+    assert holdout["target"]["role"] == "holdout"
+    assert (out / "sweep.png").stat().st_size > 10_000
+    md = (out / "sweep.md").read_text()
+    assert "Held-out" in md and "Compute-optimal" in md
+
+
+def test_rerun_skips_finished_runs(sweep, capsys):
+    finals = sorted(sweep["out"].glob("runs/*/final.json"))
+    before = {p: p.stat().st_mtime_ns for p in finals}
+    rc = sweep_main(["--config", str(sweep["config"]), "--shards", str(sweep["shards"]),
+                     "--out", str(sweep["out"]), "--bootstrap", "5"])  # fmt: skip
+    assert rc == 0
+    assert capsys.readouterr().out.count("done already") == len(finals)
+    assert {p: p.stat().st_mtime_ns for p in finals} == before
+
+
+def test_prediction_then_report(sweep, tmp_path):
+    run_dir = sweep["out"] / "runs" / "holdout-xl-20480"
+    final = json.loads((run_dir / "final.json").read_text())
+    fit = load_fit(sweep["out"] / "fit.json")
+    pred = predict_run(fit, final["non_embedding_params"], final["tokens"])
+    assert pred.lo <= pred.loss <= pred.hi
+    curve = [p.loss for p in pred.curve]
+    assert curve == sorted(curve, reverse=True) and pred.curve[-1].tokens == final["tokens"]
+    report_dir = tmp_path / "run"
+    report_dir.mkdir()
+    for name in ("final.json", "metrics.jsonl"):
+        (report_dir / name).write_bytes((run_dir / name).read_bytes())
+    write_prediction(pred, report_dir)
+    assert read_prediction(report_dir) == pred
+    paths = write_report(report_dir)
+    result = json.loads(paths["json"].read_text())
+    assert result["observed"] == final["final_val_loss"]
+    assert result["rel_error"] == pytest.approx(
+        abs(pred.loss - result["observed"]) / result["observed"]
+    )
+    assert result["val_curve"] and result["val_curve"][-1]["tokens"] == final["tokens"]
+    assert f"{result['observed']:.4f}" in paths["markdown"].read_text()
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_write_run_spec_and_bad_config(tmp_path):
+    cfg = SweepConfig.model_validate(MINI)
+    spec = plan_sweep(cfg, seq_len=64)[0]
+    run_dir = write_run_spec(spec, tmp_path, cfg.set)
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert written["model"]["d_model"] == 32 and written["schedule"] == "wsd"
+    assert written["decay_at"] == spec.decay_at and written["device"] == "cpu"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**MINI, "tokenz": [1]}))
+    with pytest.raises(ValueError, match="tokenz"):
+        SweepConfig.from_yaml(bad)
+
+
+def test_cli_reports_too_few_points(tmp_path, capsys):
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(MINI))
+    rc = sweep_main(["sweep", "--config", str(tmp_path / "mini.yaml"), "--shards", "unused",
+                     "--out", str(tmp_path / "empty"), "--no-train"])  # fmt: skip
+    assert rc == 1 and "no finished runs" in capsys.readouterr().err
+
+
+def test_a_failing_run_is_recorded_and_the_rest_still_runs(train_shards, tmp_path):
+    from train.sweep import run_sweep
+
+    cfg = SweepConfig.model_validate(
+        {
+            **MINI,
+            "models": [
+                MINI["models"][0],
+                {"name": "bad", "n_layer": 1, "n_head": 2, "d_model": 32, "seq_len": 128},
+            ],
+            "holdout": None,
+        }
+    )
+    table = run_sweep(cfg, train_shards, tmp_path / "out", log=lambda _: None)
+    assert sorted(table["run"].to_pylist()) == ["s-wsd", "s-wsd@8"]
+    error = json.loads((tmp_path / "out" / "runs" / "bad-wsd" / "error.json").read_text())
+    assert "seq_len" in error["error"]

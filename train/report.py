@@ -1,0 +1,299 @@
+"""Loss predictions from a fitted scaling law, and observed-vs-predicted reports.
+
+Before a run: ``predict_run(fit, N, D)`` gives the final val loss with a bootstrap prediction
+interval and the curve ``L(N, d)`` for ``d ≤ D``. That curve is what a run of the same N
+*fully annealed at d tokens* would reach: a cosine/WSD run's loss mid-run sits above it until
+its LR decays, and meets it at the end. ``write_prediction`` stores it as ``prediction.json``.
+
+After a run: ``write_report`` reads ``metrics.jsonl`` / ``final.json`` and writes
+``report.json``, ``report.md`` (a table) and ``report.png`` (loss vs tokens, observed and
+predicted). ``holdout_check`` fits the sweep's smaller runs only and predicts a run at least
+``factor`` × larger in compute: the honest test of the law.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from train.scaling import Fit, ScalingLaw, fit_scaling_law, load_fit, training_flops
+
+PREDICTION_NAME = "prediction.json"
+
+
+class CurvePoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: int
+    loss: float
+    lo: float
+    hi: float
+
+
+class Prediction(BaseModel):
+    """A run's predicted final val loss (nats/token) with a ``level`` prediction interval."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_params: int  # non-embedding
+    tokens: int
+    flops: float  # 6 N D
+    loss: float
+    lo: float
+    hi: float
+    level: float
+    law: dict[str, Any]
+    fitted_points: int
+    n_bootstrap: int
+    curve: list[CurvePoint]
+
+
+def as_fit(law: Fit | ScalingLaw | str | Path) -> Fit:
+    """A Fit from a Fit, a bare law (no interval) or a JSON file written by ``save_fit``."""
+    if isinstance(law, Fit):
+        return law
+    if isinstance(law, ScalingLaw):
+        return Fit(law=law, objective=math.nan, n_points=0)
+    return load_fit(law)
+
+
+def predict_run(
+    law: Fit | ScalingLaw | str | Path,
+    n_params: int,
+    tokens: int,
+    *,
+    level: float = 0.9,
+    curve_points: int = 24,
+    min_tokens: int | None = None,
+) -> Prediction:
+    fit = as_fit(law)
+    point, lo, hi = fit.predict(n_params, tokens, level)
+    start = min_tokens or max(1, tokens // 64)
+    ds = np.unique(np.geomspace(start, tokens, curve_points).astype(np.int64))
+    cp, clo, chi = fit.predict(n_params, ds, level)
+    return Prediction(
+        n_params=int(n_params),
+        tokens=int(tokens),
+        flops=training_flops(n_params, tokens),
+        loss=float(point),
+        lo=float(lo),
+        hi=float(hi),
+        level=level,
+        law=fit.law.as_dict(),
+        fitted_points=fit.n_points,
+        n_bootstrap=int(len(fit.bootstrap)),
+        curve=[
+            CurvePoint(tokens=int(d), loss=float(p), lo=float(a), hi=float(b))
+            for d, p, a, b in zip(
+                ds, np.atleast_1d(cp), np.atleast_1d(clo), np.atleast_1d(chi), strict=True
+            )
+        ],
+    )
+
+
+def write_prediction(prediction: Prediction, out_dir: str | Path) -> Path:
+    path = Path(out_dir) / PREDICTION_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(prediction.model_dump(mode="json"), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_prediction(out_dir: str | Path) -> Prediction:
+    return Prediction.model_validate_json((Path(out_dir) / PREDICTION_NAME).read_text())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``metrics.jsonl`` (a torn last line from a live run is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def compare(prediction: Prediction, run_dir: str | Path) -> dict[str, Any]:
+    """Observed final val loss (``final.json``) and val curve vs the prediction."""
+    run_dir = Path(run_dir)
+    final = json.loads((run_dir / "final.json").read_text())
+    observed = float(final["final_val_loss"])
+    curve = [
+        {"tokens": int(r["tokens"]), "val_loss": float(r["val_loss"])}
+        for r in read_metrics(run_dir)
+        if _finite(r.get("val_loss"))
+    ]
+    return {
+        "predicted": prediction.loss,
+        "lo": prediction.lo,
+        "hi": prediction.hi,
+        "level": prediction.level,
+        "observed": observed,
+        "abs_error": abs(prediction.loss - observed),
+        "rel_error": abs(prediction.loss - observed) / observed,
+        "inside_interval": prediction.lo <= observed <= prediction.hi,
+        "n_params": prediction.n_params,
+        "n_params_observed": int(final.get("non_embedding_params", prediction.n_params)),
+        "tokens": prediction.tokens,
+        "tokens_observed": int(final.get("tokens", prediction.tokens)),
+        "wall_time_s": final.get("wall_time_s"),
+        "val_curve": curve,
+    }
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    pct = int(round(100 * result["level"]))
+    return (
+        "| N (non-emb) | D tokens | predicted val loss | "
+        f"{pct}% interval | observed | abs err | rel err | inside |\n"
+        "|---:|---:|---:|---|---:|---:|---:|:---:|\n"
+        f"| {result['n_params_observed']:,} | {result['tokens_observed']:,} | "
+        f"{result['predicted']:.4f} | [{result['lo']:.4f}, {result['hi']:.4f}] | "
+        f"{result['observed']:.4f} | {result['abs_error']:.4f} | "
+        f"{100 * result['rel_error']:.2f}% | {'yes' if result['inside_interval'] else 'no'} |\n"
+    )
+
+
+def plot_run(prediction: Prediction, result: dict[str, Any], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    d = [p.tokens for p in prediction.curve]
+    ax.plot(d, [p.loss for p in prediction.curve], "C0-", label="law L(N, d) (annealed at d)")
+    ax.fill_between(
+        d, [p.lo for p in prediction.curve], [p.hi for p in prediction.curve], color="C0",
+        alpha=0.2, label=f"{int(100 * prediction.level)}% interval",
+    )  # fmt: skip
+    if result["val_curve"]:
+        ax.plot(
+            [r["tokens"] for r in result["val_curve"]],
+            [r["val_loss"] for r in result["val_curve"]],
+            "C1o-", ms=3, label="observed val loss",
+        )  # fmt: skip
+    ax.plot([result["tokens_observed"]], [result["observed"]], "C3*", ms=12, label="final")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens D")
+    ax.set_ylabel("val loss (nats/token)")
+    ax.set_title(f"N = {prediction.n_params:,} non-embedding params")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(run_dir: str | Path, prediction: Prediction | None = None) -> dict[str, Path]:
+    """report.json, report.md and report.png in the run dir (prediction.json unless given)."""
+    run_dir = Path(run_dir)
+    prediction = prediction or read_prediction(run_dir)
+    result = compare(prediction, run_dir)
+    paths = {
+        "json": run_dir / "report.json",
+        "markdown": run_dir / "report.md",
+        "png": run_dir / "report.png",
+    }
+    paths["json"].write_text(json.dumps(result, indent=2) + "\n")
+    paths["markdown"].write_text("# Val loss: observed vs predicted\n\n" + report_markdown(result))
+    plot_run(prediction, result, paths["png"])
+    return paths
+
+
+# ---------------------------------------------------------------- sweep-level checks
+def fit_table(table: pa.Table, *, n_bootstrap: int = 200, seed: int = 0, **kw: Any) -> Fit:
+    """Fit L(N, D) to the rows of a sweep table (``train.sweep.collect_sweep``)."""
+    return fit_scaling_law(
+        table["n_params"].to_numpy(),
+        table["tokens"].to_numpy(),
+        table["val_loss"].to_numpy(),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        **kw,
+    )
+
+
+def holdout_check(
+    table: pa.Table, *, factor: float = 4.0, n_bootstrap: int = 200, level: float = 0.9
+) -> dict[str, Any]:
+    """Fit on runs with C ≤ C_target / factor; predict the target (the largest-C holdout row,
+    else the largest-C row) and report |pred − obs| / obs."""
+    rows = table.to_pylist()
+    holdouts = [r for r in rows if r["role"] == "holdout"] or rows
+    target = max(holdouts, key=lambda r: r["flops"])
+    train_rows = [r for r in rows if r["role"] == "fit" and r["flops"] * factor <= target["flops"]]
+    if len(train_rows) < 5:
+        raise ValueError(
+            f"only {len(train_rows)} runs have ≤ 1/{factor:g} of the target's compute "
+            f"({target['flops']:.3g} FLOPs); need ≥ 5 to fit"
+        )
+    fit = fit_table(pa.Table.from_pylist(train_rows, schema=table.schema), n_bootstrap=n_bootstrap)
+    point, lo, hi = fit.predict(target["n_params"], target["tokens"], level)
+    obs = target["val_loss"]
+    return {
+        "target": target,
+        "fitted_runs": [r["run"] for r in train_rows],
+        "compute_ratio": target["flops"] / max(r["flops"] for r in train_rows),
+        "law": fit.law.as_dict(),
+        "intervals": fit.param_intervals(level),
+        "predicted": float(point),
+        "lo": float(lo),
+        "hi": float(hi),
+        "level": level,
+        "observed": obs,
+        "rel_error": abs(float(point) - obs) / obs,
+        "inside_interval": bool(lo <= obs <= hi),
+    }
+
+
+def plot_sweep(table: pa.Table, fit: Fit, path: str | Path, holdout: dict | None = None) -> Path:
+    """Val loss vs D per model (points) with the fitted law's curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    rows = table.to_pylist()
+    models = sorted({(r["n_params"], r["model"]) for r in rows})
+    for i, (n, name) in enumerate(models):
+        pts = sorted((r["tokens"], r["val_loss"], r["role"]) for r in rows if r["model"] == name)
+        d = np.geomspace(min(p[0] for p in pts) / 1.5, max(p[0] for p in pts) * 1.5, 50)
+        ax.plot(d, fit.law.loss(n, d), f"C{i}-", lw=1)
+        for tokens, loss, role in pts:
+            ax.plot(tokens, loss, f"C{i}" + ("*" if role == "holdout" else "o"),
+                    ms=11 if role == "holdout" else 5)  # fmt: skip
+        ax.plot([], [], f"C{i}o-", label=f"{name}: N={n:,}")
+    if holdout:
+        t = holdout["target"]
+        ax.errorbar(
+            t["tokens"], holdout["predicted"],
+            yerr=[[holdout["predicted"] - holdout["lo"]], [holdout["hi"] - holdout["predicted"]]],
+            fmt="kx", capsize=4, label="held-out prediction",
+        )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens D")
+    ax.set_ylabel("final val loss (nats/token)")
+    ax.set_title(
+        f"L = {fit.law.E:.2f} + {fit.law.A:.3g}/N^{fit.law.alpha:.2f} "
+        f"+ {fit.law.B:.3g}/D^{fit.law.beta:.2f}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,270 @@
+"""A scaling sweep: a grid of small models × token budgets, trained, then fitted to L(N, D).
+
+Schedule choice (``schedule`` in the sweep config):
+
+- ``wsd`` (default): **one run per model**, warmup-stable-decay, trained to the largest budget;
+  every smaller budget is a decay branch (``TrainConfig.decay_at``): the trainer keeps the
+  stable-phase checkpoint where a run of that length would start decaying and trains a decayed
+  copy from it. One model costs ``D_max + Σ decay_frac · D_i`` tokens instead of ``Σ D_i``, and
+  every point is a fully annealed run (Hägele et al. 2024 show WSD branches match cosine runs).
+- ``cosine``: independent runs, one per (model, budget), each with its own cosine schedule —
+  the Chinchilla protocol; use it to check the WSD points.
+
+The held-out run (``holdout``) is always its own run; it is left out of the fit in the
+prediction check (``train/report.py``). Every run lives in ``<out>/runs/<name>/`` with
+``run_spec.json`` and ``config.yaml`` (the full TrainConfig); a finished run (``final.json``)
+is skipped on rerun and an interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from train.scaling import training_flops
+
+SWEEP_TABLE_SCHEMA = pa.schema(
+    [
+        ("run", pa.string()),
+        ("model", pa.string()),
+        ("role", pa.string()),  # "fit" or "holdout"
+        ("n_params", pa.int64()),  # non-embedding N
+        ("tokens", pa.int64()),  # D
+        ("flops", pa.float64()),  # C = 6 N D
+        ("flops_with_attention", pa.float64()),  # the trainer's FLOPs/token × D
+        ("val_loss", pa.float64()),
+        ("steps", pa.int64()),
+    ]
+)
+
+
+class ModelShape(BaseModel):
+    """A model of the sweep: a name and the GPTConfig fields it sets (n_layer, d_model, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+class HoldoutRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: ModelShape
+    tokens: int
+
+
+class SweepConfig(BaseModel):
+    """configs/sweep/*.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+    base: str  # TrainConfig YAML; relative paths are taken from the sweep file's directory
+    set: list[str] = Field(default_factory=list)  # overrides for every run (key=value)
+    schedule: Literal["wsd", "cosine"] = "wsd"
+    models: list[ModelShape]
+    tokens: list[int]  # D budgets; rounded down to whole optimizer steps
+    holdout: HoldoutRun | None = None
+    seq_len: int | None = None  # tokens per sequence; None: from the shard manifest
+    fit_bootstrap: int = 200  # bootstrap refits for the intervals
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SweepConfig:
+        path = Path(path)
+        cfg = cls.model_validate(yaml.safe_load(path.read_text()) or {})
+        base = Path(cfg.base)
+        if not base.is_absolute() and not base.exists():
+            base = path.parent / base
+        return cfg.model_copy(update={"base": str(base)})
+
+
+class RunSpec(BaseModel):
+    """One trainer invocation: the base config plus overrides, and the D points it yields."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    model: str
+    role: Literal["fit", "holdout"] = "fit"
+    base: str
+    overrides: list[str]  # key=value, applied after the sweep's ``set``
+    steps: int
+    decay_at: list[int] = Field(default_factory=list)
+    tokens: list[int]  # the D points this run reports (ascending)
+
+
+def _tokens_per_step(base: dict[str, Any], set_: list[str], seq_len: int) -> int:
+    from train.trainer import apply_overrides
+
+    data = apply_overrides(json.loads(json.dumps(base)), list(set_))
+    mbs = int(data.get("micro_batch_size", 8))
+    accum = int(data.get("grad_accum", 1))
+    return mbs * accum * seq_len
+
+
+def plan_sweep(cfg: SweepConfig, seq_len: int | None = None) -> list[RunSpec]:
+    """The runs of a sweep (single process; ``seq_len`` from the manifest unless configured)."""
+    seq_len = seq_len or cfg.seq_len
+    if not seq_len:
+        raise ValueError("plan_sweep needs seq_len (from the sweep config or the shard manifest)")
+    base = yaml.safe_load(Path(cfg.base).read_text()) or {}
+    per_step = _tokens_per_step(base, cfg.set, seq_len)
+    budgets = sorted({max(1, d // per_step) for d in cfg.tokens})
+
+    def model_overrides(shape: ModelShape) -> list[str]:
+        return [f"model.{k}={json.dumps(v)}" for k, v in shape.fields().items()]
+
+    specs: list[RunSpec] = []
+    for shape in cfg.models:
+        if cfg.schedule == "wsd":
+            specs.append(
+                RunSpec(
+                    name=f"{shape.name}-wsd",
+                    model=shape.name,
+                    base=cfg.base,
+                    overrides=[
+                        *model_overrides(shape),
+                        "schedule=wsd",
+                        f"steps={budgets[-1]}",
+                        f"decay_at={json.dumps(budgets[:-1])}",
+                        "decay_branches=true",
+                    ],
+                    steps=budgets[-1],
+                    decay_at=budgets[:-1],
+                    tokens=[s * per_step for s in budgets],
+                )
+            )
+        else:
+            for steps in budgets:
+                specs.append(
+                    RunSpec(
+                        name=f"{shape.name}-{steps * per_step}",
+                        model=shape.name,
+                        base=cfg.base,
+                        overrides=[*model_overrides(shape), "schedule=cosine", f"steps={steps}"],
+                        steps=steps,
+                        tokens=[steps * per_step],
+                    )
+                )
+    if cfg.holdout:
+        shape, steps = cfg.holdout.model, max(1, cfg.holdout.tokens // per_step)
+        schedule = ["schedule=wsd", "decay_at=[]"] if cfg.schedule == "wsd" else []
+        specs.append(
+            RunSpec(
+                name=f"holdout-{shape.name}-{steps * per_step}",
+                model=shape.name,
+                role="holdout",
+                base=cfg.base,
+                overrides=[*model_overrides(shape), *schedule, f"steps={steps}"],
+                steps=steps,
+                tokens=[steps * per_step],
+            )
+        )
+    return specs
+
+
+def run_config(spec: RunSpec, sweep_set: list[str]):
+    """The TrainConfig of a run: base YAML + the sweep's ``set`` + the run's overrides."""
+    from train.trainer import TrainConfig
+
+    return TrainConfig.from_yaml(spec.base, [*sweep_set, *spec.overrides])
+
+
+def write_run_spec(spec: RunSpec, out_dir: str | Path, sweep_set: list[str] | None = None) -> Path:
+    """``<out_dir>/runs/<name>/`` with run_spec.json and config.yaml; returns the run dir."""
+    run_dir = Path(out_dir) / "runs" / spec.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run_spec.json").write_text(
+        json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    )
+    cfg = run_config(spec, sweep_set or [])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return run_dir
+
+
+def run_sweep(cfg: SweepConfig, shards_dir: str | Path, out_dir: str | Path, log=print) -> pa.Table:
+    """Train every run of the sweep in this process (skipping finished ones); collect them."""
+    from curate.shards.format import load_manifest
+    from train.trainer import train
+
+    manifest = load_manifest(shards_dir)
+    specs = plan_sweep(cfg, seq_len=manifest.seq_len)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(
+        json.dumps(
+            {"config": cfg.model_dump(mode="json"), "runs": [s.model_dump() for s in specs]},
+            indent=2,
+        )
+        + "\n"
+    )
+    for i, spec in enumerate(specs, 1):
+        run_dir = write_run_spec(spec, out, cfg.set)
+        if (run_dir / "final.json").exists():
+            log(f"[{i}/{len(specs)}] {spec.name}: done already")
+            continue
+        log(f"[{i}/{len(specs)}] {spec.name}: {spec.steps} steps, D = {spec.tokens}")
+        try:
+            final = train(run_config(spec, cfg.set), shards_dir, run_dir, resume=True)
+        except (RuntimeError, ValueError) as e:  # diverged, data mismatch: the rest still runs
+            (run_dir / "error.json").write_text(
+                json.dumps({"run": spec.name, "error": f"{type(e).__name__}: {e}"}) + "\n"
+            )
+            log(f"[{i}/{len(specs)}] {spec.name}: FAILED ({type(e).__name__}: {e})")
+            continue
+        log(f"[{i}/{len(specs)}] {spec.name}: val loss {final['final_val_loss']:.4f}")
+    table = collect_sweep(out)
+    (out / "sweep_table.json").write_text(json.dumps(table.to_pylist(), indent=2) + "\n")
+    return table
+
+
+def collect_sweep(sweep_dir: str | Path) -> pa.Table:
+    """One row per (N, D) point of the finished runs under ``<sweep_dir>/runs/`` (sorted by C)."""
+    rows: list[dict[str, Any]] = []
+    for final_path in sorted(Path(sweep_dir).glob("runs/*/final.json")):
+        run_dir = final_path.parent
+        final = json.loads(final_path.read_text())
+        spec = json.loads((run_dir / "run_spec.json").read_text())
+        n = int(final["non_embedding_params"])
+        per_token = float(final["flops_per_token"])
+        points = [(run_dir.name, final["tokens"], final["final_val_loss"], final["steps"])]
+        for branch in (final.get("decay_branches") or {}).values():
+            points.append(
+                (f"{run_dir.name}@{branch['steps']}", branch["tokens"], branch["final_val_loss"],
+                 branch["steps"])
+            )  # fmt: skip
+        for name, tokens, loss, steps in points:
+            if not (isinstance(loss, int | float) and math.isfinite(loss)):
+                continue  # a point without a finite val loss cannot be fitted
+            rows.append(
+                {
+                    "run": name,
+                    "model": spec["model"],
+                    "role": spec["role"],
+                    "n_params": n,
+                    "tokens": int(tokens),
+                    "flops": training_flops(n, tokens),
+                    "flops_with_attention": per_token * tokens,
+                    "val_loss": float(loss),
+                    "steps": int(steps),
+                }
+            )
+    rows.sort(key=lambda r: (r["flops"], r["run"]))
+    return pa.Table.from_pylist(rows, schema=SWEEP_TABLE_SCHEMA)
+
+
+def sweep_markdown(table: pa.Table) -> str:
+    lines = [
+        "| run | role | N (non-emb) | D tokens | C = 6ND | val loss |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in table.to_pylist():
+        lines.append(
+            f"| {r['run']} | {r['role']} | {r['n_params']:,} | {r['tokens']:,} | "
+            f"{r['flops']:.3g} | {r['val_loss']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
