@@ -1,14 +1,29 @@
-"""The registry of per-document stages by config name (one import per stage module)."""
+"""The registry of stages by config name (one import per stage module).
+
+Per-part stages are :class:`~curate.stage.Stage`; stages that must see the whole run first
+(dedup) are :class:`~curate.stage.GlobalStage` (map per part, reduce once, apply per part).
+"""
 
 from __future__ import annotations
 
-from curate.stage import Stage
+from curate.stage import GlobalStage, Stage
 
-STAGES: dict[str, Stage] = {}
+STAGES: dict[str, Stage | GlobalStage] = {}
 
 
-def register(stage: Stage) -> Stage:
+def register(stage: Stage | GlobalStage) -> Stage | GlobalStage:
     if stage.name in STAGES:
         raise ValueError(f"stage {stage.name!r} registered twice")
     STAGES[stage.name] = stage
     return stage
+
+
+def _register_builtin() -> None:
+    from curate.filters.pii import PII
+    from curate.filters.toxicity import TOXICITY
+
+    for stage in (TOXICITY, PII):
+        register(stage)
+
+
+_register_builtin()

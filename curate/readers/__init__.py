@@ -1,14 +1,44 @@
 """Readers: list raw inputs (local paths or fsspec URLs), split them into parts, extract text.
 
-Interface used by flows/ (the readers helper fills in the bodies; signatures are the contract):
+Interface used by flows/ (signatures are the contract):
 
 - ``InputSpec`` (pydantic): one configured input: ``path`` (dir, file, glob or URL), ``format``
   (``auto|html|pdf|code|text|fortune|warc|jsonl|parquet``), ``domain`` (optional: overrides the
-  domain rules), ``glob``.
-- ``InputFile``: one raw file to read: ``url, format, domain, size``.
-- ``list_inputs(specs, domain_rules) -> list[InputFile]``: sorted, deterministic.
+  domain rules), ``glob``, ``text_field`` (jsonl/parquet), ``rot13`` (None: auto-detect).
+- ``DomainRule`` (``pattern``: fnmatch glob, or regex after ``re:``; ``domain``) and
+  ``DEFAULT_DOMAIN_RULES``.
+- ``InputFile``: one raw file to read: ``url, format, domain, size, text_field, rot13``.
+- ``list_inputs(specs, domain_rules=None) -> list[InputFile]``: sorted, deterministic.
 - ``plan_parts(files, files_per_part, bytes_per_part) -> list[list[InputFile]]``: deterministic.
-- ``extract_part(files, cfg: ExtractConfig) -> curate.stage.StageResult`` (stage ``extract``):
-  documents of ``curate.schema.DOC_SCHEMA``; empty results removed with a reason; unreadable
-  input quarantined with a reason; never raises for bad input.
+- ``extract_part(files, cfg: ExtractConfig) -> ExtractResult`` (a ``curate.stage.StageResult``
+  of stage ``extract`` plus ``counters``): documents of ``curate.schema.DOC_SCHEMA``; empty
+  results removed with a reason; unreadable input quarantined with a reason; never raises for
+  bad input. Details in :mod:`curate.readers.extract`.
 """
+
+from curate.readers.extract import STAGE, ExtractConfig, ExtractResult, extract_part
+from curate.readers.files import (
+    DEFAULT_DOMAIN_RULES,
+    DomainRule,
+    InputFile,
+    InputSpec,
+    guess_format,
+    list_inputs,
+    plan_parts,
+)
+from curate.readers.html import HtmlOptions
+
+__all__ = [
+    "DEFAULT_DOMAIN_RULES",
+    "STAGE",
+    "DomainRule",
+    "ExtractConfig",
+    "ExtractResult",
+    "HtmlOptions",
+    "InputFile",
+    "InputSpec",
+    "extract_part",
+    "guess_format",
+    "list_inputs",
+    "plan_parts",
+]

@@ -1,0 +1,227 @@
+"""The pipeline configuration: one pydantic model, loaded from YAML with ``a.b=c`` overrides.
+
+Every section is the config model of the code that reads it (readers, stages, mix, tokenizer,
+shards); stage ``options`` are validated by the stage's own model, so a typo fails at load time
+with the full key (``stages[2].options.max_score: Extra inputs are not permitted``), never in
+the middle of a run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curate.mix import MixConfig
+from curate.readers import DomainRule, ExtractConfig, InputSpec
+from curate.shards.write import ShardConfig
+from curate.storage import config_hash, join
+from curate.tokenizer import TokenizerConfig
+
+EXTRACT_STAGE = "extract"
+# Directories of the steps after the filter stages (a stage may not take one of these names).
+TAIL_STEPS = ("mix", "tokenizer", "encoded", "shards")
+
+
+class ConfigError(ValueError):
+    """A configuration that does not validate; the message names the file and every bad key."""
+
+
+class StageEntry(BaseModel):
+    """One filter/dedup stage of the run, in order: a registered name and its options."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PartsConfig(BaseModel):
+    """How raw input files are grouped into parts (one task per part per stage)."""
+
+    model_config = ConfigDict(extra="forbid")
+    files_per_part: int = Field(64, ge=1)
+    bytes_per_part: int = Field(8_000_000, ge=1)
+
+
+class RayConfig(BaseModel):
+    """Where tasks run: a local Ray (address None) or a cluster ("auto", "ray://host:port")."""
+
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    object_store_memory: int = Field(256 * 1024 * 1024, ge=78 * 1024 * 1024)
+    temp_dir: str | None = None  # local Ray's session dir (default: a fresh one under /tmp)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None or v == "auto" or re.fullmatch(r"(ray://)?[\w.\-]+:\d+", v):
+            return v
+        raise ValueError("address must be null, 'auto', 'host:port' or 'ray://host:port'")
+
+
+class PrefectConfig(BaseModel):
+    """Prefect settings of the run: the API server and task retries."""
+
+    model_config = ConfigDict(extra="forbid")
+    api_url: str | None = None  # None: $PREFECT_API_URL, else a local server started on demand
+    start_server: bool = True  # start `sluice server --background` when no API is reachable
+    task_retries: int = Field(2, ge=0)  # re-run a part whose Ray worker died
+    retry_delay_seconds: float = Field(1.0, ge=0)
+    artifact_key: str = "sluice-funnel"
+
+
+class PipelineConfig(BaseModel):
+    """A whole curation job: inputs → extract → stages → mix → tokenizer → shards."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "default"
+    run_dir: str | None = None  # default runs/<name>; any fsspec URL
+    inputs: list[InputSpec]
+    domain_rules: list[DomainRule] | None = None  # None: the readers' DEFAULT_DOMAIN_RULES
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    parts: PartsConfig = Field(default_factory=PartsConfig)
+    stages: list[StageEntry] = Field(default_factory=list)
+    mix: MixConfig
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    shards: ShardConfig = Field(default_factory=ShardConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    prefect: PrefectConfig = Field(default_factory=PrefectConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[\w.\-]+", v):
+            raise ValueError("name may hold only letters, digits, '_', '-' and '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _stage_options(self) -> PipelineConfig:
+        from curate.stages import STAGES
+
+        problems: list[str] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(self.stages):
+            where = f"stages[{i}]"
+            if entry.name not in STAGES:
+                problems.append(
+                    f"{where}.name: unknown stage {entry.name!r} (known: {', '.join(sorted(STAGES))})"
+                )
+                continue
+            if entry.name in seen or entry.name in (EXTRACT_STAGE, *TAIL_STEPS):
+                problems.append(f"{where}.name: stage {entry.name!r} appears twice or is reserved")
+            seen.add(entry.name)
+            try:
+                STAGES[entry.name].config.model_validate(entry.options)
+            except ValidationError as e:
+                problems += [
+                    f"{where}.options{_loc(err['loc'])}: {err['msg']}" for err in e.errors()
+                ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def run_url(self) -> str:
+        """The run directory (local path or fsspec URL)."""
+        return (self.run_dir or join("runs", self.name)).rstrip("/")
+
+    def stage_config(self, index: int) -> BaseModel:
+        """The validated options of ``stages[index]`` as the stage's own config model."""
+        from curate.stages import STAGES
+
+        entry = self.stages[index]
+        return STAGES[entry.name].config.model_validate(entry.options)
+
+    def hash(self) -> str:
+        return config_hash(self)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def format_errors(err: ValidationError, source: str = "") -> str:
+    """One line per error: ``<source>: <key path>: <message>``."""
+    lines = []
+    for e in err.errors():
+        key = _loc(e["loc"]).lstrip(".")
+        msg = e["msg"].removeprefix("Value error, ")
+        prefix = f"{source}: " if source else ""
+        if key:
+            lines.append(f"{prefix}{key}: {msg}")
+        else:  # model-level errors already name their keys (stage options)
+            lines += [f"{prefix}{m}" for m in msg.split("; ")]
+    return "\n".join(lines)
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set ``a.b[1].c=value`` in ``data`` (value parsed as YAML: numbers, lists, null...)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key=value")
+    key, raw = override.split("=", 1)
+    tokens = re.findall(r"[^.\[\]]+|\[\d+\]", key.strip())
+    if not tokens:
+        raise ConfigError(f"override {override!r}: empty key")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    node: Any = data
+    for tok, nxt in zip(tokens, [*tokens[1:], None], strict=True):
+        index = int(tok[1:-1]) if tok.startswith("[") else None
+        last = nxt is None
+        if index is not None:
+            if not isinstance(node, list) or index >= len(node):
+                raise ConfigError(f"override {override!r}: {key} has no item {index}")
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {override!r}: {tok} is not inside a mapping")
+            if last:
+                node[tok] = value
+            else:
+                node = node.setdefault(tok, [] if nxt.startswith("[") else {})
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML config, apply ``key=value`` overrides, validate; ConfigError names the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    for o in overrides or []:
+        apply_override(data, o)
+    _resolve_relative_inputs(data, path.parent)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, str(path))) from None
+
+
+def _resolve_relative_inputs(data: dict[str, Any], base: Path) -> None:
+    """A relative input path is taken from the working directory when it exists there, else
+    from the config file's folder or its parent (the repository root for configs/*.yaml)."""
+    for spec in data.get("inputs") or []:
+        p = spec.get("path") if isinstance(spec, dict) else None
+        if (
+            isinstance(p, str)
+            and "://" not in p
+            and not Path(p).is_absolute()
+            and not Path(p).exists()
+        ):
+            for root in (base, base.parent):
+                if (root / p).exists():
+                    spec["path"] = str((root / p).resolve())
+                    break

@@ -1,0 +1,368 @@
+"""The ``extract`` stage: raw input files of one part → documents of ``DOC_SCHEMA``.
+
+Documents and offsets (``id = doc_id(source, offset)``, ``source`` = the file's URL):
+
+- ``html``, ``code``, ``text``: one document per file, offset 0. ``.gz``/``.dz`` files (dictzip
+  dictionaries, gzipped changelogs) are decompressed first, at most ``max_bytes``.
+- ``pdf``: one document per file, pages joined by a blank line (see :mod:`curate.readers.pdf`).
+- ``fortune``: one document per entry (text between ``%`` lines); offset = entry index.
+- ``warc``: one document per ``response``/``resource``/``conversion`` record; offset = the
+  record's index in the file (all record types counted, so offsets match the file). ``request``,
+  ``warcinfo``, ``metadata`` and ``revisit`` records are not documents (counter
+  ``warc_records_skipped``). HTML payloads go through trafilatura, ``text/plain`` is decoded,
+  PDF payloads go through pdfium; other content types are removed as ``unsupported_type``.
+- ``jsonl``: one document per non-blank line (offset = line index), text from ``text_field``.
+- ``parquet``: one document per row (offset = row index), text from ``text_field``.
+
+Outcomes: a document with text is kept; blank text is removed as ``empty_text``, text shorter
+than ``min_text_chars`` as ``too_short``. Unreadable input is quarantined with a reason:
+``too_large`` (raw document, decompressed file or WARC/JSONL record over ``max_bytes``: never
+truncated, since half a document is a worse training example than none), ``binary_file``,
+``invalid_utf8``, ``mixed_encoding``, ``corrupt_gzip``, ``corrupt_pdf``, ``encrypted_pdf``,
+``not_pdf``, ``timeout``, ``out_of_memory``, ``extract_crash``, ``extract_error``,
+``warc_error``, ``invalid_json``, ``missing_text_field``, ``corrupt_parquet``, ``read_error``.
+A container (WARC, JSONL, Parquet) that breaks midway keeps the records read so far and adds
+one quarantine record at the offset where it broke. Nothing raises for bad input.
+
+Counters: ``StageStats.docs_in`` counts documents seen (records), so in = kept + removed +
+quarantined holds; ``bytes_in`` is the raw bytes of the part's files (the funnel's start). The
+extra counters of :class:`ExtractResult` (``counters``: files, pdf_pages, pdf_empty_pages,
+pdf_scanned_pages, ...) are plain ints for the flow to add across parts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from curate.readers.files import InputFile
+from curate.readers.html import HtmlOptions
+from curate.readers.text import (
+    ReadError,
+    declared_charset,
+    decode_text,
+    looks_binary,
+    looks_rot13,
+    maybe_decompress,
+    rot13,
+    split_fortunes,
+)
+from curate.readers.worker import run_isolated, run_job
+from curate.schema import DOC_SCHEMA, doc_id
+from curate.stage import ERROR_COLUMN, StageResult, decide
+
+STAGE = "extract"
+
+
+class ExtractConfig(BaseModel):
+    """Settings of the extract stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(20.0, gt=0, description="per document, HTML and PDF extraction")
+    max_bytes: int = Field(
+        32 << 20, gt=0, description="per raw document or record; over → too_large"
+    )
+    min_text_chars: int = Field(10, ge=0, description="shorter (non-blank) text → too_short")
+    html: HtmlOptions = HtmlOptions()
+    max_pdf_pages: int | None = Field(None, description="read at most this many pages per PDF")
+    isolate: bool = Field(
+        True, description="run trafilatura/pdfium in worker processes (timeout, memory limit)"
+    )
+    worker_memory_mb: int | None = Field(
+        4096, description="address-space limit of a worker process (None: unlimited)"
+    )
+
+
+@dataclass
+class ExtractResult(StageResult):
+    """A :class:`StageResult` plus extra per-part counters (ints; add them across parts)."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Record:
+    offset: int
+    text: str = ""
+    reason: str | None = None
+    detail: str = ""
+
+
+class _Part:
+    """Accumulates the records of one part and its counters."""
+
+    def __init__(self, cfg: ExtractConfig) -> None:
+        self.cfg = cfg
+        self.rows: list[dict] = []
+        self.details: dict[str, str] = {}
+        self.counters: dict[str, int] = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def add(self, f: InputFile, fmt: str, rec: _Record) -> None:
+        ident = doc_id(f.url, rec.offset)
+        self.rows.append(
+            {
+                "id": ident,
+                "text": rec.text if rec.reason is None else "",
+                "source": f.url,
+                "offset": rec.offset,
+                "domain": f.domain,
+                "format": fmt,
+                "lang": None,
+                "lang_score": None,
+                ERROR_COLUMN: rec.reason,
+            }
+        )
+        if rec.reason is not None and rec.detail:
+            self.details[ident] = rec.detail[:500]
+
+    # --- heavy extractors: in a worker process unless isolation is off -------------------
+
+    def _job(self, kind: str, payload: object, options: object) -> object:
+        if self.cfg.isolate:
+            return run_isolated(
+                kind, payload, options, self.cfg.timeout_s, self.cfg.worker_memory_mb
+            )
+        return run_job(kind, payload, options)
+
+    def html(self, data: bytes) -> str:
+        if looks_binary(data):
+            raise ReadError("binary_file", "control bytes in an HTML file")
+        html = decode_text(data, declared_charset(data))
+        self.count("html_docs")
+        return str(self._job("html", html, self.cfg.html.model_dump()))
+
+    def pdf(self, data: bytes) -> str:
+        result = self._job("pdf", data, self.cfg.max_pdf_pages)
+        self.count("pdf_docs")
+        self.count("pdf_pages", result.pages)  # type: ignore[attr-defined]
+        self.count("pdf_empty_pages", result.empty_pages)  # type: ignore[attr-defined]
+        self.count("pdf_scanned_pages", result.scanned_pages)  # type: ignore[attr-defined]
+        self.count("pdf_page_errors", result.page_errors)  # type: ignore[attr-defined]
+        return result.text  # type: ignore[attr-defined]
+
+    def plain(self, data: bytes) -> str:
+        if looks_binary(data):
+            raise ReadError("binary_file", "NUL or control bytes")
+        return decode_text(data)
+
+
+def _read_all(f: InputFile, cfg: ExtractConfig) -> bytes:
+    if f.size > cfg.max_bytes:
+        raise ReadError("too_large", f"{f.size} bytes > max_bytes {cfg.max_bytes}")
+    with fsspec.open(f.url, "rb") as fh:
+        data = fh.read(cfg.max_bytes + 1)
+    if len(data) > cfg.max_bytes:
+        raise ReadError("too_large", f"more than max_bytes {cfg.max_bytes}")
+    return data
+
+
+def _single(part: _Part, f: InputFile) -> Iterator[_Record]:
+    data = maybe_decompress(f.url, _read_all(f, part.cfg), part.cfg.max_bytes)
+    if f.format == "html":
+        text = part.html(data)
+    elif f.format == "pdf":
+        text = part.pdf(data)
+    else:
+        text = part.plain(data)
+    yield _Record(0, text)
+
+
+def _fortunes(part: _Part, f: InputFile) -> Iterator[_Record]:
+    data = maybe_decompress(f.url, _read_all(f, part.cfg), part.cfg.max_bytes)
+    text = part.plain(data)
+    if f.rot13 or (f.rot13 is None and looks_rot13(text)):
+        text = rot13(text)
+        part.count("rot13_files")
+    for i, entry in enumerate(split_fortunes(text)):
+        yield _Record(i, entry)
+
+
+def _warc(part: _Part, f: InputFile) -> Iterator[_Record]:
+    from warcio.archiveiterator import ArchiveIterator
+
+    cfg = part.cfg
+    with fsspec.open(f.url, "rb") as fh:
+        index = -1
+        try:
+            for index, record in enumerate(ArchiveIterator(fh, arc2warc=True)):
+                if record.rec_type not in ("response", "resource", "conversion"):
+                    part.count("warc_records_skipped")
+                    continue
+                yield _warc_record(part, index, record, cfg)
+        except ReadError:
+            raise
+        except Exception as e:  # noqa: BLE001 - warcio raises many kinds on broken input
+            raise ReadError("warc_error", f"record {index + 1}: {type(e).__name__}: {e}") from e
+
+
+def _warc_record(part: _Part, index: int, record: object, cfg: ExtractConfig) -> _Record:
+    rec = record  # warcio ArcWarcRecord
+    part.count("warc_records")
+    http = rec.http_headers  # type: ignore[attr-defined]
+    ctype = (http.get_header("Content-Type") if http else None) or rec.rec_headers.get_header(  # type: ignore[attr-defined]
+        "Content-Type", ""
+    )
+    ctype = ctype.split(";")[0].strip().lower()
+    length = int(rec.rec_headers.get_header("Content-Length", "0") or 0)  # type: ignore[attr-defined]
+    try:
+        if length > cfg.max_bytes:
+            raise ReadError("too_large", f"WARC record of {length} bytes")
+        payload = rec.content_stream().read(cfg.max_bytes + 1)  # type: ignore[attr-defined]
+        if len(payload) > cfg.max_bytes:
+            raise ReadError("too_large", f"payload decodes to more than {cfg.max_bytes} bytes")
+        if ctype in ("text/html", "application/xhtml+xml", "") or ctype.endswith("+xml"):
+            text = part.html(payload)
+        elif ctype == "application/pdf":
+            text = part.pdf(payload)
+        elif ctype.startswith("text/"):
+            text = part.plain(payload)
+        else:
+            return _Record(index, reason="unsupported_type", detail=ctype)
+    except ReadError as e:
+        return _Record(index, reason=e.reason, detail=e.detail)
+    except Exception as e:  # noqa: BLE001 - a broken record (bad gzip body, ...)
+        return _Record(index, reason="warc_error", detail=f"{type(e).__name__}: {e}")
+    return _Record(index, text)
+
+
+def _jsonl(part: _Part, f: InputFile) -> Iterator[_Record]:
+    with fsspec.open(f.url, "rb", compression="infer") as fh:
+        for i, line in enumerate(_bounded_lines(fh, part.cfg.max_bytes)):
+            if line is None:
+                yield _Record(i, reason="too_large", detail="line over max_bytes")
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                yield _Record(i, reason="invalid_json", detail=str(e))
+                continue
+            yield _field_record(
+                i, obj.get(f.text_field, KeyError) if isinstance(obj, dict) else KeyError, f
+            )
+
+
+def _bounded_lines(fh: IO[bytes], max_bytes: int) -> Iterator[bytes | None]:
+    """Lines of a binary stream; ``None`` for a line longer than ``max_bytes`` (skipped)."""
+    while True:
+        line = fh.readline(max_bytes + 1)
+        if not line:
+            return
+        if len(line) > max_bytes and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = fh.readline(1 << 20)
+            yield None
+            continue
+        yield line
+
+
+def _field_record(offset: int, value: object, f: InputFile) -> _Record:
+    if value is KeyError:
+        return _Record(offset, reason="missing_text_field", detail=f"no {f.text_field!r}")
+    if value is None:
+        return _Record(offset, "")
+    if not isinstance(value, str):
+        return _Record(offset, reason="missing_text_field", detail=f"{type(value).__name__} text")
+    return _Record(offset, value)
+
+
+def _parquet(part: _Part, f: InputFile) -> Iterator[_Record]:
+    import pyarrow.parquet as pq
+
+    with fsspec.open(f.url, "rb") as fh:
+        try:
+            pf = pq.ParquetFile(fh)
+        except Exception as e:  # noqa: BLE001
+            raise ReadError("corrupt_parquet", str(e)) from e
+        if f.text_field not in pf.schema_arrow.names:
+            raise ReadError("missing_text_field", f"no column {f.text_field!r}")
+        offset = 0
+        try:
+            for batch in pf.iter_batches(columns=[f.text_field], batch_size=1024):
+                for value in batch.column(0).to_pylist():
+                    yield _field_record(offset, value, f)
+                    offset += 1
+        except ReadError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise ReadError("corrupt_parquet", f"row {offset}: {e}") from e
+
+
+_READERS = {
+    "html": _single,
+    "pdf": _single,
+    "code": _single,
+    "text": _single,
+    "fortune": _fortunes,
+    "warc": _warc,
+    "jsonl": _jsonl,
+    "parquet": _parquet,
+}
+
+
+def _extract_file(part: _Part, f: InputFile) -> None:
+    """Add every record of ``f``; a failure adds one quarantine record where it happened."""
+    fmt = f.format
+    next_offset = 0
+    try:
+        reader = _READERS.get(fmt)
+        if reader is None:
+            raise ReadError("unsupported_format", fmt)
+        for rec in reader(part, f):
+            part.add(f, fmt, rec)
+            next_offset = rec.offset + 1
+    except ReadError as e:
+        part.add(f, fmt, _Record(next_offset, reason=e.reason, detail=e.detail))
+    except Exception as e:  # noqa: BLE001 - a reader bug or odd input: a reason, not a crash
+        part.add(
+            f, fmt, _Record(next_offset, reason="read_error", detail=f"{type(e).__name__}: {e}")
+        )
+
+
+def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> ExtractResult:
+    """Extract every file of a part (in the given order) into one :class:`ExtractResult`."""
+    cfg = cfg or ExtractConfig()
+    start = time.perf_counter()
+    part = _Part(cfg)
+    for f in files:
+        part.count("files")
+        part.count("raw_bytes", f.size)
+        _extract_file(part, f)
+
+    schema = DOC_SCHEMA.append(pa.field(ERROR_COLUMN, pa.string()))
+    table = pa.Table.from_pylist(part.rows, schema=schema)
+    texts = table["text"].to_pylist()
+    stripped = np.array([len(t.strip()) for t in texts], dtype=np.int64)
+    rules = {
+        "empty_text": stripped == 0,
+        "too_short": stripped < cfg.min_text_chars,
+    }
+    result = decide(table, rules, STAGE)
+    q = result.quarantine
+    if q.num_rows:
+        details = [part.details.get(i) for i in q["id"].to_pylist()]
+        q = q.set_column(
+            q.schema.get_field_index("detail"), "detail", pa.array(details, pa.string())
+        )
+    result.stats.bytes_in = part.counters.get("raw_bytes", 0)
+    result.stats.seconds = time.perf_counter() - start
+    return ExtractResult(
+        kept=result.kept,
+        removed=result.removed,
+        quarantine=q,
+        stats=result.stats,
+        counters=dict(sorted(part.counters.items())),
+    )

@@ -1,0 +1,126 @@
+"""The run report: counters per stage (``stats.json``), ``timings.json``, the funnel as a
+markdown table and a PNG, and the mixture (target vs achieved) as JSON, markdown and PNG.
+
+``stats.json`` holds only counts (no seconds), so the same run gives the same file; the
+seconds go to ``timings.json``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from curate import mix
+from curate.config import PipelineConfig
+from curate.stage import StageStats
+from curate.storage import join, read_json, write_bytes_atomic, write_json_atomic
+
+
+def stage_counts(stats: StageStats) -> dict[str, Any]:
+    """The counters of one stage without its seconds."""
+    d = stats.to_dict()
+    d.pop("seconds", None)
+    d["removed_total"] = stats.removed_total
+    d["quarantined_total"] = stats.quarantined_total
+    return d
+
+
+def funnel_markdown(stats: Mapping[str, StageStats]) -> str:
+    """One row per stage: documents in, kept, removed, quarantined, and the reasons."""
+    lines = [
+        "| stage | docs in | kept | removed | quarantined | kept % | MB in | MB kept | reasons |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, s in stats.items():
+        reasons = ", ".join(
+            [f"{r}: {n}" for r, n in sorted(s.removed.items(), key=lambda x: -x[1])]
+            + [
+                f"quarantine {r}: {n}"
+                for r, n in sorted(s.quarantined.items(), key=lambda x: -x[1])
+            ]
+        )
+        share = s.kept / s.docs_in if s.docs_in else 0.0
+        lines.append(
+            f"| {name} | {s.docs_in:,} | {s.kept:,} | {s.removed_total:,} | "
+            f"{s.quarantined_total:,} | {share:.1%} | {s.bytes_in / 1e6:.2f} | "
+            f"{s.bytes_kept / 1e6:.2f} | {reasons or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def funnel_png(stats: Mapping[str, StageStats]) -> bytes:
+    """Documents left after every stage (bars) with removed/quarantined stacked on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(stats)
+    kept = [stats[n].kept for n in names]
+    removed = [stats[n].removed_total for n in names]
+    quarantined = [stats[n].quarantined_total for n in names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 2), 3.6), dpi=100)
+    x = range(len(names))
+    ax.bar(x, kept, label="kept")
+    ax.bar(x, removed, bottom=kept, label="removed")
+    ax.bar(
+        x,
+        quarantined,
+        bottom=[k + r for k, r in zip(kept, removed, strict=True)],
+        label="quarantined",
+    )
+    ax.set_xticks(list(x), names, rotation=20, ha="right")
+    ax.set_ylabel("documents")
+    ax.set_title("Funnel: documents per stage")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def mixture_achieved(mixed_parts: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Selected tokens per mixture key, summed over the parts' mix counters."""
+    return mix.sum_counts(p.get("selected_tokens", {}) for p in mixed_parts)
+
+
+def write_report(
+    cfg: PipelineConfig,
+    stats: Mapping[str, StageStats],
+    timings: Mapping[str, float],
+    mixed_parts: list[Mapping[str, Any]],
+    skipped: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """Write stats.json, timings.json, funnel.{md,png}, mixture.{json,md,png}; return stats."""
+    run = cfg.run_url
+    plan = mix.MixPlan.model_validate(read_json(join(run, "mix", "plan.json")))
+    mixture = mix.mixture_report(plan, mixture_achieved(mixed_parts))
+    manifest = read_json(join(run, "shards", "manifest.json"))
+    summary = {
+        "run": cfg.name,
+        "config_hash": cfg.hash(),
+        "stages": {name: stage_counts(s) for name, s in stats.items()},
+        "mixture": mixture,
+        "shards": {
+            split: {"sequences": info["sequences"], "tokens": info["tokens"]}
+            for split, info in manifest["splits"].items()
+        },
+    }
+    write_json_atomic(summary, join(run, "stats.json"))
+    write_json_atomic(
+        {
+            "steps": {k: round(v, 3) for k, v in timings.items()},
+            "stage_seconds": {name: round(s.seconds, 3) for name, s in stats.items()},
+            "skipped_parts": dict(skipped or {}),
+        },
+        join(run, "timings.json"),
+    )
+    funnel = funnel_markdown(stats)
+    write_bytes_atomic(funnel.encode(), join(run, "funnel.md"))
+    write_bytes_atomic(funnel_png(stats), join(run, "funnel.png"))
+    write_json_atomic(mixture, join(run, "mixture.json"))
+    write_bytes_atomic(mix.mixture_markdown(mixture).encode(), join(run, "mixture.md"))
+    write_bytes_atomic(mix.mixture_png(mixture), join(run, "mixture.png"))
+    return {**summary, "funnel_markdown": funnel, "mixture_markdown": mix.mixture_markdown(mixture)}

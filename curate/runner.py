@@ -1,0 +1,580 @@
+"""The steps of a run, as plain functions over the run directory (no Prefect, no Ray).
+
+flows/ calls these as tasks (one per part, or one per reduce); :func:`run_pipeline` calls them
+in-process in order. Every step writes its outputs atomically and then a done marker holding
+its input fingerprint, its config hash and its counters; a step whose marker matches is
+skipped. So a rerun of a finished run does no work, and a run killed in the middle finishes the
+rest on rerun with byte-identical outputs (every step is deterministic).
+
+Run directory (``cfg.run_url``)::
+
+    config.json                      the resolved config (+ hash)
+    parts.json                       the input files of every part
+    extract/part-NNNNN.parquet       kept documents (DOC_SCHEMA + score columns)
+            part-NNNNN.removed.parquet     removed documents + removed_by + reason
+            part-NNNNN.quarantine.parquet  QUARANTINE_SCHEMA
+            part-NNNNN.done.json           marker: input_fingerprint, config_hash, stats, output
+    <stage>/...                      the same for every configured stage, in order
+    <global stage>/map/part-NNNNN.parquet (+ .done.json)   per-part summaries
+                  /state.parquet (+ state.done.json)      the reduce's state table
+    mix/plan.json (+ plan.done.json), mix/part-NNNNN.parquet (selected docs + repeats)
+    tokenizer/tokenizer.model (+ .json summary, done.json)
+    encoded/part-NNNNN.parquet       token ids per document (curate.shards.write.ENCODED_SCHEMA)
+    shards/manifest.json, shards/{train,val}/shard-NNNNN.arrow, shards/tokenizer.model
+    stats.json, timings.json, funnel.md, funnel.png, mixture.{json,md,png}   (curate.report)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from curate import mix
+from curate.config import EXTRACT_STAGE, PipelineConfig
+from curate.readers import extract_part, list_inputs, plan_parts
+from curate.shards.write import encode_part, write_shards
+from curate.stage import ConservationError, GlobalStage, StageResult, StageStats
+from curate.stages import STAGES
+from curate.storage import (
+    PARQUET_OPTIONS,
+    config_hash,
+    done_marker_matches,
+    exists,
+    filesystem,
+    fingerprint,
+    join,
+    part_name,
+    read_json,
+    read_parquet,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from curate.tokenizer import train_tokenizer
+
+TOKENIZER_FILE = "tokenizer.model"
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+
+def stage_dir(cfg: PipelineConfig, stage: str) -> str:
+    return join(cfg.run_url, stage)
+
+
+def part_url(cfg: PipelineConfig, stage: str, index: int, kind: str = "") -> str:
+    """``<run>/<stage>/part-NNNNN[.kind].parquet`` (kind: "", "removed", "quarantine")."""
+    suffix = f".{kind}" if kind else ""
+    return join(stage_dir(cfg, stage), f"{part_name(index)}{suffix}.parquet")
+
+
+def marker_url(cfg: PipelineConfig, stage: str, index: int) -> str:
+    return join(stage_dir(cfg, stage), f"{part_name(index)}.done.json")
+
+
+def stage_names(cfg: PipelineConfig) -> list[str]:
+    """The document stages of the run in order: extract, then the configured ones."""
+    return [EXTRACT_STAGE, *(s.name for s in cfg.stages)]
+
+
+def final_stage(cfg: PipelineConfig) -> str:
+    return stage_names(cfg)[-1]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _digest(*items: str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for item in items:
+        h.update(item.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    return sink.getvalue().to_pybytes()
+
+
+def _write_table(table: pa.Table, url: str) -> str:
+    """Write ``table`` atomically; returns the sha256 of the bytes written."""
+    data = parquet_bytes(table)
+    write_bytes_atomic(data, url)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return obj
+
+
+def _marker(url: str) -> dict[str, Any]:
+    return read_json(url)
+
+
+def _output_hash(cfg: PipelineConfig, stage: str, index: int) -> str:
+    """The hash of a finished part's kept output (the next stage's input fingerprint)."""
+    url = marker_url(cfg, stage, index)
+    if not exists(url):
+        raise RuntimeError(f"stage {stage!r} part {index} has not run (no {url})")
+    return _marker(url)["output"]
+
+
+def _skip(url: str, input_fp: str, cfg_hash: str) -> dict[str, Any] | None:
+    """The marker's stats when the step at ``url`` is done for these inputs, else None."""
+    if done_marker_matches(url, input_fp, cfg_hash):
+        marker = _marker(url)
+        return {**marker["stats"], "skipped": True}
+    return None
+
+
+def _finish_part(
+    cfg: PipelineConfig,
+    stage: str,
+    index: int,
+    result: StageResult,
+    input_fp: str,
+    cfg_hash: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write kept/removed/quarantine atomically, then the marker; returns the counters."""
+    result.stats.check()
+    output = _write_table(result.kept, part_url(cfg, stage, index))
+    _write_table(result.removed, part_url(cfg, stage, index, "removed"))
+    _write_table(result.quarantine, part_url(cfg, stage, index, "quarantine"))
+    stats = result.stats.to_dict()
+    write_json_atomic(
+        {
+            "input_fingerprint": input_fp,
+            "config_hash": cfg_hash,
+            "output": output,
+            "stats": stats,
+            **(extra or {}),
+        },
+        marker_url(cfg, stage, index),
+    )
+    return {**stats, "skipped": False}
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+
+def plan_run(cfg: PipelineConfig) -> list[list[Any]]:
+    """List the inputs and cut them into parts; writes ``config.json`` and ``parts.json``."""
+    files = list_inputs(cfg.inputs, cfg.domain_rules)
+    if not files:
+        raise ValueError(f"no input files found for {[s.path for s in cfg.inputs]}")
+    parts = plan_parts(files, cfg.parts.files_per_part, cfg.parts.bytes_per_part)
+    write_json_atomic(
+        {"hash": cfg.hash(), "config": cfg.model_dump(mode="json")},
+        join(cfg.run_url, "config.json"),
+    )
+    write_json_atomic(
+        {"parts": [[_plain(f) for f in part] for part in parts]}, join(cfg.run_url, "parts.json")
+    )
+    return parts
+
+
+# --- document stages ---------------------------------------------------------------------------
+
+
+def run_extract_part(cfg: PipelineConfig, part_index: int, files: list[Any]) -> dict[str, Any]:
+    """Extract one part of raw files into documents (stage ``extract``)."""
+    urls = [f.url for f in files]
+    input_fp = _digest(fingerprint(urls), *(f"{f.url}|{f.format}|{f.domain}" for f in files))
+    cfg_hash = config_hash(cfg.extract)
+    done = _skip(marker_url(cfg, EXTRACT_STAGE, part_index), input_fp, cfg_hash)
+    if done:
+        return done
+    start = time.perf_counter()
+    result = extract_part(files, cfg.extract)
+    result.stats.seconds = time.perf_counter() - start
+    counters = dict(sorted(getattr(result, "counters", {}).items()))
+    return _finish_part(
+        cfg, EXTRACT_STAGE, part_index, result, input_fp, cfg_hash, {"counters": counters}
+    )
+
+
+def _stage_setup(cfg: PipelineConfig, stage_index: int) -> tuple[Any, BaseModel, str, str]:
+    entry = cfg.stages[stage_index]
+    stage = STAGES[entry.name]
+    stage_cfg = cfg.stage_config(stage_index)
+    cfg_hash = config_hash({"stage": entry.name, "options": stage_cfg.model_dump(mode="json")})
+    previous = stage_names(cfg)[stage_index]  # extract is at 0, stages start at 1
+    return stage, stage_cfg, cfg_hash, previous
+
+
+def run_stage_part(cfg: PipelineConfig, stage_index: int, part_index: int) -> dict[str, Any]:
+    """Run per-part stage ``cfg.stages[stage_index]`` on one part of the previous stage."""
+    stage, stage_cfg, cfg_hash, previous = _stage_setup(cfg, stage_index)
+    if isinstance(stage, GlobalStage):
+        raise TypeError(f"stage {stage.name!r} is global: use run_global_map/reduce/apply")
+    input_fp = _output_hash(cfg, previous, part_index)
+    done = _skip(marker_url(cfg, stage.name, part_index), input_fp, cfg_hash)
+    if done:
+        return done
+    table = read_parquet(part_url(cfg, previous, part_index))
+    result = stage.run(table, stage_cfg)
+    return _finish_part(cfg, stage.name, part_index, result, input_fp, cfg_hash)
+
+
+def map_url(cfg: PipelineConfig, stage: str, index: int, marker: bool = False) -> str:
+    name = f"{part_name(index)}.done.json" if marker else f"{part_name(index)}.parquet"
+    return join(stage_dir(cfg, stage), "map", name)
+
+
+def state_url(cfg: PipelineConfig, stage: str, marker: bool = False) -> str:
+    return join(stage_dir(cfg, stage), "state.done.json" if marker else "state.parquet")
+
+
+def run_global_map(cfg: PipelineConfig, stage_index: int, part_index: int) -> dict[str, Any]:
+    """Map of a global stage over one part: its summary table (signatures, hashes)."""
+    stage, stage_cfg, cfg_hash, previous = _stage_setup(cfg, stage_index)
+    input_fp = _output_hash(cfg, previous, part_index)
+    url = map_url(cfg, stage.name, part_index, marker=True)
+    if done_marker_matches(url, input_fp, cfg_hash):
+        return {**_marker(url)["stats"], "skipped": True}
+    start = time.perf_counter()
+    summary = stage.map(read_parquet(part_url(cfg, previous, part_index)), stage_cfg)
+    output = _write_table(summary, map_url(cfg, stage.name, part_index))
+    stats = {"rows": summary.num_rows, "seconds": time.perf_counter() - start}
+    write_json_atomic(
+        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": output, "stats": stats},
+        url,
+    )
+    return {**stats, "skipped": False}
+
+
+def run_global_reduce(cfg: PipelineConfig, stage_index: int, n_parts: int) -> dict[str, Any]:
+    """Reduce of a global stage: all map outputs (in part order) → ``state.parquet``."""
+    stage, stage_cfg, cfg_hash, _ = _stage_setup(cfg, stage_index)
+    inputs = [_marker(map_url(cfg, stage.name, i, marker=True))["output"] for i in range(n_parts)]
+    input_fp = _digest(*inputs)
+    url = state_url(cfg, stage.name, marker=True)
+    if done_marker_matches(url, input_fp, cfg_hash):
+        return {**_marker(url)["stats"], "skipped": True}
+    start = time.perf_counter()
+    state = stage.reduce([map_url(cfg, stage.name, i) for i in range(n_parts)], stage_cfg)
+    output = _write_table(state, state_url(cfg, stage.name))
+    stats = {"rows": state.num_rows, "seconds": time.perf_counter() - start}
+    write_json_atomic(
+        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": output, "stats": stats},
+        url,
+    )
+    return {**stats, "skipped": False}
+
+
+def run_global_apply(cfg: PipelineConfig, stage_index: int, part_index: int) -> dict[str, Any]:
+    """Apply a global stage's state to one part: score columns, then decide."""
+    stage, stage_cfg, cfg_hash, previous = _stage_setup(cfg, stage_index)
+    state_hash = _marker(state_url(cfg, stage.name, marker=True))["output"]
+    input_fp = _digest(_output_hash(cfg, previous, part_index), state_hash)
+    done = _skip(marker_url(cfg, stage.name, part_index), input_fp, cfg_hash)
+    if done:
+        return done
+    table = read_parquet(part_url(cfg, previous, part_index))
+    result = stage.run(table, read_parquet(state_url(cfg, stage.name)), stage_cfg)
+    return _finish_part(cfg, stage.name, part_index, result, input_fp, cfg_hash)
+
+
+# --- conservation ------------------------------------------------------------------------------
+
+
+def _num_rows(url: str) -> int:
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        return pq.read_metadata(f).num_rows
+
+
+def check_stage(cfg: PipelineConfig, stage: str, n_parts: int) -> StageStats:
+    """Counters of ``stage`` merged over the run, checked: in = kept + removed + quarantined,
+    in = the previous stage's kept, and the counters match the rows in the files.
+    Raises :class:`ConservationError` naming the stage."""
+    names = stage_names(cfg)
+    merged = StageStats(stage=stage)
+    rows = {"kept": 0, "removed": 0, "quarantine": 0}
+    for i in range(n_parts):
+        url = marker_url(cfg, stage, i)
+        if not exists(url):
+            raise ConservationError(f"stage {stage!r}: part {i} has no done marker")
+        stats = dict(_marker(url)["stats"])
+        merged = merged.merge(StageStats.from_dict(stats))
+        rows["kept"] += _num_rows(part_url(cfg, stage, i))
+        rows["removed"] += _num_rows(part_url(cfg, stage, i, "removed"))
+        rows["quarantine"] += _num_rows(part_url(cfg, stage, i, "quarantine"))
+    merged.check()
+    counted = {
+        "kept": merged.kept,
+        "removed": merged.removed_total,
+        "quarantine": merged.quarantined_total,
+    }
+    if rows != counted:
+        raise ConservationError(f"stage {stage!r}: counters {counted} but files hold {rows}")
+    position = names.index(stage)
+    if position > 0:
+        previous = check_stage_totals(cfg, names[position - 1], n_parts)
+        if merged.docs_in != previous.kept:
+            raise ConservationError(
+                f"stage {stage!r}: {merged.docs_in} documents in but the previous stage "
+                f"{names[position - 1]!r} kept {previous.kept}"
+            )
+    return merged
+
+
+def check_stage_totals(cfg: PipelineConfig, stage: str, n_parts: int) -> StageStats:
+    """The merged counters of ``stage`` from its markers (no file checks)."""
+    merged = StageStats(stage=stage)
+    for i in range(n_parts):
+        merged = merged.merge(StageStats.from_dict(_marker(marker_url(cfg, stage, i))["stats"]))
+    return merged
+
+
+# --- mixing, tokenizer, shards -----------------------------------------------------------------
+
+_MIX_COLUMNS = ["id", "text", "domain", "lang"]
+
+
+def _final_parts_fp(cfg: PipelineConfig, n_parts: int) -> str:
+    last = final_stage(cfg)
+    return _digest(*(_output_hash(cfg, last, i) for i in range(n_parts)))
+
+
+def _read_columns(url: str, columns: list[str]) -> pa.Table:
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        names = pq.read_schema(f).names
+        f.seek(0)
+        return pq.read_table(f, columns=[c for c in columns if c in names])
+
+
+def run_mix_plan(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
+    """Reduce: token histograms of the kept documents → the mixing plan (``mix/plan.json``)."""
+    input_fp = _final_parts_fp(cfg, n_parts)
+    cfg_hash = config_hash(cfg.mix)
+    url = join(cfg.run_url, "mix", "plan.done.json")
+    if done_marker_matches(url, input_fp, cfg_hash):
+        return {**_marker(url)["stats"], "skipped": True}
+    start = time.perf_counter()
+    last = final_stage(cfg)
+    available = mix.sum_counts(
+        mix.available_tokens(_read_columns(part_url(cfg, last, i), _MIX_COLUMNS), cfg.mix)
+        for i in range(n_parts)
+    )
+    plan = mix.plan_mixture(available, cfg.mix, token_source=f"bytes/{cfg.mix.bytes_per_token:g}")
+    plan_json = plan.model_dump(mode="json")
+    write_json_atomic(plan_json, join(cfg.run_url, "mix", "plan.json"))
+    stats = {"budget_tokens": plan.budget_tokens, "seconds": time.perf_counter() - start}
+    write_json_atomic(
+        {
+            "input_fingerprint": input_fp,
+            "config_hash": cfg_hash,
+            "output": config_hash(plan_json),
+            "stats": stats,
+        },
+        url,
+    )
+    return {**stats, "skipped": False}
+
+
+def load_plan(cfg: PipelineConfig) -> mix.MixPlan:
+    return mix.MixPlan.model_validate(read_json(join(cfg.run_url, "mix", "plan.json")))
+
+
+def _plan_hash(cfg: PipelineConfig) -> str:
+    return _marker(join(cfg.run_url, "mix", "plan.done.json"))["output"]
+
+
+def run_mix_part(cfg: PipelineConfig, part_index: int) -> dict[str, Any]:
+    """Map: the documents of one part selected by the plan, with ``repeats``."""
+    last = final_stage(cfg)
+    input_fp = _digest(_output_hash(cfg, last, part_index), _plan_hash(cfg))
+    cfg_hash = config_hash(cfg.mix)
+    url = marker_url(cfg, "mix", part_index)
+    if done_marker_matches(url, input_fp, cfg_hash):
+        return {**_marker(url)["stats"], "skipped": True}
+    start = time.perf_counter()
+    plan = load_plan(cfg)
+    table = read_parquet(part_url(cfg, last, part_index))
+    mixed = mix.apply_mixture(table, plan)
+    output = _write_table(mixed, part_url(cfg, "mix", part_index))
+    stats = {
+        "docs_in": table.num_rows,
+        "selected": mixed.num_rows,
+        "copies": int(np.asarray(mixed.column("repeats").to_numpy(zero_copy_only=False)).sum())
+        if mixed.num_rows
+        else 0,
+        "selected_tokens": mix.selected_tokens(mixed, plan),
+        "seconds": time.perf_counter() - start,
+    }
+    write_json_atomic(
+        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": output, "stats": stats},
+        url,
+    )
+    return {**stats, "skipped": False}
+
+
+def tokenizer_url(cfg: PipelineConfig) -> str:
+    return join(cfg.run_url, "tokenizer", TOKENIZER_FILE)
+
+
+def run_tokenizer(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
+    """Reduce: train the SentencePiece tokenizer on a sample drawn from the mixed parts."""
+    input_fp = _digest(*(_output_hash(cfg, "mix", i) for i in range(n_parts)))
+    cfg_hash = config_hash(cfg.tokenizer)
+    url = join(cfg.run_url, "tokenizer", "done.json")
+    if done_marker_matches(url, input_fp, cfg_hash):
+        return {**_marker(url)["stats"], "skipped": True}
+    start = time.perf_counter()
+    path = train_tokenizer(
+        [part_url(cfg, "mix", i) for i in range(n_parts)], cfg.tokenizer, tokenizer_url(cfg)
+    )
+    fs, local = filesystem(path)
+    with fs.open(local, "rb") as f:
+        output = hashlib.sha256(f.read()).hexdigest()
+    stats = {"vocab_size": cfg.tokenizer.vocab_size, "seconds": time.perf_counter() - start}
+    write_json_atomic(
+        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": output, "stats": stats},
+        url,
+    )
+    return {**stats, "skipped": False}
+
+
+def run_encode_part(cfg: PipelineConfig, part_index: int) -> dict[str, Any]:
+    """Map: token ids of one mixed part (``encoded/part-NNNNN.parquet``)."""
+    tok_hash = _marker(join(cfg.run_url, "tokenizer", "done.json"))["output"]
+    input_fp = _digest(_output_hash(cfg, "mix", part_index), tok_hash)
+    cfg_hash = config_hash(cfg.shards)
+    url = marker_url(cfg, "encoded", part_index)
+    if done_marker_matches(url, input_fp, cfg_hash):
+        return {**_marker(url)["stats"], "skipped": True}
+    start = time.perf_counter()
+    encoded = encode_part(
+        read_parquet(part_url(cfg, "mix", part_index)), _local_tokenizer(cfg), cfg.shards
+    )
+    output = _write_table(encoded, part_url(cfg, "encoded", part_index))
+    tokens = encoded.column("n_tokens").to_numpy() if encoded.num_rows else np.zeros(0)
+    stats = {
+        "docs": encoded.num_rows,
+        "tokens": int(tokens.sum()),
+        "seconds": time.perf_counter() - start,
+    }
+    write_json_atomic(
+        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": output, "stats": stats},
+        url,
+    )
+    return {**stats, "skipped": False}
+
+
+def _local_tokenizer(cfg: PipelineConfig) -> str:
+    """A local path of the run's tokenizer model (sentencepiece reads local files only)."""
+    fs, path = filesystem(tokenizer_url(cfg))
+    if "file" in fs.protocol:
+        return path
+    import tempfile
+
+    fd, local = tempfile.mkstemp(suffix=".model")
+    with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
+        out.write(f.read())
+    return local
+
+
+def shards_dir(cfg: PipelineConfig) -> str:
+    return join(cfg.run_url, "shards")
+
+
+def run_shards(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
+    """Reduce: pack, shuffle, split and write the token shards and ``manifest.json``."""
+    input_fp = _digest(*(_output_hash(cfg, "encoded", i) for i in range(n_parts)))
+    cfg_hash = _digest(config_hash(cfg.shards), config_hash(cfg.mix), cfg.name)
+    url = join(shards_dir(cfg), "done.json")
+    if done_marker_matches(url, input_fp, cfg_hash):
+        return {**_marker(url)["stats"], "skipped": True}
+    fs, out = filesystem(shards_dir(cfg))
+    if "file" not in fs.protocol:
+        raise ValueError("token shards are written to a local directory (run_dir must be local)")
+    start = time.perf_counter()
+    manifest = write_shards(
+        [part_url(cfg, "encoded", i) for i in range(n_parts)],
+        out,
+        cfg.shards,
+        _local_tokenizer(cfg),
+        mixture_target=load_plan(cfg).target_weights,
+        source_run=cfg.name,
+    )
+    stats = {
+        "splits": {
+            name: {"sequences": s.sequences, "tokens": s.tokens, "files": len(s.files)}
+            for name, s in manifest.splits.items()
+        },
+        "seconds": time.perf_counter() - start,
+    }
+    write_json_atomic(
+        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": "", "stats": stats},
+        url,
+    )
+    return {**stats, "skipped": False}
+
+
+# --- the whole run, in-process -----------------------------------------------------------------
+
+
+def stage_is_global(cfg: PipelineConfig, stage_index: int) -> bool:
+    return isinstance(STAGES[cfg.stages[stage_index].name], GlobalStage)
+
+
+def run_pipeline(
+    cfg: PipelineConfig, on_step: Callable[[str, float], None] | None = None
+) -> dict[str, Any]:
+    """Run every step in this process, in order (what the flow does on Ray); returns the
+    per-stage counters and timings and writes the report (``curate.report``)."""
+    from curate.report import write_report
+
+    timings: dict[str, float] = {}
+
+    def timed(step: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        out = fn()
+        timings[step] = time.perf_counter() - start
+        if on_step:
+            on_step(step, timings[step])
+        return out
+
+    parts = timed("plan", lambda: plan_run(cfg))
+    n = len(parts)
+    stats: dict[str, StageStats] = {}
+    skipped: dict[str, int] = {}
+
+    def per_part(step: str, fn: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+        results = timed(step, lambda: [fn(i) for i in range(n)])
+        skipped[step] = sum(bool(r.get("skipped")) for r in results)
+        return results
+
+    per_part(EXTRACT_STAGE, lambda i: run_extract_part(cfg, i, parts[i]))
+    stats[EXTRACT_STAGE] = check_stage(cfg, EXTRACT_STAGE, n)
+    for k, entry in enumerate(cfg.stages):
+        if stage_is_global(cfg, k):
+            per_part(f"{entry.name}.map", lambda i, k=k: run_global_map(cfg, k, i))
+            timed(f"{entry.name}.reduce", lambda k=k: run_global_reduce(cfg, k, n))
+            per_part(entry.name, lambda i, k=k: run_global_apply(cfg, k, i))
+        else:
+            per_part(entry.name, lambda i, k=k: run_stage_part(cfg, k, i))
+        stats[entry.name] = check_stage(cfg, entry.name, n)
+    timed("mix.plan", lambda: run_mix_plan(cfg, n))
+    mixed = per_part("mix", lambda i: run_mix_part(cfg, i))
+    timed("tokenizer", lambda: run_tokenizer(cfg, n))
+    per_part("encode", lambda i: run_encode_part(cfg, i))
+    timed("shards", lambda: run_shards(cfg, n))
+    return write_report(cfg, stats, timings, mixed, skipped=skipped)

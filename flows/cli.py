@@ -1,0 +1,273 @@
+"""``sluice``: the command line of the pipeline.
+
+sluice server [--background|--stop]        Prefect server on 127.0.0.1:4200 (UI + API)
+sluice run --config F [--set k=v]...        curate with Prefect tasks on Ray
+sluice demo                                 curate data/sample with configs/default.yaml
+sluice inspect RUN                          sample kept/removed/quarantined docs per reason
+sluice train-tokenizer --run R              (re)train a run's tokenizer
+sluice train-quality|train|sweep ...        forwarded to their own modules
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from flows import runtime  # noqa: F401 - telemetry off first
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def _load(
+    config: str | Path,
+    overrides: Sequence[str],
+    run_name: str | None = None,
+    ray_address: str | None = None,
+):
+    from curate.config import ConfigError, load_config
+
+    sets = list(overrides)
+    if run_name:
+        sets.append(f"name={run_name}")
+    if ray_address:
+        sets.append(f"ray.address={ray_address}")
+    try:
+        return load_config(config, sets)
+    except ConfigError as e:
+        raise SystemExit(f"config error:\n{e}") from None
+
+
+def _print_summary(stats: dict) -> None:
+    from curate.report import funnel_markdown
+    from curate.stage import StageStats
+
+    stages = {
+        k: StageStats.from_dict(
+            {
+                f: v[f]
+                for f in (
+                    "stage",
+                    "docs_in",
+                    "bytes_in",
+                    "kept",
+                    "bytes_kept",
+                    "removed",
+                    "quarantined",
+                )
+            }
+        )
+        for k, v in stats["stages"].items()
+    }
+    print(funnel_markdown(stages))
+    for split, info in stats.get("shards", {}).items():
+        print(f"shards/{split}: {info['sequences']:,} sequences, {info['tokens']:,} tokens")
+
+
+def curate(cfg, local: bool = False, api_url: str | None = None) -> dict:
+    """Run one curation job: Prefect flow on Ray, or in this process with ``local``."""
+    if local:
+        from curate.runner import run_pipeline
+
+        return run_pipeline(cfg, on_step=lambda s, t: print(f"{s}: {t:.1f} s", flush=True))
+    from flows.server import ensure_api
+
+    url = ensure_api(api_url or cfg.prefect.api_url, start=cfg.prefect.start_server)
+    print(f"Prefect API {url} (UI: {url.removesuffix('/api')})", flush=True)
+    from flows.curate import run_curate
+
+    return run_curate(cfg, url)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from flows import server
+
+    if args.stop:
+        print("stopped" if server.stop_background() else "no background server")
+        return 0
+    if args.background:
+        url = server.start_background(args.host, args.port)
+        print(
+            f"Prefect server running: UI http://{args.host}:{args.port}\n"
+            f"export PREFECT_API_URL={url}"
+        )
+        return 0
+    return server.run_foreground(args.host, args.port)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config, args.set, args.run_name, args.ray_address)
+    stats = curate(cfg, local=args.local)
+    _print_summary(stats)
+    print(f"run directory: {cfg.run_url}")
+    return 0
+
+
+def demo_steps(args: argparse.Namespace) -> list[tuple[str, Callable[[], object]]]:
+    """The demo, step by step: curate the sample (training steps are appended here)."""
+    cfg = _load(DEFAULT_CONFIG, args.set, args.run_name or "demo")
+
+    def curate_sample() -> dict:
+        stats = curate(cfg, local=args.local)
+        _print_summary(stats)
+        return stats
+
+    return [("curate data/sample → token shards", curate_sample)]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    for i, (title, step) in enumerate(demo_steps(args), 1):
+        print(f"== demo step {i}: {title}", flush=True)
+        step()
+    return 0
+
+
+def _sample_rows(table, n: int, width: int) -> list[str]:
+    out = []
+    for row in table.slice(0, n).to_pylist():
+        text = " ".join(str(row.get("text", row.get("detail", ""))).split())
+        out.append(f"    [{row['id']}] {row['source']}: {textwrap.shorten(text, width) or '∅'}")
+    return out
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from curate.config import PipelineConfig
+    from curate.runner import part_url, stage_names
+    from curate.storage import exists, read_json, read_parquet
+
+    run = args.run.rstrip("/")
+    saved = read_json(f"{run}/config.json")["config"]
+    cfg = PipelineConfig.model_validate({**saved, "run_dir": run})
+    n_parts = len(read_json(f"{run}/parts.json")["parts"])
+    for stage in stage_names(cfg):
+        if args.stage and stage != args.stage:
+            continue
+
+        def load(kind: str, stage: str = stage) -> pa.Table:
+            tables = [
+                read_parquet(part_url(cfg, stage, i, kind))
+                for i in range(n_parts)
+                if exists(part_url(cfg, stage, i, kind))
+            ]
+            return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+        kept, removed, quarantine = load(""), load("removed"), load("quarantine")
+        print(
+            f"== {stage}: {kept.num_rows} kept, {removed.num_rows} removed, "
+            f"{quarantine.num_rows} quarantined"
+        )
+        print(f"  kept (first {args.n}):")
+        print("\n".join(_sample_rows(kept, args.n, args.width)))
+        for table, label in ((removed, "removed"), (quarantine, "quarantined")):
+            if not table.num_rows:
+                continue
+            for reason in sorted(set(table.column("reason").to_pylist())):
+                rows = table.filter(pc.equal(table.column("reason"), reason))
+                print(f"  {label} · {reason} ({rows.num_rows}):")
+                print("\n".join(_sample_rows(rows, args.n, args.width)))
+    return 0
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from curate.config import PipelineConfig
+    from curate.runner import run_tokenizer, tokenizer_url
+    from curate.storage import read_json
+
+    run = args.run.rstrip("/")
+    saved = read_json(f"{run}/config.json")["config"]
+    cfg = PipelineConfig.model_validate({**saved, "run_dir": run})
+    if args.set:
+        from curate.config import apply_override
+
+        data = cfg.model_dump(mode="json")
+        for o in args.set:
+            apply_override(data, o)
+        cfg = PipelineConfig.model_validate(data)
+    n_parts = len(read_json(f"{run}/parts.json")["parts"])
+    stats = run_tokenizer(cfg, n_parts)
+    print(json.dumps(stats, indent=2))
+    print(f"tokenizer: {tokenizer_url(cfg)}")
+    return 0
+
+
+def _forward(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(module).main(args.argv) or 0)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sluice", description="Sluice: pretraining-corpus pipeline")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("server", help="Prefect server on 127.0.0.1 (UI + API)")
+    s.add_argument("--host", default=runtime.LOCAL_HOST)
+    s.add_argument("--port", type=int, default=4200)
+    s.add_argument("--background", action="store_true", help="detach; pid file in ~/.sluice")
+    s.add_argument("--stop", action="store_true", help="stop the background server")
+    s.set_defaults(fn=cmd_server)
+
+    def run_options(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. --set tokenizer.vocab_size=8000",
+        )
+        q.add_argument("--run-name", help="the run's name (run directory runs/<name>)")
+        q.add_argument(
+            "--local",
+            action="store_true",
+            help="run every step in this process (no Prefect, no Ray)",
+        )
+
+    r = sub.add_parser("run", help="curate with the Prefect flow on Ray")
+    r.add_argument("--config", required=True)
+    r.add_argument("--ray-address", help="'auto' or ray://host:port (default: a local Ray)")
+    run_options(r)
+    r.set_defaults(fn=cmd_run)
+
+    d = sub.add_parser("demo", help="curate data/sample with configs/default.yaml")
+    run_options(d)
+    d.set_defaults(fn=cmd_demo)
+
+    i = sub.add_parser("inspect", help="sample kept/removed/quarantined documents per reason")
+    i.add_argument("run", help="run directory, e.g. runs/default")
+    i.add_argument("--stage", help="only this stage")
+    i.add_argument("-n", type=int, default=3, help="documents per reason")
+    i.add_argument("--width", type=int, default=160)
+    i.set_defaults(fn=cmd_inspect)
+
+    t = sub.add_parser("train-tokenizer", help="(re)train the tokenizer of a run")
+    t.add_argument("--run", required=True)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    t.set_defaults(fn=cmd_train_tokenizer)
+
+    for name, module, help_text in (
+        ("train-quality", "curate.filters.quality", "train the quality classifier"),
+        ("train", "train.cli", "pretrain a GPT on a run's shards"),
+        ("sweep", "train.sweep_cli", "scaling sweep"),
+    ):
+        f = sub.add_parser(name, help=help_text, add_help=False)
+        f.add_argument("argv", nargs=argparse.REMAINDER)
+        f.set_defaults(fn=_forward(module))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The Prefect flow ``curate``: every step of :mod:`curate.runner` as tasks on Ray.
+
+Per-part steps (extract, per-part stages, global-stage map/apply, mix, encode) are one task per
+part (a part holds hundreds of documents or more: Prefect costs ~0.25 s per task); global
+reduces, the mixing plan, tokenizer training and the shard writer are single reduce tasks.
+After every document stage the flow checks conservation over the whole run. The funnel
+(and the mixture) is published as a Prefect markdown artifact and written to ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from curate import runner
+from curate.config import EXTRACT_STAGE, PipelineConfig
+from curate.report import write_report
+from curate.stage import StageStats
+from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
+
+
+def _task(fn: Callable[..., Any], name: str) -> Any:
+    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
+
+
+extract_task = _task(runner.run_extract_part, "extract")
+stage_part_task = _task(runner.run_stage_part, "stage-part")
+global_map_task = _task(runner.run_global_map, "global-map")
+global_reduce_task = _task(runner.run_global_reduce, "global-reduce")
+global_apply_task = _task(runner.run_global_apply, "global-apply")
+mix_plan_task = _task(runner.run_mix_plan, "mix-plan")
+mix_part_task = _task(runner.run_mix_part, "mix-part")
+tokenizer_task = _task(runner.run_tokenizer, "train-tokenizer")
+encode_task = _task(runner.run_encode_part, "encode")
+shards_task = _task(runner.run_shards, "write-shards")
+
+
+@flow(name="curate", log_prints=True)
+def curate_flow(cfg: PipelineConfig) -> dict[str, Any]:
+    """Curate ``cfg.inputs`` into token shards under ``cfg.run_url``; returns stats.json."""
+    logger = get_run_logger()
+    retry = {
+        "retries": cfg.prefect.task_retries,
+        "retry_delay_seconds": cfg.prefect.retry_delay_seconds,
+    }
+    timings: dict[str, float] = {}
+    skipped: dict[str, int] = {}
+    stats: dict[str, StageStats] = {}
+
+    def per_part(step: str, tsk: Any, args: Callable[[int], tuple]) -> list[dict[str, Any]]:
+        start = time.perf_counter()
+        futures = [
+            tsk.with_options(task_run_name=f"{step}-{i:05d}", **retry).submit(*args(i))
+            for i in range(n)
+        ]
+        results = [f.result() for f in futures]
+        timings[step] = time.perf_counter() - start
+        skipped[step] = sum(bool(r.get("skipped")) for r in results)
+        logger.info("%s: %d parts (%d already done)", step, n, skipped[step])
+        return results
+
+    def reduce(step: str, tsk: Any, *args: Any) -> dict[str, Any]:
+        start = time.perf_counter()
+        out = tsk.with_options(task_run_name=step, **retry).submit(*args).result()
+        timings[step] = time.perf_counter() - start
+        return out
+
+    def checked(stage: str) -> None:
+        stats[stage] = runner.check_stage(cfg, stage, n)  # raises ConservationError
+        s = stats[stage]
+        logger.info(
+            "%s: %d in = %d kept + %d removed + %d quarantined",
+            stage,
+            s.docs_in,
+            s.kept,
+            s.removed_total,
+            s.quarantined_total,
+        )
+
+    start = time.perf_counter()
+    parts = runner.plan_run(cfg)
+    n = len(parts)
+    timings["plan"] = time.perf_counter() - start
+    logger.info("run %s: %d parts → %s", cfg.name, n, cfg.run_url)
+
+    per_part(EXTRACT_STAGE, extract_task, lambda i: (cfg, i, parts[i]))
+    checked(EXTRACT_STAGE)
+    for k, entry in enumerate(cfg.stages):
+        if runner.stage_is_global(cfg, k):
+            per_part(f"{entry.name}.map", global_map_task, lambda i, k=k: (cfg, k, i))
+            reduce(f"{entry.name}.reduce", global_reduce_task, cfg, k, n)
+            per_part(entry.name, global_apply_task, lambda i, k=k: (cfg, k, i))
+        else:
+            per_part(entry.name, stage_part_task, lambda i, k=k: (cfg, k, i))
+        checked(entry.name)
+
+    reduce("mix.plan", mix_plan_task, cfg, n)
+    mixed = per_part("mix", mix_part_task, lambda i: (cfg, i))
+    reduce("tokenizer", tokenizer_task, cfg, n)
+    per_part("encode", encode_task, lambda i: (cfg, i))
+    reduce("shards", shards_task, cfg, n)
+
+    report = write_report(cfg, stats, timings, mixed, skipped=skipped)
+    create_markdown_artifact(
+        key=cfg.prefect.artifact_key,
+        markdown=f"# Run `{cfg.name}`\n\n## Funnel\n\n{report['funnel_markdown']}\n"
+        f"## Mixture\n\n{report['mixture_markdown']}",
+        description=f"Sluice funnel and mixture of run {cfg.name}",
+    )
+    return {k: v for k, v in report.items() if not k.endswith("_markdown")}
+
+
+def ray_task_runner(cfg: PipelineConfig) -> Any:
+    """prefect-ray's RayTaskRunner: a small local Ray, or the cluster at ``cfg.ray.address``."""
+    from prefect_ray import RayTaskRunner
+
+    kwargs = runtime.ray_init_kwargs(
+        cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory, cfg.ray.temp_dir
+    )
+    address = kwargs.pop("address", None)
+    if address == "auto":
+        kwargs["address"] = "auto"
+        address = None
+    return RayTaskRunner(address=address, init_kwargs=kwargs)
+
+
+@contextmanager
+def _api(url: str | None):
+    import prefect.settings as ps
+
+    if url:
+        with ps.temporary_settings(updates={ps.PREFECT_API_URL: url}):
+            yield
+    else:
+        yield
+
+
+def run_curate(cfg: PipelineConfig, api_url: str | None = None) -> dict[str, Any]:
+    """Run the flow with Ray tasks against the Prefect API ``api_url`` (default: the current
+    settings'); returns stats.json as a dict."""
+    with _api(api_url):
+        return curate_flow.with_options(task_runner=ray_task_runner(cfg))(cfg)
