@@ -19,6 +19,8 @@ from curate.stage import StageStats
 from curate.storage import exists, filesystem, join, read_json
 
 STATS_NAME = "stats.json"
+CONFIG_NAME = "config.json"
+TIMINGS_NAME = "timings.json"
 PART_KINDS = ("kept", "removed", "quarantine")
 _SUFFIX = {"kept": ".parquet", "removed": ".removed.parquet", "quarantine": ".quarantine.parquet"}
 _PART = re.compile(r"part-\d+")
@@ -87,10 +89,47 @@ def _merge_markers(run_dir: str, stage: str) -> StageStats | None:
     return total
 
 
+def configured_order(run_dir: str) -> list[str]:
+    """Stage names in the order of the run's saved config (``config.json``: ``stages``)."""
+    url = join(run_dir, CONFIG_NAME)
+    try:
+        data = read_json(url) if exists(url) else {}
+    except (OSError, ValueError):
+        return []
+    cfg = data.get("config", data) if isinstance(data, dict) else {}
+    stages = cfg.get("stages", []) if isinstance(cfg, dict) else []
+    return [s["name"] if isinstance(s, dict) else str(s) for s in stages]
+
+
+def _pipeline_sorted(stats: list[StageStats], run_dir: str) -> list[StageStats]:
+    """Stages missing from the saved config (extract) first, then the config's order; without
+    a config, as given."""
+    order = configured_order(run_dir)
+    if not order:
+        return stats
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(stats, key=lambda s: rank.get(s.stage, -1))
+
+
+def _add_timings(stats: list[StageStats], run_dir: str) -> None:
+    """Fill missing seconds from ``timings.json`` (``stage_seconds``), if the run wrote one."""
+    url = join(run_dir, TIMINGS_NAME)
+    if not exists(url) or all(s.seconds for s in stats):
+        return
+    try:
+        seconds = read_json(url).get("stage_seconds", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    for s in stats:
+        if not s.seconds and isinstance(seconds.get(s.stage), int | float):
+            s.seconds = float(seconds[s.stage])
+
+
 def load_stats(run_dir: str) -> list[StageStats]:
     """Per-stage counters in pipeline order: ``stats.json``, else merged part done markers.
 
-    Without stats.json the order is by documents in, largest first (a funnel only shrinks).
+    The order comes from the saved config when there is one (stats.json may have its keys
+    sorted), else from stats.json; from markers alone, by documents in, largest first.
     """
     url = join(run_dir, STATS_NAME)
     if exists(url):
@@ -100,16 +139,18 @@ def load_stats(run_dir: str) -> list[StageStats]:
             entries = []
         stats = [s for s in (_stats_from_dict(e) for e in entries) if s is not None]
         if stats:
-            return stats
+            _add_timings(stats, run_dir)
+            return _pipeline_sorted(stats, run_dir)
     merged = [s for s in (_merge_markers(run_dir, st) for st in stage_dirs(run_dir)) if s]
-    return sorted(merged, key=lambda s: (-s.docs_in, s.stage))
+    return _pipeline_sorted(sorted(merged, key=lambda s: (-s.docs_in, s.stage)), run_dir)
 
 
 def stage_order(run_dir: str) -> list[str]:
-    """Stages with part files, in pipeline order (from the counters; unknown ones last)."""
+    """Document stages with part files, in pipeline order (those in the counters; without
+    counters, every directory with part files, by name)."""
     dirs = stage_dirs(run_dir)
     ordered = [s.stage for s in load_stats(run_dir) if s.stage in dirs]
-    return ordered + [d for d in dirs if d not in ordered]
+    return ordered or dirs
 
 
 def last_doc_stage(run_dir: str) -> str | None:
