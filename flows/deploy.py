@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.deployments.runner import EntrypointType
 
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
 
@@ -63,7 +64,10 @@ FLOWS: dict[str, tuple[str, str]] = {
 
 
 def resolve_flow(name: str) -> tuple[Any, str]:
-    """The flow object for ``--flow NAME`` and its entrypoint ``path/to/file.py:function``."""
+    """The flow object for ``--flow NAME`` and its entrypoint ``package.module.function``.
+
+    A module path, not ``flows/x.py:fn``: Prefect puts a file entrypoint's directory first on
+    ``sys.path``, and there ``flows/curate.py`` would shadow the ``curate`` package."""
     if name not in FLOWS:
         raise SystemExit(f"unknown flow {name!r}; choose one of {', '.join(FLOWS)}")
     module_name, attr = FLOWS[name]
@@ -71,9 +75,7 @@ def resolve_flow(name: str) -> tuple[Any, str]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         raise SystemExit(f"flow {name!r} is not available in this checkout: {e}") from None
-    fn = getattr(module, attr)
-    rel = Path(module.__file__).resolve().relative_to(REPO_ROOT)
-    return fn, f"{rel.as_posix()}:{attr}"
+    return getattr(module, attr), f"{module_name}.{attr}"
 
 
 def deployment_parameters(config: str | None, overrides: Sequence[str]) -> dict[str, Any]:
@@ -122,6 +124,7 @@ def deploy_to_pool(
         push=False,
         print_next_steps=False,
         ignore_warnings=True,
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
 
 
@@ -140,6 +143,7 @@ def serve(
         name=deployment,
         parameters=parameters or {},
         limit=limit,
+        entrypoint_type=EntrypointType.MODULE_PATH,
         **kwargs,
     )
 

@@ -34,7 +34,7 @@ stages:
 mix: {{weights: {{rst: 2, code: 1}}, total_tokens: 150000, max_epochs: 3}}
 tokenizer: {{vocab_size: 600, sample_bytes: 200000, num_threads: 1}}
 shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
-ray: {{num_cpus: 1, object_store_memory: 80000000}}
+ray: {{num_cpus: 1, object_store_memory: 100000000}}
 prefect: {{task_retries: 0, start_server: false}}
 """
     )
