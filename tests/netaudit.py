@@ -1,11 +1,13 @@
 """Record (and block) every network connection attempt that leaves the loopback interface.
 
 Python audit hooks (PEP 578) see ``socket.connect``, ``socket.sendto``/``sendmsg`` and name
-lookups (``socket.getaddrinfo``, ``socket.gethostbyname``) in this process, whatever library
-makes them (httpx, urllib, Ray's Python side, ...). Allowed: 127.0.0.0/8, ::1, "localhost",
-unix sockets and other non-IP families (netlink). Anything else is recorded as an
-:class:`Attempt` and, with ``block=True``, refused with ``PermissionError`` *before* the
-packet leaves, so a test can fail on it without the traffic ever happening.
+lookups (``socket.getaddrinfo``, ``socket.gethostbyname``/``gethostbyaddr``) in this process,
+whatever library makes them (httpx, urllib, Ray's Python side, ...). Allowed: 127.0.0.0/8, ::1,
+"localhost", unix sockets and other non-IP families (netlink), and the all-interfaces wildcard
+of a bind (0.0.0.0, ::). This machine's own non-loopback addresses and host name are allowed
+but listed (``NetAudit.interface``). Anything else is an outbound :class:`Attempt` and, with
+``block=True``, refused with ``PermissionError`` *before* the packet leaves, so a test can fail
+on it without the traffic ever happening.
 
 ``audit_network(subprocesses=True)`` also covers child Python processes (Prefect server, Ray
 workers, CLI subprocesses): it puts a ``sitecustomize.py`` that installs the same hook on
@@ -15,6 +17,8 @@ without Python (Ray's C++ raylet/GCS) is out of reach of this hook.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -52,23 +56,63 @@ def is_loopback_host(host: object) -> bool:
     return ip.is_loopback
 
 
-def outbound_target(event: str, args: tuple) -> str | None:
-    """The non-loopback destination of a socket audit event, or None if it stays local."""
+WILDCARDS = {"0.0.0.0", "::", "0:0:0:0:0:0:0:0"}  # a bind to all interfaces, not a peer
+
+
+@functools.cache
+def interface_addresses() -> frozenset[str]:
+    """This machine's own non-loopback addresses (from /proc; no network needed)."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+        for prev, line in zip(lines, lines[1:], strict=False):
+            if "host LOCAL" in line:
+                found.add(prev.split()[-1])
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            raw = line.split()[0]
+            found.add(str(ipaddress.IPv6Address(int(raw, 16))))
+    return frozenset(a for a in found if not is_loopback_host(a))
+
+
+def _own_name(host: object) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
+    return isinstance(host, str) and host.lower() == socket.gethostname().lower()
+
+
+def classify(event: str, args: tuple) -> tuple[str, str] | None:
+    """``("outbound", target)`` for a destination off this machine, ``("interface", target)``
+    for one of its own non-loopback addresses (or its own host name), None for loopback."""
     if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
         sock, address = args[0], args[1] if len(args) > 1 else None
         family = getattr(sock, "family", None)
         if family not in (socket.AF_INET, socket.AF_INET6) or address is None:
             return None  # unix socket, netlink, connected-socket sendmsg
         host = address[0] if isinstance(address, tuple) else address
-        return None if is_loopback_host(host) else f"{host}:{address[1]}"
-    if event == "socket.getaddrinfo":
-        host, port = args[0], args[1]
-        if is_loopback_host(host):
+        port = address[1] if isinstance(address, tuple) and len(address) > 1 else ""
+        target = f"{host}:{port}"
+    elif event == "socket.getaddrinfo":
+        host = args[0].decode() if isinstance(args[0], bytes) else args[0]
+        if host in WILDCARDS:
             return None
-        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
-    if event in ("socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr"):
-        return None if is_loopback_host(args[0]) else str(args[0])
-    return None
+        target = f"{host}:{args[1]}"
+    elif event in ("socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr"):
+        host = args[0]
+        target = str(host)
+    else:
+        return None
+    if is_loopback_host(host):
+        return None
+    if _own_name(host) or str(host).strip("[]") in interface_addresses():
+        return "interface", target
+    return "outbound", target
+
+
+def outbound_target(event: str, args: tuple) -> str | None:
+    """The off-machine destination of a socket audit event, or None."""
+    found = classify(event, args)
+    return found[1] if found and found[0] == "outbound" else None
 
 
 @dataclass
@@ -86,12 +130,12 @@ class Attempt:
 
 @dataclass
 class NetAudit:
+    """``attempts``: destinations off this machine (blocked with ``block``); ``interface``:
+    uses of this machine's own non-loopback addresses or name (allowed, for information)."""
+
     block: bool = True
     attempts: list[Attempt] = field(default_factory=list)
-
-    @property
-    def outbound(self) -> list[Attempt]:
-        return list(self.attempts)
+    interface: list[Attempt] = field(default_factory=list)
 
     def report(self) -> str:
         return "\n".join(str(a) for a in self.attempts) or "no outbound attempts"
@@ -117,15 +161,16 @@ def _hook(event: str, args: tuple) -> None:
         return
     _in_hook.busy = True
     try:
-        target = outbound_target(event, args)
-        if target is None:
+        found = classify(event, args)
+        if found is None:
             return
+        kind, target = found
         attempt = Attempt(event, target, os.getpid(), _short_stack())
         with _lock:
             audits = list(_active)
         for audit in audits:
-            audit.attempts.append(attempt)
-        if any(a.block for a in audits):
+            (audit.attempts if kind == "outbound" else audit.interface).append(attempt)
+        if kind == "outbound" and any(a.block for a in audits):
             raise PermissionError(f"network audit: outbound {event} to {target} blocked")
     finally:
         _in_hook.busy = False
@@ -146,7 +191,7 @@ _log = os.environ.get("{log_env}")
 _block = os.environ.get("{block_env}") == "1"
 if _log:
     sys.path.insert(0, {tests_parent!r})
-    from tests.netaudit import outbound_target
+    from tests.netaudit import classify
     _busy = threading.local()
 
     def _netaudit_hook(event, args):
@@ -154,16 +199,17 @@ if _log:
             return
         _busy.on = True
         try:
-            target = outbound_target(event, args)
-            if target is None:
+            found = classify(event, args)
+            if found is None:
                 return
+            kind, target = found
             try:
                 with open(_log, "a") as f:
-                    f.write(json.dumps({{"event": event, "target": target, "pid": os.getpid(),
-                                         "argv": sys.argv[:3]}}) + "\\n")
+                    f.write(json.dumps({{"kind": kind, "event": event, "target": target,
+                                         "pid": os.getpid(), "argv": sys.argv[:3]}}) + "\\n")
             except OSError:
                 pass  # the audit ended and its log is gone: still block below
-            if _block:
+            if _block and kind == "outbound":
                 raise PermissionError(f"network audit: outbound {{event}} to {{target}} blocked")
         finally:
             _busy.on = False
@@ -212,7 +258,7 @@ def audit_network(block: bool = True, subprocesses: bool = False) -> Iterator[Ne
         if log is not None:
             for line in log.read_text().splitlines():
                 rec = json.loads(line)
-                stack = f"  argv: {rec.get('argv')}"
-                audit.attempts.append(Attempt(rec["event"], rec["target"], rec["pid"], stack))
+                attempt = Attempt(rec["event"], rec["target"], rec["pid"], f"  argv: {rec['argv']}")
+                (audit.attempts if rec["kind"] == "outbound" else audit.interface).append(attempt)
         if tmp is not None:
             tmp.cleanup()

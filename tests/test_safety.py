@@ -15,7 +15,13 @@ import sentencepiece as spm
 
 from curate.filters.pii import DETECTORS, find_pii
 from curate.shards.format import load_manifest, open_shard
-from tests.netaudit import audit_network, is_loopback_host, outbound_target
+from tests.netaudit import (
+    audit_network,
+    classify,
+    interface_addresses,
+    is_loopback_host,
+    outbound_target,
+)
 from tests.run_sample import build_run, real_emails
 
 # Broad on purpose (independent of the PII stage's own pattern): anything@host.tld
@@ -30,6 +36,10 @@ def test_loopback_classification():
         assert is_loopback_host(host), host
     for host in ("10.0.0.1", "192.0.2.1", "169.254.169.254", "::ffff:8.8.8.8", "pypi.org", "0.0.0.1"):
         assert not is_loopback_host(host), host
+    assert outbound_target("socket.getaddrinfo", ("0.0.0.0", 8080, 0, 0, 0)) is None  # bind
+    for own in sorted(interface_addresses()) + [socket.gethostname()]:
+        assert classify("socket.getaddrinfo", (own, 0, 0, 0, 0)) == ("interface", f"{own}:0")
+    assert classify("socket.gethostbyaddr", ("pypi.org",)) == ("outbound", "pypi.org")
     unix = socket.socket(socket.AF_UNIX)
     try:
         assert outbound_target("socket.connect", (unix, "/tmp/x.sock")) is None
@@ -162,3 +172,50 @@ def test_tempdir_is_not_left_in_pythonpath():
     assert os.environ.get("PYTHONPATH") == before
     assert not any("netaudit-" in p for p in sys.path)
     assert Path(__file__).exists()
+
+
+# --- the real flow: Prefect server + flow + Ray workers, all audited ---------------------------
+
+
+def _flow_config(tmp: Path):
+    from curate.config import load_config
+
+    sample = Path(__file__).resolve().parent.parent / "data" / "sample"
+    path = tmp / "safety.yaml"
+    path.write_text(
+        f"""name: safety
+run_dir: {tmp}/runs/safety
+inputs:
+  - {{path: {sample}/code, format: code, domain: code}}
+  - {{path: {sample}/rst, format: text, domain: rst}}
+  - {{path: {sample}/meta, format: text, domain: meta}}
+parts: {{files_per_part: 40, bytes_per_part: 3000000}}
+stages:
+  - {{name: toxicity, options: {{}}}}
+  - {{name: pii, options: {{}}}}
+mix: {{weights: {{rst: 1, code: 1, meta: 2}}, total_tokens: 400000, max_epochs: 3}}
+tokenizer: {{vocab_size: 800, sample_bytes: 300000, num_threads: 1}}
+shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
+ray: {{num_cpus: 1, object_store_memory: 100000000}}
+prefect: {{task_retries: 0, start_server: false}}
+"""
+    )
+    return load_config(path)
+
+
+@pytest.mark.slow
+def test_curate_flow_on_ray_makes_no_outbound_connection_and_leaks_no_pii(tmp_path):
+    from flows.curate import run_curate
+    from tests.prefect_server import local_prefect_server
+
+    cfg = _flow_config(tmp_path)
+    with audit_network(block=True, subprocesses=True) as audit:
+        with local_prefect_server(tmp_path) as server:
+            stats = run_curate(cfg, server.url)
+    assert stats["stages"]["pii"]["kept"] > 0
+    assert not audit.attempts, audit.report()
+    print("own-interface uses (allowed):", *audit.interface, sep="\n")
+    shard_dir = Path(cfg.run_url) / "shards"
+    texts = shard_documents(shard_dir)
+    assert sum("<EMAIL>" in t for t in texts.values()) > 5  # changelogs made it, redacted
+    assert _leaks(texts, real_emails()) == {"real": [], "email": [], "ip": []}
