@@ -209,9 +209,11 @@ def test_curate_flow_on_ray_makes_no_outbound_connection_and_leaks_no_pii(tmp_pa
     from tests.prefect_server import local_prefect_server
 
     cfg = _flow_config(tmp_path)
-    with audit_network(block=True, subprocesses=True) as audit:
-        with local_prefect_server(tmp_path) as server:
-            stats = run_curate(cfg, server.url)
+    with (
+        audit_network(block=True, subprocesses=True) as audit,
+        local_prefect_server(tmp_path) as server,
+    ):
+        stats = run_curate(cfg, server.url)
     assert stats["stages"]["pii"]["kept"] > 0
     assert not audit.attempts, audit.report()
     print("own-interface uses (allowed):", *audit.interface, sep="\n")
