@@ -582,3 +582,20 @@ def write_report_html(run_dir: str, train_dir: str | None = None, out: str | Non
     url = out or join(run_dir, REPORT_NAME)
     write_bytes_atomic(report_html(run_dir, train_dir).encode("utf-8"), url)
     return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m curate.html_report RUN [--train DIR] [--out FILE]``: write report.html."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="sluice report", description="write a run's report.html")
+    p.add_argument("run", help="run directory, e.g. runs/default")
+    p.add_argument("--train", help="training directory with metrics.jsonl (default RUN/train)")
+    p.add_argument("--out", help="output file (default RUN/report.html)")
+    args = p.parse_args(argv)
+    print(write_report_html(args.run, args.train, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

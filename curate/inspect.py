@@ -137,3 +137,27 @@ def inspect_run(
     if not stages:
         return f"{run_dir}: no stage output yet\n"
     return "\n\n".join(inspect_stage(run_dir, s, per_reason, seed, chars) for s in stages) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m curate.inspect RUN [--stage S] [-n N] [--seed K] [--chars C]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="sluice inspect", description="sample kept/removed/quarantined documents per reason"
+    )
+    p.add_argument("run", help="run directory, e.g. runs/default")
+    p.add_argument("--stage", help="only this stage")
+    p.add_argument("-n", type=int, default=3, help="documents per reason (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="another seed shows other documents")
+    p.add_argument("--chars", type=int, default=SNIPPET_CHARS, help="snippet length")
+    args = p.parse_args(argv)
+    try:
+        print(inspect_run(args.run, args.n, args.stage, args.seed, args.chars), end="")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -152,3 +152,47 @@ def test_inspect_shows_removed_scores_and_reasons(run):
     ids = re.findall(r"^  - ([0-9a-f]{16})  ", removed, flags=re.M)
     table = pa.concat_tables(pq.read_table(u) for u in part_files(str(path), "toxicity", "removed"))
     assert set(ids) == set(table.column("id").to_pylist())
+
+
+def test_report_and_inspect_on_a_runner_run(tmp_path):
+    """The layout the curation runner writes (stats.json keyed by stage, config.json order)."""
+    from curate.config import load_config
+    from curate.runner import run_pipeline
+
+    sample = Path(__file__).resolve().parent.parent / "data" / "sample"
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(
+        f"""name: tiny
+run_dir: {tmp_path}/runs/tiny
+inputs:
+  - {{path: {sample}/code, format: code, domain: code}}
+  - {{path: {sample}/fortune/fortunes-it-off, format: fortune, domain: fortune}}
+  - {{path: {sample}/meta, format: text, domain: meta}}
+parts: {{files_per_part: 40, bytes_per_part: 3000000}}
+stages:
+  - {{name: toxicity, options: {{}}}}
+  - {{name: pii, options: {{}}}}
+mix: {{weights: {{code: 1, fortune: 1, meta: 1}}, total_tokens: 200000, max_epochs: 3}}
+tokenizer: {{vocab_size: 600, sample_bytes: 200000, num_threads: 1}}
+shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
+"""
+    )
+    cfg = load_config(cfg_path)
+    run_pipeline(cfg)
+    run = cfg.run_url
+    stats = json.loads(Path(run, "stats.json").read_text())["stages"]
+    assert [s.stage for s in load_stats(run)] == ["extract", "toxicity", "pii"]
+    sec = _sections(Path(run))
+    assert {"funnel", "removed-by-reason", "lang-histogram", "domain-histogram", "mixture",
+            "tokenizer"} <= set(sec)
+    assert [r[2] for r in sec["funnel"].rows] == [stats[s]["kept"] for s in
+                                                  ("extract", "toxicity", "pii")]
+    assert all(r[8] > 0 for r in sec["funnel"].rows)  # seconds from timings.json
+    toxic = {r[2]: r[3] for r in sec["removed-by-reason"].rows if r[0] == "toxicity"}
+    assert toxic == stats["toxicity"]["removed"] and sum(toxic.values()) > 0
+    assert {r[0] for r in sec["domain-histogram"].rows} == {"code", "fortune", "meta"}
+    page = Path(write_report_html(run)).read_text()
+    assert '<section id="mixture">' in page and '<section id="tokenizer">' in page
+    text = inspect_run(run, per_reason=1)
+    assert text.index("== extract") < text.index("== toxicity") < text.index("== pii")
+    assert "-- removed: toxic:" in text
