@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/sluice demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --timeout=900
 
 # Benchmarks' own venv: Sluice plus the peers it is measured against (datatrove, ...)
 BENCH_VENV ?= .venv-bench

@@ -137,7 +137,8 @@ class PipelineConfig(BaseModel):
         return STAGES[entry.name].config.model_validate(entry.options)
 
     def hash(self) -> str:
-        return config_hash(self)
+        """Hash of what decides the outputs (not where they go or which machines run them)."""
+        return config_hash(self.model_dump(mode="json", exclude={"run_dir", "ray", "prefect"}))
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

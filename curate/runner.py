@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -111,6 +113,13 @@ def _write_table(table: pa.Table, url: str) -> str:
     data = parquet_bytes(table)
     write_bytes_atomic(data, url)
     return hashlib.sha256(data).hexdigest()
+
+
+def is_local(url: str) -> bool:
+    """True when ``url`` is on the local filesystem (a path or file://)."""
+    fs, _ = filesystem(url)
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return "file" in protocols
 
 
 def _plain(obj: Any) -> Any:
@@ -438,9 +447,10 @@ def run_tokenizer(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
     if done_marker_matches(url, input_fp, cfg_hash):
         return {**_marker(url)["stats"], "skipped": True}
     start = time.perf_counter()
-    path = train_tokenizer(
-        [part_url(cfg, "mix", i) for i in range(n_parts)], cfg.tokenizer, tokenizer_url(cfg)
-    )
+    urls = [part_url(cfg, "mix", i) for i in range(n_parts)]
+    # pyarrow reads local paths itself; parts elsewhere are read through fsspec
+    parts = urls if is_local(cfg.run_url) else [read_parquet(u) for u in urls]
+    path = train_tokenizer(parts, cfg.tokenizer, tokenizer_url(cfg))
     fs, local = filesystem(path)
     with fs.open(local, "rb") as f:
         output = hashlib.sha256(f.read()).hexdigest()
@@ -481,10 +491,8 @@ def run_encode_part(cfg: PipelineConfig, part_index: int) -> dict[str, Any]:
 def _local_tokenizer(cfg: PipelineConfig) -> str:
     """A local path of the run's tokenizer model (sentencepiece reads local files only)."""
     fs, path = filesystem(tokenizer_url(cfg))
-    if "file" in fs.protocol:
+    if is_local(tokenizer_url(cfg)):
         return path
-    import tempfile
-
     fd, local = tempfile.mkstemp(suffix=".model")
     with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
         out.write(f.read())
@@ -502,18 +510,22 @@ def run_shards(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
     url = join(shards_dir(cfg), "done.json")
     if done_marker_matches(url, input_fp, cfg_hash):
         return {**_marker(url)["stats"], "skipped": True}
-    fs, out = filesystem(shards_dir(cfg))
-    if "file" not in fs.protocol:
-        raise ValueError("token shards are written to a local directory (run_dir must be local)")
     start = time.perf_counter()
+    fs, out = filesystem(shards_dir(cfg))
+    local = is_local(cfg.run_url)
+    staging = out if local else tempfile.mkdtemp(prefix="sluice-shards-")
+    encoded = [part_url(cfg, "encoded", i) for i in range(n_parts)]
     manifest = write_shards(
-        [part_url(cfg, "encoded", i) for i in range(n_parts)],
-        out,
+        encoded if local else [read_parquet(u) for u in encoded],
+        staging,
         cfg.shards,
         _local_tokenizer(cfg),
         mixture_target=load_plan(cfg).target_weights,
         source_run=cfg.name,
     )
+    if not local:  # written locally, then copied to the run directory
+        fs.put(staging.rstrip("/") + "/", out, recursive=True)
+        shutil.rmtree(staging, ignore_errors=True)
     stats = {
         "splits": {
             name: {"sequences": s.sequences, "tokens": s.tokens, "files": len(s.files)}

@@ -78,7 +78,11 @@ def curate(cfg, local: bool = False, api_url: str | None = None) -> dict:
     from flows.server import ensure_api
 
     url = ensure_api(api_url or cfg.prefect.api_url, start=cfg.prefect.start_server)
-    print(f"Prefect API {url} (UI: {url.removesuffix('/api')})", flush=True)
+    print(
+        f"Prefect API {url}; UI {url.removesuffix('/api')} (a server started here keeps "
+        "running: `sluice server --stop` ends it)",
+        flush=True,
+    )
     from flows.curate import run_curate
 
     return run_curate(cfg, url)
@@ -253,18 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.set_defaults(fn=cmd_train_tokenizer)
 
-    for name, module, help_text in (
-        ("train-quality", "curate.filters.quality", "train the quality classifier"),
-        ("train", "train.cli", "pretrain a GPT on a run's shards"),
-        ("sweep", "train.sweep_cli", "scaling sweep"),
-    ):
-        f = sub.add_parser(name, help=help_text, add_help=False)
+    for name, (module, help_text) in FORWARDED.items():
+        f = sub.add_parser(
+            name, help=f"{help_text} (options: sluice {name} --help)", add_help=False
+        )
         f.add_argument("argv", nargs=argparse.REMAINDER)
         f.set_defaults(fn=_forward(module))
     return p
 
 
+# Commands implemented elsewhere: `sluice <name> ARGS` calls `<module>.main(ARGS)`.
+FORWARDED = {
+    "train-quality": ("curate.filters.quality", "train the quality classifier"),
+    "train": ("train.cli", "pretrain a GPT on a run's shards"),
+    "sweep": ("train.sweep_cli", "scaling sweep"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in FORWARDED:  # argparse would eat their options
+        return int(importlib.import_module(FORWARDED[argv[0]][0]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.fn(args) or 0)
 

@@ -9,8 +9,10 @@ After every document stage the flow checks conservation over the whole run. The 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,7 +45,18 @@ shards_task = _task(runner.run_shards, "write-shards")
 
 @flow(name="curate", log_prints=True)
 def curate_flow(cfg: PipelineConfig) -> dict[str, Any]:
-    """Curate ``cfg.inputs`` into token shards under ``cfg.run_url``; returns stats.json."""
+    """Curate ``cfg.inputs`` into token shards under ``cfg.run_url``; returns stats.json.
+
+    Retries: Prefect re-runs a task that raised (``prefect.task_retries``), and Ray re-runs one
+    whose worker process died (``max_retries``); both are safe since every step is idempotent.
+    """
+    from prefect_ray.context import remote_options
+
+    with remote_options(max_retries=cfg.prefect.task_retries):
+        return _curate(cfg)
+
+
+def _curate(cfg: PipelineConfig) -> dict[str, Any]:
     logger = get_run_logger()
     retry = {
         "retries": cfg.prefect.task_retries,
@@ -110,18 +123,27 @@ def curate_flow(cfg: PipelineConfig) -> dict[str, Any]:
     create_markdown_artifact(
         key=cfg.prefect.artifact_key,
         markdown=f"# Run `{cfg.name}`\n\n## Funnel\n\n{report['funnel_markdown']}\n"
-        f"## Mixture\n\n{report['mixture_markdown']}",
+        f"## Mixture\n\n{report['mixture_markdown']}\n## Steps\n\n{_timings_markdown(timings, skipped)}",
         description=f"Sluice funnel and mixture of run {cfg.name}",
     )
     return {k: v for k, v in report.items() if not k.endswith("_markdown")}
 
 
-def ray_task_runner(cfg: PipelineConfig) -> Any:
+def _timings_markdown(timings: dict[str, float], skipped: dict[str, int]) -> str:
+    lines = ["| step | seconds | parts already done |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:.1f} | {skipped.get(k, '')} |" for k, v in timings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def ray_task_runner(cfg: PipelineConfig, temp_dir: str | None = None) -> Any:
     """prefect-ray's RayTaskRunner: a small local Ray, or the cluster at ``cfg.ray.address``."""
     from prefect_ray import RayTaskRunner
 
     kwargs = runtime.ray_init_kwargs(
-        cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory, cfg.ray.temp_dir
+        cfg.ray.address,
+        cfg.ray.num_cpus,
+        cfg.ray.object_store_memory,
+        cfg.ray.temp_dir or temp_dir,
     )
     address = kwargs.pop("address", None)
     if address == "auto":
@@ -131,7 +153,7 @@ def ray_task_runner(cfg: PipelineConfig) -> Any:
 
 
 @contextmanager
-def _api(url: str | None):
+def _api(url: str | None) -> Iterator[None]:
     import prefect.settings as ps
 
     if url:
@@ -143,6 +165,13 @@ def _api(url: str | None):
 
 def run_curate(cfg: PipelineConfig, api_url: str | None = None) -> dict[str, Any]:
     """Run the flow with Ray tasks against the Prefect API ``api_url`` (default: the current
-    settings'); returns stats.json as a dict."""
-    with _api(api_url):
-        return curate_flow.with_options(task_runner=ray_task_runner(cfg))(cfg)
+    settings'); returns stats.json as a dict. A local Ray's temp dir is removed afterwards."""
+    own_temp = None
+    if cfg.ray.address is None and cfg.ray.temp_dir is None:
+        own_temp = tempfile.mkdtemp(prefix="sluice-ray-", dir="/tmp")  # short: unix sockets
+    try:
+        with _api(api_url):
+            return curate_flow.with_options(task_runner=ray_task_runner(cfg, own_temp))(cfg)
+    finally:
+        if own_temp:
+            shutil.rmtree(own_temp, ignore_errors=True)

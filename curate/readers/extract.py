@@ -93,8 +93,9 @@ class ExtractResult(StageResult):
 class _Record:
     offset: int
     text: str = ""
-    reason: str | None = None
+    reason: str | None = None  # quarantine reason
     detail: str = ""
+    removed: str | None = None  # a readable record that is no document (removal reason)
 
 
 class _Part:
@@ -103,6 +104,7 @@ class _Part:
     def __init__(self, cfg: ExtractConfig) -> None:
         self.cfg = cfg
         self.rows: list[dict] = []
+        self.removals: list[str | None] = []
         self.details: dict[str, str] = {}
         self.counters: dict[str, int] = {}
 
@@ -124,6 +126,7 @@ class _Part:
                 ERROR_COLUMN: rec.reason,
             }
         )
+        self.removals.append(rec.removed)
         if rec.reason is not None and rec.detail:
             self.details[ident] = rec.detail[:500]
 
@@ -229,7 +232,7 @@ def _warc_record(part: _Part, index: int, record: object, cfg: ExtractConfig) ->
         elif ctype.startswith("text/"):
             text = part.plain(payload)
         else:
-            return _Record(index, reason="unsupported_type", detail=ctype)
+            return _Record(index, removed="unsupported_type")
     except ReadError as e:
         return _Record(index, reason=e.reason, detail=e.detail)
     except Exception as e:  # noqa: BLE001 - a broken record (bad gzip body, ...)
@@ -346,7 +349,9 @@ def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> Ex
     table = pa.Table.from_pylist(part.rows, schema=schema)
     texts = table["text"].to_pylist()
     stripped = np.array([len(t.strip()) for t in texts], dtype=np.int64)
+    removals = np.array(part.removals, dtype=object)
     rules = {
+        **{r: removals == r for r in sorted({r for r in part.removals if r is not None})},
         "empty_text": stripped == 0,
         "too_short": stripped < cfg.min_text_chars,
     }

@@ -66,7 +66,7 @@ DEFAULT_DOMAIN_RULES: list[DomainRule] = [
     DomainRule(pattern=r"re:\.warc(\.gz)?$", domain="web"),
     DomainRule(pattern=r"re:\.pdf$", domain="pdf"),
     DomainRule(pattern=rf"re:\.({'|'.join(CODE_EXTENSIONS)})$", domain="code"),
-    DomainRule(pattern=r"re:/fortunes?/", domain="prose"),
+    DomainRule(pattern=r"re:/games/fortunes/", domain="prose"),
     DomainRule(pattern=r"re:\.fortunes$", domain="prose"),
     DomainRule(pattern=r"re:\.dict(\.dz)?$", domain="prose"),
     DomainRule(pattern=r"re:\.(rst|md|txt)(\.gz)?$", domain="prose"),
@@ -106,7 +106,7 @@ def guess_format(url: str) -> str:
         return "parquet"
     if ext in CODE_EXTENSIONS:
         return "code"
-    if ext == "fortunes" or re.search(r"/fortunes?/", url):
+    if ext == "fortunes" or "/games/fortunes/" in url:
         return "fortune"
     return "text"
 

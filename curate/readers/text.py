@@ -6,9 +6,16 @@ Decoding policy (:func:`decode_text`), in order:
 2. strict UTF-8 (most of the corpus);
 3. *mixed encodings*: some lines with non-ASCII characters are valid UTF-8 and other lines are
    not (a latin-1 paragraph pasted into a UTF-8 file) → reason ``mixed_encoding``;
-4. a legacy single encoding found by charset-normalizer is accepted only when its mess ratio
-   ("chaos") is at most ``MAX_LEGACY_CHAOS`` (real latin-1 text scores < 0.001; UTF-8 text with
-   stray bytes scores ~0.04) → decoded, else reason ``invalid_utf8``.
+4. a legacy encoding: charset-normalizer's best guess among the common legacy encodings
+   (``LEGACY_ENCODINGS``: Windows/ISO Latin, Cyrillic, Greek, CJK ...) is accepted when at least
+   ``MIN_LEGACY_LETTERS`` of the decoded non-ASCII characters are letters (é, ß, ж, 日: real
+   legacy text; stray bytes in UTF-8 text decode to symbols such as ‰, †, ¦) → decoded; else
+   reason ``invalid_utf8`` (bytes that are text in no encoding we know). Between the Latin
+   single-byte code pages, which charset-normalizer cannot tell apart reliably, cp1252 is tried
+   first.
+
+Step 3 uses the same test on the non-UTF-8 lines: they must be legacy text for the file to be
+``mixed_encoding``; garbage lines make it ``invalid_utf8``.
 
 Binary detection (:func:`looks_binary`): a NUL byte in the first 64 KiB (after checking for a
 UTF-16/32 BOM), or more than 10% control characters in the first 8 KiB.
@@ -23,7 +30,13 @@ import zlib
 
 import charset_normalizer
 
-MAX_LEGACY_CHAOS = 0.02
+LEGACY_ENCODINGS = [
+    "cp1252", "latin_1", "iso8859_15", "cp1250", "iso8859_2", "cp1251", "koi8_r", "iso8859_5",
+    "cp1253", "iso8859_7", "cp1254", "iso8859_9", "cp1257", "shift_jis", "cp932", "euc_jp",
+    "gb18030", "big5", "euc_kr", "cp949",
+]  # fmt: skip
+MIN_LEGACY_LETTERS = 0.8
+_LATIN_FAMILY = {"cp1250", "iso8859_2", "latin_1", "iso8859_15", "cp1254", "iso8859_9", "cp1257"}
 _BINARY_PROBE = 64 * 1024
 _CONTROL = bytes(range(32)).translate(None, b"\t\n\r\f\v\b\x1b")
 _BOMS = (
@@ -68,6 +81,8 @@ def bounded_gunzip(data: bytes, max_bytes: int) -> bytes:
         raise ReadError("corrupt_gzip", str(e)) from None
     if out.tell() > max_bytes:
         raise ReadError("too_large", f"decompresses to more than {max_bytes} bytes")
+    if not d.eof:
+        raise ReadError("corrupt_gzip", "truncated gzip stream")
     return out.getvalue()
 
 
@@ -94,9 +109,10 @@ def looks_binary(data: bytes) -> bool:
     return controls / len(probe) > 0.10
 
 
-def _utf8_line_split(data: bytes) -> tuple[int, int]:
-    """(lines with non-ASCII that are valid UTF-8, lines that are not valid UTF-8)."""
-    good = bad = 0
+def _utf8_line_split(data: bytes) -> tuple[int, list[bytes]]:
+    """(count of lines with non-ASCII that are valid UTF-8, the lines that are not UTF-8)."""
+    good = 0
+    bad: list[bytes] = []
     for line in data.splitlines():
         if line.isascii():
             continue
@@ -104,7 +120,7 @@ def _utf8_line_split(data: bytes) -> tuple[int, int]:
             line.decode("utf-8")
             good += 1
         except UnicodeDecodeError:
-            bad += 1
+            bad.append(line)
     return good, bad
 
 
@@ -127,17 +143,33 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
                 return data.decode(codec)
         except (LookupError, UnicodeDecodeError):
             pass
-    good, bad = _utf8_line_split(data)
-    if good and bad:
-        raise ReadError("mixed_encoding", f"{good} UTF-8 lines, {bad} non-UTF-8 lines")
-    best = charset_normalizer.from_bytes(data[: 1 << 20]).best()
-    if best is not None and best.chaos <= MAX_LEGACY_CHAOS:
+    good, bad_lines = _utf8_line_split(data)
+    legacy, why = _legacy_decode(data if not good else b"\n".join(bad_lines))
+    if good and legacy is not None:
+        raise ReadError("mixed_encoding", f"{good} UTF-8 lines, {len(bad_lines)} {why} lines")
+    if legacy is None or good:
+        raise ReadError("invalid_utf8", f"{first_error[:120]}; {why}")
+    return legacy
+
+
+def _legacy_decode(data: bytes) -> tuple[str | None, str]:
+    """(text, encoding) when ``data`` reads as legacy text, else (None, why not)."""
+    best = charset_normalizer.from_bytes(data[: 1 << 20], cp_isolation=LEGACY_ENCODINGS).best()
+    if best is None:
+        return None, "no legacy encoding fits"
+    encodings = [best.encoding]
+    if best.encoding in _LATIN_FAMILY:  # cp1250 vs cp1252 is a coin toss: prefer the commoner
+        encodings.insert(0, "cp1252")
+    for encoding in encodings:
         try:
-            return data.decode(best.encoding)
+            text = data.decode(encoding)
         except (UnicodeDecodeError, LookupError):
-            pass
-    guess = f"{best.encoding} chaos {best.chaos:.3f}" if best is not None else "no encoding fits"
-    raise ReadError("invalid_utf8", f"{first_error[:120]}; {guess}")
+            continue
+        non_ascii = [c for c in text if not c.isascii()]
+        letters = sum(c.isalpha() for c in non_ascii) / max(1, len(non_ascii))
+        if letters >= MIN_LEGACY_LETTERS:
+            return text, encoding
+    return None, f"{best.encoding}: too few letters among the non-ASCII characters"
 
 
 _META_CHARSET = re.compile(

@@ -3,7 +3,7 @@
 trafilatura and pdfium can hang or balloon on pathological input, and neither can be
 interrupted from Python: ``signal.setitimer`` works only on the main thread (not in a Ray
 worker's task thread, not in a thread pool) and a stuck thread cannot be killed. So HTML and PDF
-extraction run in a small child process (``python -m curate.readers.worker``, started with
+extraction run in a small child process (``python -m curate.readers._worker_main``, started with
 ``subprocess``, so nothing depends on ``multiprocessing``'s start method or on ``__main__``):
 the parent sends ``(kind, payload, options)`` over a pipe and waits with ``select`` up to the
 timeout; on timeout the child is killed (reason ``timeout``) and a fresh one is started for the
@@ -43,7 +43,7 @@ class _Worker:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "curate.readers.worker"],
+            [sys.executable, "-m", "curate.readers._worker_main"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -175,7 +175,7 @@ def run_job(kind: str, payload: Any, options: Any) -> Any:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
-def _serve() -> None:
+def serve() -> None:
     """Child loop: read a job, run it, write the result; exit when stdin closes."""
     import logging
 
@@ -217,7 +217,3 @@ def _serve() -> None:
         data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         out.write(_HEADER.pack(len(data)) + data)
         out.flush()
-
-
-if __name__ == "__main__":
-    _serve()

@@ -1,0 +1,188 @@
+"""Readers: input listing (local, file://, memory://), formats, domain rules, parts, text
+decoding helpers — on the real Debian sample."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from curate.readers import (
+    DEFAULT_DOMAIN_RULES,
+    DomainRule,
+    InputSpec,
+    guess_format,
+    list_inputs,
+    plan_parts,
+)
+from curate.readers.text import (
+    ReadError,
+    bounded_gunzip,
+    decode_text,
+    looks_binary,
+    looks_rot13,
+    rot13,
+    split_fortunes,
+)
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+ES_OFF = SAMPLE / "fortune/fortunes-es-off/usr/share/games/fortunes/off/es/off/camioneros.fortunes"
+ES = SAMPLE / "fortune/fortunes-es/usr/share/games/fortunes/es/amistad.fortunes"
+IT_OFF = SAMPLE / "fortune/fortunes-it-off/usr/share/games/fortunes/off/it/leggi-o"
+
+
+def test_list_sample_formats_and_domains() -> None:
+    files = list_inputs([InputSpec(path=str(SAMPLE))])
+    on_disk = sorted(str(p) for p in SAMPLE.rglob("*") if p.is_file())
+    assert [f.url for f in files] == on_disk  # every file, sorted, absolute
+    by_format = Counter(f.format for f in files)
+    assert by_format["html"] == sum(1 for p in on_disk if p.endswith(".html"))
+    assert by_format["pdf"] == 3
+    assert by_format["fortune"] == sum(1 for p in on_disk if "/fortune/" in p)
+    assert by_format["code"] == 14
+    domains = {f.url.rsplit("/", 1)[-1]: f.domain for f in files}
+    assert domains["ch08.en.html"] == "web"
+    assert domains["euro.pdf"] == "pdf"
+    assert domains["difflib.py"] == "code" and domains["chunk.js"] == "code"
+    assert domains["Wrap.pm"] == "code" and domains["naive.rs"] == "code"
+    assert domains["devil.dict.dz"] == "prose"
+    assert domains["amistad.fortunes"] == "prose" and domains["wisdom"] == "prose"
+    assert domains["Passes.rst.txt"] == "prose"
+    assert all(f.size == os.path.getsize(f.url) for f in files)
+
+
+def test_listing_is_deterministic_and_deduplicated() -> None:
+    specs = [
+        InputSpec(path=str(SAMPLE / "pdf")),
+        InputSpec(path=str(SAMPLE / "pdf/**/*.pdf"), domain="books"),  # same files again
+        InputSpec(path=str(SAMPLE / "code"), glob="**/*.py"),
+    ]
+    a, b = list_inputs(specs), list_inputs(list(reversed(specs)))
+    assert [f.url for f in a] == sorted(f.url for f in a)
+    assert [f.url for f in a] == [f.url for f in b]
+    assert len(a) == 3 + 5
+    assert {f.domain for f in a if f.format == "pdf"} == {"pdf"}  # first spec wins
+    assert {f.domain for f in b if f.format == "pdf"} == {"books"}
+    assert all(f.url.endswith(".py") for f in a if f.format == "code")
+
+
+def test_domain_override_and_custom_rules() -> None:
+    spec = InputSpec(path=str(SAMPLE / "html/python3.11-doc"), domain="docs")
+    assert {f.domain for f in list_inputs([spec])} == {"docs"}
+    rules = [
+        DomainRule(pattern="*/debian-handbook/*", domain="handbook"),
+        DomainRule(pattern=r"re:debian-reference-(ja|zh-cn)", domain="cjk"),
+    ]
+    files = list_inputs([InputSpec(path=str(SAMPLE / "html"))], domain_rules=rules)
+    got = Counter(f.domain for f in files)
+    assert got["handbook"] == sum(1 for f in files if "/debian-handbook/" in f.url) > 0
+    assert got["cjk"] == 2
+    assert got["other"] == len(files) - got["handbook"] - got["cjk"]  # no rule: fallback
+    assert DEFAULT_DOMAIN_RULES[0].matches("/x/index.HTML") is False  # case matters
+    assert DomainRule(pattern="*.HTML", domain="web").matches("/x/index.HTML")
+
+
+def test_guess_format() -> None:
+    assert guess_format("s3://b/crawl/part-0.warc.gz") == "warc"
+    assert guess_format("/x/a.jsonl.gz") == "jsonl"
+    assert guess_format("/x/a.parquet") == "parquet"
+    assert guess_format("/x/changelog.gz") == "text"
+    assert guess_format("/usr/share/games/fortunes/linux") == "fortune"
+    assert guess_format("/x/lib.rs") == "code"
+    assert guess_format("/x/page.xhtml") == "html"
+
+
+def test_file_and_memory_urls() -> None:
+    local = list_inputs([InputSpec(path=str(SAMPLE / "code"))])
+    via_file = list_inputs([InputSpec(path=f"file://{SAMPLE / 'code'}")])
+    assert [f.url for f in via_file] == [f"file://{f.url}" for f in local]
+    mem = fsspec.filesystem("memory")
+    for f in local:
+        mem.pipe(f"/readers-test/code/{f.url.rsplit('/', 1)[-1]}", Path(f.url).read_bytes())
+    try:
+        in_memory = list_inputs([InputSpec(path="memory://readers-test/code")])
+        assert all(
+            f.url.startswith("memory://") and "/readers-test/code/" in f.url for f in in_memory
+        )
+        assert sorted(f.size for f in in_memory) == sorted(f.size for f in local)
+        assert [f.format for f in in_memory] == ["code"] * len(local)
+    finally:
+        mem.rm("/readers-test", recursive=True)
+
+
+def test_missing_input_raises() -> None:
+    with pytest.raises(FileNotFoundError):
+        list_inputs([InputSpec(path=str(SAMPLE / "nope"))])
+
+
+def test_plan_parts_bounds_and_determinism() -> None:
+    files = list_inputs([InputSpec(path=str(SAMPLE))])
+    parts = plan_parts(files, files_per_part=40, bytes_per_part=1 << 20)
+    assert [f for p in parts for f in p] == files  # nothing lost, order kept
+    assert all(len(p) <= 40 for p in parts)
+    assert all(sum(f.size for f in p) <= 1 << 20 or len(p) == 1 for p in parts)
+    assert parts == plan_parts(list(reversed(files)), 40, 1 << 20)
+    assert len(plan_parts(files, 1000, 1 << 40)) == 1
+    with pytest.raises(ValueError):
+        plan_parts(files, 0, 1)
+
+
+def test_rot13_detection_on_real_fortunes() -> None:
+    off = ES_OFF.read_text("utf-8")
+    assert looks_rot13(off)
+    assert not looks_rot13(ES.read_text("utf-8"))
+    assert not looks_rot13(IT_OFF.read_text("utf-8"))  # fortunes-it-off ships in clear
+    clear = rot13(off)
+    assert not looks_rot13(clear)
+    assert rot13(clear) == off
+    assert " que " in clear and " de " in clear
+
+
+def test_split_fortunes() -> None:
+    entries = split_fortunes(ES.read_text("utf-8"))
+    raw = ES.read_text("utf-8")
+    assert len(entries) == sum(1 for line in raw.splitlines() if line.strip() == "%") + (
+        0 if raw.rstrip().endswith("%") else 1
+    )
+    assert all(e.strip() and "\n%\n" not in e for e in entries)
+    assert split_fortunes("a\n%\n\n%\nb\r\n%\r\n") == ["a", "b"]
+
+
+def test_decode_policy() -> None:
+    text = ES.read_text("utf-8")
+    assert decode_text(text.encode("utf-8")) == text
+    assert decode_text(text.encode("utf-16")) == text
+    assert decode_text(b"\xef\xbb\xbf" + text.encode()) == text
+    assert decode_text(text.encode("latin-1")) == text  # legacy single-byte text is kept
+    ja = (SAMPLE / "html/debian-reference-ja/usr/share/debian-reference/ch08.ja.html").read_text()
+    assert decode_text(ja.encode("euc_jp", errors="replace")) == ja.encode(
+        "euc_jp", errors="replace"
+    ).decode("euc_jp")
+    half = len(text) // 2
+    with pytest.raises(ReadError) as e:
+        decode_text(text[:half].encode() + text[half:].encode("latin-1"))
+    assert e.value.reason == "mixed_encoding"
+
+
+def test_binary_detection() -> None:
+    assert looks_binary((SAMPLE / "meta/fortunes/changelog.gz").read_bytes()[10:])
+    assert looks_binary(b"%PDF-1.5\n\x00\x01\x02")
+    assert not looks_binary(ES.read_bytes())
+    assert not looks_binary(ES.read_text().encode("utf-16"))  # NULs, but a BOM says UTF-16
+
+
+def test_bounded_gunzip_stops_bombs() -> None:
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (64 << 20))
+    with pytest.raises(ReadError) as e:
+        bounded_gunzip(bomb, 1 << 20)
+    assert e.value.reason == "too_large"
+    dz = (SAMPLE / "prose/dict-devil/usr/share/dictd/devil.dict.dz").read_bytes()
+    assert bounded_gunzip(dz, 1 << 30) == gzip.decompress(dz)
+    with pytest.raises(ReadError) as e:
+        bounded_gunzip(dz[: len(dz) // 2], 1 << 30)
+    assert e.value.reason == "corrupt_gzip"
