@@ -169,9 +169,23 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     return p
 
 
-def main_args(args: argparse.Namespace) -> int:
-    from flows.server import ensure_api
+def check_config(config: str | None, overrides: Sequence[str]) -> None:
+    """Load the config now, so a typo fails at deploy time rather than at the scheduled run."""
+    from curate.config import ConfigError, load_config
 
+    try:
+        load_config(Path(config or DEFAULT_CONFIG), list(overrides))
+    except ConfigError as e:
+        raise SystemExit(f"config error:\n{e}") from None
+
+
+def main_args(args: argparse.Namespace) -> int:
+    from flows.server import ensure_api, healthy
+
+    resolve_flow(args.flow)  # fail before touching the server
+    check_config(args.config, args.set)
+    if args.api_url and not healthy(args.api_url):
+        raise SystemExit(f"no Prefect API answers at {args.api_url}")
     url = ensure_api(args.api_url)
     name = args.name or f"sluice-{args.flow}"
     params = deployment_parameters(args.config, args.set)
