@@ -459,34 +459,50 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+def _finite(v: Any) -> bool:
+    return _is_num(v) and bool(np.isfinite(float(v)))
+
+
 def training_section(run_dir: str, train_dir: str | None = None) -> Section | None:
-    """Loss curves from ``metrics.jsonl`` and the scaling-law prediction, if any exist."""
+    """Loss curves from ``metrics.jsonl`` next to the scaling-law prediction, if any exist.
+
+    Reads what train/ writes: ``metrics.jsonl`` rows (``step``, ``tokens``, ``train_loss``,
+    ``val_loss``, ...), ``prediction.json`` (``loss``, ``lo``, ``hi``, ``tokens`` and a
+    ``curve`` of ``{tokens, loss, lo, hi}``) and ``final.json`` (``final_val_loss``).
+    """
     base = Path(train_dir) if train_dir else Path(filesystem(run_dir)[1]) / "train"
     if not base.is_dir():
         return None
     metrics_files = sorted(base.rglob("metrics.jsonl"))
     preds = sorted(base.rglob("*prediction*.json"))
+    finals = sorted(base.rglob("final.json"))
     if not metrics_files and not preds:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     rows: list[list[Any]] = []
     plotted = False
+    xkey = "tokens"
     for mf in metrics_files:
         recs = _read_jsonl(mf)
-        xkey = next((k for k in ("tokens", "step") if any(k in r for r in recs)), None)
-        if xkey is None:
-            continue
+        xkey = next((k for k in ("tokens", "step") if any(k in r for r in recs)), xkey)
         for ykey in sorted({k for r in recs for k in r if "loss" in k}):
-            pts = [(r[xkey], r[ykey]) for r in recs if _is_num(r.get(xkey)) and _is_num(r.get(ykey))]
+            pts = [(r[xkey], r[ykey]) for r in recs if _finite(r.get(xkey)) and _finite(r.get(ykey))]
             if not pts:
                 continue
             xs, ys = zip(*pts, strict=True)
             label = f"{mf.parent.name}/{ykey}" if len(metrics_files) > 1 else ykey
-            ax.plot(xs, ys, label=label)
+            ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
             plotted = True
             rows.append([label, "last measured", xs[-1], round(float(ys[-1]), 4)])
-        ax.set_xlabel(xkey)
+    for ff in finals:
+        try:
+            final = json.loads(ff.read_text())
+        except ValueError:
+            continue
+        if isinstance(final, dict) and _finite(final.get("final_val_loss")):
+            rows.append([ff.parent.name, "final val loss", final.get("tokens", ""),
+                         round(float(final["final_val_loss"]), 4)])
     for pf in preds:
         try:
             pred = json.loads(pf.read_text())
@@ -494,19 +510,36 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
             continue
         if not isinstance(pred, dict):
             continue
+        curve = [c for c in pred.get("curve") or [] if isinstance(c, dict)
+                 and _finite(c.get("tokens")) and _finite(c.get("loss"))]
+        if curve:
+            xs = [c["tokens"] for c in curve]
+            ax.plot(xs, [c["loss"] for c in curve], "--", color="gray", label="predicted")
+            if all(_finite(c.get("lo")) and _finite(c.get("hi")) for c in curve):
+                ax.fill_between(xs, [c["lo"] for c in curve], [c["hi"] for c in curve],
+                                color="gray", alpha=0.2)
+            plotted = True
+        if _finite(pred.get("loss")):
+            x = pred.get("tokens") if _finite(pred.get("tokens")) else None
+            interval = (f" [{pred['lo']:.4g}, {pred['hi']:.4g}]"
+                        if _finite(pred.get("lo")) and _finite(pred.get("hi")) else "")
+            rows.append([pf.stem, f"predicted final loss{interval}", x or "",
+                         round(float(pred["loss"]), 4)])
+            if x is not None:
+                ax.plot([x], [pred["loss"]], "o", color="black")
+            else:
+                ax.axhline(float(pred["loss"]), linestyle="--", color="gray")
+            plotted = True
         for k, v in sorted(pred.items()):
-            if "loss" in k and _is_num(v):
-                ax.axhline(float(v), linestyle="--", color="gray")
-                ax.text(ax.get_xlim()[0], float(v), f" {k}", va="bottom", fontsize=7)
+            if k != "loss" and "loss" in k and _finite(v):
+                ax.axhline(float(v), linestyle=":", color="gray")
                 rows.append([pf.stem, k, "", round(float(v), 4)])
-                plotted = True
-            elif isinstance(v, list) and k in ("tokens", "step") and isinstance(pred.get("loss"), list):
-                ax.plot(v, pred["loss"], "--", label=f"{pf.stem} (predicted)")
                 plotted = True
     if not plotted:
         plt.close(fig)
         return None
-    ax.set_ylabel("loss")
+    ax.set_xlabel(xkey)
+    ax.set_ylabel("loss (nats/token)")
     ax.set_title("Loss vs prediction")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
@@ -514,7 +547,7 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
         key="loss-vs-prediction",
         title="Loss vs prediction",
         summary=f"{len(metrics_files)} metrics file(s), {len(preds)} prediction file(s) in {base}.",
-        header=["series", "what", "x", "loss"],
+        header=["series", "what", xkey, "loss"],
         rows=rows,
         png=_png(fig),
     )

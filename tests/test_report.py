@@ -112,16 +112,28 @@ def test_partial_runs_and_training_section(run, tmp_path):
     assert set(sec) == {"funnel", "removed-by-reason", "lang-histogram", "domain-histogram"}
     assert [r[0] for r in sec["funnel"].rows] == ["toxicity", "pii"]
     assert "No stage output" in Path(write_report_html(str(tmp_path / "empty"))).read_text()
-    # training metrics next to the run: plotted with the prediction
+    # training output next to the run (train/ and scaling formats): plotted with the prediction
     train = partial / "train"
     train.mkdir()
-    lines = [json.dumps({"step": s, "tokens": s * 4096, "loss": 9.0 / (1 + s) ** 0.3})
-             for s in range(0, 50, 5)]
-    (train / "metrics.jsonl").write_text("\n".join(lines) + "\nnot json\n")
-    (train / "prediction.json").write_text(json.dumps({"predicted_loss": 3.1}))
+    rows = [{"step": s, "tokens": s * 4096, "train_loss": 9.0 / (1 + s) ** 0.3,
+             "val_loss": 9.2 / (1 + s) ** 0.3 if s % 10 == 0 else float("nan")}
+            for s in range(0, 50, 5)]
+    (train / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 50, "tok'  # torn last line
+    )
+    curve = [{"tokens": t, "loss": 9.0 / (1 + t / 4096) ** 0.3, "lo": 3.0, "hi": 9.5}
+             for t in (4096, 40960, 200704)]
+    (train / "prediction.json").write_text(json.dumps(
+        {"loss": 2.99, "lo": 2.9, "hi": 3.1, "tokens": 200704, "n_params": 1000, "curve": curve}
+    ))
+    (train / "final.json").write_text(json.dumps({"final_val_loss": 3.05, "tokens": 200704}))
     loss = _sections(partial)["loss-vs-prediction"]
-    assert loss.png and ["prediction", "predicted_loss", "", 3.1] in loss.rows
-    assert loss.rows[0][:3] == ["loss", "last measured", 45 * 4096]
+    assert loss.png
+    by_what = {(r[0], r[1]): r[2:] for r in loss.rows}
+    assert by_what[("train_loss", "last measured")] == [45 * 4096, round(9.0 / 46**0.3, 4)]
+    assert by_what[("val_loss", "last measured")] == [40 * 4096, round(9.2 / 41**0.3, 4)]
+    assert by_what[("prediction", "predicted final loss [2.9, 3.1]")] == [200704, 2.99]
+    assert by_what[("train", "final val loss")] == [200704, 3.05]
 
 
 def test_inspect_samples_every_reason(run):
