@@ -75,6 +75,15 @@ def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _drain_prefect_services(timeout: float = 15.0) -> None:
+    """Send what this process's Prefect services (events, logs) still hold while the server is
+    up: left for interpreter exit, they would warn into closed streams."""
+    from prefect._internal.concurrency.services import QueueService
+
+    with contextlib.suppress(Exception):
+        QueueService.drain_all(timeout=timeout, at_exit=False)
+
+
 @contextlib.contextmanager
 def local_prefect_server(tmp: Path) -> Iterator[Server]:
     import prefect.settings as ps
@@ -97,10 +106,13 @@ def local_prefect_server(tmp: Path) -> Iterator[Server]:
     try:
         wait_healthy(url, timeout=180, proc=proc)
         os.environ["PREFECT_API_URL"] = url
-        with ps.temporary_settings(updates={ps.PREFECT_API_URL: url}):
+        # no log shipping from this process: its queue would outlive the server it points at
+        quiet = {ps.PREFECT_API_URL: url, ps.PREFECT_LOGGING_TO_API_ENABLED: False}
+        with ps.temporary_settings(updates=quiet):
             yield Server(url=url, ui=f"http://127.0.0.1:{port}", home=home, log=log,
                          env=child_env(home, url))
     finally:
+        _drain_prefect_services()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
