@@ -84,6 +84,7 @@ class PipelineConfig(BaseModel):
     domain_rules: list[DomainRule] | None = None  # None: the readers' DEFAULT_DOMAIN_RULES
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     parts: PartsConfig = Field(default_factory=PartsConfig)
+    plugins: list[str] = Field(default_factory=list)  # modules that register extra stages
     stages: list[StageEntry] = Field(default_factory=list)
     mix: MixConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -100,9 +101,14 @@ class PipelineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _stage_options(self) -> PipelineConfig:
-        from curate.stages import STAGES
+        from curate.stages import STAGES, load_plugins
 
         problems: list[str] = []
+        for i, module in enumerate(self.plugins):
+            try:
+                load_plugins([module])
+            except Exception as e:  # any import failure is a config error
+                problems.append(f"plugins[{i}]: cannot import {module!r}: {e}")
         seen: set[str] = set()
         for i, entry in enumerate(self.stages):
             where = f"stages[{i}]"
@@ -131,8 +137,9 @@ class PipelineConfig(BaseModel):
 
     def stage_config(self, index: int) -> BaseModel:
         """The validated options of ``stages[index]`` as the stage's own config model."""
-        from curate.stages import STAGES
+        from curate.stages import STAGES, load_plugins
 
+        load_plugins(self.plugins)
         entry = self.stages[index]
         return STAGES[entry.name].config.model_validate(entry.options)
 

@@ -14,7 +14,7 @@ from typing import Any
 from curate import mix
 from curate.config import PipelineConfig
 from curate.stage import StageStats
-from curate.storage import join, read_json, write_bytes_atomic, write_json_atomic
+from curate.storage import join, part_name, read_json, write_bytes_atomic, write_json_atomic
 
 
 def stage_counts(stats: StageStats) -> dict[str, Any]:
@@ -86,6 +86,17 @@ def mixture_achieved(mixed_parts: list[Mapping[str, Any]]) -> dict[str, float]:
     return mix.sum_counts(p.get("selected_tokens", {}) for p in mixed_parts)
 
 
+def extract_counters(run: str) -> dict[str, int]:
+    """The readers' extra counters (files, raw bytes, ...) summed over the extract markers."""
+    n_parts = len(read_json(join(run, "parts.json"))["parts"])
+    total: dict[str, int] = {}
+    for i in range(n_parts):
+        marker = read_json(join(run, "extract", f"{part_name(i)}.done.json"))
+        for k, v in marker.get("counters", {}).items():
+            total[k] = total.get(k, 0) + v
+    return dict(sorted(total.items()))
+
+
 def write_report(
     cfg: PipelineConfig,
     stats: Mapping[str, StageStats],
@@ -102,6 +113,7 @@ def write_report(
         "run": cfg.name,
         "config_hash": cfg.hash(),
         "stages": {name: stage_counts(s) for name, s in stats.items()},
+        "extract_counters": extract_counters(run),
         "mixture": mixture,
         "shards": {
             split: {"sequences": info["sequences"], "tokens": info["tokens"]}

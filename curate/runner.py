@@ -27,12 +27,16 @@ Run directory (``cfg.run_url``)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +49,7 @@ from curate.config import EXTRACT_STAGE, PipelineConfig
 from curate.readers import extract_part, list_inputs, plan_parts
 from curate.shards.write import encode_part, write_shards
 from curate.stage import ConservationError, GlobalStage, StageResult, StageStats
-from curate.stages import STAGES
+from curate.stages import STAGES, load_plugins
 from curate.storage import (
     PARQUET_OPTIONS,
     config_hash,
@@ -113,6 +117,33 @@ def _write_table(table: pa.Table, url: str) -> str:
     data = parquet_bytes(table)
     write_bytes_atomic(data, url)
     return hashlib.sha256(data).hexdigest()
+
+
+@functools.cache
+def _module_source_hash(module_name: str) -> str:
+    """Hash of a module's source (of every .py file of a package); its name if unreadable."""
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    h = hashlib.blake2b(module_name.encode(), digest_size=16)
+    if hasattr(module, "__path__"):  # a package: all its files
+        files = sorted(f for d in module.__path__ for f in Path(d).rglob("*.py"))
+    else:
+        files = [Path(module.__file__)] if getattr(module, "__file__", None) else []
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def code_version(*objects: Any) -> str:
+    """Fingerprint of the code a step runs: the sources of the modules (or packages) that
+    define ``objects`` (functions or module names). Part of every marker's config hash, so
+    editing a stage re-runs it (and, where its output changes, what comes after)."""
+    names = set()
+    for obj in objects:
+        if obj is None:
+            continue
+        names.add(obj if isinstance(obj, str) else obj.__module__)
+    return _digest(*(_module_source_hash(n) for n in sorted(names)))
 
 
 def is_local(url: str) -> bool:
@@ -204,7 +235,7 @@ def run_extract_part(cfg: PipelineConfig, part_index: int, files: list[Any]) -> 
     """Extract one part of raw files into documents (stage ``extract``)."""
     urls = [f.url for f in files]
     input_fp = _digest(fingerprint(urls), *(f"{f.url}|{f.format}|{f.domain}" for f in files))
-    cfg_hash = config_hash(cfg.extract)
+    cfg_hash = _digest(config_hash(cfg.extract), code_version("curate.readers"))
     done = _skip(marker_url(cfg, EXTRACT_STAGE, part_index), input_fp, cfg_hash)
     if done:
         return done
@@ -219,9 +250,12 @@ def run_extract_part(cfg: PipelineConfig, part_index: int, files: list[Any]) -> 
 
 def _stage_setup(cfg: PipelineConfig, stage_index: int) -> tuple[Any, BaseModel, str, str]:
     entry = cfg.stages[stage_index]
+    stage_cfg = cfg.stage_config(stage_index)  # imports cfg.plugins first
     stage = STAGES[entry.name]
-    stage_cfg = cfg.stage_config(stage_index)
-    cfg_hash = config_hash({"stage": entry.name, "options": stage_cfg.model_dump(mode="json")})
+    code = code_version(*(getattr(stage, f, None) for f in ("score", "rules", "map", "reduce")))
+    cfg_hash = config_hash(
+        {"stage": entry.name, "options": stage_cfg.model_dump(mode="json"), "code": code}
+    )
     previous = stage_names(cfg)[stage_index]  # extract is at 0, stages start at 1
     return stage, stage_cfg, cfg_hash, previous
 
@@ -372,7 +406,7 @@ def _read_columns(url: str, columns: list[str]) -> pa.Table:
 def run_mix_plan(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
     """Reduce: token histograms of the kept documents → the mixing plan (``mix/plan.json``)."""
     input_fp = _final_parts_fp(cfg, n_parts)
-    cfg_hash = config_hash(cfg.mix)
+    cfg_hash = _digest(config_hash(cfg.mix), code_version("curate.mix"))
     url = join(cfg.run_url, "mix", "plan.done.json")
     if done_marker_matches(url, input_fp, cfg_hash):
         return {**_marker(url)["stats"], "skipped": True}
@@ -410,7 +444,7 @@ def run_mix_part(cfg: PipelineConfig, part_index: int) -> dict[str, Any]:
     """Map: the documents of one part selected by the plan, with ``repeats``."""
     last = final_stage(cfg)
     input_fp = _digest(_output_hash(cfg, last, part_index), _plan_hash(cfg))
-    cfg_hash = config_hash(cfg.mix)
+    cfg_hash = _digest(config_hash(cfg.mix), code_version("curate.mix"))
     url = marker_url(cfg, "mix", part_index)
     if done_marker_matches(url, input_fp, cfg_hash):
         return {**_marker(url)["stats"], "skipped": True}
@@ -442,7 +476,7 @@ def tokenizer_url(cfg: PipelineConfig) -> str:
 def run_tokenizer(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
     """Reduce: train the SentencePiece tokenizer on a sample drawn from the mixed parts."""
     input_fp = _digest(*(_output_hash(cfg, "mix", i) for i in range(n_parts)))
-    cfg_hash = config_hash(cfg.tokenizer)
+    cfg_hash = _digest(config_hash(cfg.tokenizer), code_version("curate.tokenizer"))
     url = join(cfg.run_url, "tokenizer", "done.json")
     if done_marker_matches(url, input_fp, cfg_hash):
         return {**_marker(url)["stats"], "skipped": True}
@@ -466,7 +500,7 @@ def run_encode_part(cfg: PipelineConfig, part_index: int) -> dict[str, Any]:
     """Map: token ids of one mixed part (``encoded/part-NNNNN.parquet``)."""
     tok_hash = _marker(join(cfg.run_url, "tokenizer", "done.json"))["output"]
     input_fp = _digest(_output_hash(cfg, "mix", part_index), tok_hash)
-    cfg_hash = config_hash(cfg.shards)
+    cfg_hash = _digest(config_hash(cfg.shards), code_version("curate.shards.write"))
     url = marker_url(cfg, "encoded", part_index)
     if done_marker_matches(url, input_fp, cfg_hash):
         return {**_marker(url)["stats"], "skipped": True}
@@ -506,7 +540,12 @@ def shards_dir(cfg: PipelineConfig) -> str:
 def run_shards(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
     """Reduce: pack, shuffle, split and write the token shards and ``manifest.json``."""
     input_fp = _digest(*(_output_hash(cfg, "encoded", i) for i in range(n_parts)))
-    cfg_hash = _digest(config_hash(cfg.shards), config_hash(cfg.mix), cfg.name)
+    cfg_hash = _digest(
+        config_hash(cfg.shards),
+        config_hash(cfg.mix),
+        cfg.name,
+        code_version("curate.shards.write", "curate.shards.format"),
+    )
     url = join(shards_dir(cfg), "done.json")
     if done_marker_matches(url, input_fp, cfg_hash):
         return {**_marker(url)["stats"], "skipped": True}
@@ -544,6 +583,7 @@ def run_shards(cfg: PipelineConfig, n_parts: int) -> dict[str, Any]:
 
 
 def stage_is_global(cfg: PipelineConfig, stage_index: int) -> bool:
+    load_plugins(cfg.plugins)
     return isinstance(STAGES[cfg.stages[stage_index].name], GlobalStage)
 
 

@@ -6,6 +6,9 @@ Per-part stages are :class:`~curate.stage.Stage`; stages that must see the whole
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterable
+
 from curate.stage import GlobalStage, Stage
 
 STAGES: dict[str, Stage | GlobalStage] = {}
@@ -16,6 +19,13 @@ def register(stage: Stage | GlobalStage) -> Stage | GlobalStage:
         raise ValueError(f"stage {stage.name!r} registered twice")
     STAGES[stage.name] = stage
     return stage
+
+
+def load_plugins(modules: Iterable[str]) -> None:
+    """Import stage modules named in a config (``plugins``); each calls :func:`register` on
+    import. Every process that looks a stage up (a Ray worker, say) imports them too."""
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _register_builtin() -> None:

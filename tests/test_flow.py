@@ -24,18 +24,53 @@ def harness():
         yield
 
 
+# A stage plugin whose first call kills its Ray worker process (the worker is lost, as when a
+# node dies); the flag file makes it pass through on every later call.
+CRASH_PLUGIN = """
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from curate.stage import Stage
+from curate.stages import register
+
+
+class CrashOnceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    flag: str
+
+
+def score(table, cfg):
+    flag = Path(cfg.flag)
+    if not flag.exists():
+        flag.write_text(str(os.getpid()))
+        os._exit(1)
+    return table
+
+
+register(Stage(name="crash_once", config=CrashOnceConfig, score=score))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_flow_on_ray_runs_the_sample_to_shards(harness, tmp_path):
+def test_flow_on_ray_runs_the_sample_to_shards(harness, tmp_path, monkeypatch):
     import ray
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from curate.config import load_config
+    from curate.config import PipelineConfig, load_config
     from curate.runner import run_pipeline
     from curate.shards.format import load_manifest
     from flows.curate import run_curate
 
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "sluice_crash_once.py").write_text(CRASH_PLUGIN)
+    monkeypatch.syspath_prepend(str(plugin_dir))  # this process
+    monkeypatch.setenv("PYTHONPATH", f"{plugin_dir}:{ROOT}")  # the Ray workers
+    flag = tmp_path / "crashed.pid"
     cfg = load_config(
         DEFAULT,
         [
@@ -44,9 +79,14 @@ def test_flow_on_ray_runs_the_sample_to_shards(harness, tmp_path):
             "name=flowtest",
             "ray.num_cpus=2",
             "prefect.artifact_key=sluice-funnel-test",
+            "plugins=[sluice_crash_once]",
         ],
     )
+    data = cfg.model_dump(mode="json")
+    data["stages"].append({"name": "crash_once", "options": {"flag": str(flag)}})
+    cfg = PipelineConfig.model_validate(data)
     stats = run_curate(cfg)
+    assert flag.exists()  # a worker died in the middle of the stage; Ray ran the part again
     assert not ray.is_initialized()  # the task runner started and stopped its own Ray
     run = tmp_path / "flow"
     assert json.loads((run / "stats.json").read_text()) == stats
@@ -129,3 +169,44 @@ def test_cli_local_run_then_inspect_and_forwarding(tmp_path, capsys, monkeypatch
     monkeypatch.setitem(sys.modules, "train.sweep_cli", fake)
     assert main(["sweep", "--budget", "1e15"]) == 0
     assert seen["argv"] == ["--budget", "1e15"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_server_and_no_start_is_a_clear_error(monkeypatch):
+    from flows import server
+
+    url = server.api_url(port=_free_port())
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    with pytest.raises(RuntimeError, match="sluice server"):
+        server.ensure_api(start=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_background_server_starts_answers_and_stops(tmp_path, monkeypatch):
+    import time
+
+    from flows import server
+
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # its own database
+    port = _free_port()
+    url = server.start_background(port=port, timeout=240)
+    try:
+        assert url == f"http://127.0.0.1:{port}/api" and server.healthy(url)
+        assert (tmp_path / "server.pid").exists()
+        monkeypatch.setenv("PREFECT_API_URL", url)
+        assert server.ensure_api(start=False) == url
+    finally:
+        assert server.stop_background()
+    deadline = time.monotonic() + 60
+    while server.healthy(url) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not server.healthy(url)

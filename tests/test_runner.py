@@ -3,7 +3,6 @@ with byte-identical outputs, conservation mismatches raise, global stages map/re
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from curate import runner
 from curate.config import PipelineConfig, load_config
 from curate.shards.format import load_manifest
-from curate.stage import ConservationError, GlobalStage
+from curate.stage import ConservationError, GlobalStage, Stage
 from curate.stages import STAGES
 from curate.storage import read_parquet, write_parquet_atomic
 
@@ -92,6 +91,8 @@ def test_counters_balance_and_every_document_is_accounted_for(finished):
     for name in ("funnel.md", "funnel.png", "mixture.md", "mixture.png", "timings.json"):
         assert (run / name).stat().st_size > 0, name
     assert "| toxicity |" in (run / "funnel.md").read_text()
+    raw_files = sum(len(p) for p in json.loads((run / "parts.json").read_text())["parts"])
+    assert stats["extract_counters"]["files"] == raw_files
 
 
 def test_rerun_of_a_finished_run_does_no_work(finished, tmp_path, monkeypatch):
@@ -104,8 +105,8 @@ def test_rerun_of_a_finished_run_does_no_work(finished, tmp_path, monkeypatch):
 
     for name in ("extract_part", "train_tokenizer", "encode_part", "write_shards"):
         monkeypatch.setattr(runner, name, boom)
-    for name in ("toxicity", "pii"):
-        monkeypatch.setitem(STAGES, name, dataclasses.replace(STAGES[name], score=boom))
+    monkeypatch.setattr(Stage, "run", boom)
+    monkeypatch.setattr(GlobalStage, "run", boom)
     runner.run_pipeline(cfg)
     timings = json.loads((run / "timings.json").read_text())
     n = len(json.loads((run / "parts.json").read_text())["parts"])
@@ -116,21 +117,22 @@ def test_rerun_of_a_finished_run_does_no_work(finished, tmp_path, monkeypatch):
 def test_killed_mid_stage_then_rerun_gives_identical_bytes(finished, tmp_path, monkeypatch):
     run = tmp_path / "b"
     cfg = _cfg(run)
-    pii = STAGES["pii"]
+    real_run = Stage.run
     calls = {"n": 0}
 
-    def dies_on_third_part(table, c):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("worker killed")
-        return pii.score(table, c)
+    def dies_on_third_pii_part(self, table, c):
+        if self.name == "pii":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt("worker killed")
+        return real_run(self, table, c)
 
-    monkeypatch.setitem(STAGES, "pii", dataclasses.replace(pii, score=dies_on_third_part))
+    monkeypatch.setattr(Stage, "run", dies_on_third_pii_part)
     with pytest.raises(KeyboardInterrupt):
         runner.run_pipeline(cfg)
     assert len(list((run / "pii").glob("part-*.done.json"))) == 2
     assert not (run / "shards").exists()
-    monkeypatch.setitem(STAGES, "pii", pii)
+    monkeypatch.setattr(Stage, "run", real_run)
     runner.run_pipeline(cfg)
     timings = json.loads((run / "timings.json").read_text())
     assert timings["skipped_parts"]["toxicity"] == timings["skipped_parts"]["extract"] > 2
@@ -304,11 +306,32 @@ def test_whole_run_on_an_fsspec_run_dir_matches_the_local_run(finished):
     runner.run_pipeline(_cfg(url))
     fs = fsspec.filesystem("memory")
     remote = {
-        p.removeprefix("/sluice-test/whole/"): fs.cat_file(p)
-        for p in fs.find("/sluice-test/whole")
+        p.removeprefix("/sluice-test/whole/"): fs.cat_file(p) for p in fs.find("/sluice-test/whole")
     }
     local = finished["files"]
     assert "shards/manifest.json" in remote and "shards/train/shard-00000.arrow" in remote
     for name, data in local.items():
         assert remote[name] == data, name
     fs.rm("/sluice-test", recursive=True)
+
+
+def test_code_changes_invalidate_markers(finished, tmp_path, monkeypatch):
+    module = tmp_path / "sluice_code_v.py"
+    module.write_text("def score(t, c):\n    return t\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sluice_code_v
+
+    before = runner.code_version(sluice_code_v.score)
+    module.write_text("def score(t, c):\n    return t  # changed\n")
+    runner._module_source_hash.cache_clear()
+    assert runner.code_version(sluice_code_v.score) != before
+    assert runner.code_version("curate.readers") != runner.code_version("curate.mix")
+    # a step whose code changed is not skipped
+    run = tmp_path / "h"
+    shutil.copytree(finished["run"], run)
+    cfg = _cfg(run)
+    assert runner.run_stage_part(cfg, 0, 0)["skipped"]
+    real = runner.code_version
+    monkeypatch.setattr(runner, "code_version", lambda *o: real(*o) + "-edited")
+    assert not runner.run_stage_part(cfg, 0, 0)["skipped"]
+    assert not runner.run_extract_part(cfg, 0, runner.plan_run(cfg)[0])["skipped"]

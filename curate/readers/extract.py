@@ -26,8 +26,14 @@ one quarantine record at the offset where it broke. Nothing raises for bad input
 
 Counters: ``StageStats.docs_in`` counts documents seen (records), so in = kept + removed +
 quarantined holds; ``bytes_in`` is the raw bytes of the part's files (the funnel's start). The
-extra counters of :class:`ExtractResult` (``counters``: files, pdf_pages, pdf_empty_pages,
-pdf_scanned_pages, ...) are plain ints for the flow to add across parts.
+extra counters of :class:`ExtractResult` (``counters``) are plain ints for the flow to add
+across parts (a key may be missing when its count is zero): ``files``, ``raw_bytes``, ``html_docs``, ``pdf_docs``,
+``pdf_pages``, ``pdf_empty_pages`` (no text), ``pdf_scanned_pages`` (no text but an image),
+``pdf_page_errors``, ``warc_records`` (document records), ``warc_records_skipped`` (request,
+warcinfo, metadata, revisit), ``rot13_files``.
+
+Runs anywhere: in the main thread, in threads, in a Ray task (the timeout lives in the worker
+process, see :mod:`curate.readers.worker`).
 """
 
 from __future__ import annotations
