@@ -37,7 +37,6 @@ DEFAULT_POOL_TYPE = "process"
 def curate_job(
     config: str = DEFAULT_CONFIG,
     overrides: list[str] | None = None,
-    publish_report: bool = True,
 ) -> dict[str, Any]:
     """Curate with ``config`` (path, relative to the repository if not absolute) and
     ``key=value`` overrides; publish the run report as artifacts; returns stats.json."""
@@ -46,14 +45,7 @@ def curate_job(
 
     path = Path(config)
     cfg = load_config(path if path.is_absolute() else REPO_ROOT / path, list(overrides or []))
-    stats = run_curate(cfg)
-    if publish_report:
-        from curate.html_report import write_report_html
-        from flows.artifacts import publish_report_artifacts
-
-        write_report_html(cfg.run_url)
-        publish_report_artifacts(cfg.run_url, prefix=f"sluice-{cfg.name}")
-    return stats
+    return run_curate(cfg)  # writes report.html and publishes it as artifacts
 
 
 # --flow NAME -> (module, attribute) of the flow function to deploy
