@@ -138,7 +138,8 @@ def write_report(
     mixed_parts: list[Mapping[str, Any]],
     skipped: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Write stats.json, timings.json, funnel.{md,png}, mixture.{json,md,png}; return stats."""
+    """Write stats.json, timings.json, funnel.{md,png}, mixture.{json,md,png}, report.html;
+    return stats."""
     run = cfg.run_url
     plan = mix.MixPlan.model_validate(read_json(join(run, "mix", "plan.json")))
     mixture = mix.mixture_report(plan, mixture_achieved(mixed_parts))
@@ -170,4 +171,7 @@ def write_report(
     write_json_atomic(mixture, join(run, "mixture.json"))
     write_bytes_atomic(mix.mixture_markdown(mixture).encode(), join(run, "mixture.md"))
     write_bytes_atomic(mix.mixture_png(mixture), join(run, "mixture.png"))
+    from curate.html_report import write_report_html  # reads back the files written above
+
+    write_report_html(run)
     return {**summary, "funnel_markdown": funnel, "mixture_markdown": mix.mixture_markdown(mixture)}

@@ -143,43 +143,26 @@ def _sample_rows(table, n: int, width: int) -> list[str]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    from curate.inspect import inspect_run
 
-    from curate.config import PipelineConfig
-    from curate.runner import part_url, stage_names
-    from curate.storage import exists, read_json, read_parquet
+    try:
+        print(inspect_run(args.run, args.n, args.stage, args.seed, args.width), end="")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return 0
 
-    run = args.run.rstrip("/")
-    saved = read_json(f"{run}/config.json")["config"]
-    cfg = PipelineConfig.model_validate({**saved, "run_dir": run})
-    n_parts = len(read_json(f"{run}/parts.json")["parts"])
-    for stage in stage_names(cfg):
-        if args.stage and stage != args.stage:
-            continue
 
-        def load(kind: str, stage: str = stage) -> pa.Table:
-            tables = [
-                read_parquet(part_url(cfg, stage, i, kind))
-                for i in range(n_parts)
-                if exists(part_url(cfg, stage, i, kind))
-            ]
-            return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+def cmd_report(args: argparse.Namespace) -> int:
+    from curate.html_report import write_report_html
 
-        kept, removed, quarantine = load(""), load("removed"), load("quarantine")
-        print(
-            f"== {stage}: {kept.num_rows} kept, {removed.num_rows} removed, "
-            f"{quarantine.num_rows} quarantined"
-        )
-        print(f"  kept (first {args.n}):")
-        print("\n".join(_sample_rows(kept, args.n, args.width)))
-        for table, label in ((removed, "removed"), (quarantine, "quarantined")):
-            if not table.num_rows:
-                continue
-            for reason in sorted(set(table.column("reason").to_pylist())):
-                rows = table.filter(pc.equal(table.column("reason"), reason))
-                print(f"  {label} · {reason} ({rows.num_rows}):")
-                print("\n".join(_sample_rows(rows, args.n, args.width)))
+    print(write_report_html(args.run, args.train, args.out))
+    if args.publish:
+        from flows.artifacts import publish_report_artifacts
+        from flows.server import ensure_api
+
+        ensure_api()
+        keys = publish_report_artifacts(args.run, args.train)
+        print(f"published {len(keys)} artifacts: {', '.join(keys)}")
     return 0
 
 
@@ -252,8 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run", help="run directory, e.g. runs/default")
     i.add_argument("--stage", help="only this stage")
     i.add_argument("-n", type=int, default=3, help="documents per reason")
-    i.add_argument("--width", type=int, default=160)
+    i.add_argument("--width", type=int, default=400, help="snippet characters")
+    i.add_argument("--seed", type=int, default=0, help="another seed shows other documents")
     i.set_defaults(fn=cmd_inspect)
+
+    rp = sub.add_parser("report", help="write RUN/report.html (self-contained) and print its path")
+    rp.add_argument("run", help="run directory, e.g. runs/default")
+    rp.add_argument("--train", help="training dir with metrics.jsonl (default RUN/train)")
+    rp.add_argument("--out", help="output file (default RUN/report.html)")
+    rp.add_argument("--publish", action="store_true", help="also publish Prefect artifacts")
+    rp.set_defaults(fn=cmd_report)
+
+    from flows import deploy
+
+    deploy.build_parser(
+        sub.add_parser("deploy", help="the curation flow as a cron-scheduled Prefect deployment")
+    )
 
     t = sub.add_parser("train-tokenizer", help="(re)train the tokenizer of a run")
     t.add_argument("--run", required=True)

@@ -28,6 +28,7 @@ from curate.report import write_report
 from curate.stage import StageStats
 from curate.storage import join, write_json_atomic
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
+from flows.artifacts import publish_report_artifacts
 
 NODE_KEY = "ray_node"  # added to every task's result by _on_node, removed by the flow
 
@@ -171,6 +172,7 @@ def _curate(cfg: PipelineConfig) -> dict[str, Any]:
         f"## Mixture\n\n{report['mixture_markdown']}\n## Steps\n\n{_timings_markdown(timings, skipped)}",
         description=f"Sluice funnel and mixture of run {cfg.name}",
     )
+    publish_report_artifacts(cfg.run_url, prefix=f"sluice-{cfg.name}")
     return {k: v for k, v in report.items() if not k.endswith("_markdown")}
 
 

@@ -158,7 +158,7 @@ def test_cli_local_run_then_inspect_and_forwarding(tmp_path, capsys, monkeypatch
     assert "| extract |" in out and "shards/train:" in out
     assert main(["inspect", str(run), "-n", "1", "--stage", "toxicity"]) == 0
     out = capsys.readouterr().out
-    assert "== toxicity:" in out and "removed · toxic" in out
+    assert "== toxicity " in out and "-- removed: toxic" in out
     # forwarded commands import their module lazily and pass argv through
     import sys
     import types

@@ -1,0 +1,634 @@
+"""A run's report: one self-contained ``report.html`` plus the same figures as markdown/PNG.
+
+``report_sections(run_dir)`` reads the run directory (see ``curate.rundir``) and returns
+:class:`Section` objects (a table, a PNG, a one-line summary); ``write_report_html`` renders
+them into ``<run>/report.html`` with inline CSS and base64 PNGs (no external URL, opens offline);
+``Section.markdown()`` gives the same content for Prefect artifacts (``flows/artifacts.py``).
+
+Sections, each present only when the run has the data: funnel (stats.json or done markers),
+removals by reason, languages and domains of the last stage's kept documents, near-duplicate
+cluster sizes (``minhash_cluster``), mixture target vs achieved, tokenizer compression
+(bytes/token measured on a sample of kept documents per domain), loss vs prediction
+(``metrics.jsonl`` and ``*prediction*.json`` of ``<run>/train`` or a given training dir).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate import mix
+from curate.rundir import has_column, last_doc_stage, load_stats, part_files, read_columns
+from curate.stage import StageStats
+from curate.storage import exists, filesystem, join, read_json, write_bytes_atomic
+
+REPORT_NAME = "report.html"
+TOKENIZER_SAMPLE_DOCS = 200  # per domain, for bytes/token
+
+
+@dataclass
+class Section:
+    """One figure of the report: a table, an optional PNG and a one-line summary."""
+
+    key: str  # artifact key: lowercase letters, digits and dashes
+    title: str
+    summary: str = ""
+    header: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    png: bytes | None = None
+
+    def table_markdown(self) -> str:
+        if not self.header:
+            return ""
+        lines = [
+            "| " + " | ".join(_md_cell(h) for h in self.header) + " |",
+            "|" + "|".join("---" for _ in self.header) + "|",
+        ]
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def markdown(self, image: bool = True) -> str:
+        """Title, summary, table and (``image``) the PNG as a data URI."""
+        parts = [f"## {self.title}", ""]
+        if self.summary:
+            parts += [self.summary, ""]
+        if self.header:
+            parts.append(self.table_markdown())
+        if image and self.png:
+            parts += [f"![{self.title}]({png_data_uri(self.png)})", ""]
+        return "\n".join(parts)
+
+    def html(self) -> str:
+        out = [f'<section id="{html.escape(self.key)}"><h2>{html.escape(self.title)}</h2>']
+        if self.summary:
+            out.append(f"<p>{html.escape(self.summary)}</p>")
+        if self.png:
+            out.append(f'<img alt="{html.escape(self.title)}" src="{png_data_uri(self.png)}">')
+        if self.header:
+            out.append("<table><thead><tr>")
+            out += [f"<th>{html.escape(str(h))}</th>" for h in self.header]
+            out.append("</tr></thead><tbody>")
+            for row in self.rows:
+                cells = "".join(
+                    f'<td class="{"num" if _is_num(c) else ""}">{html.escape(_fmt(c))}</td>'
+                    for c in row
+                )
+                out.append(f"<tr>{cells}</tr>")
+            out.append("</tbody></table>")
+        out.append("</section>")
+        return "\n".join(out)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, int | np.integer):
+        return f"{int(v):,}"
+    if isinstance(v, float | np.floating):
+        v = float(v)
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _md_cell(v: Any) -> str:
+    return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def funnel_png(stats: Sequence[StageStats]) -> bytes:
+    """Horizontal bars: documents entering the run, then kept after each stage."""
+    plt = _plt()
+    labels = ["input", *[s.stage for s in stats]]
+    values = [stats[0].docs_in if stats else 0, *[s.kept for s in stats]]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2), dpi=100)
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, values, color="#4c72b0")
+    ax.set_yticks(y, labels)
+    top = max(values) or 1
+    for yi, v in zip(y, values, strict=True):
+        ax.text(v + top * 0.01, yi, f"{v:,} ({v / top:.1%})", va="center", fontsize=8)
+    ax.set_xlim(0, top * 1.25)
+    ax.set_xlabel("documents")
+    ax.set_title("Funnel: documents kept after each stage")
+    return _png(fig)
+
+
+def bars_png(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str) -> bytes:
+    """A horizontal bar chart (largest first, as given)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) + 1.3), dpi=100)
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, values, color="#55a868")
+    ax.set_yticks(y, [str(v) for v in labels], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def cluster_sizes_png(sizes: Counter) -> bytes:
+    """Number of clusters per cluster size (log scale)."""
+    plt = _plt()
+    xs = sorted(sizes)
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    ax.bar([str(x) for x in xs], [sizes[x] for x in xs], color="#c44e52")
+    ax.set_yscale("log")
+    ax.set_xlabel("documents in cluster")
+    ax.set_ylabel("clusters")
+    ax.set_title("Near-duplicate cluster sizes")
+    return _png(fig)
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+def funnel_section(stats: Sequence[StageStats]) -> Section | None:
+    if not stats:
+        return None
+    first = stats[0].docs_in or 1
+    rows = [
+        [
+            s.stage,
+            s.docs_in,
+            s.kept,
+            s.removed_total,
+            s.quarantined_total,
+            f"{s.kept / s.docs_in:.1%}" if s.docs_in else "",
+            round(s.bytes_in / 1e6, 3),
+            round(s.bytes_kept / 1e6, 3),
+            round(s.seconds, 2),
+        ]
+        for s in stats
+    ]
+    last = stats[-1]
+    return Section(
+        key="funnel",
+        title="Funnel",
+        summary=f"{stats[0].docs_in:,} documents in, {last.kept:,} kept after {last.stage} "
+        f"({last.kept / first:.1%}).",
+        header=["stage", "docs in", "kept", "removed", "quarantined", "kept %", "MB in",
+                "MB kept", "seconds"],
+        rows=rows,
+        png=funnel_png(stats),
+    )
+
+
+def removals_section(stats: Sequence[StageStats]) -> Section | None:
+    rows = []
+    for s in stats:
+        for outcome, counts in (("removed", s.removed), ("quarantined", s.quarantined)):
+            for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+                share = f"{n / s.docs_in:.2%}" if s.docs_in else ""
+                rows.append([s.stage, outcome, reason, n, share])
+    if not stats:
+        return None
+    top = sorted(rows, key=lambda r: -r[3])[:20]
+    png = (
+        bars_png([f"{r[0]}: {r[2]}" for r in top], [r[3] for r in top],
+                 "Documents removed or quarantined, by reason", "documents")
+        if top else None
+    )
+    total = sum(r[3] for r in rows)
+    return Section(
+        key="removed-by-reason",
+        title="Removed and quarantined, by reason",
+        summary=f"{total:,} documents removed or quarantined, {len(rows)} (stage, reason) pairs.",
+        header=["stage", "outcome", "reason", "docs", "% of stage input"],
+        rows=rows,
+        png=png,
+    )
+
+
+def histogram_section(run_dir: str, column: str, stage: str | None = None) -> Section | None:
+    """Documents and bytes per value of ``column`` (lang, domain) among the kept documents."""
+    stage = stage or last_doc_stage(run_dir)
+    if stage is None:
+        return None
+    table = read_columns(part_files(run_dir, stage, "kept"), [column, "text"])
+    if table is None or column not in table.column_names:
+        return None
+    import pyarrow.compute as pc
+
+    values = ["(none)" if v is None else v for v in table.column(column).to_pylist()]
+    nbytes = (
+        pc.binary_length(table.column("text").cast("large_binary")).to_numpy(zero_copy_only=False)
+        if "text" in table.column_names
+        else np.zeros(len(values))
+    )
+    docs: Counter = Counter(values)
+    by_bytes: Counter = Counter()
+    for v, b in zip(values, nbytes.tolist(), strict=True):
+        by_bytes[v] += int(b)
+    total = sum(docs.values()) or 1
+    order = sorted(docs, key=lambda k: (-docs[k], k))
+    rows = [[k, docs[k], f"{docs[k] / total:.1%}", round(by_bytes[k] / 1e6, 3)] for k in order]
+    shown = order[:30]
+    name = {"lang": "Languages", "domain": "Domains"}.get(column, column)
+    return Section(
+        key=f"{column}-histogram".replace("_", "-"),
+        title=f"{name} of kept documents",
+        summary=f"{len(order)} values of {column} over {total:,} documents kept after {stage}.",
+        header=[column, "docs", "share", "MB"],
+        rows=rows,
+        png=bars_png(shown, [docs[k] for k in shown], f"{name} (after {stage})", "documents"),
+    )
+
+
+def cluster_section(run_dir: str, stages: Sequence[str]) -> Section | None:
+    """Sizes of ``minhash_cluster`` clusters, over the kept and removed rows of the first stage
+    that has the column (where the duplicates were still present)."""
+    for stage in stages:
+        urls = part_files(run_dir, stage, "kept") + part_files(run_dir, stage, "removed")
+        if not urls or not has_column(urls, "minhash_cluster"):
+            continue
+        table = read_columns(urls, ["minhash_cluster"])
+        ids = [c for c in table.column("minhash_cluster").to_pylist() if c is not None]
+        per_cluster = Counter(ids)
+        sizes = Counter(per_cluster.values())
+        dup_clusters = sum(n for size, n in sizes.items() if size > 1)
+        dup_docs = sum(size * n for size, n in sizes.items() if size > 1)
+        rows = [[size, sizes[size], size * sizes[size]] for size in sorted(sizes)]
+        return Section(
+            key="dedup-clusters",
+            title="Near-duplicate clusters",
+            summary=f"{stage}: {dup_clusters:,} clusters of 2 or more documents hold "
+            f"{dup_docs:,} of {table.num_rows:,} documents; largest cluster "
+            f"{max(per_cluster.values(), default=0):,}.",
+            header=["cluster size", "clusters", "docs"],
+            rows=rows,
+            png=cluster_sizes_png(sizes) if sizes else None,
+        )
+    return None
+
+
+def _json_files(run_dir: str, depth: int = 2) -> list[str]:
+    fs, path = filesystem(run_dir)
+    base = path.rstrip("/")
+    out = []
+    for d in range(depth + 1):
+        for p in sorted(fs.glob(base + "/*" * d + "/*.json")):
+            if not p.endswith(".done.json"):
+                out.append(join(run_dir, p[len(base) + 1 :]))
+    return out
+
+
+def find_mixture_report(run_dir: str) -> dict | None:
+    """A ``curate.mix.mixture_report`` dict saved anywhere in the run (top two levels)."""
+    for url in _json_files(run_dir):
+        if "mix" not in url.rsplit("/", 1)[-1] and "/mix" not in url:
+            continue
+        try:
+            data = read_json(url)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "rows" in data and "budget_tokens" in data:
+            return data
+    return None
+
+
+def _manifest(run_dir: str) -> tuple[str, dict] | None:
+    for sub in ("shards", "", "tokens"):
+        url = join(run_dir, sub, "manifest.json") if sub else join(run_dir, "manifest.json")
+        if exists(url):
+            try:
+                return url.rsplit("/", 1)[0], read_json(url)
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def mixture_section(run_dir: str) -> Section | None:
+    report = find_mixture_report(run_dir)
+    if report is not None:
+        rows = [
+            [r["key"], f"{r['target_weight']:.2%}", f"{r['achieved_weight']:.2%}",
+             r["available_tokens"], r["target_tokens"], r["achieved_tokens"],
+             round(r["epochs"], 2), bool(r["capped"])]
+            for r in report["rows"]
+        ]
+        return Section(
+            key="mixture",
+            title="Mixture: target vs achieved",
+            summary=f"Budget {report['budget_tokens']:,} tokens, achieved "
+            f"{report['achieved_tokens']:,} ({report.get('token_source') or 'tokens'}).",
+            header=["key", "target", "achieved", "available tok", "target tok", "achieved tok",
+                    "epochs", "capped"],
+            rows=rows,
+            png=mix.mixture_png(report),
+        )
+    found = _manifest(run_dir)
+    if found is None:
+        return None
+    m = found[1]
+    target, achieved = m.get("mixture_target") or {}, m.get("mixture_achieved") or {}
+    if not achieved:
+        return None
+    tot = sum(target.values()) or 1.0
+    keys = sorted(set(target) | set(achieved))
+    pseudo = {
+        "achieved_tokens": sum(s.get("tokens", 0) for s in m.get("splits", {}).values()),
+        "rows": [
+            {"key": k, "target_weight": target.get(k, 0.0) / tot,
+             "achieved_weight": achieved.get(k, 0.0)}
+            for k in keys
+        ],
+    }
+    return Section(
+        key="mixture",
+        title="Mixture: target vs achieved (token shares in the shards)",
+        summary=f"From the shard manifest: {pseudo['achieved_tokens']:,} tokens in all splits.",
+        header=["key", "target", "achieved"],
+        rows=[[r["key"], f"{r['target_weight']:.2%}", f"{r['achieved_weight']:.2%}"]
+              for r in pseudo["rows"]],
+        png=mix.mixture_png(pseudo),
+    )
+
+
+def find_tokenizer(run_dir: str) -> str | None:
+    """Local path of the run's SentencePiece model: the shard manifest's, else any ``*.model``."""
+    found = _manifest(run_dir)
+    if found is not None:
+        directory, m = found
+        path = m.get("tokenizer", {}).get("path")
+        if path:
+            url = path if path.startswith("/") else join(directory, path)
+            if exists(url):
+                return filesystem(url)[1]
+    fs, base = filesystem(run_dir)
+    for d in range(3):
+        hits = sorted(fs.glob(base.rstrip("/") + "/*" * d + "/*.model"))
+        if hits:
+            return hits[0]
+    return None
+
+
+def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
+    """Bytes per token per domain, measured on up to TOKENIZER_SAMPLE_DOCS kept docs each."""
+    model = find_tokenizer(run_dir)
+    stage = stage or last_doc_stage(run_dir)
+    if model is None or stage is None:
+        return None
+    from curate.tokenizer import bytes_per_token, load_tokenizer
+
+    sp = load_tokenizer(model)
+    table = read_columns(part_files(run_dir, stage, "kept"), ["id", "domain", "text"])
+    if table is None or "text" not in table.column_names:
+        return None
+    ids = table.column("id").to_pylist() if "id" in table.column_names else []
+    order = np.argsort(mix.stable_uniform(ids, 0, "report")) if ids else np.arange(table.num_rows)
+    domains = (
+        table.column("domain").to_pylist() if "domain" in table.column_names
+        else ["all"] * table.num_rows
+    )
+    texts = table.column("text").to_pylist()
+    sample: dict[str, list[str]] = {}
+    for i in order.tolist():
+        bucket = sample.setdefault(domains[i], [])
+        if len(bucket) < TOKENIZER_SAMPLE_DOCS:
+            bucket.append(texts[i])
+    rows = []
+    for d in sorted(sample):
+        t = sample[d]
+        n_bytes = sum(len(x.encode()) for x in t)
+        rows.append([d, len(t), n_bytes, round(bytes_per_token(sp, t), 3)])
+    all_texts = [x for d in sorted(sample) for x in sample[d]]
+    overall = bytes_per_token(sp, all_texts) if all_texts else float("nan")
+    summary_path = Path(str(model) + ".json")
+    extra = ""
+    if summary_path.exists():
+        s = json.loads(summary_path.read_text())
+        cfg = s.get("config", {})
+        extra = f" Trained on {s.get('bytes', 0):,} bytes ({cfg.get('model_type', '?')})."
+    return Section(
+        key="tokenizer",
+        title="Tokenizer compression",
+        summary=f"{Path(model).name}: vocabulary {sp.get_piece_size():,}, "
+        f"{overall:.3f} bytes/token over {len(all_texts):,} sampled kept documents.{extra}",
+        header=["domain", "docs sampled", "bytes", "bytes/token"],
+        rows=rows,
+        png=bars_png([r[0] for r in rows], [r[3] for r in rows], "Bytes per token by domain",
+                     "UTF-8 bytes per token"),
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return _is_num(v) and bool(np.isfinite(float(v)))
+
+
+def training_section(run_dir: str, train_dir: str | None = None) -> Section | None:
+    """Loss curves from ``metrics.jsonl`` next to the scaling-law prediction, if any exist.
+
+    Reads what train/ writes: ``metrics.jsonl`` rows (``step``, ``tokens``, ``train_loss``,
+    ``val_loss``, ...), ``prediction.json`` (``loss``, ``lo``, ``hi``, ``tokens`` and a
+    ``curve`` of ``{tokens, loss, lo, hi}``) and ``final.json`` (``final_val_loss``).
+    """
+    base = Path(train_dir) if train_dir else Path(filesystem(run_dir)[1]) / "train"
+    if not base.is_dir():
+        return None
+    metrics_files = sorted(base.rglob("metrics.jsonl"))
+    preds = sorted(base.rglob("*prediction*.json"))
+    finals = sorted(base.rglob("final.json"))
+    if not metrics_files and not preds:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    rows: list[list[Any]] = []
+    plotted = False
+    xkey = "tokens"
+    for mf in metrics_files:
+        recs = _read_jsonl(mf)
+        xkey = next((k for k in ("tokens", "step") if any(k in r for r in recs)), xkey)
+        for ykey in sorted({k for r in recs for k in r if "loss" in k}):
+            pts = [(r[xkey], r[ykey]) for r in recs if _finite(r.get(xkey)) and _finite(r.get(ykey))]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            label = f"{mf.parent.name}/{ykey}" if len(metrics_files) > 1 else ykey
+            ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
+            plotted = True
+            rows.append([label, "last measured", xs[-1], round(float(ys[-1]), 4)])
+    for ff in finals:
+        try:
+            final = json.loads(ff.read_text())
+        except ValueError:
+            continue
+        if isinstance(final, dict) and _finite(final.get("final_val_loss")):
+            rows.append([ff.parent.name, "final val loss", final.get("tokens", ""),
+                         round(float(final["final_val_loss"]), 4)])
+    for pf in preds:
+        try:
+            pred = json.loads(pf.read_text())
+        except ValueError:
+            continue
+        if not isinstance(pred, dict):
+            continue
+        curve = [c for c in pred.get("curve") or [] if isinstance(c, dict)
+                 and _finite(c.get("tokens")) and _finite(c.get("loss"))]
+        if curve:
+            xs = [c["tokens"] for c in curve]
+            ax.plot(xs, [c["loss"] for c in curve], "--", color="gray", label="predicted")
+            if all(_finite(c.get("lo")) and _finite(c.get("hi")) for c in curve):
+                ax.fill_between(xs, [c["lo"] for c in curve], [c["hi"] for c in curve],
+                                color="gray", alpha=0.2)
+            plotted = True
+        if _finite(pred.get("loss")):
+            x = pred.get("tokens") if _finite(pred.get("tokens")) else None
+            interval = (f" [{pred['lo']:.4g}, {pred['hi']:.4g}]"
+                        if _finite(pred.get("lo")) and _finite(pred.get("hi")) else "")
+            rows.append([pf.stem, f"predicted final loss{interval}", x or "",
+                         round(float(pred["loss"]), 4)])
+            if x is not None:
+                ax.plot([x], [pred["loss"]], "o", color="black")
+            else:
+                ax.axhline(float(pred["loss"]), linestyle="--", color="gray")
+            plotted = True
+        for k, v in sorted(pred.items()):
+            if k != "loss" and "loss" in k and _finite(v):
+                ax.axhline(float(v), linestyle=":", color="gray")
+                rows.append([pf.stem, k, "", round(float(v), 4)])
+                plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_xlabel(xkey)
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Loss vs prediction")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return Section(
+        key="loss-vs-prediction",
+        title="Loss vs prediction",
+        summary=f"{len(metrics_files)} metrics file(s), {len(preds)} prediction file(s) in {base}.",
+        header=["series", "what", xkey, "loss"],
+        rows=rows,
+        png=_png(fig),
+    )
+
+
+def report_sections(
+    run_dir: str, train_dir: str | None = None, stage: str | None = None
+) -> list[Section]:
+    """Every section the run has data for, in reading order."""
+    stats = load_stats(run_dir)
+    from curate.rundir import stage_order
+
+    stages = stage_order(run_dir)
+    candidates = [
+        funnel_section(stats),
+        removals_section(stats),
+        histogram_section(run_dir, "lang", stage),
+        histogram_section(run_dir, "domain", stage),
+        cluster_section(run_dir, stages),
+        mixture_section(run_dir),
+        tokenizer_section(run_dir, stage),
+        training_section(run_dir, train_dir),
+    ]
+    return [s for s in candidates if s is not None]
+
+
+def report_markdown(run_dir: str, train_dir: str | None = None, images: bool = True) -> str:
+    """The whole report as one markdown document (PNG as data URIs when ``images``)."""
+    sections = report_sections(run_dir, train_dir)
+    head = f"# Sluice run report: {run_dir.rstrip('/').rsplit('/', 1)[-1]}\n\n"
+    return head + "\n".join(s.markdown(image=images) for s in sections)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:70em;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;
+margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
+img{max-width:100%;display:block;margin:.5em 0}
+nav a{margin-right:1em}.meta{color:#666;font-size:.85em}
+"""
+
+
+def report_html(run_dir: str, train_dir: str | None = None) -> str:
+    """The report as one self-contained HTML page (inline CSS, base64 PNGs, no external URL)."""
+    sections = report_sections(run_dir, train_dir)
+    name = run_dir.rstrip("/").rsplit("/", 1)[-1]
+    nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = "\n".join(s.html() for s in sections) or "<p>No stage output in this run yet.</p>"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>Sluice run {html.escape(name)}</title><style>{_CSS}</style></head><body>\n"
+        f"<h1>Sluice run {html.escape(name)}</h1>\n"
+        f'<p class="meta">{html.escape(run_dir)} &middot; generated {made}</p>\n'
+        f"<nav>{nav}</nav>\n{body}\n</body></html>\n"
+    )
+
+
+def write_report_html(run_dir: str, train_dir: str | None = None, out: str | None = None) -> str:
+    """Write ``<run>/report.html`` (or ``out``); returns its path/URL."""
+    url = out or join(run_dir, REPORT_NAME)
+    write_bytes_atomic(report_html(run_dir, train_dir).encode("utf-8"), url)
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m curate.html_report RUN [--train DIR] [--out FILE]``: write report.html."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="sluice report", description="write a run's report.html")
+    p.add_argument("run", help="run directory, e.g. runs/default")
+    p.add_argument("--train", help="training directory with metrics.jsonl (default RUN/train)")
+    p.add_argument("--out", help="output file (default RUN/report.html)")
+    args = p.parse_args(argv)
+    print(write_report_html(args.run, args.train, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Build a small but complete run directory from real sample documents, for report/safety tests.
+
+Stages (real code, real data): ``toxicity`` and ``pii`` (curate/filters), then ``dedup``:
+MinHash LSH with datasketch over word 5-grams, written as a ``minhash_cluster`` column and a
+``near_duplicate`` removal (a stand-in for the dedup stage until it lands; the llvm-13..16 docs
+in data/sample are real near-duplicates). Then mixture (curate/mix), a SentencePiece tokenizer
+(curate/tokenizer) and token shards (curate/shards/write) under ``<run>/shards``. The layout is
+the one the flow writes: ``<run>/<stage>/part-NNNNN{.parquet,.removed.parquet,
+.quarantine.parquet,.done.json}`` and ``<run>/stats.json``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from datasketch import MinHash, MinHashLSH
+
+from curate import mix
+from curate.filters.pii import PII, PIIConfig
+from curate.filters.toxicity import TOXICITY, ToxicityConfig
+from curate.schema import doc_id, docs_table
+from curate.shards.write import ShardConfig, encode_part, write_shards
+from curate.stage import StageResult, StageStats, decide
+from curate.storage import (
+    config_hash,
+    join,
+    part_name,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from curate.tokenizer import TokenizerConfig, train_tokenizer
+from tests.shards_sample import SAMPLE, sample_docs, split_parts
+
+N_PARTS = 3
+SEQ_LEN = 128
+_WORD = re.compile(r"\w+")
+
+
+def changelog_docs() -> pa.Table:
+    """Debian changelogs (real names and e-mails) from data/sample/meta, ~4 kB blocks each."""
+    rows = []
+    for p in sorted((SAMPLE / "meta").rglob("changelog*")):
+        text = gzip.decompress(p.read_bytes()).decode("utf-8", errors="replace")
+        blocks, cur = [], ""
+        for entry in re.split(r"(?<=\n)(?=\S)", text):  # a changelog entry starts at column 0
+            cur += entry
+            if len(cur) > 4000:
+                blocks.append(cur)
+                cur = ""
+        if cur.strip():
+            blocks.append(cur)
+        rel = str(p.relative_to(SAMPLE))
+        for i, b in enumerate(blocks):
+            rows.append(
+                {"id": doc_id(rel, i), "text": b, "source": rel, "offset": i,
+                 "domain": "meta", "format": "text", "lang": "en", "lang_score": None}
+            )
+    return docs_table(rows)
+
+
+def real_emails() -> set[str]:
+    """Every e-mail address written in the sample changelogs (what must not reach shards)."""
+    from curate.filters.pii import EMAIL
+
+    found: set[str] = set()
+    for p in (SAMPLE / "meta").rglob("changelog*"):
+        text = gzip.decompress(p.read_bytes()).decode("utf-8", errors="replace")
+        found.update(m.group(0) for m in EMAIL.finditer(text))
+    return found
+
+
+def input_docs(fortune_every: int = 8) -> pa.Table:
+    base = sample_docs(("rst", "code", "prose"))
+    fortunes = sample_docs(("fortune",))
+    fortunes = fortunes.take(list(range(0, fortunes.num_rows, fortune_every)))
+    return pa.concat_tables([base, fortunes, changelog_docs()])
+
+
+def minhash_clusters(table: pa.Table, threshold: float = 0.7, num_perm: int = 64) -> list[str]:
+    """Cluster id per row (the smallest id among its near-duplicates; its own id if none)."""
+    ids = table.column("id").to_pylist()
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    sigs = []
+    for i, text in zip(ids, table.column("text").to_pylist(), strict=True):
+        words = _WORD.findall(text.lower())
+        grams = {" ".join(words[k : k + 5]).encode() for k in range(max(1, len(words) - 4))}
+        m = MinHash(num_perm=num_perm, seed=1)
+        m.update_batch(list(grams))
+        sigs.append(m)
+        lsh.insert(i, m)
+    parent = {i: i for i in ids}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, m in zip(ids, sigs, strict=True):
+        for j in lsh.query(m):
+            a, b = find(i), find(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [find(i) for i in ids]
+
+
+def _write_part(run: str, stage: str, index: int, result: StageResult, cfg_hash: str) -> None:
+    name = part_name(index)
+    write_parquet_atomic(result.kept, join(run, stage, f"{name}.parquet"))
+    write_parquet_atomic(result.removed, join(run, stage, f"{name}.removed.parquet"))
+    write_parquet_atomic(result.quarantine, join(run, stage, f"{name}.quarantine.parquet"))
+    write_json_atomic(
+        {"input_fingerprint": f"test-{stage}-{index}", "config_hash": cfg_hash,
+         "stats": result.stats.to_dict()},
+        join(run, stage, f"{name}.done.json"),
+    )
+
+
+def build_run(run: Path, pii: bool = True, shards: bool = True) -> dict:
+    """Write a run into ``run``; returns what the tests compare against."""
+    run_url = str(run)
+    parts = split_parts(input_docs(), N_PARTS)
+    stats: list[StageStats] = []
+    stage_list = [(TOXICITY, ToxicityConfig())] + ([(PII, PIIConfig())] if pii else [])
+    for stage, cfg in stage_list:
+        total = None
+        out = []
+        for i, part in enumerate(parts):
+            res = stage.run(part, cfg)
+            _write_part(run_url, stage.name, i, res, config_hash(cfg))
+            out.append(res.kept)
+            total = res.stats if total is None else total.merge(res.stats)
+        stats.append(total)
+        parts = out
+    # dedup: global clustering, then a per-part decision (first id of a cluster stays)
+    whole = pa.concat_tables(parts)
+    clusters = dict(zip(whole.column("id").to_pylist(), minhash_clusters(whole), strict=True))
+    total = None
+    out = []
+    for i, part in enumerate(parts):
+        ids = part.column("id").to_pylist()
+        cl = [clusters[x] for x in ids]
+        scored = part.append_column("minhash_cluster", pa.array(cl, pa.string()))
+        mask = np.array([c != x for c, x in zip(cl, ids, strict=True)])
+        res = decide(scored, {"near_duplicate": mask}, "dedup")
+        _write_part(run_url, "dedup", i, res, "dedup-test")
+        out.append(res.kept)
+        total = res.stats if total is None else total.merge(res.stats)
+    stats.append(total)
+    parts = out
+    write_json_atomic([s.to_dict() for s in stats], join(run_url, "stats.json"))
+    info: dict = {"stats": stats, "final_parts": parts}
+    if not shards:
+        return info
+    mcfg = mix.MixConfig(weights={"rst": 2, "code": 1, "prose": 2, "fortune": 2, "meta": 1})
+    available = mix.sum_counts(mix.available_tokens(p, mcfg) for p in parts)
+    plan = mix.plan_mixture(available, mcfg, mix.token_source(parts[0], mcfg.bytes_per_token))
+    mixed = [mix.apply_mixture(p, plan) for p in parts]
+    achieved = mix.sum_counts(mix.selected_tokens(p, plan) for p in mixed)
+    report = mix.mixture_report(plan, achieved)
+    write_json_atomic(report, join(run_url, "mix", "mixture.json"))
+    tok = train_tokenizer(
+        mixed,
+        TokenizerConfig(vocab_size=1000, sample_bytes=400_000, num_threads=1),
+        str(run / "tokenizer" / "sp.model"),
+    )
+    scfg = ShardConfig(seq_len=SEQ_LEN, sequences_per_file=2000, val_fraction=0.05)
+    encoded = [encode_part(p, tok, scfg) for p in mixed]
+    manifest = write_shards(
+        encoded, run / "shards", scfg, tok, mixture_target=plan.target_weights,
+        source_run=run.name,
+    )
+    info.update(mixture=report, tokenizer=tok, manifest=manifest, mixed=mixed)
+    return info
