@@ -389,12 +389,12 @@ def find_tokenizer(run_dir: str) -> str | None:
         if path:
             url = path if path.startswith("/") else join(directory, path)
             if exists(url):
-                return filesystem(url)[1]
+                return url
     fs, base = filesystem(run_dir)
     for d in range(3):
         hits = sorted(fs.glob(base.rstrip("/") + "/*" * d + "/*.model"))
         if hits:
-            return hits[0]
+            return fs.unstrip_protocol(hits[0])
     return None
 
 

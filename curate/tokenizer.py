@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from curate.mix import stable_uniform
 from curate.schema import doc_id
-from curate.storage import write_bytes_atomic, write_json_atomic
+from curate.storage import local_copy, write_bytes_atomic, write_json_atomic
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
@@ -197,7 +197,8 @@ def train_tokenizer(docs: DocsInput | list[str], cfg: TokenizerConfig, out_path:
 
 
 def load_tokenizer(path: str | Path) -> spm.SentencePieceProcessor:
-    return spm.SentencePieceProcessor(model_file=str(path))
+    """Load a SentencePiece model from a local path or any fsspec URL."""
+    return spm.SentencePieceProcessor(model_file=local_copy(str(path)))
 
 
 def bytes_per_token(
