@@ -80,3 +80,16 @@ def take_or_null(values: pa.Array, rows: np.ndarray) -> pa.Array:
     if taken is None:
         return pa.nulls(len(rows), values.type)
     return pc.if_else(pa.array(mask), pa.scalar(None, values.type), taken)
+
+
+def join_state(table: pa.Table, state: pa.Table, columns: list[str]) -> pa.Table:
+    """``table`` plus ``columns`` of the reduce ``state`` matched by ``id`` (null: no match)."""
+    rows = lookup(table["id"], state["id"].combine_chunks())
+    for name in columns:
+        table = with_column(table, name, take_or_null(state[name].combine_chunks(), rows))
+    return table
+
+
+def has_duplicate_of(table: pa.Table) -> np.ndarray:
+    """Rows that a kept copy elsewhere stands for: the decide mask of both dedup stages."""
+    return table[DUPLICATE_OF].is_valid().to_numpy(zero_copy_only=False)

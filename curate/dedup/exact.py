@@ -18,12 +18,11 @@ from curate.dedup.common import (
     DUPLICATE_OF,
     PRIORITY,
     KeepPolicy,
+    has_duplicate_of,
+    join_state,
     keep_rank,
-    lookup,
     priority_column,
     read_columns,
-    take_or_null,
-    with_column,
 )
 from curate.dedup.text import normalize
 from curate.stage import GlobalStage, Rules
@@ -117,14 +116,11 @@ def reduce_parts(urls: list[str], cfg: ExactDedupConfig) -> pa.Table:
 
 def score(table: pa.Table, state: pa.Table, cfg: ExactDedupConfig) -> pa.Table:
     """The part plus ``duplicate_of`` (the kept copy's id; null for kept documents)."""
-    rows = lookup(table["id"], state["id"].combine_chunks())
-    return with_column(
-        table, DUPLICATE_OF, take_or_null(state[DUPLICATE_OF].combine_chunks(), rows)
-    )
+    return join_state(table, state, [DUPLICATE_OF])
 
 
 def rules(table: pa.Table, cfg: ExactDedupConfig) -> Rules:
-    return {REASON: table[DUPLICATE_OF].is_valid().to_numpy(zero_copy_only=False)}
+    return {REASON: has_duplicate_of(table)}
 
 
 EXACT_DEDUP = GlobalStage(

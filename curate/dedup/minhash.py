@@ -31,12 +31,12 @@ from curate.dedup.common import (
     DUPLICATE_OF,
     PRIORITY,
     KeepPolicy,
+    has_duplicate_of,
+    join_state,
     keep_rank,
-    lookup,
     priority_column,
     read_columns,
     take_or_null,
-    with_column,
 )
 from curate.dedup.text import fmix64, text_shingles
 from curate.stage import GlobalStage, Rules
@@ -352,15 +352,11 @@ def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
 
 def score(table: pa.Table, state: pa.Table, cfg: NearDedupConfig) -> pa.Table:
     """The part plus ``minhash_cluster`` and ``duplicate_of`` (null when no near duplicate)."""
-    rows = lookup(table["id"], state["id"].combine_chunks())
-    table = with_column(table, CLUSTER, take_or_null(state[CLUSTER].combine_chunks(), rows))
-    return with_column(
-        table, DUPLICATE_OF, take_or_null(state[DUPLICATE_OF].combine_chunks(), rows)
-    )
+    return join_state(table, state, [CLUSTER, DUPLICATE_OF])
 
 
 def rules(table: pa.Table, cfg: NearDedupConfig) -> Rules:
-    return {REASON: table[DUPLICATE_OF].is_valid().to_numpy(zero_copy_only=False)}
+    return {REASON: has_duplicate_of(table)}
 
 
 NEAR_DEDUP = GlobalStage(
