@@ -47,6 +47,7 @@ from pydantic import BaseModel
 
 from curate import mix
 from curate.config import EXTRACT_STAGE, PipelineConfig
+from curate.progress import progress
 from curate.readers import extract_part, list_inputs, plan_parts
 from curate.shards.write import encode_part, write_shards
 from curate.stage import ConservationError, GlobalStage, StageResult, StageStats
@@ -698,7 +699,7 @@ def run_pipeline(
     skipped: dict[str, int] = {}
 
     def per_part(step: str, fn: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
-        results = timed(step, lambda: [fn(i) for i in range(n)])
+        results = timed(step, lambda: [fn(i) for i in progress(range(n), step, unit="part")])
         skipped[step] = sum(bool(r.get("skipped")) for r in results)
         return results
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
 
 from curate.shards.format import Manifest, ShardFormatError, load_manifest, sha256_file
 from train.checkpoint import (
@@ -486,6 +487,9 @@ def train(
     last_train = last_val = math.nan
     window_t0, window_tokens, window_stall = time.perf_counter(), 0, loader.stall_s
     excluded = 0.0  # eval/checkpoint time inside the window (not training throughput)
+    # a step bar on rank 0, shown only on a terminal (tqdm's disable=None): logs stay clean
+    bar = tqdm(total=end, initial=step, desc="train", unit="step", disable=None if info.is_main else True,
+               dynamic_ncols=True, leave=False)  # fmt: skip
     try:
         while step < end:
             if step in branch_points and step != start_step:
@@ -520,6 +524,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             window_tokens += tokens_per_step
+            bar.update(1)
 
             last_step = step == end
             do_eval = last_step or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
@@ -544,6 +549,7 @@ def train(
                     row["val_loss"] = last_val
                 row["elapsed_s"] = prior_elapsed + time.perf_counter() - t_start
                 log.write(row)
+                bar.set_postfix(loss=f"{last_train:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
                 window_t0, window_tokens, window_stall = time.perf_counter(), 0, loader.stall_s
                 excluded = 0.0
             if last_step or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
@@ -551,6 +557,7 @@ def train(
                 checkpoint(step)
                 excluded += time.perf_counter() - t0
     finally:
+        bar.close()
         loader.close()
         log.close()
         if loader.record is not None:

@@ -55,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from curate.progress import progress
 from curate.readers.files import InputFile
 from curate.readers.html import HtmlOptions
 from curate.readers.text import (
@@ -366,7 +367,7 @@ def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> Ex
     cfg = cfg or ExtractConfig()
     start = time.perf_counter()
     part = _Part(cfg)
-    for f in files:
+    for f in progress(files, "extract", unit="file"):
         part.count("files")
         part.count("raw_bytes", f.size)
         _extract_file(part, f)
