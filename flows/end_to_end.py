@@ -279,6 +279,8 @@ def report_markdown(r: dict[str, Any]) -> str:
 
 
 def plot_end_to_end(prediction: Any, result: dict[str, Any], references: dict, path: Path) -> None:
+    """Val loss vs tokens: observed, the fitted law with its interval (left axis), and the
+    published laws on their own scale (right axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,29 +289,31 @@ def plot_end_to_end(prediction: Any, result: dict[str, Any], references: dict, p
 
     from train.scaling import ScalingLaw
 
-    fig, ax = plt.subplots(figsize=(6.8, 4.4))
-    d = np.array([p.tokens for p in prediction.curve])
-    ax.plot(d, [p.loss for p in prediction.curve], "C0-", label="fitted law L(N, d)")
-    ax.fill_between(
-        d, [p.lo for p in prediction.curve], [p.hi for p in prediction.curve], color="C0",
-        alpha=0.2, label=f"{int(100 * prediction.level)}% interval",
-    )  # fmt: skip
-    for i, (name, ref) in enumerate(references.items()):
-        law = ScalingLaw(**ref["law"])
-        ax.plot(d, law.loss(prediction.n_params, d), f"C{i + 4}--", lw=1,
-                label=f"{name} (reference: other data/tokenizer)")  # fmt: skip
-    if result["val_curve"]:
-        ax.plot(
-            [r["tokens"] for r in result["val_curve"]],
-            [r["val_loss"] for r in result["val_curve"]],
-            "C1o-", ms=3, label="observed val loss",
-        )  # fmt: skip
+    curve = result["val_curve"]
+    x_min = curve[0]["tokens"] / 2 if curve else prediction.tokens / 8
+    pts = [p for p in prediction.curve if p.tokens >= x_min] or prediction.curve
+    d = np.array([p.tokens for p in pts])
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    ax.plot(d, [p.loss for p in pts], "C0-", label="fitted law L(N, d)")
+    ax.fill_between(d, [p.lo for p in pts], [p.hi for p in pts], color="C0", alpha=0.2,
+                    label=f"{int(100 * prediction.level)}% interval")  # fmt: skip
+    if curve:
+        ax.plot([r["tokens"] for r in curve], [r["val_loss"] for r in curve], "C1o-", ms=3,
+                label="observed val loss")  # fmt: skip
     ax.plot([result["tokens_observed"]], [result["observed"]], "C3*", ms=12, label="final")
     ax.set_xscale("log")
     ax.set_xlabel("tokens D")
     ax.set_ylabel("val loss (nats/token)")
+    ref_ax = ax.twinx()
+    for i, (name, ref) in enumerate(references.items()):
+        law = ScalingLaw(**ref["law"])
+        ref_ax.plot(d, law.loss(prediction.n_params, d), f"C{i + 4}--", lw=1,
+                    label=f"{name} (right axis; other data/tokenizer)")  # fmt: skip
+    ref_ax.set_ylabel("published laws at this N (their own scale)", fontsize=8)
+    handles = ax.get_legend_handles_labels()
+    ref_handles = ref_ax.get_legend_handles_labels()
+    ax.legend(handles[0] + ref_handles[0], handles[1] + ref_handles[1], fontsize=7)
     ax.set_title(f"N = {prediction.n_params:,}: observed vs predicted", fontsize=10)
-    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
