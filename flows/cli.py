@@ -2,7 +2,8 @@
 
 sluice server [--background|--stop]        Prefect server on 127.0.0.1:4200 (UI + API)
 sluice run --config F [--set k=v]...        curate with Prefect tasks on Ray
-sluice demo                                 curate data/sample with configs/default.yaml
+sluice demo                                 end-to-end on data/sample (configs/default.yaml)
+sluice end-to-end --config F                curate → sweep → fit → train → report
 sluice inspect RUN                          sample kept/removed/quarantined docs per reason
 sluice train-tokenizer --run R              (re)train a run's tokenizer
 sluice train-quality|train|sweep ...        forwarded to their own modules
@@ -15,6 +16,7 @@ import importlib
 import json
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -115,22 +117,93 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _end_to_end(config: str | Path, args: argparse.Namespace, run_name: str | None = None) -> dict:
+    """Run the ``end-to-end`` flow (Prefect server, curation on Ray), or ``run_local``."""
+    cfg = _load(config, args.set, run_name or args.run_name)  # fails early on a config error
+    overrides = [*args.set, f"name={cfg.name}"]
+    kwargs = {
+        "train_config": args.train_config,
+        "sweep_config": args.sweep_config,
+        "overrides": overrides,
+        "train_overrides": args.train_set,
+        "compute_factor": args.compute_factor,
+    }
+    if args.local:
+        from flows.end_to_end import run_local
+
+        return run_local(str(config), **kwargs)
+    from flows.server import ensure_api
+
+    url = ensure_api(cfg.prefect.api_url, start=cfg.prefect.start_server)
+    print(
+        f"Prefect API {url}; UI {url.removesuffix('/api')} (a server started here keeps "
+        "running: `sluice server --stop` ends it)",
+        flush=True,
+    )
+    from flows.curate import _api
+    from flows.end_to_end import end_to_end
+
+    with _api(url):
+        return end_to_end(str(config), nproc=args.nproc, **kwargs)
+
+
+def print_end_to_end(report: dict) -> None:
+    """Where the report is, and its numbers in a few lines."""
+    c, m = report["curation"], report["main_run"]
+    tokens = ", ".join(f"{k} {v:,}" for k, v in c["shard_tokens"].items())
+    pct = int(round(100 * report["level"]))
+    print(
+        f"curation: {c['docs_in']:,} documents in, {c['docs_kept']:,} kept; shards: {tokens} tokens"
+    )
+    law = report["sweep"]["law"]
+    print(
+        f"sweep: {report['sweep']['points']} points, L = {law['E']:.3f} + {law['A']:.4g}/N^"
+        f"{law['alpha']:.3f} + {law['B']:.4g}/D^{law['beta']:.3f}"
+    )
+    print(
+        f"main run: N = {m['n_params']:,}, D = {m['tokens']:,} tokens "
+        f"({m['compute_ratio']:.1f}× the largest sweep point's compute); val loss "
+        f"{m['first_val_loss']:.4f} at the first eval"
+    )
+    print(
+        f"final val loss {report['observed']:.4f} vs predicted {report['predicted']:.4f} "
+        f"[{report['lo']:.4f}, {report['hi']:.4f}] ({pct}%): |pred − obs|/obs = "
+        f"{100 * report['rel_error']:.2f}%, "
+        f"{'inside' if report['inside_interval'] else 'outside'} the interval"
+    )
+    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items()))
+    print(
+        f"report: {report['paths']['markdown']} (+ .json, .png); run directory {report['run_dir']}"
+    )
+
+
 def demo_steps(args: argparse.Namespace) -> list[tuple[str, Callable[[], object]]]:
-    """The demo, step by step: curate the sample (training steps are appended here)."""
-    cfg = _load(DEFAULT_CONFIG, args.set, args.run_name or "demo")
+    """The demo: the end-to-end flow on configs/default.yaml as the run ``demo``."""
 
-    def curate_sample() -> dict:
-        stats = curate(cfg, local=args.local)
-        _print_summary(stats)
-        return stats
+    def end_to_end_sample() -> dict:
+        report = _end_to_end(DEFAULT_CONFIG, args, args.run_name or "demo")
+        print_end_to_end(report)
+        return report
 
-    return [("curate data/sample → token shards", curate_sample)]
+    return [
+        ("data/sample → shards → scaling sweep → fitted law → training run → report",
+         end_to_end_sample),
+    ]  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
     for i, (title, step) in enumerate(demo_steps(args), 1):
         print(f"== demo step {i}: {title}", flush=True)
         step()
+    print(f"demo finished in {time.perf_counter() - start:.0f} s wall")
+    return 0
+
+
+def cmd_end_to_end(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    print_end_to_end(_end_to_end(args.config, args))
+    print(f"finished in {time.perf_counter() - start:.0f} s wall")
     return 0
 
 
@@ -227,9 +300,37 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(r)
     r.set_defaults(fn=cmd_run)
 
-    d = sub.add_parser("demo", help="curate data/sample with configs/default.yaml")
-    run_options(d)
+    def end_to_end_options(q: argparse.ArgumentParser) -> None:
+        run_options(q)
+        q.add_argument("--train-config", default=str(REPO_ROOT / "configs/train/tiny.yaml"))
+        q.add_argument("--sweep-config", default=str(REPO_ROOT / "configs/sweep/demo.yaml"))
+        q.add_argument(
+            "--train-set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a key of the main training run, e.g. --train-set steps=400",
+        )
+        q.add_argument(
+            "--compute-factor",
+            type=float,
+            default=4.0,
+            help="main run's compute / the largest sweep point's (default 4)",
+        )
+        q.add_argument("--nproc", type=int, default=1, help="training processes (torchrun)")
+
+    d = sub.add_parser(
+        "demo", help="end-to-end on data/sample (configs/default.yaml) into runs/demo"
+    )
+    end_to_end_options(d)
     d.set_defaults(fn=cmd_demo)
+
+    e = sub.add_parser(
+        "end-to-end", help="curate, sweep, fit the law, train, report observed vs predicted"
+    )
+    e.add_argument("--config", required=True)
+    end_to_end_options(e)
+    e.set_defaults(fn=cmd_end_to_end)
 
     i = sub.add_parser("inspect", help="sample kept/removed/quarantined documents per reason")
     i.add_argument("run", help="run directory, e.g. runs/default")

@@ -1,0 +1,454 @@
+"""Prefect flow ``end-to-end``: raw documents → shards → scaling sweep → fitted law → a training
+run predicted before it starts → report (observed vs predicted, published laws as references).
+
+    end_to_end(config_path, train_config="configs/train/tiny.yaml",
+               sweep_config="configs/sweep/demo.yaml", nproc=1)
+
+1. ``curate`` (subflow, tasks on Ray; ``local_curation``: in-process): the config's documents
+   into ``<run>/shards`` (the tokenizer is trained inside).
+2. ``sweep``: the sweep config's runs on those shards in ``<run>/sweep`` (finished runs are
+   skipped), then ``fit-law``: L(N, D) = E + A/N^α + B/D^β → ``<run>/sweep/fit.json``
+   (``train.sweep_cli.summarize``; kept when no new point was trained).
+3. ``plan-main-run``: the training config with the sweep's ``set`` (same optimizer, eval set
+   and WSD schedule as the points the law was fitted on) and enough steps for ≥
+   ``compute_factor`` × the compute (6ND) of the largest sweep point.
+4. ``pretrain`` (subflow, ``flows.pretrain``): ``prediction.json`` is written before the run
+   trains in ``<run>/train``; a finished run (its ``final.json`` for the planned steps) is not
+   trained again.
+5. ``end-to-end-report``: ``<run>/report.{json,md,png}`` and a Prefect markdown artifact: the
+   funnel's totals, the fitted law, observed vs predicted final val loss with the interval,
+   and what Chinchilla's and Epoch AI's published laws say at the same (N, D) (fitted on other
+   data with another tokenizer: their losses are not comparable in absolute value).
+
+``run_local`` runs the same steps without Prefect or Ray (``sluice demo --local``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import MissingContextError
+
+from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRAIN = str(REPO_ROOT / "configs" / "train" / "tiny.yaml")
+DEFAULT_SWEEP = str(REPO_ROOT / "configs" / "sweep" / "demo.yaml")
+REPORT_NAME = "report"
+
+
+def _log(message: str) -> None:
+    """A Prefect log line inside a flow or task; a printed line outside (``run_local``)."""
+    try:
+        get_run_logger().info(message)
+    except MissingContextError:
+        print(message, flush=True)
+
+
+def local_run_dir(cfg: Any) -> Path:
+    """The run directory as a local path (training reads shards with memory maps)."""
+    url = cfg.run_url
+    if "://" in url and not url.startswith("file://"):
+        raise ValueError(
+            f"run directory {url}: sweep and training need a local run directory "
+            "(set run_dir to a local or shared-disk path)"
+        )
+    return Path(url.removeprefix("file://")).resolve()
+
+
+def curation_summary(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
+    """Documents in/kept, shard tokens: the funnel's totals from stats.json."""
+    from curate.runner import stage_names
+
+    names = stage_names(cfg)
+    stages = stats["stages"]
+    return {
+        "docs_in": int(stages[names[0]]["docs_in"]),
+        "docs_kept": int(stages[names[-1]]["kept"]),
+        "removed": {n: int(stages[n]["removed_total"]) for n in names},
+        "quarantined": {n: int(stages[n]["quarantined_total"]) for n in names},
+        "shard_tokens": {k: int(v["tokens"]) for k, v in stats.get("shards", {}).items()},
+    }
+
+
+# ---------------------------------------------------------------- steps (plain functions)
+def sweep_and_fit(
+    sweep_config: str, shards_dir: Path, sweep_dir: Path, n_bootstrap: int | None = None
+) -> dict[str, Any]:
+    """Train the sweep (finished runs skipped), fit the law; the fit is reused when no point
+    changed since it was written."""
+    from train.sweep import SweepConfig, run_sweep
+    from train.sweep_cli import summarize
+
+    cfg = SweepConfig.from_yaml(sweep_config)
+    table = run_sweep(cfg, shards_dir, sweep_dir, log=_log)
+    if table.num_rows < 5:
+        raise ValueError(
+            f"{sweep_dir}: only {table.num_rows} finished sweep points; the law has 5 "
+            "parameters (see error.json of the failed runs)"
+        )
+    summary_path = sweep_dir / "sweep_summary.json"
+    fit_path = sweep_dir / "fit.json"
+    newest_point = max(p.stat().st_mtime for p in sweep_dir.glob("runs/*/final.json"))
+    if (
+        fit_path.exists()
+        and summary_path.exists()
+        and json.loads(summary_path.read_text()).get("points") == table.num_rows
+        and fit_path.stat().st_mtime >= newest_point
+    ):
+        _log(f"fit: {fit_path} is up to date ({table.num_rows} points)")
+        summary = json.loads(summary_path.read_text())
+    else:
+        summary = summarize(table, sweep_dir, n_bootstrap=n_bootstrap or cfg.fit_bootstrap)
+    law = summary["fit"]["law"]
+    _log(
+        f"fit on {table.num_rows} points: L = {law['E']:.3f} + {law['A']:.4g}/N^{law['alpha']:.3f}"
+        f" + {law['B']:.4g}/D^{law['beta']:.3f}"
+    )
+    largest = max(table.to_pylist(), key=lambda r: r["flops"])
+    return {
+        "fit": str(fit_path),
+        "points": table.num_rows,
+        "law": law,
+        "largest": largest,
+        "sweep_set": list(cfg.set),
+        "summary": str(summary_path),
+        "markdown": str(sweep_dir / "sweep.md"),
+        "png": str(sweep_dir / "sweep.png"),
+    }
+
+
+def plan_main_run(
+    train_config: str,
+    sweep_set: list[str],
+    train_overrides: list[str],
+    shards_dir: Path,
+    largest_flops: float,
+    compute_factor: float,
+    nproc: int,
+) -> dict[str, Any]:
+    """Overrides for the main run: the sweep's ``set``, a WSD schedule without branches, and
+    steps for ≥ ``compute_factor`` × the largest sweep point's 6ND; then the caller's own."""
+    from curate.shards.format import load_manifest
+    from train.scaling import non_embedding_params, training_flops
+    from train.trainer import TrainConfig
+
+    manifest = load_manifest(shards_dir)
+    seq_len = manifest.seq_len
+    base = [*sweep_set, "schedule=wsd", "decay_at=[]"]
+    cfg = TrainConfig.from_yaml(train_config, [*base, *train_overrides])
+    m = cfg.model
+    n_params = non_embedding_params(
+        m.n_layer, m.d_model, m.hidden, n_head=m.n_head, n_kv_head=m.kv_heads, glu=True,
+        norms=True,
+    )  # fmt: skip
+    per_step = cfg.micro_batch_size * cfg.grad_accum * nproc * seq_len
+    needed = math.ceil(compute_factor * largest_flops / training_flops(n_params, per_step))
+    explicit_steps = any(o.split("=", 1)[0].strip() == "steps" for o in train_overrides)
+    steps = cfg.steps if explicit_steps else max(cfg.steps, needed)
+    tokens = steps * per_step
+    flops = training_flops(n_params, tokens)
+    eval_every = max(1, steps // 8)  # a val curve for the report (the sweep evaluates at the end)
+    overrides = [*base, f"eval_every={eval_every}", f"steps={steps}", *train_overrides]
+    if explicit_steps:
+        overrides = [*base, f"eval_every={eval_every}", *train_overrides]
+    ratio = flops / largest_flops
+    _log(
+        f"main run: N = {n_params:,}, {steps} steps × {per_step:,} tokens = D {tokens:,}, "
+        f"C = {flops:.3g} FLOPs = {ratio:.1f}× the largest sweep point"
+    )
+    return {
+        "overrides": overrides,
+        "n_params": int(n_params),
+        "steps": steps,
+        "tokens": tokens,
+        "flops": flops,
+        "compute_ratio": ratio,
+    }
+
+
+def finished(train_dir: Path, steps: int) -> bool:
+    """The main run already trained to ``steps`` and has its prediction and report."""
+    final = train_dir / "final.json"
+    if not (final.exists() and (train_dir / "prediction.json").exists()):
+        return False
+    return int(json.loads(final.read_text()).get("steps", -1)) == steps
+
+
+def write_end_to_end_report(
+    run_dir: Path,
+    curation: dict[str, Any],
+    sweep: dict[str, Any],
+    plan: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """``<run>/report.{json,md,png}``: observed vs predicted, with the reference laws."""
+    from train.report import compare, read_prediction
+    from train.scaling import CHINCHILLA, EPOCH_AI
+
+    train_dir = run_dir / "train"
+    prediction = read_prediction(train_dir)
+    result = compare(prediction, train_dir)
+    n, d = result["n_params_observed"], result["tokens_observed"]
+    references = {
+        name: {"law": law.as_dict(), "predicted": float(law.loss(n, d))}
+        for name, law in (("chinchilla", CHINCHILLA), ("epoch_ai", EPOCH_AI))
+    }
+    first_val = result["val_curve"][0]["val_loss"] if result["val_curve"] else math.nan
+    report = {
+        "run_dir": str(run_dir),
+        "curation": curation,
+        "sweep": {k: sweep[k] for k in ("fit", "points", "law", "largest")},
+        "main_run": plan | {"first_val_loss": first_val},
+        "predicted": result["predicted"],
+        "lo": result["lo"],
+        "hi": result["hi"],
+        "level": result["level"],
+        "observed": result["observed"],
+        "rel_error": result["rel_error"],
+        "inside_interval": result["inside_interval"],
+        "prediction_written_before_training": prediction_before_training(train_dir),
+        "references": references,
+        "val_curve": result["val_curve"],
+        "timings_s": timings,
+    }
+    paths = {
+        "json": run_dir / f"{REPORT_NAME}.json",
+        "markdown": run_dir / f"{REPORT_NAME}.md",
+        "png": run_dir / f"{REPORT_NAME}.png",
+    }
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["markdown"].write_text(report_markdown(report))
+    plot_end_to_end(prediction, result, references, paths["png"])
+    return report | {"paths": {k: str(v) for k, v in paths.items()}}
+
+
+def prediction_before_training(train_dir: Path) -> bool:
+    """prediction.json was written before training started (final.json's time − wall time)."""
+    pred, final = train_dir / "prediction.json", train_dir / "final.json"
+    if not (pred.exists() and final.exists()):
+        return False
+    started = final.stat().st_mtime - float(json.loads(final.read_text())["wall_time_s"])
+    return pred.stat().st_mtime <= started
+
+
+def report_markdown(r: dict[str, Any]) -> str:
+    c, law, m = r["curation"], r["sweep"]["law"], r["main_run"]
+    pct = int(round(100 * r["level"]))
+    tokens = ", ".join(f"{k} {v:,}" for k, v in c["shard_tokens"].items())
+    lines = [
+        "# End-to-end: documents → shards → sweep → law → training run\n",
+        f"- Curation: {c['docs_in']:,} documents in, {c['docs_kept']:,} kept; shards: {tokens} "
+        "tokens",
+        f"- Sweep: {r['sweep']['points']} points → L = {law['E']:.3f} + {law['A']:.4g}/N^"
+        f"{law['alpha']:.3f} + {law['B']:.4g}/D^{law['beta']:.3f} (`{r['sweep']['fit']}`)",
+        f"- Main run: N = {m['n_params']:,} non-embedding parameters, D = {m['tokens']:,} "
+        f"tokens, C = 6ND = {m['flops']:.3g} FLOPs ({m['compute_ratio']:.1f}× the largest "
+        "sweep point); predicted before training: "
+        f"{'yes' if r['prediction_written_before_training'] else 'no'}\n",
+        f"| law | predicted final val loss | {pct}% interval | observed | \\|pred − obs\\|/obs |",
+        "|---|---:|---|---:|---:|",
+        f"| fitted on this sweep | {r['predicted']:.4f} | [{r['lo']:.4f}, {r['hi']:.4f}] | "
+        f"{r['observed']:.4f} | {100 * r['rel_error']:.2f}% |",
+    ]
+    for name, ref in r["references"].items():
+        label = {"chinchilla": "Chinchilla (Hoffmann 2022)", "epoch_ai": "Epoch AI (2024)"}[name]
+        lines.append(
+            f"| {label}, reference: other data and tokenizer | {ref['predicted']:.4f} | – | "
+            f"{r['observed']:.4f} | not comparable |"
+        )
+    lines += [
+        "",
+        "The published laws were fitted on MassiveText with a 32k SentencePiece vocabulary: "
+        "their losses are in nats per token of another tokenizer on other text, so only their "
+        "exponents (α, β) compare with the fitted law's; they are shown for scale.",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+        *(f"| {k} | {v:.1f} |" for k, v in r["timings_s"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_end_to_end(prediction: Any, result: dict[str, Any], references: dict, path: Path) -> None:
+    """Val loss vs tokens: observed, the fitted law with its interval (left axis), and the
+    published laws on their own scale (right axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from train.scaling import ScalingLaw
+
+    curve = result["val_curve"]
+    x_min = curve[0]["tokens"] / 2 if curve else prediction.tokens / 8
+    pts = [p for p in prediction.curve if p.tokens >= x_min] or prediction.curve
+    d = np.array([p.tokens for p in pts])
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    ax.plot(d, [p.loss for p in pts], "C0-", label="fitted law L(N, d)")
+    ax.fill_between(d, [p.lo for p in pts], [p.hi for p in pts], color="C0", alpha=0.2,
+                    label=f"{int(100 * prediction.level)}% interval")  # fmt: skip
+    if curve:
+        ax.plot([r["tokens"] for r in curve], [r["val_loss"] for r in curve], "C1o-", ms=3,
+                label="observed val loss")  # fmt: skip
+    ax.plot([result["tokens_observed"]], [result["observed"]], "C3*", ms=12, label="final")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens D")
+    ax.set_ylabel("val loss (nats/token)")
+    ref_ax = ax.twinx()
+    for i, (name, ref) in enumerate(references.items()):
+        law = ScalingLaw(**ref["law"])
+        ref_ax.plot(d, law.loss(prediction.n_params, d), f"C{i + 4}--", lw=1,
+                    label=f"{name} (right axis; other data/tokenizer)")  # fmt: skip
+    ref_ax.set_ylabel("published laws at this N (their own scale)", fontsize=8)
+    handles = ax.get_legend_handles_labels()
+    ref_handles = ref_ax.get_legend_handles_labels()
+    ax.legend(handles[0] + ref_handles[0], handles[1] + ref_handles[1], fontsize=7)
+    ax.set_title(f"N = {prediction.n_params:,}: observed vs predicted", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- Prefect flow
+@task(name="sweep-and-fit", persist_result=False)
+def sweep_task(sweep_config: str, shards_dir: str, sweep_dir: str, n_bootstrap: int | None):
+    return sweep_and_fit(sweep_config, Path(shards_dir), Path(sweep_dir), n_bootstrap)
+
+
+@task(name="plan-main-run", persist_result=False)
+def plan_task(
+    train_config: str,
+    sweep_set: list[str],
+    train_overrides: list[str],
+    shards_dir: str,
+    largest_flops: float,
+    compute_factor: float,
+    nproc: int,
+) -> dict[str, Any]:
+    return plan_main_run(train_config, sweep_set, train_overrides, Path(shards_dir),
+                         largest_flops, compute_factor, nproc)  # fmt: skip
+
+
+@task(name="end-to-end-report", persist_result=False)
+def report_task(
+    run_dir: str, curation: dict, sweep: dict, plan: dict, timings: dict
+) -> dict[str, Any]:
+    report = write_end_to_end_report(Path(run_dir), curation, sweep, plan, timings)
+    png = base64.b64encode(Path(report["paths"]["png"]).read_bytes()).decode()
+    from flows.pretrain import artifact_key
+
+    create_markdown_artifact(
+        markdown=Path(report["paths"]["markdown"]).read_text()
+        + f"\n![observed vs predicted](data:image/png;base64,{png})\n",
+        key=artifact_key("end-to-end-report", Path(run_dir).name),
+        description=f"end-to-end report, {run_dir}",
+    )
+    return report
+
+
+def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    out = fn()
+    timings[name] = round(time.perf_counter() - start, 2)
+    _log(f"{name}: {timings[name]:.1f} s")
+    return out
+
+
+@flow(name="end-to-end", log_prints=True)
+def end_to_end(
+    config_path: str,
+    train_config: str = DEFAULT_TRAIN,
+    sweep_config: str = DEFAULT_SWEEP,
+    nproc: int = 1,
+    overrides: list[str] | None = None,
+    train_overrides: list[str] | None = None,
+    compute_factor: float = 4.0,
+    local_curation: bool = False,
+    n_bootstrap: int | None = None,
+    launcher: str = "subprocess",
+) -> dict[str, Any]:
+    """Curate ``config_path`` (``overrides``: ``key=value``), sweep, fit, train ≥
+    ``compute_factor`` × the largest sweep point, report observed vs predicted."""
+    from curate.config import load_config
+
+    cfg = load_config(config_path, list(overrides or []))
+    run_dir = local_run_dir(cfg)
+    timings: dict[str, float] = {}
+
+    def curate_step() -> dict[str, Any]:
+        if local_curation:
+            from curate.runner import run_pipeline
+
+            return run_pipeline(cfg)
+        from flows.curate import run_curate
+
+        return run_curate(cfg)  # a subflow: this flow's API, its own local Ray
+
+    stats = _timed(timings, "curate", curate_step)
+    curation = curation_summary(cfg, stats)
+    shards = run_dir / "shards"
+    sweep = _timed(timings, "sweep + fit", lambda: sweep_task(
+        sweep_config, str(shards), str(run_dir / "sweep"), n_bootstrap))  # fmt: skip
+    plan = plan_task(train_config, sweep["sweep_set"], list(train_overrides or []), str(shards),
+                     sweep["largest"]["flops"], compute_factor, nproc)  # fmt: skip
+    train_dir = run_dir / "train"
+    if finished(train_dir, plan["steps"]):
+        _log(f"{train_dir}: trained already ({plan['steps']} steps), not trained again")
+    else:
+        from flows.pretrain import pretrain
+
+        _timed(timings, "pretrain", lambda: pretrain(
+            str(shards), train_config, str(train_dir), nproc=nproc, law=sweep["fit"],
+            overrides=plan["overrides"], launcher=launcher))  # fmt: skip
+    return report_task(str(run_dir), curation, sweep, plan, timings)
+
+
+def run_local(
+    config_path: str,
+    train_config: str = DEFAULT_TRAIN,
+    sweep_config: str = DEFAULT_SWEEP,
+    overrides: list[str] | None = None,
+    train_overrides: list[str] | None = None,
+    compute_factor: float = 4.0,
+    n_bootstrap: int | None = None,
+) -> dict[str, Any]:
+    """The same steps in this process, without Prefect or Ray (one training process)."""
+    from curate.config import load_config
+    from curate.runner import run_pipeline
+    from train.report import predict_run, write_prediction, write_report
+    from train.trainer import TrainConfig, train
+
+    cfg = load_config(config_path, list(overrides or []))
+    run_dir = local_run_dir(cfg)
+    timings: dict[str, float] = {}
+    stats = _timed(timings, "curate", lambda: run_pipeline(cfg))
+    curation = curation_summary(cfg, stats)
+    shards = run_dir / "shards"
+    sweep = _timed(timings, "sweep + fit", lambda: sweep_and_fit(
+        sweep_config, shards, run_dir / "sweep", n_bootstrap))  # fmt: skip
+    plan = plan_main_run(train_config, sweep["sweep_set"], list(train_overrides or []), shards,
+                         sweep["largest"]["flops"], compute_factor, 1)  # fmt: skip
+    train_dir = run_dir / "train"
+    if finished(train_dir, plan["steps"]):
+        _log(f"{train_dir}: trained already ({plan['steps']} steps), not trained again")
+    else:
+
+        def pretrain_local() -> None:
+            tcfg = TrainConfig.from_yaml(train_config, plan["overrides"])
+            prediction = predict_run(sweep["fit"], plan["n_params"], plan["tokens"])
+            write_prediction(prediction, train_dir)
+            train(tcfg, shards, train_dir, resume=True)
+            write_report(train_dir, prediction)
+
+        _timed(timings, "pretrain", pretrain_local)
+    return write_end_to_end_report(run_dir, curation, sweep, plan, timings)
