@@ -228,6 +228,10 @@ def write_end_to_end_report(
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
     paths["markdown"].write_text(report_markdown(report))
     plot_end_to_end(prediction, result, references, paths["png"])
+    from curate.html_report import write_report_html
+
+    # the run's report.html again, now with the training run's loss vs prediction
+    paths["html"] = Path(write_report_html(str(run_dir), str(train_dir)))
     return report | {"paths": {k: str(v) for k, v in paths.items()}}
 
 

@@ -92,6 +92,8 @@ def test_end_to_end_flow_predicts_then_trains_and_reports(harness, tmp_path):
     md = (run / "report.md").read_text()
     assert "fitted on this sweep" in md and "Chinchilla" in md and "other data" in md
     assert (run / "report.png").read_bytes()[:4] == b"\x89PNG"
+    html = (run / "report.html").read_text()  # the run's page, now with the training run
+    assert "Funnel" in html and "Loss vs prediction" in html and "data:image/png;base64" in html
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(
