@@ -29,6 +29,7 @@ import numpy as np
 
 from curate.filters.heuristics import HEURISTICS, HeuristicsConfig
 from curate.filters.langid import LANGID, LangIdConfig
+from curate.filters.langid import load_model as load_lid_model
 from curate.filters.quality import (
     QUALITY,
     QualityConfig,
@@ -36,6 +37,7 @@ from curate.filters.quality import (
     read_texts,
     train_quality_model,
 )
+from curate.filters.quality import load_model as load_quality_model
 from curate.schema import docs_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -168,6 +170,11 @@ def main() -> None:
     one = LangIdConfig(chunk_chars=10**9)
     cpu, wall, _ = timed(lambda: LANGID.score(table, one), args.repeat)
     record("langid: lid.176.ftz, whole text in one piece", cpu, wall)
+    # peer: the same model called directly, one predict per document (newlines removed)
+    lid = load_lid_model()
+    flat = [t.replace("\n", " ") for t in texts]
+    cpu, wall, _ = timed(lambda: lid.predict(flat, k=1), args.repeat)
+    record("langid peer: plain fastText predict, whole text", cpu, wall)
 
     # --- quality ---
     with tempfile.TemporaryDirectory() as out:
@@ -187,6 +194,9 @@ def main() -> None:
         scores = np.asarray(res["quality_score"].to_pylist(), dtype=float)
         record("quality: fastText classifier", cpu, wall,
                f"mean score {scores.mean():.3f}")  # fmt: skip
+        model = load_quality_model(cfg.model_path)  # peer: the same model, predict called directly
+        cpu, wall, _ = timed(lambda: model.predict(flat, k=2), args.repeat)
+        record("quality peer: plain fastText predict", cpu, wall)
         results["quality_held_out"] = stats["held_out"]
 
     if args.json:
