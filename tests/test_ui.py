@@ -1,4 +1,4 @@
-"""The Prefect UI shows a curation flow run and its funnel artifact (headless Chromium).
+"""The Prefect UI shows a real curation flow run and its funnel artifact (headless Chromium).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/install-browser``). Without them the
 test is skipped, except under CI (``CI`` set), where it fails. Screenshots go to
@@ -14,11 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from prefect import flow
 
-from flows.artifacts import publish_report_artifacts
 from tests.prefect_server import local_prefect_server
-from tests.run_sample import build_run
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +67,33 @@ def browser(tmp_path):
         driver.quit()
 
 
-@flow(name="sluice-ui-check")
-def publish_run_report(run_dir: str) -> dict[str, str]:
-    """Publish the report of an already written run as artifacts of this flow run."""
-    return {k: str(v) for k, v in publish_report_artifacts(run_dir, prefix="sluice-ui").items()}
+def _ui_config(tmp: Path):
+    """A small real curation job: code, rst and Debian changelogs through toxicity, PII and
+    near-dedup (the llvm rst pages are near-duplicates of each other), on Ray."""
+    from curate.config import load_config
+
+    sample = Path(__file__).resolve().parent.parent / "data" / "sample"
+    path = tmp / "ui.yaml"
+    path.write_text(
+        f"""name: ui
+run_dir: {tmp}/runs/ui
+inputs:
+  - {{path: {sample}/code, format: code, domain: code}}
+  - {{path: {sample}/rst, format: text, domain: rst}}
+  - {{path: {sample}/meta, format: text, domain: meta}}
+parts: {{files_per_part: 40, bytes_per_part: 3000000}}
+stages:
+  - {{name: toxicity, options: {{}}}}
+  - {{name: pii, options: {{}}}}
+  - {{name: near_dedup, options: {{}}}}
+mix: {{weights: {{rst: 1, code: 1, meta: 2}}, total_tokens: 400000, max_epochs: 3}}
+tokenizer: {{vocab_size: 800, sample_bytes: 300000, num_threads: 1}}
+shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
+ray: {{num_cpus: 1, object_store_memory: 100000000}}
+prefect: {{task_retries: 0, start_server: false}}
+"""
+    )
+    return load_config(path)
 
 
 def _wait_text(driver, needles: list[str], timeout: float = 90.0) -> str:
@@ -97,24 +117,24 @@ def _shot(driver, name: str) -> Path:
 
 
 def test_ui_shows_flow_run_and_funnel_artifact(tmp_path, browser):
-    run_dir = tmp_path / "ui-run"
-    info = build_run(run_dir, shards=False)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.curate import run_curate
+
+    cfg = _ui_config(tmp_path)
     with local_prefect_server(tmp_path) as server:
-        state = publish_run_report(str(run_dir), return_state=True)
-        assert state.is_completed()
-        run_id = state.state_details.flow_run_id
-        ids = state.result()
-        assert "funnel" in ids
+        stats = run_curate(cfg, server.url)  # the real curate flow, tasks on Ray
+        dedup = stats["stages"]["near_dedup"]
+        assert dedup["removed"].get("near_duplicate", 0) > 0
 
-        import asyncio
-
-        from prefect.client.orchestration import get_client
-
-        async def run_name() -> str:
-            async with get_client() as client:
-                return (await client.read_flow_run(run_id)).name
-
-        name = asyncio.run(run_name())
+        with get_client(sync_client=True) as client:
+            (run,) = client.read_flow_runs()  # this server has seen this one run only
+            (funnel,) = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sluice-ui-funnel"]))
+            )
+        assert run.state.is_completed()
+        run_id, name = run.id, run.name
 
         # the flow runs page lists the run; its page shows it completed
         browser.get(f"{server.ui}/runs")
@@ -125,9 +145,8 @@ def test_ui_shows_flow_run_and_funnel_artifact(tmp_path, browser):
         _shot(browser, "ui-flow-run.png")
 
         # the funnel artifact renders its markdown table and its inline PNG
-        browser.get(f"{server.ui}/artifacts/artifact/{ids['funnel']}")
-        dedup = next(s for s in info["stats"] if s.stage == "dedup")
-        text = _wait_text(browser, ["Funnel", "toxicity", "dedup", f"{dedup.kept:,}"])
+        browser.get(f"{server.ui}/artifacts/artifact/{funnel.id}")
+        text = _wait_text(browser, ["Funnel", "toxicity", "near_dedup", f"{dedup['kept']:,}"])
         assert "docs in" in text
         deadline = time.monotonic() + 30
         widths: list = []
