@@ -278,9 +278,12 @@ def cluster_section(run_dir: str, stages: Sequence[str]) -> Section | None:
         if not urls or not has_column(urls, "minhash_cluster"):
             continue
         table = read_columns(urls, ["minhash_cluster"])
-        ids = [c for c in table.column("minhash_cluster").to_pylist() if c is not None]
-        per_cluster = Counter(ids)
+        clusters = table.column("minhash_cluster").to_pylist()
+        per_cluster = Counter(c for c in clusters if c is not None)
         sizes = Counter(per_cluster.values())
+        singles = sum(c is None for c in clusters)  # no near duplicate: a cluster of its own
+        if singles:
+            sizes[1] += singles
         dup_clusters = sum(n for size, n in sizes.items() if size > 1)
         dup_docs = sum(size * n for size, n in sizes.items() if size > 1)
         rows = [[size, sizes[size], size * sizes[size]] for size in sorted(sizes)]

@@ -1,9 +1,8 @@
 """Build a small but complete run directory from real sample documents, for report/safety tests.
 
-Stages (real code, real data): ``toxicity`` and ``pii`` (curate/filters), then ``dedup``:
-MinHash LSH with datasketch over word 5-grams, written as a ``minhash_cluster`` column and a
-``near_duplicate`` removal (a stand-in for the dedup stage until it lands; the llvm-13..16 docs
-in data/sample are real near-duplicates). Then mixture (curate/mix), a SentencePiece tokenizer
+Stages (real code, real data): ``toxicity`` and ``pii`` (curate/filters), then ``near_dedup``
+(curate/dedup/minhash.py: map, reduce, apply; the llvm-13..16 docs in data/sample are real
+near-duplicates), which adds ``minhash_cluster`` and removes ``near_duplicate``. Then mixture (curate/mix), a SentencePiece tokenizer
 (curate/tokenizer) and token shards (curate/shards/write) under ``<run>/shards``. The layout is
 the one the flow writes: ``<run>/<stage>/part-NNNNN{.parquet,.removed.parquet,
 .quarantine.parquet,.done.json}`` and ``<run>/stats.json``.
@@ -15,16 +14,15 @@ import gzip
 import re
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-from datasketch import MinHash, MinHashLSH
 
 from curate import mix
+from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig
 from curate.filters.pii import PII, PIIConfig
 from curate.filters.toxicity import TOXICITY, ToxicityConfig
 from curate.schema import doc_id, docs_table
 from curate.shards.write import ShardConfig, encode_part, write_shards
-from curate.stage import StageResult, StageStats, decide
+from curate.stage import StageResult, StageStats
 from curate.storage import (
     config_hash,
     join,
@@ -37,7 +35,6 @@ from tests.shards_sample import SAMPLE, sample_docs, split_parts
 
 N_PARTS = 3
 SEQ_LEN = 128
-_WORD = re.compile(r"\w+")
 
 
 def changelog_docs() -> pa.Table:
@@ -80,34 +77,6 @@ def input_docs(fortune_every: int = 8) -> pa.Table:
     return pa.concat_tables([base, fortunes, changelog_docs()])
 
 
-def minhash_clusters(table: pa.Table, threshold: float = 0.7, num_perm: int = 64) -> list[str]:
-    """Cluster id per row (the smallest id among its near-duplicates; its own id if none)."""
-    ids = table.column("id").to_pylist()
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    sigs = []
-    for i, text in zip(ids, table.column("text").to_pylist(), strict=True):
-        words = _WORD.findall(text.lower())
-        grams = {" ".join(words[k : k + 5]).encode() for k in range(max(1, len(words) - 4))}
-        m = MinHash(num_perm=num_perm, seed=1)
-        m.update_batch(list(grams))
-        sigs.append(m)
-        lsh.insert(i, m)
-    parent = {i: i for i in ids}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, m in zip(ids, sigs, strict=True):
-        for j in lsh.query(m):
-            a, b = find(i), find(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    return [find(i) for i in ids]
-
-
 def _write_part(run: str, stage: str, index: int, result: StageResult, cfg_hash: str) -> None:
     name = part_name(index)
     write_parquet_atomic(result.kept, join(run, stage, f"{name}.parquet"))
@@ -136,18 +105,19 @@ def build_run(run: Path, pii: bool = True, shards: bool = True) -> dict:
             total = res.stats if total is None else total.merge(res.stats)
         stats.append(total)
         parts = out
-    # dedup: global clustering, then a per-part decision (first id of a cluster stays)
-    whole = pa.concat_tables(parts)
-    clusters = dict(zip(whole.column("id").to_pylist(), minhash_clusters(whole), strict=True))
+    # near_dedup, the real GlobalStage: signatures per part, LSH + clusters once, decide per part
+    ncfg = NearDedupConfig()
+    map_urls = []
+    for i, part in enumerate(parts):
+        url = join(run_url, NEAR_DEDUP.name, "map", f"{part_name(i)}.parquet")
+        write_parquet_atomic(NEAR_DEDUP.map(part, ncfg), url)
+        map_urls.append(url)
+    state = NEAR_DEDUP.reduce(map_urls, ncfg)
     total = None
     out = []
     for i, part in enumerate(parts):
-        ids = part.column("id").to_pylist()
-        cl = [clusters[x] for x in ids]
-        scored = part.append_column("minhash_cluster", pa.array(cl, pa.string()))
-        mask = np.array([c != x for c, x in zip(cl, ids, strict=True)])
-        res = decide(scored, {"near_duplicate": mask}, "dedup")
-        _write_part(run_url, "dedup", i, res, "dedup-test")
+        res = NEAR_DEDUP.run(part, state, ncfg)
+        _write_part(run_url, NEAR_DEDUP.name, i, res, config_hash(ncfg))
         out.append(res.kept)
         total = res.stats if total is None else total.merge(res.stats)
     stats.append(total)

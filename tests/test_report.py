@@ -1,4 +1,4 @@
-"""report.html and the inspect tool on a real run (toxicity → pii → dedup → mix → shards)."""
+"""report.html and the inspect tool on a real run (toxicity → pii → near_dedup → mix → shards)."""
 
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def test_report_html_is_self_contained(run):
 def test_funnel_and_removals_match_the_counters(run):
     path, info = run
     stats = json.loads((path / "stats.json").read_text())
-    assert [s.stage for s in load_stats(str(path))] == ["toxicity", "pii", "dedup"]
-    assert stage_order(str(path)) == ["toxicity", "pii", "dedup"]
+    assert [s.stage for s in load_stats(str(path))] == ["toxicity", "pii", "near_dedup"]
+    assert stage_order(str(path)) == ["toxicity", "pii", "near_dedup"]
     sec = _sections(path)
     funnel = {r[0]: r for r in sec["funnel"].rows}
     for s in stats:
@@ -63,12 +63,12 @@ def test_funnel_and_removals_match_the_counters(run):
     assert removals == {
         (s["stage"], reason): n for s in stats for reason, n in s["removed"].items()
     }
-    assert removals[("dedup", "near_duplicate")] > 10  # the llvm 13..16 manuals
+    assert removals[("near_dedup", "near_duplicate")] > 10  # the llvm 13..16 manuals
 
 
 def test_histograms_recount_the_last_stage(run):
     path, _ = run
-    kept = pa.concat_tables(pq.read_table(u) for u in part_files(str(path), "dedup"))
+    kept = pa.concat_tables(pq.read_table(u) for u in part_files(str(path), "near_dedup"))
     sec = _sections(path)
     for column in ("lang", "domain"):
         expect = Counter("(none)" if v is None else v for v in kept.column(column).to_pylist())
@@ -80,7 +80,7 @@ def test_histograms_recount_the_last_stage(run):
 def test_cluster_sizes_cover_the_dedup_input(run):
     path, info = run
     sec = _sections(path)["dedup-clusters"]
-    dedup = next(s for s in info["stats"] if s.stage == "dedup")
+    dedup = next(s for s in info["stats"] if s.stage == "near_dedup")
     assert sum(r[2] for r in sec.rows) == dedup.docs_in
     # every removed near-duplicate sits in a cluster of 2+, one survivor per cluster
     multi = sum(r[1] for r in sec.rows if r[0] > 1)
@@ -139,8 +139,8 @@ def test_partial_runs_and_training_section(run, tmp_path):
 def test_inspect_samples_every_reason(run):
     path, info = run
     text = inspect_run(str(path), per_reason=2, seed=0)
-    assert "== toxicity" in text and "== pii" in text and "== dedup" in text
-    dedup = next(s for s in info["stats"] if s.stage == "dedup")
+    assert "== toxicity" in text and "== pii" in text and "== near_dedup" in text
+    dedup = next(s for s in info["stats"] if s.stage == "near_dedup")
     assert f"-- removed: near_duplicate ({dedup.removed['near_duplicate']:,} docs)" in text
     assert "-- removed: toxic:" in text
     blocks = re.split(r"^-- ", text, flags=re.M)
@@ -148,9 +148,9 @@ def test_inspect_samples_every_reason(run):
         assert 1 <= len(re.findall(r"^  - [0-9a-f]{16}  ", block, flags=re.M)) <= 2, block[:200]
     # the PII stage shows redacted text; the same seed gives the same sample, another seed not
     assert inspect_run(str(path), per_reason=2, seed=0) == text
-    other = inspect_run(str(path), per_reason=2, seed=1, stage="dedup")
-    assert other.startswith("== dedup") and "== pii" not in other
-    assert other != inspect_run(str(path), per_reason=2, seed=0, stage="dedup")
+    other = inspect_run(str(path), per_reason=2, seed=1, stage="near_dedup")
+    assert other.startswith("== near_dedup") and "== pii" not in other
+    assert other != inspect_run(str(path), per_reason=2, seed=0, stage="near_dedup")
     with pytest.raises(ValueError, match="no stage 'nope'"):
         inspect_run(str(path), stage="nope")
 
