@@ -53,8 +53,16 @@ def changelog_docs() -> pa.Table:
         rel = str(p.relative_to(SAMPLE))
         for i, b in enumerate(blocks):
             rows.append(
-                {"id": doc_id(rel, i), "text": b, "source": rel, "offset": i,
-                 "domain": "meta", "format": "text", "lang": "en", "lang_score": None}
+                {
+                    "id": doc_id(rel, i),
+                    "text": b,
+                    "source": rel,
+                    "offset": i,
+                    "domain": "meta",
+                    "format": "text",
+                    "lang": "en",
+                    "lang_score": None,
+                }
             )
     return docs_table(rows)
 
@@ -83,8 +91,11 @@ def _write_part(run: str, stage: str, index: int, result: StageResult, cfg_hash:
     write_parquet_atomic(result.removed, join(run, stage, f"{name}.removed.parquet"))
     write_parquet_atomic(result.quarantine, join(run, stage, f"{name}.quarantine.parquet"))
     write_json_atomic(
-        {"input_fingerprint": f"test-{stage}-{index}", "config_hash": cfg_hash,
-         "stats": result.stats.to_dict()},
+        {
+            "input_fingerprint": f"test-{stage}-{index}",
+            "config_hash": cfg_hash,
+            "stats": result.stats.to_dict(),
+        },
         join(run, stage, f"{name}.done.json"),
     )
 
@@ -141,8 +152,38 @@ def build_run(run: Path, pii: bool = True, shards: bool = True) -> dict:
     scfg = ShardConfig(seq_len=SEQ_LEN, sequences_per_file=2000, val_fraction=0.05)
     encoded = [encode_part(p, tok, scfg) for p in mixed]
     manifest = write_shards(
-        encoded, run / "shards", scfg, tok, mixture_target=plan.target_weights,
+        encoded,
+        run / "shards",
+        scfg,
+        tok,
+        mixture_target=plan.target_weights,
         source_run=run.name,
     )
     info.update(mixture=report, tokenizer=tok, manifest=manifest, mixed=mixed)
     return info
+
+
+def small_flow_config(tmp: Path, name: str, stages: list[str]):
+    """A small real curation job for flow tests: code, rst (llvm 13..16: near-duplicates) and
+    Debian changelogs (real e-mails) through ``stages``, on a 1-CPU Ray, no retries."""
+    from curate.config import load_config
+
+    stage_lines = "".join(f"  - {{name: {s}, options: {{}}}}\n" for s in stages)
+    path = tmp / f"{name}.yaml"
+    path.write_text(
+        f"""name: {name}
+run_dir: {tmp}/runs/{name}
+inputs:
+  - {{path: {SAMPLE}/code, format: code, domain: code}}
+  - {{path: {SAMPLE}/rst, format: text, domain: rst}}
+  - {{path: {SAMPLE}/meta, format: text, domain: meta}}
+parts: {{files_per_part: 40, bytes_per_part: 3000000}}
+stages:
+{stage_lines}mix: {{weights: {{rst: 1, code: 1, meta: 2}}, total_tokens: 400000, max_epochs: 3}}
+tokenizer: {{vocab_size: 800, sample_bytes: 300000, num_threads: 1}}
+shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
+ray: {{num_cpus: 1, object_store_memory: 100000000}}
+prefect: {{task_retries: 0, start_server: false}}
+"""
+    )
+    return load_config(path)

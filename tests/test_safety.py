@@ -22,7 +22,7 @@ from tests.netaudit import (
     is_loopback_host,
     outbound_target,
 )
-from tests.run_sample import build_run, real_emails
+from tests.run_sample import build_run, real_emails, small_flow_config
 
 # Broad on purpose (independent of the PII stage's own pattern): anything@host.tld
 LOOSE_EMAIL = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
@@ -34,7 +34,14 @@ LOOSE_EMAIL = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
 def test_loopback_classification():
     for host in ("127.0.0.1", "127.8.9.1", "::1", "[::1]", "localhost", "::ffff:127.0.0.1", None):
         assert is_loopback_host(host), host
-    for host in ("10.0.0.1", "192.0.2.1", "169.254.169.254", "::ffff:8.8.8.8", "pypi.org", "0.0.0.1"):
+    for host in (
+        "10.0.0.1",
+        "192.0.2.1",
+        "169.254.169.254",
+        "::ffff:8.8.8.8",
+        "pypi.org",
+        "0.0.0.1",
+    ):
         assert not is_loopback_host(host), host
     assert outbound_target("socket.getaddrinfo", ("0.0.0.0", 8080, 0, 0, 0)) is None  # bind
     for own in sorted(interface_addresses()) + [socket.gethostname()]:
@@ -79,8 +86,9 @@ def test_hook_reaches_child_python_processes():
         "except PermissionError as e:\n print('blocked', e)\n"
     )
     with audit_network(block=True, subprocesses=True) as audit:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
     assert "blocked" in out.stdout, out.stderr
     assert [a.target for a in audit.attempts] == ["203.0.113.9:443"]
     assert audit.attempts[0].pid != __import__("os").getpid()
@@ -128,7 +136,9 @@ def shard_documents(shard_dir: Path) -> dict[str, str]:
     texts = {}
     for d, by_offset in pieces.items():
         tokens = [t for o in sorted(by_offset) for t in by_offset[o]]
-        texts[d] = sp.decode([t for t in tokens if t not in (sp.eos_id(), sp.bos_id(), sp.pad_id())])
+        texts[d] = sp.decode(
+            [t for t in tokens if t not in (sp.eos_id(), sp.bos_id(), sp.pad_id())]
+        )
     return texts
 
 
@@ -147,9 +157,12 @@ def test_no_email_or_public_ip_in_final_shards(audited_run):
     emails = real_emails()
     assert len(emails) > 50  # the sample changelogs are full of maintainers' addresses
     texts = shard_documents(path / "shards")
-    meta_ids = {i for p in info["mixed"] for i, d in zip(p.column("id").to_pylist(),
-                                                         p.column("domain").to_pylist(),
-                                                         strict=True) if d == "meta"}
+    meta_ids = {
+        i
+        for p in info["mixed"]
+        for i, d in zip(p.column("id").to_pylist(), p.column("domain").to_pylist(), strict=True)
+        if d == "meta"
+    }
     assert len(meta_ids & texts.keys()) > 20  # changelogs did reach the shards
     assert sum("<EMAIL>" in texts[i] for i in meta_ids & texts.keys()) > 20
     leaks = _leaks(texts, emails)
@@ -177,38 +190,12 @@ def test_tempdir_is_not_left_in_pythonpath():
 # --- the real flow: Prefect server + flow + Ray workers, all audited ---------------------------
 
 
-def _flow_config(tmp: Path):
-    from curate.config import load_config
-
-    sample = Path(__file__).resolve().parent.parent / "data" / "sample"
-    path = tmp / "safety.yaml"
-    path.write_text(
-        f"""name: safety
-run_dir: {tmp}/runs/safety
-inputs:
-  - {{path: {sample}/code, format: code, domain: code}}
-  - {{path: {sample}/rst, format: text, domain: rst}}
-  - {{path: {sample}/meta, format: text, domain: meta}}
-parts: {{files_per_part: 40, bytes_per_part: 3000000}}
-stages:
-  - {{name: toxicity, options: {{}}}}
-  - {{name: pii, options: {{}}}}
-mix: {{weights: {{rst: 1, code: 1, meta: 2}}, total_tokens: 400000, max_epochs: 3}}
-tokenizer: {{vocab_size: 800, sample_bytes: 300000, num_threads: 1}}
-shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
-ray: {{num_cpus: 1, object_store_memory: 100000000}}
-prefect: {{task_retries: 0, start_server: false}}
-"""
-    )
-    return load_config(path)
-
-
 @pytest.mark.slow
 def test_curate_flow_on_ray_makes_no_outbound_connection_and_leaks_no_pii(tmp_path):
     from flows.curate import run_curate
     from tests.prefect_server import local_prefect_server
 
-    cfg = _flow_config(tmp_path)
+    cfg = small_flow_config(tmp_path, "safety", ["toxicity", "pii"])
     with (
         audit_network(block=True, subprocesses=True) as audit,
         local_prefect_server(tmp_path) as server,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.prefect_server import local_prefect_server
+from tests.run_sample import small_flow_config
 
 pytestmark = pytest.mark.slow
 
@@ -67,35 +68,6 @@ def browser(tmp_path):
         driver.quit()
 
 
-def _ui_config(tmp: Path):
-    """A small real curation job: code, rst and Debian changelogs through toxicity, PII and
-    near-dedup (the llvm rst pages are near-duplicates of each other), on Ray."""
-    from curate.config import load_config
-
-    sample = Path(__file__).resolve().parent.parent / "data" / "sample"
-    path = tmp / "ui.yaml"
-    path.write_text(
-        f"""name: ui
-run_dir: {tmp}/runs/ui
-inputs:
-  - {{path: {sample}/code, format: code, domain: code}}
-  - {{path: {sample}/rst, format: text, domain: rst}}
-  - {{path: {sample}/meta, format: text, domain: meta}}
-parts: {{files_per_part: 40, bytes_per_part: 3000000}}
-stages:
-  - {{name: toxicity, options: {{}}}}
-  - {{name: pii, options: {{}}}}
-  - {{name: near_dedup, options: {{}}}}
-mix: {{weights: {{rst: 1, code: 1, meta: 2}}, total_tokens: 400000, max_epochs: 3}}
-tokenizer: {{vocab_size: 800, sample_bytes: 300000, num_threads: 1}}
-shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
-ray: {{num_cpus: 1, object_store_memory: 100000000}}
-prefect: {{task_retries: 0, start_server: false}}
-"""
-    )
-    return load_config(path)
-
-
 def _wait_text(driver, needles: list[str], timeout: float = 90.0) -> str:
     deadline = time.monotonic() + timeout
     text = ""
@@ -122,7 +94,7 @@ def test_ui_shows_flow_run_and_funnel_artifact(tmp_path, browser):
 
     from flows.curate import run_curate
 
-    cfg = _ui_config(tmp_path)
+    cfg = small_flow_config(tmp_path, "ui", ["toxicity", "pii", "near_dedup"])
     with local_prefect_server(tmp_path) as server:
         stats = run_curate(cfg, server.url)  # the real curate flow, tasks on Ray
         dedup = stats["stages"]["near_dedup"]
