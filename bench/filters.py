@@ -22,11 +22,11 @@ import platform
 import re
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from bench.timing import timed
 from curate.filters.heuristics import HEURISTICS, HeuristicsConfig
 from curate.filters.langid import LANGID, LangIdConfig
 from curate.filters.langid import load_model as load_lid_model
@@ -72,18 +72,6 @@ def load_docs(corpus: Path, max_docs: int) -> list[dict]:
          "lang": "en"}
         for i, (s, t, d) in enumerate(rows)
     ]  # fmt: skip
-
-
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
-    """Best-of-``repeat`` (CPU seconds, wall seconds) and the last result."""
-    best_cpu = best_wall = float("inf")
-    out = None
-    for _ in range(repeat):
-        c0, w0 = time.process_time(), time.perf_counter()
-        out = fn()
-        best_cpu = min(best_cpu, time.process_time() - c0)
-        best_wall = min(best_wall, time.perf_counter() - w0)
-    return best_cpu, best_wall, out
 
 
 def main() -> None:

@@ -19,12 +19,11 @@ import gzip
 import json
 import platform
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 
+from bench.timing import timed
 from curate.filters.pii import PII, PIIConfig
 from curate.filters.toxicity import TOXICITY, ToxicityConfig, available_langs, word_list
 from curate.schema import docs_table
@@ -60,18 +59,6 @@ def load_docs(corpus: Path, max_docs: int) -> list[dict]:
          "lang": lang}
         for i, (s, t, lang) in enumerate(rows)
     ]  # fmt: skip
-
-
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
-    """Best-of-``repeat`` (CPU seconds, wall seconds) and the last result."""
-    best_cpu = best_wall = float("inf")
-    out = None
-    for _ in range(repeat):
-        c0, w0 = time.process_time(), time.perf_counter()
-        out = fn()
-        best_cpu = min(best_cpu, time.process_time() - c0)
-        best_wall = min(best_wall, time.perf_counter() - w0)
-    return best_cpu, best_wall, out
 
 
 def naive_toxicity(texts: list[str], langs: list[str | None]) -> list[int]:
