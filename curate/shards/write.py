@@ -55,6 +55,7 @@ from curate.shards.format import (
     write_manifest,
 )
 from curate.storage import write_bytes_atomic
+from curate.tokenizer import load_tokenizer
 
 SPLITS = ("train", "val")
 TOKENIZER_NAME = "tokenizer.model"
@@ -86,7 +87,7 @@ class ShardConfig(BaseModel):
 def _processor(tokenizer: str | Path | spm.SentencePieceProcessor) -> spm.SentencePieceProcessor:
     if isinstance(tokenizer, spm.SentencePieceProcessor):
         return tokenizer
-    return spm.SentencePieceProcessor(model_file=str(tokenizer))
+    return load_tokenizer(tokenizer)  # a local path or any fsspec URL
 
 
 def encode_texts(
