@@ -116,10 +116,16 @@ def test_curation_makes_no_outbound_connection(audited_run):
 
 def shard_documents(shard_dir: Path) -> dict[str, str]:
     """Every document's text as far as the shards hold it, rebuilt from the provenance columns
-    (rows are shuffled; a document spans rows) and decoded with the shards' own tokenizer."""
+    (rows are shuffled; a document spans rows) and decoded with the shards' own tokenizer.
+
+    Tokens are placed by their position in the document (``doc_offsets`` + index), so the
+    pieces of a document repeated over epochs, which are cut at different places, overlap
+    instead of being glued twice. Runs of positions with a gap between them (the tail of a
+    document that no row holds) are decoded apart and joined by a newline, so no text is made
+    up by joining tokens that were never next to each other."""
     manifest = load_manifest(shard_dir)
     sp = spm.SentencePieceProcessor(model_file=str(shard_dir / manifest.tokenizer.path))
-    pieces: dict[str, dict[int, list[int]]] = defaultdict(dict)
+    by_position: dict[str, dict[int, int]] = defaultdict(dict)
     for info in manifest.splits.values():
         for f in info.files:
             table = open_shard(shard_dir / f.path)
@@ -132,13 +138,21 @@ def shard_documents(shard_dir: Path) -> dict[str, str]:
             ):
                 ends = starts[1:] + [len(ids)]
                 for d, s, e, o in zip(docs, starts, ends, offsets, strict=True):
-                    pieces[d][o] = ids[s:e]  # repeats of a document give the same pieces
+                    tokens = by_position[d]
+                    for k, t in enumerate(ids[s:e]):
+                        assert tokens.setdefault(o + k, t) == t, (d, o + k)  # repeats agree
+    special = {sp.eos_id(), sp.bos_id(), sp.pad_id()}
     texts = {}
-    for d, by_offset in pieces.items():
-        tokens = [t for o in sorted(by_offset) for t in by_offset[o]]
-        texts[d] = sp.decode(
-            [t for t in tokens if t not in (sp.eos_id(), sp.bos_id(), sp.pad_id())]
-        )
+    for d, tokens in by_position.items():
+        runs: list[list[int]] = []
+        previous = None
+        for position in sorted(tokens):
+            if previous is None or position != previous + 1:
+                runs.append([])
+            previous = position
+            if tokens[position] not in special:
+                runs[-1].append(tokens[position])
+        texts[d] = "\n".join(sp.decode(run) for run in runs)
     return texts
 
 
