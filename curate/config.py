@@ -36,6 +36,11 @@ class StageEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+    base_dir: str | None = Field(
+        None,
+        description="set by load_config: where relative file options missing from the working "
+        "directory are read from (the config's folder or its parent)",
+    )
 
 
 class PartsConfig(BaseModel):
@@ -141,13 +146,69 @@ class PipelineConfig(BaseModel):
 
         load_plugins(self.plugins)
         entry = self.stages[index]
-        return STAGES[entry.name].config.model_validate(entry.options)
+        model = STAGES[entry.name].config
+        options = dict(entry.options)
+        if entry.base_dir:
+            base = Path(entry.base_dir)
+
+            def located(p: Any) -> Any:
+                if isinstance(p, list):
+                    return [located(q) for q in p]
+                if isinstance(p, str) and _relative(p) and (base / p).exists():
+                    return str(base / p)
+                return p
+
+            for name in _file_options(model):
+                if name in options:
+                    options[name] = located(options[name])
+        return model.model_validate(options)
+
+    def locate_stage_files(self, config_dir: Path) -> None:
+        """Set each stage's ``base_dir`` when its relative file options are not in the working
+        directory but next to the config (its folder, or the parent for configs/*.yaml)."""
+        from curate.stages import STAGES, load_plugins
+
+        load_plugins(self.plugins)
+        for entry in self.stages:
+            names = _file_options(STAGES[entry.name].config)
+            for name in names & entry.options.keys():
+                value = entry.options[name]
+                for p in value if isinstance(value, list) else [value]:
+                    root = found_next_to_config(p, config_dir) if isinstance(p, str) else None
+                    if root is not None and entry.base_dir is None:
+                        entry.base_dir = str(root)
 
     def hash(self) -> str:
         """Hash of what decides the outputs (not where they go or which machines run them)."""
         exclude = {"run_dir": True, "ray": True, "prefect": True,
-                   "inputs": {"__all__": {"base_dir"}}}  # fmt: skip
+                   "inputs": {"__all__": {"base_dir"}},
+                   "stages": {"__all__": {"base_dir"}}}  # fmt: skip
         return config_hash(self.model_dump(mode="json", exclude=exclude))
+
+
+def _file_options(model: type[BaseModel]) -> set[str]:
+    """Names of a stage config's options marked ``FILE_OPTION`` (they name files)."""
+    return {
+        name
+        for name, field in model.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("file_option")
+    }
+
+
+def _relative(p: str) -> bool:
+    """A local relative path that the working directory does not have."""
+    return "://" not in p and not Path(p).is_absolute() and not Path(p).exists()
+
+
+def found_next_to_config(p: str, config_dir: Path) -> Path | None:
+    """The folder a relative path missing from the working directory is found in: the config's
+    folder or its parent (the repository root for configs/*.yaml); None when neither has it."""
+    if not _relative(p):
+        return None
+    for root in (config_dir, config_dir.parent):
+        if (root / p).exists():
+            return root.resolve()
+    return None
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -215,9 +276,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         apply_override(data, o)
     _resolve_relative_inputs(data, path.parent)
     try:
-        return PipelineConfig.model_validate(data)
+        cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_errors(e, str(path))) from None
+    cfg.locate_stage_files(path.parent)
+    return cfg
 
 
 def _resolve_relative_inputs(data: dict[str, Any], base: Path) -> None:
@@ -227,14 +290,7 @@ def _resolve_relative_inputs(data: dict[str, Any], base: Path) -> None:
     documents (their ``source`` and ids do not depend on where the checkout lives)."""
     for spec in data.get("inputs") or []:
         p = spec.get("path") if isinstance(spec, dict) else None
-        if (
-            isinstance(p, str)
-            and "://" not in p
-            and not Path(p).is_absolute()
-            and not Path(p).exists()
-            and not spec.get("base_dir")
-        ):
-            for root in (base, base.parent):
-                if (root / p).exists():
-                    spec["base_dir"] = str(root.resolve())
-                    break
+        if isinstance(p, str) and not spec.get("base_dir"):
+            root = found_next_to_config(p, base)
+            if root is not None:
+                spec["base_dir"] = str(root)

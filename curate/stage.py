@@ -24,6 +24,9 @@ from pydantic import BaseModel
 from curate.schema import QUARANTINE_SCHEMA
 
 ERROR_COLUMN = "_error"
+# ``json_schema_extra`` of a stage option that names files (a path, or a list of them): a relative
+# one that the working directory lacks is looked up next to the config (``curate.config``).
+FILE_OPTION: dict[str, Any] = {"file_option": True}
 
 C = TypeVar("C", bound=BaseModel)
 Rules = Mapping[str, np.ndarray]

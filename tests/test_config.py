@@ -124,3 +124,30 @@ def test_direct_construction_validates_stage_options():
     apply_override(d, "a.b=[1, 2]")
     apply_override(d, "a.b[1]=null")
     assert d == {"a": {"b": [1, None]}}
+
+
+def test_file_options_are_found_next_to_the_config_from_any_working_directory(
+    tmp_path, monkeypatch
+):
+    # `sluice run --config /path/to/sluice/configs/default.yaml` from another folder: the
+    # decontam eval files (data/eval/*.txt, relative to the repository) must still be read
+    import pyarrow as pa
+
+    from curate.dedup.decontam import score
+
+    i = _index("decontam")
+    monkeypatch.chdir(ROOT)
+    at_root = load_config(DEFAULT)
+    monkeypatch.chdir(tmp_path)
+    elsewhere = load_config(DEFAULT)
+    assert at_root.stages[i].base_dir is None  # found in the working directory: as written
+    assert elsewhere.stages[i].base_dir == str(ROOT)
+    files = elsewhere.stage_config(i).eval_files
+    assert files == [str(ROOT / f) for f in at_root.stage_config(i).eval_files]
+    assert at_root.hash() == elsewhere.hash()  # where the checkout lives decides no output
+    quoted = (ROOT / at_root.stage_config(i).eval_files[0]).read_text()[:2000]
+    scored = score(
+        pa.table({"text": [quoted, "nothing from the eval set here"]}), elsewhere.stage_config(i)
+    )
+    assert scored["contamination_ngrams"].to_pylist()[0] > 0
+    assert scored["contamination_ngrams"].to_pylist()[1] == 0

@@ -130,7 +130,9 @@ def test_cli_reads_dirs_and_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert stats["documents"]["negative"] == len(neg)
     assert stats["documents"]["positive"] == len(positives())
     assert stats["held_out"]["f1"] >= 0.8
-    # the shipped config names the same sample sources; the run adds the negatives
+    # the shipped config names the same sample sources (relative to the repository, found from
+    # any working directory); the run adds the negatives
+    monkeypatch.chdir(tmp_path)
     config = Path(__file__).resolve().parents[1] / "configs" / "quality_train.yaml"
     out2 = tmp_path / "model2"
     assert main(["--config", str(config), "--negative-run", str(run), "--out", str(out2)]) == 0

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.dedup.text import text_shingles
-from curate.stage import Rules, Stage
+from curate.stage import FILE_OPTION, Rules, Stage
 from curate.storage import filesystem
 
 REASON = "eval_contamination"
@@ -39,7 +39,9 @@ class DecontamConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    eval_files: list[str] = Field(default_factory=list, description="paths or URLs")
+    eval_files: list[str] = Field(
+        default_factory=list, description="paths or URLs", json_schema_extra=FILE_OPTION
+    )
     fields: list[str] = Field(
         default_factory=lambda: ["text"], description="jsonl/parquet fields holding eval text"
     )

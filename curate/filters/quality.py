@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate.stage import Rules, Stage
+from curate.stage import FILE_OPTION, Rules, Stage
 from curate.storage import exists, local_copy
 
 POSITIVE = "__label__hq"
@@ -100,6 +100,7 @@ class QualityConfig(BaseModel):
         None,
         description="quality.bin from train-quality (a path or fsspec URL); None: the run "
         "trains its own (train)",
+        json_schema_extra=FILE_OPTION,
     )
     train: RunTrainingConfig = Field(default_factory=RunTrainingConfig)
     threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -331,7 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config:
         import yaml
 
+        from curate.config import found_next_to_config
+
         fields = yaml.safe_load(Path(args.config).read_text()) or {}
+        for key in SOURCE_KEYS:  # relative paths not in the working directory: next to the config
+            fields[key] = [
+                str(root / p) if (root := found_next_to_config(p, Path(args.config).parent)) else p
+                for p in fields.get(key) or []
+            ]
     sources = {key: list(fields.pop(key, None) or []) for key in SOURCE_KEYS}
     cfg = QualityTrainConfig(**fields)
     positives = sources["positive"] + args.positive
