@@ -12,7 +12,11 @@ on it without the traffic ever happening.
 ``audit_network(subprocesses=True)`` also covers child Python processes (Prefect server, Ray
 workers, CLI subprocesses): it puts a ``sitecustomize.py`` that installs the same hook on
 ``PYTHONPATH`` and collects their attempts from a log file. Native code that opens sockets
-without Python (Ray's C++ raylet/GCS) is out of reach of this hook.
+without Python (Ray's C++ raylet/GCS) is out of reach of this hook: ``native=True`` adds
+:class:`SocketWatch`, which polls the kernel's socket tables (/proc/net/tcp, tcp6, udp, udp6)
+for sockets of this process and all its descendants whose peer is off this machine. It sees any
+socket that lives for at least one poll (a connection being set up included), whoever made it;
+it records, it cannot block.
 """
 
 from __future__ import annotations
@@ -136,6 +140,7 @@ class NetAudit:
     block: bool = True
     attempts: list[Attempt] = field(default_factory=list)
     interface: list[Attempt] = field(default_factory=list)
+    native_polls: int = 0  # kernel socket-table polls (audit_network(native=True))
 
     def report(self) -> str:
         return "\n".join(str(a) for a in self.attempts) or "no outbound attempts"
@@ -219,11 +224,132 @@ if _log:
 '''
 
 
+def _descendants(root: int) -> set[int]:
+    """``root`` and every process below it (from /proc/<pid>/stat parent ids)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path("/proc", entry, "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _socket_inodes(pids: set[int]) -> dict[int, int]:
+    """Socket inode -> the pid holding it, over ``pids``' open file descriptors."""
+    owners: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        owners[int(link[8:-1])] = pid
+    return owners
+
+
+def kernel_address(hex_address: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """``0100007F:1F90`` (a /proc/net/tcp address: 32-bit words in host order) -> (IP, port)."""
+    ip_hex, port_hex = hex_address.split(":")
+    raw = bytes.fromhex(ip_hex)
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # little-endian words
+    return ipaddress.ip_address(raw), int(port_hex, 16)
+
+
+def socket_peers() -> list[tuple[str, int, str]]:
+    """(protocol, inode, peer "ip:port") of every socket in this network namespace that has a
+    peer (connected or connecting TCP, connected UDP)."""
+    out = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/net", proto).read_text().splitlines()[1:]:
+                fields = line.split()
+                ip, port = kernel_address(fields[2])
+                if ip.is_unspecified:  # listening, or an unconnected UDP socket
+                    continue
+                out.append((proto, int(fields[9]), f"{ip}:{port}"))
+    return out
+
+
+def peer_kind(peer: str, allowed: frozenset[str] | None = None) -> str | None:
+    """None for a loopback peer, "interface" for this machine's own address, else "outbound".
+    With ``allowed`` (a control test), exactly the peers listed there are fine."""
+    host = peer.rsplit(":", 1)[0]
+    ip = ipaddress.ip_address(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        host = str(ip.ipv4_mapped)
+    if allowed is not None:
+        return None if host in allowed else "outbound"
+    if is_loopback_host(host):
+        return None
+    return "interface" if host in interface_addresses() else "outbound"
+
+
+class SocketWatch:
+    """Poll the kernel's socket tables while running; record the peers of sockets held by this
+    process and its descendants (Ray's raylet and GCS, Prefect's server, workers) as
+    :class:`Attempt` s: off this machine in ``attempts``, its own addresses in ``interface``.
+    ``allowed``: peer addresses to ignore instead of loopback (for a control test)."""
+
+    def __init__(self, interval_s: float = 0.1, allowed: frozenset[str] | None = None) -> None:
+        self.interval_s = interval_s
+        self.allowed = allowed
+        self.attempts: list[Attempt] = []
+        self.interface: list[Attempt] = []
+        self.polls = 0
+        self._seen: set[tuple[int, str]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="socket-watch", daemon=True)
+
+    def poll(self) -> None:
+        peers = [p for p in socket_peers() if peer_kind(p[2], self.allowed)]
+        if peers:  # only then the (costlier) walk over the processes' file descriptors
+            owners = _socket_inodes(_descendants(os.getpid()))
+            for proto, inode, peer in peers:
+                pid = owners.get(inode)
+                if pid is None or (pid, peer) in self._seen:
+                    continue
+                self._seen.add((pid, peer))
+                kind = peer_kind(peer, self.allowed)
+                with contextlib.suppress(OSError):
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
+                    cmd = " ".join(a.decode(errors="replace") for a in argv)
+                    attempt = Attempt(f"kernel {proto} socket", peer, pid, f"  cmd: {cmd}")
+                    (self.attempts if kind == "outbound" else self.interface).append(attempt)
+        self.polls += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> SocketWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()  # the last state
+
+
 @contextmanager
-def audit_network(block: bool = True, subprocesses: bool = False) -> Iterator[NetAudit]:
-    """Record outbound attempts made inside the block (and by child Pythons if asked)."""
+def audit_network(
+    block: bool = True, subprocesses: bool = False, native: bool = False
+) -> Iterator[NetAudit]:
+    """Record outbound attempts made inside the block (and by child Pythons if asked; with
+    ``native``, also sockets of any descendant process seen in the kernel's tables)."""
     install()
     audit = NetAudit(block=block)
+    watch = SocketWatch() if native else None
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", LOG_ENV, BLOCK_ENV)}
     tmp = tempfile.TemporaryDirectory(prefix="netaudit-") if subprocesses else None
     log = None
@@ -246,10 +372,18 @@ def audit_network(block: bool = True, subprocesses: bool = False) -> Iterator[Ne
     with _lock:
         _active.append(audit)
     try:
-        yield audit
+        if watch is None:
+            yield audit
+        else:
+            with watch:
+                yield audit
     finally:
         with _lock:
             _active.remove(audit)
+        if watch is not None:
+            audit.attempts += watch.attempts
+            audit.interface += watch.interface
+            audit.native_polls = watch.polls
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

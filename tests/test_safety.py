@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import subprocess
@@ -16,11 +17,14 @@ import sentencepiece as spm
 from curate.filters.pii import DETECTORS, find_pii
 from curate.shards.format import load_manifest, open_shard
 from tests.netaudit import (
+    SocketWatch,
     audit_network,
     classify,
     interface_addresses,
     is_loopback_host,
+    kernel_address,
     outbound_target,
+    peer_kind,
 )
 from tests.run_sample import build_run, real_emails, small_flow_config
 
@@ -92,6 +96,36 @@ def test_hook_reaches_child_python_processes():
     assert "blocked" in out.stdout, out.stderr
     assert [a.target for a in audit.attempts] == ["203.0.113.9:443"]
     assert audit.attempts[0].pid != __import__("os").getpid()
+
+
+def test_socket_watch_sees_sockets_that_no_python_hook_sees():
+    # a child in isolated mode (-I: no sitecustomize, so no audit hook) holds a connected UDP
+    # socket (connect sends no packet); the kernel-table watch, told to allow nothing, finds it
+    code = (
+        "import socket, time\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.connect(('127.0.0.1', 9))\n"
+        "time.sleep(1)\n"
+    )
+    with SocketWatch(interval_s=0.05, allowed=frozenset()) as watch:
+        child = subprocess.run([sys.executable, "-I", "-c", code], timeout=60)
+    assert child.returncode == 0
+    assert [(a.event, a.target) for a in watch.attempts] == [("kernel udp socket", "127.0.0.1:9")]
+    assert watch.attempts[0].pid != __import__("os").getpid()
+    # with the normal rules the same loopback socket is fine
+    with SocketWatch(interval_s=0.05) as watch:
+        subprocess.run([sys.executable, "-I", "-c", code], timeout=60)
+    assert watch.attempts == [] and watch.polls > 5
+
+
+def test_kernel_socket_table_addresses():
+    assert kernel_address("0100007F:1F90") == (ipaddress.ip_address("127.0.0.1"), 8080)
+    ipv6_loopback = "00000000000000000000000001000000:0050"
+    assert kernel_address(ipv6_loopback) == (ipaddress.ip_address("::1"), 80)
+    assert peer_kind("127.0.0.1:80") is None and peer_kind("::ffff:127.0.0.1:80") is None
+    assert peer_kind("198.51.100.7:53") == "outbound"
+    for own in interface_addresses():
+        assert peer_kind(f"{own}:80") == "interface"
 
 
 # --- curation under audit ----------------------------------------------------------------------
@@ -211,12 +245,13 @@ def test_curate_flow_on_ray_makes_no_outbound_connection_and_leaks_no_pii(tmp_pa
 
     cfg = small_flow_config(tmp_path, "safety", ["toxicity", "pii"])
     with (
-        audit_network(block=True, subprocesses=True) as audit,
+        audit_network(block=True, subprocesses=True, native=True) as audit,
         local_prefect_server(tmp_path) as server,
     ):
         stats = run_curate(cfg, server.url)
     assert stats["stages"]["pii"]["kept"] > 0
-    assert not audit.attempts, audit.report()
+    assert not audit.attempts, audit.report()  # Python hooks and the kernel's socket tables
+    assert audit.native_polls > 10
     print("own-interface uses (allowed):", *audit.interface, sep="\n")
     shard_dir = Path(cfg.run_url) / "shards"
     texts = shard_documents(shard_dir)
