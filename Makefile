@@ -39,6 +39,7 @@ $(BENCH_VENV)/bin/sluice: pyproject.toml bench/requirements.txt
 
 lint: setup
 	$(BIN)/ruff check curate flows train tests bench
+	$(BIN)/ruff format --check curate flows train tests bench
 
 clean:
 	rm -rf $(VENV) runs

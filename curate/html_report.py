@@ -202,8 +202,17 @@ def funnel_section(stats: Sequence[StageStats]) -> Section | None:
         title="Funnel",
         summary=f"{stats[0].docs_in:,} documents in, {last.kept:,} kept after {last.stage} "
         f"({last.kept / first:.1%}).",
-        header=["stage", "docs in", "kept", "removed", "quarantined", "kept %", "MB in",
-                "MB kept", "seconds"],
+        header=[
+            "stage",
+            "docs in",
+            "kept",
+            "removed",
+            "quarantined",
+            "kept %",
+            "MB in",
+            "MB kept",
+            "seconds",
+        ],
         rows=rows,
         png=funnel_png(stats),
     )
@@ -220,9 +229,14 @@ def removals_section(stats: Sequence[StageStats]) -> Section | None:
         return None
     top = sorted(rows, key=lambda r: -r[3])[:20]
     png = (
-        bars_png([f"{r[0]}: {r[2]}" for r in top], [r[3] for r in top],
-                 "Documents removed or quarantined, by reason", "documents")
-        if top else None
+        bars_png(
+            [f"{r[0]}: {r[2]}" for r in top],
+            [r[3] for r in top],
+            "Documents removed or quarantined, by reason",
+            "documents",
+        )
+        if top
+        else None
     )
     total = sum(r[3] for r in rows)
     return Section(
@@ -340,9 +354,16 @@ def mixture_section(run_dir: str) -> Section | None:
     report = find_mixture_report(run_dir)
     if report is not None:
         rows = [
-            [r["key"], f"{r['target_weight']:.2%}", f"{r['achieved_weight']:.2%}",
-             r["available_tokens"], r["target_tokens"], r["achieved_tokens"],
-             round(r["epochs"], 2), bool(r["capped"])]
+            [
+                r["key"],
+                f"{r['target_weight']:.2%}",
+                f"{r['achieved_weight']:.2%}",
+                r["available_tokens"],
+                r["target_tokens"],
+                r["achieved_tokens"],
+                round(r["epochs"], 2),
+                bool(r["capped"]),
+            ]
             for r in report["rows"]
         ]
         return Section(
@@ -350,8 +371,16 @@ def mixture_section(run_dir: str) -> Section | None:
             title="Mixture: target vs achieved",
             summary=f"Budget {report['budget_tokens']:,} tokens, achieved "
             f"{report['achieved_tokens']:,} ({report.get('token_source') or 'tokens'}).",
-            header=["key", "target", "achieved", "available tok", "target tok", "achieved tok",
-                    "epochs", "capped"],
+            header=[
+                "key",
+                "target",
+                "achieved",
+                "available tok",
+                "target tok",
+                "achieved tok",
+                "epochs",
+                "capped",
+            ],
             rows=rows,
             png=mix.mixture_png(report),
         )
@@ -367,8 +396,11 @@ def mixture_section(run_dir: str) -> Section | None:
     pseudo = {
         "achieved_tokens": sum(s.get("tokens", 0) for s in m.get("splits", {}).values()),
         "rows": [
-            {"key": k, "target_weight": target.get(k, 0.0) / tot,
-             "achieved_weight": achieved.get(k, 0.0)}
+            {
+                "key": k,
+                "target_weight": target.get(k, 0.0) / tot,
+                "achieved_weight": achieved.get(k, 0.0),
+            }
             for k in keys
         ],
     }
@@ -377,8 +409,10 @@ def mixture_section(run_dir: str) -> Section | None:
         title="Mixture: target vs achieved (token shares in the shards)",
         summary=f"From the shard manifest: {pseudo['achieved_tokens']:,} tokens in all splits.",
         header=["key", "target", "achieved"],
-        rows=[[r["key"], f"{r['target_weight']:.2%}", f"{r['achieved_weight']:.2%}"]
-              for r in pseudo["rows"]],
+        rows=[
+            [r["key"], f"{r['target_weight']:.2%}", f"{r['achieved_weight']:.2%}"]
+            for r in pseudo["rows"]
+        ],
         png=mix.mixture_png(pseudo),
     )
 
@@ -416,7 +450,8 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
     ids = table.column("id").to_pylist() if "id" in table.column_names else []
     order = np.argsort(mix.stable_uniform(ids, 0, "report")) if ids else np.arange(table.num_rows)
     domains = (
-        table.column("domain").to_pylist() if "domain" in table.column_names
+        table.column("domain").to_pylist()
+        if "domain" in table.column_names
         else ["all"] * table.num_rows
     )
     texts = table.column("text").to_pylist()
@@ -445,8 +480,12 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
         f"{overall:.3f} bytes/token over {len(all_texts):,} sampled kept documents.{extra}",
         header=["domain", "docs sampled", "bytes", "bytes/token"],
         rows=rows,
-        png=bars_png([r[0] for r in rows], [r[3] for r in rows], "Bytes per token by domain",
-                     "UTF-8 bytes per token"),
+        png=bars_png(
+            [r[0] for r in rows],
+            [r[3] for r in rows],
+            "Bytes per token by domain",
+            "UTF-8 bytes per token",
+        ),
     )
 
 
@@ -490,7 +529,9 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
         recs = _read_jsonl(mf)
         xkey = next((k for k in ("tokens", "step") if any(k in r for r in recs)), xkey)
         for ykey in sorted({k for r in recs for k in r if "loss" in k}):
-            pts = [(r[xkey], r[ykey]) for r in recs if _finite(r.get(xkey)) and _finite(r.get(ykey))]
+            pts = [
+                (r[xkey], r[ykey]) for r in recs if _finite(r.get(xkey)) and _finite(r.get(ykey))
+            ]
             if not pts:
                 continue
             xs, ys = zip(*pts, strict=True)
@@ -504,8 +545,14 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
         except ValueError:
             continue
         if isinstance(final, dict) and _finite(final.get("final_val_loss")):
-            rows.append([ff.parent.name, "final val loss", final.get("tokens", ""),
-                         round(float(final["final_val_loss"]), 4)])
+            rows.append(
+                [
+                    ff.parent.name,
+                    "final val loss",
+                    final.get("tokens", ""),
+                    round(float(final["final_val_loss"]), 4),
+                ]
+            )
     for pf in preds:
         try:
             pred = json.loads(pf.read_text())
@@ -513,21 +560,29 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
             continue
         if not isinstance(pred, dict):
             continue
-        curve = [c for c in pred.get("curve") or [] if isinstance(c, dict)
-                 and _finite(c.get("tokens")) and _finite(c.get("loss"))]
+        curve = [
+            c
+            for c in pred.get("curve") or []
+            if isinstance(c, dict) and _finite(c.get("tokens")) and _finite(c.get("loss"))
+        ]
         if curve:
             xs = [c["tokens"] for c in curve]
             ax.plot(xs, [c["loss"] for c in curve], "--", color="gray", label="predicted")
             if all(_finite(c.get("lo")) and _finite(c.get("hi")) for c in curve):
-                ax.fill_between(xs, [c["lo"] for c in curve], [c["hi"] for c in curve],
-                                color="gray", alpha=0.2)
+                ax.fill_between(
+                    xs, [c["lo"] for c in curve], [c["hi"] for c in curve], color="gray", alpha=0.2
+                )
             plotted = True
         if _finite(pred.get("loss")):
             x = pred.get("tokens") if _finite(pred.get("tokens")) else None
-            interval = (f" [{pred['lo']:.4g}, {pred['hi']:.4g}]"
-                        if _finite(pred.get("lo")) and _finite(pred.get("hi")) else "")
-            rows.append([pf.stem, f"predicted final loss{interval}", x or "",
-                         round(float(pred["loss"]), 4)])
+            interval = (
+                f" [{pred['lo']:.4g}, {pred['hi']:.4g}]"
+                if _finite(pred.get("lo")) and _finite(pred.get("hi"))
+                else ""
+            )
+            rows.append(
+                [pf.stem, f"predicted final loss{interval}", x or "", round(float(pred["loss"]), 4)]
+            )
             if x is not None:
                 ax.plot([x], [pred["loss"]], "o", color="black")
             else:
@@ -605,7 +660,7 @@ def report_html(run_dir: str, train_dir: str | None = None) -> str:
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "\n".join(s.html() for s in sections) or "<p>No stage output in this run yet.</p>"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Sluice run {html.escape(name)}</title><style>{_CSS}</style></head><body>\n"
         f"<h1>Sluice run {html.escape(name)}</h1>\n"
         f'<p class="meta">{html.escape(run_dir)} &middot; generated {made}</p>\n'

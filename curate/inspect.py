@@ -58,8 +58,9 @@ def sample_rows(urls: list[str], per_reason: int, seed: int, kept: bool) -> dict
             continue
         ids = t.column("id").to_pylist()
         reasons = [KEPT] * t.num_rows if kept else t.column("reason").to_pylist()
-        for ri, (u, i, r) in enumerate(zip(stable_uniform(ids, seed, "inspect").tolist(), ids,
-                                           reasons, strict=True)):
+        for ri, (u, i, r) in enumerate(
+            zip(stable_uniform(ids, seed, "inspect").tolist(), ids, reasons, strict=True)
+        ):
             h = heaps.setdefault(r or "(none)", [])
             item = (-u, i, fi, ri)
             if len(h) < per_reason:

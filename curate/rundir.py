@@ -65,7 +65,9 @@ def part_files(run_dir: str, stage: str, kind: str = "kept") -> list[str]:
     out = []
     for p in sorted(found):
         name = p.rsplit("/", 1)[-1]
-        if kind == "kept" and (name.endswith(".removed.parquet") or name.endswith(".quarantine.parquet")):
+        if kind == "kept" and (
+            name.endswith(".removed.parquet") or name.endswith(".quarantine.parquet")
+        ):
             continue
         if _PART.fullmatch(name[: -len(suffix)]):
             out.append(join(run_dir, stage, name))
@@ -80,7 +82,11 @@ def _merge_markers(run_dir: str, stage: str) -> StageStats | None:
             marker = read_json(join(run_dir, stage, p.rsplit("/", 1)[-1]))
         except (OSError, ValueError):
             continue
-        inner = marker.get("stats", marker.get("counters", marker)) if isinstance(marker, dict) else None
+        inner = (
+            marker.get("stats", marker.get("counters", marker))
+            if isinstance(marker, dict)
+            else None
+        )
         if isinstance(inner, dict):
             inner = dict(inner, stage=inner.get("stage", stage))
         s = _stats_from_dict(inner) if isinstance(inner, dict) else None

@@ -136,7 +136,9 @@ def decide(table: pa.Table, rules: Rules, stage: str) -> StageResult:
     for name, mask in rules.items():
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (n,):
-            raise ValueError(f"stage {stage!r}: rule {name!r} mask has shape {mask.shape}, not ({n},)")
+            raise ValueError(
+                f"stage {stage!r}: rule {name!r} mask has shape {mask.shape}, not ({n},)"
+            )
         hit = mask & (reason == None)  # noqa: E711 - elementwise on an object array
         reason[hit] = name
 

@@ -51,7 +51,9 @@ def publish_report_artifacts(
         ids[section.key] = publish_section(section, prefix, run_name)
         if tables and section.header:
             create_table_artifact(
-                table=[dict(zip(section.header, map(str, row), strict=True)) for row in section.rows],
+                table=[
+                    dict(zip(section.header, map(str, row), strict=True)) for row in section.rows
+                ],
                 key=artifact_key(prefix, section.key, "table"),
                 description=f"{section.title} ({run_name})",
             )

@@ -147,15 +147,24 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (03:00 every day)')
     when.add_argument("--interval", type=float, help="schedule every N seconds instead")
     p.add_argument("--config", help="YAML config (default: configs/default.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, applied at every run")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, applied at every run",
+    )
     p.add_argument("--flow", choices=sorted(FLOWS), default="curate")
     p.add_argument("--name", help="deployment name (default: sluice-<flow>)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--serve", action="store_true",
-                     help="run scheduled runs in this process (default)")
-    how.add_argument("--work-pool", metavar="NAME",
-                     help="deploy to a process work pool; run `prefect worker start --pool NAME`")
+    how.add_argument(
+        "--serve", action="store_true", help="run scheduled runs in this process (default)"
+    )
+    how.add_argument(
+        "--work-pool",
+        metavar="NAME",
+        help="deploy to a process work pool; run `prefect worker start --pool NAME`",
+    )
     p.add_argument("--api-url", help="Prefect API (default: $PREFECT_API_URL or a local server)")
     p.set_defaults(fn=main_args)
     return p

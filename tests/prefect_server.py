@@ -97,9 +97,21 @@ def local_prefect_server(tmp: Path) -> Iterator[Server]:
     env["PREFECT_UI_API_URL"] = url
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
@@ -109,8 +121,9 @@ def local_prefect_server(tmp: Path) -> Iterator[Server]:
         # no log shipping from this process: its queue would outlive the server it points at
         quiet = {ps.PREFECT_API_URL: url, ps.PREFECT_LOGGING_TO_API_ENABLED: False}
         with ps.temporary_settings(updates=quiet):
-            yield Server(url=url, ui=f"http://127.0.0.1:{port}", home=home, log=log,
-                         env=child_env(home, url))
+            yield Server(
+                url=url, ui=f"http://127.0.0.1:{port}", home=home, log=log, env=child_env(home, url)
+            )
     finally:
         _drain_prefect_services()
         for k, v in saved.items():

@@ -87,32 +87,83 @@ def test_cron_deployment_served_and_on_a_work_pool(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     with local_prefect_server(tmp_path) as server:
-        deploy = [sys.executable, "-m", "flows.deploy", "--cron", CRON, "--config", str(cfg),
-                  "--api-url", server.url]
+        deploy = [
+            sys.executable,
+            "-m",
+            "flows.deploy",
+            "--cron",
+            CRON,
+            "--config",
+            str(cfg),
+            "--api-url",
+            server.url,
+        ]
         # 1. work pool: registers and returns; a process worker runs the flow runs
         out = subprocess.run(
-            [*deploy, "--work-pool", "sluice-test", "--name", "pool", "--set", "name=tiny-pool",
-             "--set", f"run_dir={tmp_path}/runs/tiny-pool"],
-            env=server.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+            [
+                *deploy,
+                "--work-pool",
+                "sluice-test",
+                "--name",
+                "pool",
+                "--set",
+                "name=tiny-pool",
+                "--set",
+                f"run_dir={tmp_path}/runs/tiny-pool",
+            ],
+            env=server.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert out.returncode == 0, out.stdout + out.stderr
         assert "prefect worker start --pool sluice-test" in out.stdout
         procs = []
         try:
             with open(logs / "worker.log", "wb") as w, open(logs / "serve.log", "wb") as s:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", "sluice-test",
-                     "--type", "process", "--limit", "1"],
-                    env=server.env, cwd=tmp_path, stdout=w, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                ))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "prefect",
+                            "worker",
+                            "start",
+                            "--pool",
+                            "sluice-test",
+                            "--type",
+                            "process",
+                            "--limit",
+                            "1",
+                        ],
+                        env=server.env,
+                        cwd=tmp_path,
+                        stdout=w,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
                 # 2. served: the deployment's runs execute in the `sluice deploy` process
-                procs.append(subprocess.Popen(
-                    [*deploy, "--serve", "--name", "served", "--set", "name=tiny-served",
-                     "--set", f"run_dir={tmp_path}/runs/tiny-served"],
-                    env=server.env, cwd=REPO_ROOT, stdout=s, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                ))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            *deploy,
+                            "--serve",
+                            "--name",
+                            "served",
+                            "--set",
+                            "name=tiny-served",
+                            "--set",
+                            f"run_dir={tmp_path}/runs/tiny-served",
+                        ],
+                        env=server.env,
+                        cwd=REPO_ROOT,
+                        stdout=s,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
             done = wait_completed(
                 ["sluice-curate/pool", "sluice-curate/served"], procs, timeout=420
             )

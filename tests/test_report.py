@@ -43,8 +43,15 @@ def test_report_html_is_self_contained(run):
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    for key in ("funnel", "removed-by-reason", "lang-histogram", "domain-histogram",
-                "dedup-clusters", "mixture", "tokenizer"):
+    for key in (
+        "funnel",
+        "removed-by-reason",
+        "lang-histogram",
+        "domain-histogram",
+        "dedup-clusters",
+        "mixture",
+        "tokenizer",
+    ):
         assert f'<section id="{key}">' in page, key
 
 
@@ -57,8 +64,12 @@ def test_funnel_and_removals_match_the_counters(run):
     funnel = {r[0]: r for r in sec["funnel"].rows}
     for s in stats:
         row = funnel[s["stage"]]
-        assert row[1:5] == [s["docs_in"], s["kept"], sum(s["removed"].values()),
-                            sum(s["quarantined"].values())]
+        assert row[1:5] == [
+            s["docs_in"],
+            s["kept"],
+            sum(s["removed"].values()),
+            sum(s["quarantined"].values()),
+        ]
     removals = {(r[0], r[2]): r[3] for r in sec["removed-by-reason"].rows}
     assert removals == {
         (s["stage"], reason): n for s in stats for reason, n in s["removed"].items()
@@ -115,17 +126,27 @@ def test_partial_runs_and_training_section(run, tmp_path):
     # training output next to the run (train/ and scaling formats): plotted with the prediction
     train = partial / "train"
     train.mkdir()
-    rows = [{"step": s, "tokens": s * 4096, "train_loss": 9.0 / (1 + s) ** 0.3,
-             "val_loss": 9.2 / (1 + s) ** 0.3 if s % 10 == 0 else float("nan")}
-            for s in range(0, 50, 5)]
+    rows = [
+        {
+            "step": s,
+            "tokens": s * 4096,
+            "train_loss": 9.0 / (1 + s) ** 0.3,
+            "val_loss": 9.2 / (1 + s) ** 0.3 if s % 10 == 0 else float("nan"),
+        }
+        for s in range(0, 50, 5)
+    ]
     (train / "metrics.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 50, "tok'  # torn last line
     )
-    curve = [{"tokens": t, "loss": 9.0 / (1 + t / 4096) ** 0.3, "lo": 3.0, "hi": 9.5}
-             for t in (4096, 40960, 200704)]
-    (train / "prediction.json").write_text(json.dumps(
-        {"loss": 2.99, "lo": 2.9, "hi": 3.1, "tokens": 200704, "n_params": 1000, "curve": curve}
-    ))
+    curve = [
+        {"tokens": t, "loss": 9.0 / (1 + t / 4096) ** 0.3, "lo": 3.0, "hi": 9.5}
+        for t in (4096, 40960, 200704)
+    ]
+    (train / "prediction.json").write_text(
+        json.dumps(
+            {"loss": 2.99, "lo": 2.9, "hi": 3.1, "tokens": 200704, "n_params": 1000, "curve": curve}
+        )
+    )
     (train / "final.json").write_text(json.dumps({"final_val_loss": 3.05, "tokens": 200704}))
     loss = _sections(partial)["loss-vs-prediction"]
     assert loss.png
@@ -195,10 +216,17 @@ shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
     stats = json.loads(Path(run, "stats.json").read_text())["stages"]
     assert [s.stage for s in load_stats(run)] == ["extract", "toxicity", "pii"]
     sec = _sections(Path(run))
-    assert {"funnel", "removed-by-reason", "lang-histogram", "domain-histogram", "mixture",
-            "tokenizer"} <= set(sec)
-    assert [r[2] for r in sec["funnel"].rows] == [stats[s]["kept"] for s in
-                                                  ("extract", "toxicity", "pii")]
+    assert {
+        "funnel",
+        "removed-by-reason",
+        "lang-histogram",
+        "domain-histogram",
+        "mixture",
+        "tokenizer",
+    } <= set(sec)
+    assert [r[2] for r in sec["funnel"].rows] == [
+        stats[s]["kept"] for s in ("extract", "toxicity", "pii")
+    ]
     assert all(r[8] > 0 for r in sec["funnel"].rows)  # seconds from timings.json
     toxic = {r[2]: r[3] for r in sec["removed-by-reason"].rows if r[0] == "toxicity"}
     assert toxic == stats["toxicity"]["removed"] and sum(toxic.values()) > 0
