@@ -165,7 +165,9 @@ def build_run(run: Path, pii: bool = True, shards: bool = True) -> dict:
 
 def small_flow_config(tmp: Path, name: str, stages: list[str]):
     """A small real curation job for flow tests: code, rst (llvm 13..16: near-duplicates) and
-    Debian changelogs (real e-mails) through ``stages``, on a 1-CPU Ray, no retries."""
+    Debian changelogs (real e-mails) through ``stages``, on a 1-CPU Ray, no retries. Inputs are
+    named relative to the repository (with ``base_dir``), so document ids, and with them the
+    mix and the shards, do not depend on where the checkout lives."""
     from curate.config import load_config
 
     stage_lines = "".join(f"  - {{name: {s}, options: {{}}}}\n" for s in stages)
@@ -174,9 +176,9 @@ def small_flow_config(tmp: Path, name: str, stages: list[str]):
         f"""name: {name}
 run_dir: {tmp}/runs/{name}
 inputs:
-  - {{path: {SAMPLE}/code, format: code, domain: code}}
-  - {{path: {SAMPLE}/rst, format: text, domain: rst}}
-  - {{path: {SAMPLE}/meta, format: text, domain: meta}}
+  - {{path: data/sample/code, base_dir: {SAMPLE.parents[1]}, format: code, domain: code}}
+  - {{path: data/sample/rst, base_dir: {SAMPLE.parents[1]}, format: text, domain: rst}}
+  - {{path: data/sample/meta, base_dir: {SAMPLE.parents[1]}, format: text, domain: meta}}
 parts: {{files_per_part: 40, bytes_per_part: 3000000}}
 stages:
 {stage_lines}mix: {{weights: {{rst: 1, code: 1, meta: 2}}, total_tokens: 400000, max_epochs: 3}}

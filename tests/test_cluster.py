@@ -41,12 +41,12 @@ PER_PART_STEPS = ("extract", "toxicity", "pii", "mix", "encode")
 JOB = f"""
 name: cluster
 inputs:
-  - {{path: {SAMPLE}/html/debian-handbook, format: html, domain: web}}
-  - {{path: {SAMPLE}/html/python3.11-doc, format: html, domain: web}}
-  - {{path: {SAMPLE}/pdf, format: pdf, domain: pdf}}
-  - {{path: {SAMPLE}/code, format: code, domain: code}}
-  - {{path: {SAMPLE}/rst, format: text, domain: rst}}
-  - {{path: {SAMPLE}/fortune/fortunes-it-off, format: fortune, domain: fortune}}
+  - {{path: data/sample/html/debian-handbook, base_dir: {ROOT}, format: html, domain: web}}
+  - {{path: data/sample/html/python3.11-doc, base_dir: {ROOT}, format: html, domain: web}}
+  - {{path: data/sample/pdf, base_dir: {ROOT}, format: pdf, domain: pdf}}
+  - {{path: data/sample/code, base_dir: {ROOT}, format: code, domain: code}}
+  - {{path: data/sample/rst, base_dir: {ROOT}, format: text, domain: rst}}
+  - {{path: data/sample/fortune/fortunes-it-off, base_dir: {ROOT}, format: fortune, domain: fortune}}
 parts: {{files_per_part: 10, bytes_per_part: 400000}}
 stages:
   - {{name: toxicity, options: {{threshold: 0.01, min_hits: 2}}}}

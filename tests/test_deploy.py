@@ -20,13 +20,12 @@ CRON = "* * * * *"  # every minute: the finest cron step
 
 def tiny_config(tmp: Path) -> Path:
     """Curate the code and rst samples (fast to extract) into small shards, on a 1-CPU Ray."""
-    sample = REPO_ROOT / "data" / "sample"
     path = tmp / "tiny.yaml"
     path.write_text(
         f"""name: tiny
 inputs:
-  - {{path: {sample}/code, format: code, domain: code}}
-  - {{path: {sample}/rst, format: text, domain: rst}}
+  - {{path: data/sample/code, base_dir: {REPO_ROOT}, format: code, domain: code}}
+  - {{path: data/sample/rst, base_dir: {REPO_ROOT}, format: text, domain: rst}}
 parts: {{files_per_part: 64, bytes_per_part: 4000000}}
 stages:
   - {{name: toxicity, options: {{}}}}
