@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from curate import mix
+from curate.plots import png_bytes, pyplot
 from curate.rundir import has_column, last_doc_stage, load_stats, part_files, read_columns
 from curate.stage import StageStats
 from curate.storage import exists, filesystem, join, read_json, write_bytes_atomic
@@ -115,26 +115,9 @@ def _md_cell(v: Any) -> str:
 # --- figures -----------------------------------------------------------------------------------
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    _plt().close(fig)
-    return buf.getvalue()
-
-
 def funnel_png(stats: Sequence[StageStats]) -> bytes:
     """Horizontal bars: documents entering the run, then kept after each stage."""
-    plt = _plt()
+    plt = pyplot()
     labels = ["input", *[s.stage for s in stats]]
     values = [stats[0].docs_in if stats else 0, *[s.kept for s in stats]]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2), dpi=100)
@@ -147,24 +130,24 @@ def funnel_png(stats: Sequence[StageStats]) -> bytes:
     ax.set_xlim(0, top * 1.25)
     ax.set_xlabel("documents")
     ax.set_title("Funnel: documents kept after each stage")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def bars_png(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str) -> bytes:
     """A horizontal bar chart (largest first, as given)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) + 1.3), dpi=100)
     y = np.arange(len(labels))[::-1]
     ax.barh(y, values, color="#55a868")
     ax.set_yticks(y, [str(v) for v in labels], fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def cluster_sizes_png(sizes: Counter) -> bytes:
     """Number of clusters per cluster size (log scale)."""
-    plt = _plt()
+    plt = pyplot()
     xs = sorted(sizes)
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
     ax.bar([str(x) for x in xs], [sizes[x] for x in xs], color="#c44e52")
@@ -172,7 +155,7 @@ def cluster_sizes_png(sizes: Counter) -> bytes:
     ax.set_xlabel("documents in cluster")
     ax.set_ylabel("clusters")
     ax.set_title("Near-duplicate cluster sizes")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -520,7 +503,7 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
     finals = sorted(base.rglob("final.json"))
     if not metrics_files and not preds:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     rows: list[list[Any]] = []
     plotted = False
@@ -607,7 +590,7 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
         summary=f"{len(metrics_files)} metrics file(s), {len(preds)} prediction file(s) in {base}.",
         header=["series", "what", xkey, "loss"],
         rows=rows,
-        png=_png(fig),
+        png=png_bytes(fig),
     )
 
 

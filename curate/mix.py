@@ -30,7 +30,6 @@ budget is met whenever the data allow; the report shows where the achieved mix d
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -301,11 +300,9 @@ def mixture_markdown(report: dict) -> str:
 
 def mixture_png(report: dict) -> bytes:
     """Grouped bars, target vs achieved share per key, as PNG bytes (deterministic metadata)."""
-    import matplotlib
+    from curate.plots import png_bytes, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = report["rows"]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=100)
@@ -315,8 +312,4 @@ def mixture_png(report: dict) -> bytes:
     ax.set_ylabel("share of tokens")
     ax.set_title(f"Mixture: {report['achieved_tokens']:,} tokens")
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -7,7 +7,6 @@ seconds go to ``timings.json``.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,38 +53,6 @@ def funnel_markdown(stats: Mapping[str, StageStats]) -> str:
             f"{s.bytes_kept / 1e6:.2f} | {reasons or '-'} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def funnel_png(stats: Mapping[str, StageStats]) -> bytes:
-    """Documents left after every stage (bars) with removed/quarantined stacked on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(stats)
-    kept = [stats[n].kept for n in names]
-    removed = [stats[n].removed_total for n in names]
-    quarantined = [stats[n].quarantined_total for n in names]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 2), 3.6), dpi=100)
-    x = range(len(names))
-    ax.bar(x, kept, label="kept")
-    ax.bar(x, removed, bottom=kept, label="removed")
-    ax.bar(
-        x,
-        quarantined,
-        bottom=[k + r for k, r in zip(kept, removed, strict=True)],
-        label="quarantined",
-    )
-    ax.set_xticks(list(x), names, rotation=20, ha="right")
-    ax.set_ylabel("documents")
-    ax.set_title("Funnel: documents per stage")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def mixture_achieved(mixed_parts: list[Mapping[str, Any]]) -> dict[str, float]:
@@ -165,13 +132,13 @@ def write_report(
         },
         join(run, "timings.json"),
     )
+    from curate.html_report import funnel_png, write_report_html  # html_report reads run files
+
     funnel = funnel_markdown(stats) + quality_model_markdown(summary["quality_model"])
     write_bytes_atomic(funnel.encode(), join(run, "funnel.md"))
-    write_bytes_atomic(funnel_png(stats), join(run, "funnel.png"))
+    write_bytes_atomic(funnel_png(list(stats.values())), join(run, "funnel.png"))
     write_json_atomic(mixture, join(run, "mixture.json"))
     write_bytes_atomic(mix.mixture_markdown(mixture).encode(), join(run, "mixture.md"))
     write_bytes_atomic(mix.mixture_png(mixture), join(run, "mixture.png"))
-    from curate.html_report import write_report_html  # reads back the files written above
-
-    write_report_html(run)
+    write_report_html(run)  # reads back the files written above
     return {**summary, "funnel_markdown": funnel, "mixture_markdown": mix.mixture_markdown(mixture)}
