@@ -377,22 +377,36 @@ def state_url(cfg: PipelineConfig, stage: str, marker: bool = False) -> str:
     return join(stage_dir(cfg, stage), "state.done.json" if marker else "state.parquet")
 
 
+def _table_step(
+    marker: str, output_url: str, input_fp: str, cfg_hash: str, compute: Callable[[], pa.Table]
+) -> dict[str, Any]:
+    """A map or reduce step: skipped when its done marker matches these inputs, else the table is
+    computed and written, then the marker."""
+    done = _skip(marker, input_fp, cfg_hash)
+    if done:
+        return done
+    start = time.perf_counter()
+    table = compute()
+    output = _write_table(table, output_url)
+    stats = {"rows": table.num_rows, "seconds": time.perf_counter() - start}
+    write_json_atomic(
+        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": output, "stats": stats},
+        marker,
+    )
+    return {**stats, "skipped": False}
+
+
 def run_global_map(cfg: PipelineConfig, stage_index: int, part_index: int) -> dict[str, Any]:
     """Map of a global stage over one part: its summary table (signatures, hashes)."""
     stage, stage_cfg, cfg_hash, previous = _stage_setup(cfg, stage_index)
     input_fp = _output_hash(cfg, previous, part_index)
-    url = map_url(cfg, stage.name, part_index, marker=True)
-    if done_marker_matches(url, input_fp, cfg_hash):
-        return {**_marker(url)["stats"], "skipped": True}
-    start = time.perf_counter()
-    summary = stage.map(read_parquet(part_url(cfg, previous, part_index)), stage_cfg)
-    output = _write_table(summary, map_url(cfg, stage.name, part_index))
-    stats = {"rows": summary.num_rows, "seconds": time.perf_counter() - start}
-    write_json_atomic(
-        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": output, "stats": stats},
-        url,
+    return _table_step(
+        map_url(cfg, stage.name, part_index, marker=True),
+        map_url(cfg, stage.name, part_index),
+        input_fp,
+        cfg_hash,
+        lambda: stage.map(read_parquet(part_url(cfg, previous, part_index)), stage_cfg),
     )
-    return {**stats, "skipped": False}
 
 
 def run_global_reduce(cfg: PipelineConfig, stage_index: int, n_parts: int) -> dict[str, Any]:
@@ -400,18 +414,13 @@ def run_global_reduce(cfg: PipelineConfig, stage_index: int, n_parts: int) -> di
     stage, stage_cfg, cfg_hash, _ = _stage_setup(cfg, stage_index)
     inputs = [_marker(map_url(cfg, stage.name, i, marker=True))["output"] for i in range(n_parts)]
     input_fp = _digest(*inputs)
-    url = state_url(cfg, stage.name, marker=True)
-    if done_marker_matches(url, input_fp, cfg_hash):
-        return {**_marker(url)["stats"], "skipped": True}
-    start = time.perf_counter()
-    state = stage.reduce([map_url(cfg, stage.name, i) for i in range(n_parts)], stage_cfg)
-    output = _write_table(state, state_url(cfg, stage.name))
-    stats = {"rows": state.num_rows, "seconds": time.perf_counter() - start}
-    write_json_atomic(
-        {"input_fingerprint": input_fp, "config_hash": cfg_hash, "output": output, "stats": stats},
-        url,
+    return _table_step(
+        state_url(cfg, stage.name, marker=True),
+        state_url(cfg, stage.name),
+        input_fp,
+        cfg_hash,
+        lambda: stage.reduce([map_url(cfg, stage.name, i) for i in range(n_parts)], stage_cfg),
     )
-    return {**stats, "skipped": False}
 
 
 def run_global_apply(cfg: PipelineConfig, stage_index: int, part_index: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ column (null when fine); decide moves such rows to quarantine with that reason.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -175,6 +176,25 @@ def decide(table: pa.Table, rules: Rules, stage: str) -> StageResult:
     return StageResult(kept=kept, removed=removed, quarantine=quarantine, stats=stats.check())
 
 
+def _score_and_decide(
+    name: str,
+    table: pa.Table,
+    score: Callable[[], pa.Table],
+    rules: Callable[[pa.Table, Any], Rules] | None,
+    cfg: Any,
+) -> StageResult:
+    """Score (same rows, new columns; checked), then decide with the rules; timed."""
+    start = time.perf_counter()
+    scored = score()
+    if scored.num_rows != table.num_rows:
+        raise ConservationError(
+            f"stage {name!r}: score returned {scored.num_rows} rows for {table.num_rows}"
+        )
+    result = decide(scored, rules(scored, cfg) if rules else {}, name)
+    result.stats.seconds = time.perf_counter() - start
+    return result
+
+
 @dataclass(frozen=True)
 class Stage(Generic[C]):
     """A per-document stage: ``score`` adds columns, ``rules`` turns thresholds into removals.
@@ -188,17 +208,7 @@ class Stage(Generic[C]):
     rules: Callable[[pa.Table, C], Rules] | None = None
 
     def run(self, table: pa.Table, cfg: C) -> StageResult:
-        import time
-
-        start = time.perf_counter()
-        scored = self.score(table, cfg)
-        if scored.num_rows != table.num_rows:
-            raise ConservationError(
-                f"stage {self.name!r}: score returned {scored.num_rows} rows for {table.num_rows}"
-            )
-        result = decide(scored, self.rules(scored, cfg) if self.rules else {}, self.name)
-        result.stats.seconds = time.perf_counter() - start
-        return result
+        return _score_and_decide(self.name, table, lambda: self.score(table, cfg), self.rules, cfg)
 
 
 @dataclass(frozen=True)
@@ -219,14 +229,6 @@ class GlobalStage(Generic[C]):
     rules: Callable[[pa.Table, C], Rules] | None = None
 
     def run(self, table: pa.Table, state: pa.Table, cfg: C) -> StageResult:
-        import time
-
-        start = time.perf_counter()
-        scored = self.score(table, state, cfg)
-        if scored.num_rows != table.num_rows:
-            raise ConservationError(
-                f"stage {self.name!r}: score returned {scored.num_rows} rows for {table.num_rows}"
-            )
-        result = decide(scored, self.rules(scored, cfg) if self.rules else {}, self.name)
-        result.stats.seconds = time.perf_counter() - start
-        return result
+        return _score_and_decide(
+            self.name, table, lambda: self.score(table, state, cfg), self.rules, cfg
+        )
