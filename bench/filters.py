@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.timing import timed
+from bench.timing import Throughput, timed
 from curate.filters.heuristics import HEURISTICS, HeuristicsConfig
 from curate.filters.langid import LANGID, LangIdConfig
 from curate.filters.langid import load_model as load_lid_model
@@ -86,13 +86,8 @@ def main() -> None:
     table = docs_table(rows)
     texts = [r["text"] for r in rows]
     n, mb = len(rows), sum(len(t.encode()) for t in texts) / 1e6
-    results: dict[str, dict] = {}
-
-    def record(name: str, cpu: float, wall: float, note: str = "") -> None:
-        results[name] = {"docs_per_cpu_s": n / cpu, "docs_per_wall_s": n / wall,
-                         "mb_per_cpu_s": mb / cpu, "note": note}  # fmt: skip
-        print(f"{name:44s} {n / cpu:9.0f} docs/s/core {mb / cpu:7.2f} MB/s/core "
-              f"(wall {n / wall:7.0f} docs/s)  {note}")  # fmt: skip
+    throughput = Throughput(n, mb, name_width=44)
+    results, record = throughput.results, throughput.record
 
     print(f"{n} documents, {mb:.1f} MB, python {platform.python_version()}, {platform.machine()}")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from bench.timing import timed
+from bench.timing import Throughput, timed
 from curate.filters.pii import PII, PIIConfig
 from curate.filters.toxicity import TOXICITY, ToxicityConfig, available_langs, word_list
 from curate.schema import docs_table
@@ -85,13 +85,8 @@ def main() -> None:
     texts = [r["text"] for r in rows]
     langs = [r["lang"] for r in rows]
     n, mb = len(rows), sum(len(t.encode()) for t in texts) / 1e6
-    results: dict[str, dict] = {}
-
-    def record(name: str, cpu: float, wall: float, note: str = "") -> None:
-        results[name] = {"docs_per_cpu_s": n / cpu, "docs_per_wall_s": n / wall,
-                         "mb_per_cpu_s": mb / cpu, "note": note}  # fmt: skip
-        print(f"{name:38s} {n / cpu:10.0f} docs/s/core {mb / cpu:8.2f} MB/s/core "
-              f"(wall {n / wall:8.0f} docs/s)  {note}")  # fmt: skip
+    throughput = Throughput(n, mb, name_width=38)
+    results, record = throughput.results, throughput.record
 
     print(f"{n} documents, {mb:.1f} MB, python {platform.python_version()}, {platform.machine()}")
 

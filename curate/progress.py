@@ -36,18 +36,7 @@ def progress(
     """``iterable`` wrapped in a tqdm bar (shown only on a TTY unless SLUICE_PROGRESS=1)."""
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
-    return iter(
-        tqdm(
-            iterable,
-            desc=desc,
-            total=total,
-            unit=unit,
-            disable=_disable(),
-            dynamic_ncols=True,
-            leave=False,
-            **kwargs,
-        )
-    )
+    return iter(progress_bar(total, desc, unit, iterable=iterable, **kwargs))
 
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", **kwargs) -> tqdm:

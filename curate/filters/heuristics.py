@@ -91,13 +91,18 @@ FINEWEB_TERMINAL = (".", "!", "?", "…", '"', "'", "”", "»", "。", "！", "
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 
 
-class GopherQualityConfig(BaseModel):
-    """Gopher quality rules (Rae et al. 2021, A.1.1); ``None`` switches a rule off."""
+class RuleFamilyConfig(BaseModel):
+    """What every rule family has: a switch and the domains it applies to."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     domains: list[str] | None = Field(None, description="only these domains (None: all)")
+
+
+class GopherQualityConfig(RuleFamilyConfig):
+    """Gopher quality rules (Rae et al. 2021, A.1.1); ``None`` switches a rule off."""
+
     min_words: int | None = 50
     max_words: int | None = 100_000
     min_mean_word_length: float | None = 3
@@ -112,13 +117,9 @@ class GopherQualityConfig(BaseModel):
     unspaced_langs: list[str] = Field(default_factory=lambda: list(UNSPACED_LANGS))
 
 
-class GopherRepetitionConfig(BaseModel):
+class GopherRepetitionConfig(RuleFamilyConfig):
     """Gopher repetition rules (Rae et al. 2021, table A1): maxima of duplicate fractions."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    domains: list[str] | None = Field(None, description="only these domains (None: all)")
     max_dup_line_frac: float | None = 0.3
     max_dup_para_frac: float | None = 0.3
     max_dup_line_char_frac: float | None = 0.2
@@ -129,13 +130,9 @@ class GopherRepetitionConfig(BaseModel):
     )
 
 
-class C4Config(BaseModel):
+class C4Config(RuleFamilyConfig):
     """C4 (Raffel et al. 2020) line filter and document rules."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    domains: list[str] | None = Field(None, description="only these domains (None: all)")
     rewrite: bool = Field(True, description="replace text by the lines C4 keeps")
     remove_citations: bool = True
     terminal_punct: bool = Field(True, description="drop lines not ending in . ? ! \" '")
@@ -148,13 +145,9 @@ class C4Config(BaseModel):
     policy: bool = True
 
 
-class FineWebConfig(BaseModel):
+class FineWebConfig(RuleFamilyConfig):
     """FineWeb's three rules (Penedo et al. 2024), plus datatrove's optional list ratio."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    domains: list[str] | None = Field(None, description="only these domains (None: all)")
     min_line_punct: float | None = Field(0.12, description="fraction of lines ending in . ! ?")
     max_short_lines: float | None = Field(0.67, description="fraction of lines ≤ short_line_len")
     short_line_length: int = 30
@@ -335,8 +328,8 @@ def fineweb(text: str, lines: list[str], tok: Tokens, cfg: FineWebConfig) -> dic
     }
 
 
-def _applies(family: Any, domain: str | None) -> bool:
-    return bool(family.enabled) and (family.domains is None or domain in family.domains)
+def _applies(family: RuleFamilyConfig, domain: str | None) -> bool:
+    return family.enabled and (family.domains is None or domain in family.domains)
 
 
 def measure(
