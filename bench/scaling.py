@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/sluice-scaling")
     p.add_argument("--config", default=str(ROOT / "configs" / "sweep" / "tiny.yaml"))
     p.add_argument("--max-bytes", type=int, default=2_500_000)
+    p.add_argument("--vocab", type=int, default=512, help="BPE vocabulary of the shards")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per row of the shards")
     p.add_argument("--bootstrap", type=int, default=None)
     p.add_argument("--results", default=None, help="write the section into this RESULTS.md")
     args = p.parse_args(argv)
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     shards = out / "shards"
     t = time.perf_counter()
     if not (shards / "manifest.json").exists():
-        build_shards(shards, max_bytes=args.max_bytes)
+        build_shards(shards, seq_len=args.seq_len, vocab=args.vocab, max_bytes=args.max_bytes)
     info["shard_s"] = time.perf_counter() - t
     m = load_manifest(shards)
     info["shards"] = {

@@ -25,12 +25,28 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber, logsumexp
 
+if TYPE_CHECKING:
+    from train.model import GPTConfig
+
 HUBER_DELTA = 1e-3
+
+# Which N the law is fitted on. "total" counts the token embedding (= the tied LM head) too.
+# Pearce & Song 2024 ("Reconciling Kaplan and Chinchilla Scaling Laws") trace most of the gap
+# between Kaplan's N* ∝ C^0.73 and Chinchilla's C^0.50 to Kaplan counting *non-embedding*
+# parameters at small scale, where embeddings are a large share of the model: with total
+# parameters the small-scale fits agree with Chinchilla. Porian et al. 2024 ("Resolving
+# Discrepancies in Compute-Optimal Scaling of Language Models") find the same through FLOPs:
+# leaving out the last layer's (LM head's) cost is the first of the three factors behind the
+# discrepancy. Sweeps of models with 10⁴–10⁶ parameters are exactly that regime, so "total" is
+# the default; "non_embedding" (Kaplan et al. 2020) stays available as a config choice.
+ParamCount = Literal["total", "non_embedding"]
+DEFAULT_PARAM_COUNT: ParamCount = "total"
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,19 @@ def non_embedding_params(
     mlp = (3 if glu else 2) * d_model * d_ff
     per_layer = attention + mlp + (2 * d_model if norms else 0)
     return n_layer * per_layer + (d_model if norms else 0)
+
+
+def gpt_params(model: GPTConfig, count: ParamCount = DEFAULT_PARAM_COUNT) -> int:
+    """N of a ``train.model`` GPT from its config (= ``GPT(cfg).num_params(...)``, no model
+    built): SwiGLU blocks with their norms, plus the token embedding (and an untied head) when
+    ``count == "total"``."""
+    n = non_embedding_params(
+        model.n_layer, model.d_model, model.hidden, n_head=model.n_head,
+        n_kv_head=model.kv_heads, glu=True, norms=True,
+    )  # fmt: skip
+    if count == "total":
+        n += model.vocab_size * model.d_model * (1 if model.tie_embeddings else 2)
+    return n
 
 
 def flops_per_token(

@@ -27,31 +27,60 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from train.scaling import training_flops
+from train.scaling import DEFAULT_PARAM_COUNT, ParamCount, gpt_params, training_flops
 
 SWEEP_TABLE_SCHEMA = pa.schema(
     [
         ("run", pa.string()),
         ("model", pa.string()),
         ("role", pa.string()),  # "fit" or "holdout"
-        ("n_params", pa.int64()),  # non-embedding N
+        ("n_params", pa.int64()),  # N the law is fitted on (the sweep's ``param_count``)
         ("tokens", pa.int64()),  # D
-        ("flops", pa.float64()),  # C = 6 N D
-        ("flops_with_attention", pa.float64()),  # the trainer's FLOPs/token × D
+        ("flops", pa.float64()),  # C = 6 N D (the law's compute, N as above)
+        ("flops_with_attention", pa.float64()),  # the trainer's FLOPs/token × D (head + attention)
         ("val_loss", pa.float64()),
         ("steps", pa.int64()),
+        ("params_total", pa.int64()),
+        ("params_non_embedding", pa.int64()),
     ]
 )
 
 
 class ModelShape(BaseModel):
-    """A model of the sweep: a name and the GPTConfig fields it sets (n_layer, d_model, ...)."""
+    """A model of the sweep: a name and the GPTConfig fields it sets (n_layer, d_model, ...);
+    optionally its own token budgets (``tokens``, default: the sweep's) and overrides (``set``)."""
 
     model_config = ConfigDict(extra="allow")
     name: str
+    tokens: list[int] | None = None
+    set: list[str] = Field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if k != "name"}
+        return {k: v for k, v in self.model_dump().items() if k not in ("name", "tokens", "set")}
+
+
+class SizeScaling(BaseModel):
+    """Optimizer settings per model size, as Porian et al. 2024 ("Resolving Discrepancies in
+    Compute-Optimal Scaling of Language Models") found necessary for a Chinchilla-consistent
+    law at small scale: (1) warm-up no longer than about N tokens (Kaplan's long fixed warm-up
+    hurt the small models), (2) learning rate tuned per size, falling with N (here the power
+    law ``lr = lr_ref · (N / n_ref)^−lr_exponent``, its constants our choice for tiny models),
+    (3) a higher AdamW β2 (0.99–0.999) at small batches (≲ 100k tokens per step)."""
+
+    model_config = ConfigDict(extra="forbid")
+    lr_ref: float = 3e-3
+    n_ref: float = 1e5
+    lr_exponent: float = 0.25
+    warmup_tokens_per_param: float = 1.0  # warm-up tokens = this × N ...
+    warmup_max_frac: float = 0.25  # ... but at most this fraction of the smallest budget
+    beta2: float | None = 0.99  # None: the base config's
+
+    def overrides(self, n_params: int, tokens_per_step: int, smallest_steps: int) -> list[str]:
+        lr = self.lr_ref * (n_params / self.n_ref) ** (-self.lr_exponent)
+        warmup = self.warmup_tokens_per_param * n_params / tokens_per_step
+        warmup = int(max(1, min(round(warmup), self.warmup_max_frac * smallest_steps)))
+        out = [f"lr={lr:.4g}", f"warmup_steps={warmup}"]
+        return out + ([f"beta2={self.beta2}"] if self.beta2 is not None else [])
 
 
 class HoldoutRun(BaseModel):
@@ -72,6 +101,10 @@ class SweepConfig(BaseModel):
     holdout: HoldoutRun | None = None
     seq_len: int | None = None  # tokens per sequence; None: from the shard manifest
     fit_bootstrap: int = 200  # bootstrap refits for the intervals
+    # N of the law: "total" (embeddings included, Pearce & Song 2024 / Porian et al. 2024 — see
+    # train/scaling.py) or "non_embedding" (Kaplan et al. 2020)
+    param_count: ParamCount = DEFAULT_PARAM_COUNT
+    hparams: SizeScaling | None = None  # lr / warm-up / β2 per model size (None: ``set`` only)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
@@ -106,20 +139,43 @@ def _tokens_per_step(base: dict[str, Any], set_: list[str], seq_len: int) -> int
     return mbs * accum * seq_len
 
 
-def plan_sweep(cfg: SweepConfig, seq_len: int | None = None) -> list[RunSpec]:
-    """The runs of a sweep (single process; ``seq_len`` from the manifest unless configured)."""
+def shape_params(
+    cfg: SweepConfig, shape: ModelShape, vocab_size: int, count: ParamCount | None = None
+) -> int:
+    """N of a sweep model (``count``: default the sweep's ``param_count``)."""
+    from train.trainer import TrainConfig
+
+    model = TrainConfig.from_yaml(cfg.base, cfg.set).model.model_copy(
+        update={**shape.fields(), "vocab_size": vocab_size}
+    )
+    return gpt_params(model, count or cfg.param_count)
+
+
+def plan_sweep(
+    cfg: SweepConfig, seq_len: int | None = None, vocab_size: int | None = None
+) -> list[RunSpec]:
+    """The runs of a sweep (single process; ``seq_len`` and ``vocab_size`` from the manifest
+    unless configured; ``vocab_size`` is needed only for ``hparams``, which depend on N)."""
     seq_len = seq_len or cfg.seq_len
     if not seq_len:
         raise ValueError("plan_sweep needs seq_len (from the sweep config or the shard manifest)")
+    if cfg.hparams and not vocab_size:
+        raise ValueError("plan_sweep needs vocab_size for per-size hparams (N counts embeddings)")
     base = yaml.safe_load(Path(cfg.base).read_text()) or {}
     per_step = _tokens_per_step(base, cfg.set, seq_len)
-    budgets = sorted({max(1, d // per_step) for d in cfg.tokens})
+    all_budgets = [d for m in cfg.models for d in (m.tokens or cfg.tokens)] + cfg.tokens
+    smallest_steps = max(1, min(all_budgets) // per_step)
 
     def model_overrides(shape: ModelShape) -> list[str]:
-        return [f"model.{k}={json.dumps(v)}" for k, v in shape.fields().items()]
+        out = [f"model.{k}={json.dumps(v)}" for k, v in shape.fields().items()]
+        if cfg.hparams:
+            n = shape_params(cfg, shape, int(vocab_size or 0))
+            out += cfg.hparams.overrides(n, per_step, smallest_steps)
+        return out + list(shape.set)
 
     specs: list[RunSpec] = []
     for shape in cfg.models:
+        budgets = sorted({max(1, d // per_step) for d in (shape.tokens or cfg.tokens)})
         if cfg.schedule == "wsd":
             specs.append(
                 RunSpec(
@@ -192,7 +248,7 @@ def run_sweep(cfg: SweepConfig, shards_dir: str | Path, out_dir: str | Path, log
     from train.trainer import train
 
     manifest = load_manifest(shards_dir)
-    specs = plan_sweep(cfg, seq_len=manifest.seq_len)
+    specs = plan_sweep(cfg, seq_len=manifest.seq_len, vocab_size=manifest.tokenizer.vocab_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(
@@ -217,19 +273,27 @@ def run_sweep(cfg: SweepConfig, shards_dir: str | Path, out_dir: str | Path, log
             log(f"[{i}/{len(specs)}] {spec.name}: FAILED ({type(e).__name__}: {e})")
             continue
         log(f"[{i}/{len(specs)}] {spec.name}: val loss {final['final_val_loss']:.4f}")
-    table = collect_sweep(out)
+    table = collect_sweep(out, cfg.param_count)
     (out / "sweep_table.json").write_text(json.dumps(table.to_pylist(), indent=2) + "\n")
     return table
 
 
-def collect_sweep(sweep_dir: str | Path) -> pa.Table:
-    """One row per (N, D) point of the finished runs under ``<sweep_dir>/runs/`` (sorted by C)."""
+def collect_sweep(sweep_dir: str | Path, param_count: ParamCount | None = None) -> pa.Table:
+    """One row per (N, D) point of the finished runs under ``<sweep_dir>/runs/`` (sorted by C).
+
+    ``param_count`` picks N (default: the one in ``<sweep_dir>/sweep.json``, else the project's
+    default); both counts are kept in ``params_total`` / ``params_non_embedding``."""
+    if param_count is None:
+        meta = Path(sweep_dir) / "sweep.json"
+        config = json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
+        param_count = config.get("param_count", DEFAULT_PARAM_COUNT)
     rows: list[dict[str, Any]] = []
     for final_path in sorted(Path(sweep_dir).glob("runs/*/final.json")):
         run_dir = final_path.parent
         final = json.loads(final_path.read_text())
         spec = json.loads((run_dir / "run_spec.json").read_text())
-        n = int(final["non_embedding_params"])
+        total, non_emb = int(final["params"]), int(final["non_embedding_params"])
+        n = total if param_count == "total" else non_emb
         per_token = float(final["flops_per_token"])
         points = [(run_dir.name, final["tokens"], final["final_val_loss"], final["steps"])]
         for branch in (final.get("decay_branches") or {}).values():
@@ -251,6 +315,8 @@ def collect_sweep(sweep_dir: str | Path) -> pa.Table:
                     "flops_with_attention": per_token * tokens,
                     "val_loss": float(loss),
                     "steps": int(steps),
+                    "params_total": total,
+                    "params_non_embedding": non_emb,
                 }
             )
     rows.sort(key=lambda r: (r["flops"], r["run"]))
@@ -259,12 +325,13 @@ def collect_sweep(sweep_dir: str | Path) -> pa.Table:
 
 def sweep_markdown(table: pa.Table) -> str:
     lines = [
-        "| run | role | N (non-emb) | D tokens | C = 6ND | val loss |",
-        "|---|---|---:|---:|---:|---:|",
+        "| run | role | N total | N non-emb | D tokens | D/N | C = 6ND | C (head+attn) | val loss |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table.to_pylist():
         lines.append(
-            f"| {r['run']} | {r['role']} | {r['n_params']:,} | {r['tokens']:,} | "
-            f"{r['flops']:.3g} | {r['val_loss']:.4f} |"
+            f"| {r['run']} | {r['role']} | {r['params_total']:,} | {r['params_non_embedding']:,}"
+            f" | {r['tokens']:,} | {r['tokens'] / r['n_params']:.3g} | {r['flops']:.3g} |"
+            f" {r['flops_with_attention']:.3g} | {r['val_loss']:.4f} |"
         )
     return "\n".join(lines) + "\n"
