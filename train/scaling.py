@@ -2,8 +2,9 @@
 
 Conventions (stated once, used everywhere in train/):
 
-- ``N`` is the number of **non-embedding** parameters (Kaplan et al. 2020): token and position
-  embeddings are left out; the LM head is left out when it is tied to the token embedding.
+- ``N`` is the number of parameters the law is fitted on: a sweep's ``param_count``, by default
+  **total** parameters (embeddings included; see ``DEFAULT_PARAM_COUNT``), or non-embedding
+  parameters (Kaplan et al. 2020). A fit records which (``Fit.param_count``).
 - ``D`` is the number of training tokens.
 - Training compute is ``C = 6 N D`` FLOPs (2 per parameter per token forward, 4 backward).
   ``flops_per_token(..., attention=True)`` adds the attention score/value matmuls,
@@ -15,17 +16,25 @@ Fitting follows Hoffmann et al. 2022, approach 3, as redone by Besiroglu et al. 
 ``Σ Huber_δ(LSE(a − α log N, b − β log D, e) − log L)`` with δ = 1e-3 over
 ``(a, b, e, α, β)`` (``A = eᵃ, B = eᵇ, E = eᵉ``) with L-BFGS from a grid of starts, tight
 tolerances (the original fit stopped early), and bootstrap resampling of the points for
-confidence intervals.
+confidence intervals. The fit is **bounded** (α, β in [0.05, 2], 0 ≤ E < the smallest observed
+loss) and **checked** (``identification``): spans of N and D, the condition number of the
+Gauss-Newton Hessian, estimates at a bound, bootstrap interval widths. A fit that fails a
+check is "not identified" and gives no prediction (``Fit.identified``, ``NOT_IDENTIFIED``).
+
+Beside it (``analyse``): approach 2 (IsoFLOP profiles → parabolas in log N → N*(C), D*(C);
+``isoflop_fit``) and a one-variable power law of the compute-optimal loss in C
+(``compute_law_fit``), so a reader sees whether three views of the same points agree.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy.optimize import minimize
@@ -35,6 +44,15 @@ if TYPE_CHECKING:
     from train.model import GPTConfig
 
 HUBER_DELTA = 1e-3
+NOT_IDENTIFIED = "not identified: no prediction"
+EXPONENT_BOUNDS = (0.05, 2.0)  # α, β: outside this no language-model fit has been reported
+LOG_E_MIN = -12.0  # E ≥ e^-12 ≈ 6e-6: "0 ≤ E" in a log parametrisation
+# identification thresholds
+MIN_DISTINCT = 3  # distinct N and distinct D values
+MIN_SPAN = 4.0  # max/min of N and of D
+MAX_CONDITION = 1e8  # condition number of the column-normalised Gauss-Newton Hessian
+MAX_EXPONENT_WIDTH = 0.4  # 90% bootstrap interval width of α and of β
+MAX_E_WIDTH = 0.5  # 90% bootstrap interval width of E, as a fraction of the smallest loss
 
 # Which N the law is fitted on. "total" counts the token embedding (= the tied LM head) too.
 # Pearce & Song 2024 ("Reconciling Kaplan and Chinchilla Scaling Laws") trace most of the gap
@@ -198,13 +216,21 @@ def _grid_objective(
 
 @dataclass
 class Fit:
-    """A fitted law with its bootstrap replicates (rows of E, A, B, alpha, beta)."""
+    """A fitted law with its bootstrap replicates (rows of E, A, B, alpha, beta) and the
+    identification check's reasons (empty: identified)."""
 
     law: ScalingLaw
     objective: float
     n_points: int
     bootstrap: np.ndarray = field(default_factory=lambda: np.empty((0, 5)))
     residuals: np.ndarray = field(default_factory=lambda: np.empty(0))  # log L_obs − log L_fit
+    reasons: list[str] = field(default_factory=list)  # why the points do not identify the law
+    diagnostics: dict[str, float] = field(default_factory=dict)  # spans, condition number
+    param_count: str = DEFAULT_PARAM_COUNT
+
+    @property
+    def identified(self) -> bool:
+        return not self.reasons
 
     def laws(self) -> list[ScalingLaw]:
         return [ScalingLaw(*map(float, row)) for row in self.bootstrap]
@@ -224,6 +250,7 @@ class Fit:
 
         Each bootstrap law's prediction is multiplied by the exponential of a residual drawn
         from the fit's log-space residuals (run-to-run noise), then the percentiles are taken.
+        Callers that show the number must check ``identified`` first (``summary_lines``).
         """
         point = self.law.loss(n_params, tokens)
         if not len(self.bootstrap):
@@ -239,18 +266,30 @@ class Fit:
         return point, lo, hi
 
     def warnings(self) -> list[str]:
-        """Signs that the points do not identify the law (the fit sits at a degenerate edge)."""
-        law, out = self.law, []
-        for name, value in (("alpha", law.alpha), ("beta", law.beta)):
-            if not 0.0 < value < 3.0:
-                out.append(f"{name} = {value:.3g} outside (0, 3): its term is not identified")
-        if law.E < 1e-2:
-            out.append(f"E = {law.E:.3g} ≈ 0: the irreducible loss is not identified")
-        return out
+        """The identification check's reasons (kept under its old name)."""
+        return list(self.reasons)
+
+    def describe(self) -> str:
+        """One line: the law with its 90% intervals, or NOT_IDENTIFIED with the reasons."""
+        if not self.identified:
+            return f"{NOT_IDENTIFIED} ({'; '.join(self.reasons)})"
+        law, iv = self.law, self.param_intervals()
+
+        def ci(k: str) -> str:
+            return f" [{iv[k][0]:.3g}, {iv[k][1]:.3g}]" if k in iv else ""
+
+        return (
+            f"L = {law.E:.3f}{ci('E')} + {law.A:.4g}/N^{law.alpha:.3f}{ci('alpha')}"
+            f" + {law.B:.4g}/D^{law.beta:.3f}{ci('beta')}"
+        )
 
     def as_dict(self, level: float = 0.9) -> dict:
         return {
+            "identified": self.identified,
+            "reasons": list(self.reasons),
             "warnings": self.warnings(),
+            "diagnostics": dict(self.diagnostics),
+            "param_count": self.param_count,
             "law": self.law.as_dict(),
             "objective": self.objective,
             "n_points": self.n_points,
@@ -263,10 +302,19 @@ class Fit:
         }
 
 
+def _bounds(log_l: np.ndarray) -> list[tuple[float | None, float | None]]:
+    """(a, b, e, α, β) bounds: α, β in EXPONENT_BOUNDS, 0 ≤ E < the smallest observed loss."""
+    e_max = float(np.min(log_l)) - 1e-6
+    return [(None, None), (None, None), (LOG_E_MIN, e_max), EXPONENT_BOUNDS, EXPONENT_BOUNDS]
+
+
 def _fit_once(log_n, log_d, log_l, starts: np.ndarray, delta: float) -> tuple[np.ndarray, float]:
-    """Best L-BFGS optimum over the starts (objective in units of δ², so the quadratic zone
-    reads 0.5·(r/δ)² and L-BFGS's tolerances are not swamped by a ~1e-6 objective)."""
+    """Best bounded L-BFGS-B optimum over the starts (objective in units of δ², so the
+    quadratic zone reads 0.5·(r/δ)² and the tolerances are not swamped by a ~1e-6 objective)."""
     scale = 1.0 / delta**2
+    bounds = _bounds(log_l)
+    lower = np.array([-np.inf if lo is None else lo for lo, _ in bounds])
+    upper = np.array([np.inf if hi is None else hi for _, hi in bounds])
 
     def scaled(theta: np.ndarray, *args) -> tuple[float, np.ndarray]:
         value, grad = _objective(theta, *args)
@@ -276,10 +324,11 @@ def _fit_once(log_n, log_d, log_l, starts: np.ndarray, delta: float) -> tuple[np
     for x0 in starts:
         res = minimize(
             scaled,
-            x0,
+            np.clip(x0, lower, upper),
             args=(log_n, log_d, log_l, delta),
             jac=True,
             method="L-BFGS-B",
+            bounds=bounds,
             options={"maxiter": 1000, "ftol": 1e-10, "gtol": 1e-6},
         )
         if np.all(np.isfinite(res.x)) and res.fun < best_value:
@@ -314,6 +363,7 @@ def fit_scaling_law(
     n_bootstrap: int = 0,
     bootstrap_starts: int = 4,
     seed: int = 0,
+    param_count: str = DEFAULT_PARAM_COUNT,
 ) -> Fit:
     """Fit L(N, D) = E + A/N^α + B/D^β (Huber on log-loss, L-BFGS from a grid of starts).
 
@@ -322,6 +372,7 @@ def fit_scaling_law(
     best few hold the optimum in practice and this keeps a fit to seconds). With
     ``n_bootstrap`` > 0 the points are resampled with replacement that many times and refitted
     (from the full-data optimum plus the ``bootstrap_starts`` best grid points of the sample).
+    The result carries the identification check (``Fit.reasons``; see ``identification``).
     """
     arrays = [np.asarray(x, dtype=float) for x in (n_params, tokens, losses)]
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1:
@@ -333,6 +384,9 @@ def fit_scaling_law(
     log_n, log_d, log_l = (np.log(a) for a in arrays)
     axes = grid or HOFFMANN_GRID
     full_grid = np.array(list(itertools.product(*(axes[k] for k in PARAM_NAMES))), dtype=float)
+    full_grid[:, 3:] = np.clip(full_grid[:, 3:], *EXPONENT_BOUNDS)  # starts inside the bounds
+    full_grid[:, 2] = np.clip(full_grid[:, 2], LOG_E_MIN, float(np.min(log_l)) - 1e-6)
+    full_grid = np.unique(full_grid, axis=0)
 
     def best_starts(ln, ld, ll, k: int) -> np.ndarray:
         scores = _grid_objective(full_grid, ln, ld, ll, delta)
@@ -350,9 +404,85 @@ def fit_scaling_law(
         rows.append(_law_row(_theta_to_law(t)))
     boot = np.array(rows, dtype=float).reshape(-1, 5)
     residuals = log_l - np.log(law.loss(np.exp(log_n), np.exp(log_d)))
-    return Fit(
-        law=law, objective=value, n_points=int(log_n.size), bootstrap=boot, residuals=residuals
+    fit = Fit(
+        law=law,
+        objective=value,
+        n_points=int(log_n.size),
+        bootstrap=boot,
+        residuals=residuals,
+        param_count=param_count,
     )
+    fit.reasons, fit.diagnostics = identification(fit, np.exp(log_n), np.exp(log_d), arrays[2])
+    return fit
+
+
+def _condition_number(law: ScalingLaw, log_n: np.ndarray, log_d: np.ndarray) -> float:
+    """Condition number of JᵀJ, J = ∂ log L̂ / ∂(a, b, e, α, β) at the fit (the Gauss-Newton
+    Hessian of the log-loss residuals), with log N and log D centred and J's columns scaled to
+    unit length: invariant to units, large when two directions of the law explain the points
+    equally well (e.g. one N: the A/N^α term cannot be told apart from E)."""
+    t_n = np.log(law.A) - law.alpha * log_n
+    t_d = np.log(law.B) - law.beta * log_d
+    terms = np.stack([t_n, t_d, np.full_like(t_n, np.log(law.E))])
+    p = np.exp(terms - logsumexp(terms, axis=0))  # each term's share of L̂
+    jac = np.stack(
+        [p[0], p[1], p[2], -p[0] * (log_n - log_n.mean()), -p[1] * (log_d - log_d.mean())], 1
+    )
+    norms = np.linalg.norm(jac, axis=0)
+    if np.any(norms < 1e-12):
+        return math.inf
+    sv = np.linalg.svd(jac / norms, compute_uv=False)
+    return math.inf if sv[-1] <= 0 else float((sv[0] / sv[-1]) ** 2)
+
+
+def identification(
+    fit: Fit, n_params: np.ndarray, tokens: np.ndarray, losses: np.ndarray, level: float = 0.9
+) -> tuple[list[str], dict[str, float]]:
+    """Reasons the points do not identify L(N, D) (empty: identified) and the diagnostics.
+
+    Checks: ≥ MIN_DISTINCT distinct N and D spanning ≥ MIN_SPAN×; no estimate at a bound; the
+    Gauss-Newton Hessian's condition number ≤ MAX_CONDITION; with a bootstrap, 90% intervals
+    of α and β no wider than MAX_EXPONENT_WIDTH and E's no wider than MAX_E_WIDTH × min loss.
+    """
+    law, reasons = fit.law, []
+    diag: dict[str, float] = {}
+    for name, x in (("N", n_params), ("D", tokens)):
+        distinct, span = np.unique(x).size, float(np.max(x) / np.min(x))
+        diag[f"{name}_distinct"], diag[f"{name}_span"] = float(distinct), span
+        if distinct < MIN_DISTINCT or span < MIN_SPAN:
+            reasons.append(
+                f"{distinct} distinct {name} spanning {span:.3g}× (need ≥ {MIN_DISTINCT} over"
+                f" ≥ {MIN_SPAN:g}×)"
+            )
+    lo_b, hi_b = EXPONENT_BOUNDS
+    for name, value in (("alpha", law.alpha), ("beta", law.beta)):
+        if not lo_b + 1e-3 < value < hi_b - 1e-3:
+            reasons.append(f"{name} = {value:.3g} at its bound [{lo_b}, {hi_b}]")
+    l_min = float(np.min(losses))
+    if math.exp(LOG_E_MIN) * 1.01 >= law.E or l_min * (1 - 1e-4) <= law.E:
+        reasons.append(f"E = {law.E:.3g} at its bound [0, {l_min:.4g}) (the smallest loss)")
+    cond = _condition_number(law, np.log(n_params), np.log(tokens))
+    diag["condition"] = cond
+    if not cond <= MAX_CONDITION:
+        reasons.append(f"Hessian condition number {cond:.3g} > {MAX_CONDITION:.0e}")
+    iv = fit.param_intervals(level)
+    if iv:
+        for name in ("alpha", "beta"):
+            width = iv[name][1] - iv[name][0]
+            diag[f"{name}_width"] = width
+            if width > MAX_EXPONENT_WIDTH:
+                reasons.append(
+                    f"{name}'s {level:.0%} interval [{iv[name][0]:.3g}, {iv[name][1]:.3g}] is"
+                    f" wider than {MAX_EXPONENT_WIDTH}"
+                )
+        e_width = (iv["E"][1] - iv["E"][0]) / l_min
+        diag["E_width_rel"] = e_width
+        if e_width > MAX_E_WIDTH:
+            reasons.append(
+                f"E's {level:.0%} interval [{iv['E'][0]:.3g}, {iv['E'][1]:.3g}] spans"
+                f" {e_width:.0%} of the smallest loss"
+            )
+    return reasons, diag
 
 
 def save_fit(fit: Fit, path: str | Path) -> Path:
@@ -378,4 +508,285 @@ def load_fit(path: str | Path) -> Fit:
         n_points=int(data["n_points"]),
         bootstrap=np.asarray(data.get("bootstrap") or np.empty((0, 5)), dtype=float).reshape(-1, 5),
         residuals=np.asarray(data.get("residuals") or [], dtype=float),
+        reasons=list(data.get("reasons", ["fitted before the identification check: refit"])),
+        diagnostics=dict(data.get("diagnostics", {})),
+        param_count=data.get("param_count", "non_embedding"),  # older fits: Kaplan's N
     )
+
+
+# ---------------------------------------------------------------- approach 2 and L(C)
+MIN_PROFILES = 3  # IsoFLOP profiles (approach 2) / frontier points (L(C)) needed for a fit
+
+
+def _profiles(
+    n: np.ndarray, d: np.ndarray, log_l: np.ndarray, budgets: np.ndarray
+) -> list[dict[str, Any]]:
+    """IsoFLOP profiles: at every budget C, each model's log-loss at D = C/(6N), interpolated
+    (log-log, linear) between that model's own D points — never extrapolated — then a parabola
+    in log N; kept when ≥ 3 models are on it, its minimum is bracketed by them (not the first or
+    last) and it curves upwards."""
+    models = np.unique(n)
+    per_model = []
+    for m in models:
+        sel = n == m
+        order = np.argsort(d[sel])
+        per_model.append((np.log(m), np.log(d[sel][order]), log_l[sel][order]))
+    out = []
+    for c in budgets:
+        xs, ys = [], []
+        for log_m, ld, ll in per_model:
+            ld_need = math.log(c / 6.0) - log_m
+            if ld.size >= 2 and ld[0] - 1e-9 <= ld_need <= ld[-1] + 1e-9:
+                xs.append(log_m)
+                ys.append(float(np.interp(ld_need, ld, ll)))
+        if len(xs) < 3:
+            continue
+        x, y = np.array(xs), np.array(ys)
+        k = int(np.argmin(y))
+        curv, slope, icpt = np.polyfit(x, y, 2)
+        if not (0 < k < x.size - 1) or curv <= 0:
+            continue
+        log_n_opt = -slope / (2 * curv)
+        if not x[0] <= log_n_opt <= x[-1]:
+            continue
+        out.append(
+            {
+                "flops": float(c),
+                "n_opt": float(np.exp(log_n_opt)),
+                "tokens_opt": float(c / (6 * np.exp(log_n_opt))),
+                "loss_opt": float(np.exp(icpt - slope**2 / (4 * curv))),
+                "models": int(x.size),
+                "envelope_loss": float(np.exp(y.min())),
+            }
+        )
+    return out
+
+
+def _envelope(n: np.ndarray, d: np.ndarray, log_l: np.ndarray, budgets: np.ndarray) -> np.ndarray:
+    """(C, lowest interpolated loss over ≥ 2 models at that C): the compute frontier."""
+    rows = []
+    models = np.unique(n)
+    for c in budgets:
+        best = []
+        for m in models:
+            sel = n == m
+            order = np.argsort(d[sel])
+            ld, ll = np.log(d[sel][order]), log_l[sel][order]
+            need = math.log(c / 6.0 / m)
+            if ld.size >= 2 and ld[0] - 1e-9 <= need <= ld[-1] + 1e-9:
+                best.append(float(np.interp(need, ld, ll)))
+        if len(best) >= 2:
+            rows.append((c, math.exp(min(best))))
+    return np.array(rows, dtype=float).reshape(-1, 2)
+
+
+def _power_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(exponent, coefficient) of y = k · x^exponent by least squares in log-log."""
+    slope, icpt = np.polyfit(np.log(x), np.log(y), 1)
+    return float(slope), float(np.exp(icpt))
+
+
+def _interval(values: Sequence[float], level: float) -> list[float] | None:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size < 5:
+        return None
+    lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+    return [float(lo), float(hi)]
+
+
+def compute_optimal_analysis(
+    n_params: Sequence[float] | np.ndarray,
+    tokens: Sequence[float] | np.ndarray,
+    losses: Sequence[float] | np.ndarray,
+    *,
+    reference_flops: float,
+    noise: float = 0.0,
+    n_budgets: int = 16,
+    n_bootstrap: int = 200,
+    level: float = 0.9,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Approach 2 (IsoFLOP parabolas → N*(C) = k·C^a, D*(C) = C/(6N*)) and the one-variable
+    frontier law L*(C) = K·C^−γ on the same points, with intervals from a parametric bootstrap
+    (the log-losses perturbed by N(0, ``noise``), typically approach 3's residual RMS).
+
+    Returns ``{"approach2": {...}, "compute_law": {...}}``; each has ``identified`` and
+    ``reasons`` and, when identified, the prediction at ``reference_flops``."""
+    n, d = np.asarray(n_params, dtype=float), np.asarray(tokens, dtype=float)
+    log_l = np.log(np.asarray(losses, dtype=float))
+    c = 6.0 * n * d
+    budgets = np.geomspace(c.min(), c.max(), n_budgets)
+
+    def solve(ll: np.ndarray) -> tuple[dict | None, dict | None, list, np.ndarray]:
+        prof = _profiles(n, d, ll, budgets)
+        env = _envelope(n, d, ll, budgets)
+        a2 = None
+        if len(prof) >= MIN_PROFILES:
+            a, k = _power_fit(
+                np.array([p["flops"] for p in prof]), np.array([p["n_opt"] for p in prof])
+            )
+            n_ref = k * reference_flops**a
+            a2 = {"a": a, "b": 1.0 - a, "k": k, "n_opt": n_ref,
+                  "tokens_opt": reference_flops / (6 * n_ref),
+                  "tokens_per_param": reference_flops / (6 * n_ref**2)}  # fmt: skip
+        cl = None
+        if len(env) >= MIN_PROFILES:
+            g, kk = _power_fit(env[:, 0], env[:, 1])
+            cl = {"gamma": -g, "K": kk, "loss": kk * reference_flops**g}
+        return a2, cl, prof, env
+
+    a2, cl, prof, env = solve(log_l)
+    rng = np.random.default_rng(seed)
+    boots_a2, boots_cl = [], []
+    for _ in range(n_bootstrap if noise > 0 else 0):
+        b2, bc, _, _ = solve(log_l + rng.normal(0.0, noise, log_l.size))
+        boots_a2.append(b2)
+        boots_cl.append(bc)
+
+    def intervals(point: dict | None, boots: list, keys: tuple[str, ...]) -> dict:
+        ok = [b for b in boots if b is not None]
+        out: dict[str, Any] = {"n_bootstrap": len(boots), "n_bootstrap_ok": len(ok)}
+        if point is not None:
+            out["intervals"] = {k: _interval([b[k] for b in ok], level) for k in keys}
+        return out
+
+    span = budgets[-1] / budgets[0]
+    approach2: dict[str, Any] = {
+        "profiles": prof,
+        "reference_flops": reference_flops,
+        **intervals(a2, boots_a2, ("a", "n_opt", "tokens_opt", "tokens_per_param")),
+    }
+    reasons2 = []
+    if a2 is None:
+        reasons2.append(
+            f"{len(prof)} IsoFLOP profiles with a bracketed minimum (need ≥ {MIN_PROFILES}:"
+            " ≥ 3 models on a profile, the best one not at its edge)"
+        )
+    else:
+        approach2.update(a2)
+        iv = approach2["intervals"]["a"]
+        if not 0.0 < a2["a"] < 1.0:
+            reasons2.append(f"N* ∝ C^{a2['a']:.3g}: exponent outside (0, 1)")
+        if iv is None or iv[1] - iv[0] > 2 * MAX_EXPONENT_WIDTH:
+            reasons2.append(f"the {level:.0%} interval of N*'s exponent is {iv} (too wide)")
+        c_prof = [p["flops"] for p in prof]
+        if max(c_prof) / min(c_prof) < MIN_SPAN:
+            reasons2.append(
+                f"profiles span {max(c_prof) / min(c_prof):.3g}× in C (< {MIN_SPAN:g}×)"
+            )
+    approach2.update(identified=not reasons2, reasons=reasons2, budgets_span=float(span))
+
+    compute_law: dict[str, Any] = {
+        "frontier": env.tolist(),
+        "reference_flops": reference_flops,
+        **intervals(cl, boots_cl, ("gamma", "loss")),
+    }
+    reasons_c = []
+    if cl is None:
+        reasons_c.append(f"{len(env)} frontier points (need ≥ {MIN_PROFILES})")
+    else:
+        compute_law.update(cl)
+        if not 0.0 < cl["gamma"] < 1.0:
+            reasons_c.append(f"L* ∝ C^-{cl['gamma']:.3g}: exponent outside (0, 1)")
+        if env[:, 0].max() / env[:, 0].min() < MIN_SPAN:
+            reasons_c.append("frontier spans < 4× in C")
+    compute_law.update(identified=not reasons_c, reasons=reasons_c)
+    return {"approach2": approach2, "compute_law": compute_law}
+
+
+def tokens_per_param_approach3(fit: Fit, flops: float, level: float = 0.9) -> dict[str, Any]:
+    """D*/N* of the approach-3 law at ``flops`` (C = 6ND) with its bootstrap interval."""
+    n_opt, d_opt = fit.law.compute_optimal(flops)
+    ratios = [float(np.divide(*law.compute_optimal(flops)[::-1])) for law in fit.laws()]
+    return {
+        "flops": flops,
+        "n_opt": float(n_opt),
+        "tokens_opt": float(d_opt),
+        "tokens_per_param": float(d_opt / n_opt),
+        "interval": _interval(ratios, level),
+    }
+
+
+def analyse(
+    n_params: Sequence[float] | np.ndarray,
+    tokens: Sequence[float] | np.ndarray,
+    losses: Sequence[float] | np.ndarray,
+    *,
+    fit: Fit,
+    reference_flops: float,
+    n_bootstrap: int = 200,
+    level: float = 0.9,
+) -> dict[str, Any]:
+    """Approach 3 (``fit``), approach 2 and L*(C) on the same points, side by side, at
+    ``reference_flops``: N*, D*, D*/N* and the compute-optimal loss from each, with intervals,
+    and the published laws' tokens per parameter for reference."""
+    rms = float(np.sqrt(np.mean(fit.residuals**2))) if fit.residuals.size else 0.0
+    out = compute_optimal_analysis(
+        n_params, tokens, losses, reference_flops=reference_flops,
+        noise=max(rms, 1e-3), n_bootstrap=n_bootstrap, level=level,
+    )  # fmt: skip
+    a3 = {"identified": fit.identified, "reasons": list(fit.reasons), "describe": fit.describe()}
+    if fit.identified:
+        a3.update(tokens_per_param_approach3(fit, reference_flops, level))
+        n_opt, d_opt = a3["n_opt"], a3["tokens_opt"]
+        a3["loss_opt"] = float(fit.law.loss(n_opt, d_opt))
+    out["approach3"] = a3
+    out["references"] = {
+        "chinchilla_rule_of_thumb": 20.0,
+        "epoch_ai_at_reference": float(np.divide(*EPOCH_AI.compute_optimal(reference_flops)[::-1])),
+        "epoch_ai_at_chinchilla": float(np.divide(*EPOCH_AI.compute_optimal(5.76e23)[::-1])),
+    }
+    out["reference_flops"] = reference_flops
+    out["param_count"] = fit.param_count
+    return out
+
+
+def _fmt_iv(iv: Sequence[float] | None, fmt: str = ".3g") -> str:
+    return f" [{iv[0]:{fmt}}, {iv[1]:{fmt}}]" if iv else ""
+
+
+def summary_lines(analysis: dict[str, Any], level: float = 0.9) -> list[str]:
+    """The three fits as text lines (console, sweep.md, reports): each either its numbers with
+    intervals or NOT_IDENTIFIED with the reason — never an unidentified number."""
+    c = analysis["reference_flops"]
+    a3, a2, cl = analysis["approach3"], analysis["approach2"], analysis["compute_law"]
+    pct = f"{level:.0%}"
+    lines = [f"Compute-optimal at C = 6ND = {c:.3g} FLOPs (N = {analysis['param_count']} params;"
+             f" {pct} intervals):"]  # fmt: skip
+    if a3["identified"]:
+        lines.append(
+            f"- approach 3 (L(N, D) fit): {a3['describe']}; N* = {a3['n_opt']:,.0f}, D* ="
+            f" {a3['tokens_opt']:,.0f}, D*/N* = {a3['tokens_per_param']:.3g}"
+            f"{_fmt_iv(a3['interval'])}, L* = {a3['loss_opt']:.4f}"
+        )
+    else:
+        lines.append(f"- approach 3 (L(N, D) fit): {NOT_IDENTIFIED} ({'; '.join(a3['reasons'])})")
+    if a2["identified"]:
+        iv = a2["intervals"]
+        lines.append(
+            f"- approach 2 (IsoFLOP, {len(a2['profiles'])} profiles): N* ∝ C^{a2['a']:.3f}"
+            f"{_fmt_iv(iv['a'])}, D* ∝ C^{a2['b']:.3f}; N* = {a2['n_opt']:,.0f}"
+            f"{_fmt_iv(iv['n_opt'], ',.0f')}, D* = {a2['tokens_opt']:,.0f}, D*/N* ="
+            f" {a2['tokens_per_param']:.3g}{_fmt_iv(iv['tokens_per_param'])}"
+        )
+    else:
+        lines.append(f"- approach 2 (IsoFLOP): {NOT_IDENTIFIED} ({'; '.join(a2['reasons'])})")
+    if cl["identified"]:
+        iv = cl["intervals"]
+        lines.append(
+            f"- L*(C) = {cl['K']:.4g}·C^-{cl['gamma']:.4f}{_fmt_iv(iv['gamma'], '.4f')} on"
+            f" {len(cl['frontier'])} frontier points: L* = {cl['loss']:.4f}{_fmt_iv(iv['loss'], '.4f')}"
+        )
+    else:
+        lines.append(f"- L*(C) power law: {NOT_IDENTIFIED} ({'; '.join(cl['reasons'])})")
+    ref = analysis["references"]
+    lines.append(
+        f"- references: Chinchilla ≈ 20 tokens/param; Epoch AI's refit of Chinchilla's law gives"
+        f" {ref['epoch_ai_at_chinchilla']:.1f} at Chinchilla's 5.76e23 FLOPs and"
+        f" {ref['epoch_ai_at_reference']:.3g} at this C (other data and tokenizer)"
+    )
+    if a3["identified"] and a2["identified"]:
+        ratio = a2["n_opt"] / a3["n_opt"]
+        lines.append(f"- agreement: N* from approach 2 is {ratio:.2f}× approach 3's")
+    return lines
