@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from train.scaling import Fit, ScalingLaw, fit_scaling_law, load_fit, training_flops
+from train.scaling import (
+    NOT_IDENTIFIED,
+    Fit,
+    ScalingLaw,
+    fit_scaling_law,
+    load_fit,
+    training_flops,
+)
 
 PREDICTION_NAME = "prediction.json"
 
@@ -39,13 +47,16 @@ class Prediction(BaseModel):
     """A run's predicted final val loss (nats/token) with a ``level`` prediction interval."""
 
     model_config = ConfigDict(extra="forbid")
-    n_params: int  # non-embedding
+    n_params: int  # N as the law counts it (``param_count``)
     tokens: int
     flops: float  # 6 N D
-    loss: float
-    lo: float
-    hi: float
+    loss: float | None  # None: the law is not identified, no prediction (``reason``)
+    lo: float | None
+    hi: float | None
     level: float
+    identified: bool = True
+    reason: str = ""
+    param_count: str = "non_embedding"
     law: dict[str, Any]
     fitted_points: int
     n_bootstrap: int
@@ -63,14 +74,26 @@ def as_fit(law: Fit | ScalingLaw | str | Path) -> Fit:
 
 def predict_run(
     law: Fit | ScalingLaw | str | Path,
-    n_params: int,
+    n_params: int | Mapping[str, int],
     tokens: int,
     *,
     level: float = 0.9,
     curve_points: int = 24,
     min_tokens: int | None = None,
 ) -> Prediction:
+    """The run's final val loss under the law. ``n_params``: N as the fit counts it, or both
+    counts (``{"total": ..., "non_embedding": ...}``) to pick the fit's. A law that the sweep
+    does not identify gives no number: ``identified`` False, ``reason``, loss None."""
     fit = as_fit(law)
+    if isinstance(n_params, Mapping):
+        n_params = int(n_params[fit.param_count])
+    if not fit.identified:
+        return Prediction(
+            n_params=int(n_params), tokens=int(tokens), flops=training_flops(n_params, tokens),
+            loss=None, lo=None, hi=None, level=level, law=fit.law.as_dict(),
+            fitted_points=fit.n_points, n_bootstrap=int(len(fit.bootstrap)), curve=[],
+            identified=False, reason="; ".join(fit.reasons), param_count=fit.param_count,
+        )  # fmt: skip
     point, lo, hi = fit.predict(n_params, tokens, level)
     start = min_tokens or max(1, tokens // 64)
     ds = np.unique(np.geomspace(start, tokens, curve_points).astype(np.int64))
@@ -86,6 +109,7 @@ def predict_run(
         law=fit.law.as_dict(),
         fitted_points=fit.n_points,
         n_bootstrap=int(len(fit.bootstrap)),
+        param_count=fit.param_count,
         curve=[
             CurvePoint(tokens=int(d), loss=float(p), lo=float(a), hi=float(b))
             for d, p, a, b in zip(
@@ -135,17 +159,24 @@ def compare(prediction: Prediction, run_dir: str | Path) -> dict[str, Any]:
         for r in read_metrics(run_dir)
         if _finite(r.get("val_loss"))
     ]
+    ok = prediction.identified and prediction.loss is not None
+    n_key = "params" if prediction.param_count == "total" else "non_embedding_params"
     return {
+        "identified": ok,
+        "prediction": (
+            "identified" if ok else f"{NOT_IDENTIFIED} ({prediction.reason or 'no law'})"
+        ),
         "predicted": prediction.loss,
         "lo": prediction.lo,
         "hi": prediction.hi,
         "level": prediction.level,
         "observed": observed,
-        "abs_error": abs(prediction.loss - observed),
-        "rel_error": abs(prediction.loss - observed) / observed,
-        "inside_interval": prediction.lo <= observed <= prediction.hi,
+        "abs_error": abs(prediction.loss - observed) if ok else None,
+        "rel_error": abs(prediction.loss - observed) / observed if ok else None,
+        "inside_interval": bool(prediction.lo <= observed <= prediction.hi) if ok else None,
+        "param_count": prediction.param_count,
         "n_params": prediction.n_params,
-        "n_params_observed": int(final.get("non_embedding_params", prediction.n_params)),
+        "n_params_observed": int(final.get(n_key, prediction.n_params)),
         "tokens": prediction.tokens,
         "tokens_observed": int(final.get("tokens", prediction.tokens)),
         "wall_time_s": final.get("wall_time_s"),
@@ -155,8 +186,15 @@ def compare(prediction: Prediction, run_dir: str | Path) -> dict[str, Any]:
 
 def report_markdown(result: dict[str, Any]) -> str:
     pct = int(round(100 * result["level"]))
+    if not result.get("identified", True):
+        return (
+            f"| N ({result.get('param_count', 'non_embedding')}) | D tokens | predicted val loss"
+            " | observed |\n|---:|---:|---|---:|\n"
+            f"| {result['n_params_observed']:,} | {result['tokens_observed']:,} | "
+            f"{result['prediction']} | {result['observed']:.4f} |\n"
+        )
     return (
-        "| N (non-emb) | D tokens | predicted val loss | "
+        f"| N ({result.get('param_count', 'non_embedding')}) | D tokens | predicted val loss | "
         f"{pct}% interval | observed | abs err | rel err | inside |\n"
         "|---:|---:|---:|---|---:|---:|---:|:---:|\n"
         f"| {result['n_params_observed']:,} | {result['tokens_observed']:,} | "
@@ -189,7 +227,10 @@ def plot_run(prediction: Prediction, result: dict[str, Any], path: str | Path) -
     ax.set_xscale("log")
     ax.set_xlabel("tokens D")
     ax.set_ylabel("val loss (nats/token)")
-    ax.set_title(f"N = {prediction.n_params:,} non-embedding params")
+    ax.set_title(
+        f"N = {prediction.n_params:,} ({prediction.param_count} params)"
+        + ("" if prediction.identified else f": {NOT_IDENTIFIED}")
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -215,7 +256,8 @@ def write_report(run_dir: str | Path, prediction: Prediction | None = None) -> d
 
 # ---------------------------------------------------------------- sweep-level checks
 def fit_table(table: pa.Table, *, n_bootstrap: int = 200, seed: int = 0, **kw: Any) -> Fit:
-    """Fit L(N, D) to the rows of a sweep table (``train.sweep.collect_sweep``)."""
+    """Fit L(N, D) to the rows of a sweep table (``train.sweep.collect_sweep``; pass its
+    ``param_count`` through ``kw``)."""
     return fit_scaling_law(
         table["n_params"].to_numpy(),
         table["tokens"].to_numpy(),
@@ -227,10 +269,16 @@ def fit_table(table: pa.Table, *, n_bootstrap: int = 200, seed: int = 0, **kw: A
 
 
 def holdout_check(
-    table: pa.Table, *, factor: float = 4.0, n_bootstrap: int = 200, level: float = 0.9
+    table: pa.Table,
+    *,
+    factor: float = 4.0,
+    n_bootstrap: int = 200,
+    level: float = 0.9,
+    param_count: str = "total",
 ) -> dict[str, Any]:
     """Fit on runs with C ≤ C_target / factor; predict the target (the largest-C holdout row,
-    else the largest-C row) and report |pred − obs| / obs."""
+    else the largest-C row) and report |pred − obs| / obs — or, when those runs do not
+    identify the law, NOT_IDENTIFIED with the reasons and no number."""
     rows = table.to_pylist()
     holdouts = [r for r in rows if r["role"] == "holdout"] or rows
     target = max(holdouts, key=lambda r: r["flops"])
@@ -240,15 +288,25 @@ def holdout_check(
             f"only {len(train_rows)} runs have ≤ 1/{factor:g} of the target's compute "
             f"({target['flops']:.3g} FLOPs); need ≥ 5 to fit"
         )
-    fit = fit_table(pa.Table.from_pylist(train_rows, schema=table.schema), n_bootstrap=n_bootstrap)
-    point, lo, hi = fit.predict(target["n_params"], target["tokens"], level)
-    obs = target["val_loss"]
-    return {
+    fit = fit_table(
+        pa.Table.from_pylist(train_rows, schema=table.schema),
+        n_bootstrap=n_bootstrap,
+        param_count=param_count,
+    )
+    common = {
         "target": target,
         "fitted_runs": [r["run"] for r in train_rows],
         "compute_ratio": target["flops"] / max(r["flops"] for r in train_rows),
         "law": fit.law.as_dict(),
         "intervals": fit.param_intervals(level),
+        "identified": fit.identified,
+        "reasons": list(fit.reasons),
+    }
+    if not fit.identified:
+        return common | {"predicted": None, "observed": target["val_loss"], "level": level}
+    point, lo, hi = fit.predict(target["n_params"], target["tokens"], level)
+    obs = target["val_loss"]
+    return common | {
         "predicted": float(point),
         "lo": float(lo),
         "hi": float(hi),
@@ -277,7 +335,7 @@ def plot_sweep(table: pa.Table, fit: Fit, path: str | Path, holdout: dict | None
             ax.plot(tokens, loss, f"C{i}" + ("*" if role == "holdout" else "o"),
                     ms=11 if role == "holdout" else 5)  # fmt: skip
         ax.plot([], [], f"C{i}o-", label=f"{name}: N={n:,}")
-    if holdout:
+    if holdout and holdout.get("predicted") is not None:
         t = holdout["target"]
         ax.errorbar(
             t["tokens"], holdout["predicted"],
@@ -289,7 +347,9 @@ def plot_sweep(table: pa.Table, fit: Fit, path: str | Path, holdout: dict | None
     ax.set_ylabel("final val loss (nats/token)")
     ax.set_title(
         f"L = {fit.law.E:.2f} + {fit.law.A:.3g}/N^{fit.law.alpha:.2f} "
-        f"+ {fit.law.B:.3g}/D^{fit.law.beta:.2f}",
+        f"+ {fit.law.B:.3g}/D^{fit.law.beta:.2f}"
+        if fit.identified
+        else f"{NOT_IDENTIFIED}: curves are the unidentified fit",
         fontsize=9,
     )
     ax.legend(fontsize=7)

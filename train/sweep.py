@@ -301,7 +301,10 @@ def collect_sweep(sweep_dir: str | Path, param_count: ParamCount | None = None) 
                 (f"{run_dir.name}@{branch['steps']}", branch["tokens"], branch["final_val_loss"],
                  branch["steps"])
             )  # fmt: skip
+        wanted = set(spec.get("tokens") or [])  # the plan's budgets (a rerun may drop some)
         for name, tokens, loss, steps in points:
+            if wanted and int(tokens) not in wanted:
+                continue
             if not (isinstance(loss, int | float) and math.isfinite(loss)):
                 continue  # a point without a finite val loss cannot be fitted
             rows.append(

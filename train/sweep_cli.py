@@ -18,60 +18,87 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from train.report import fit_table, holdout_check, plot_sweep
-from train.scaling import save_fit
+from train.scaling import DEFAULT_PARAM_COUNT, NOT_IDENTIFIED, analyse, save_fit, summary_lines
 from train.sweep import SweepConfig, collect_sweep, run_sweep, sweep_markdown
 
 
 def summarize(
-    table: pa.Table, out: Path, *, n_bootstrap: int, factor: float = 4.0
+    table: pa.Table,
+    out: Path,
+    *,
+    n_bootstrap: int,
+    factor: float = 4.0,
+    param_count: str | None = None,
+    reference_flops: float | None = None,
 ) -> dict[str, Any]:
-    """Fit, held-out check, files; returns the summary written to sweep_summary.json."""
+    """Fit (approach 3, with its identification check), approaches 2 and L*(C) beside it,
+    held-out check, files; returns the summary written to sweep_summary.json. Every number a
+    fit does not identify is replaced by NOT_IDENTIFIED and the reason."""
+    if param_count is None:
+        meta = out / "sweep.json"
+        config = json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
+        param_count = config.get("param_count", DEFAULT_PARAM_COUNT)
     fit_rows = table.filter(pc.equal(table["role"], "fit"))
-    fit = fit_table(fit_rows, n_bootstrap=n_bootstrap)
+    fit = fit_table(fit_rows, n_bootstrap=n_bootstrap, param_count=param_count)
     save_fit(fit, out / "fit.json")
     try:
-        holdout = holdout_check(table, factor=factor, n_bootstrap=n_bootstrap)
+        holdout = holdout_check(
+            table, factor=factor, n_bootstrap=n_bootstrap, param_count=param_count
+        )
     except ValueError as e:
         holdout = {"skipped": str(e)}
     (out / "holdout.json").write_text(json.dumps(holdout, indent=2) + "\n")
     plot_sweep(table, fit, out / "sweep.png", None if "skipped" in holdout else holdout)
-    budget = 4 * max(table["flops"].to_pylist())
-    n_opt, d_opt = fit.law.compute_optimal(budget)
-    optimal = {"flops": budget, "n_params": float(n_opt), "tokens": float(d_opt)}
+    budget = reference_flops or factor * max(table["flops"].to_pylist())
+    analysis = analyse(
+        fit_rows["n_params"].to_numpy(), fit_rows["tokens"].to_numpy(),
+        fit_rows["val_loss"].to_numpy(), fit=fit, reference_flops=budget,
+        n_bootstrap=n_bootstrap,
+    )  # fmt: skip
+    lines = summary_lines(analysis)
     summary = {
         "fit": fit.as_dict(),
+        "identified": fit.identified,
         "holdout": holdout,
         "points": table.num_rows,
-        "compute_optimal": optimal,
+        "param_count": param_count,
+        "analysis": analysis,
+        "compute_optimal": analysis["approach3"],
+        "summary_lines": lines,
     }
     (out / "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    law = fit.law
-    lines = [
+    md = [
         "# Scaling sweep\n",
         sweep_markdown(table),
-        f"\nFit on {fit.n_points} `fit` points (Huber δ=1e-3 on log-loss, L-BFGS, "
-        f"{len(fit.bootstrap)} bootstrap refits): L = {law.E:.3f} + {law.A:.4g}/N^{law.alpha:.3f}"
-        f" + {law.B:.4g}/D^{law.beta:.3f}\n",
+        f"\nFit on {fit.n_points} `fit` points (N = {param_count} parameters; Huber δ=1e-3 on"
+        f" log-loss, bounded L-BFGS-B, {len(fit.bootstrap)} bootstrap refits): {fit.describe()}\n",
     ]
-    for k, (lo, hi) in fit.param_intervals().items():
-        lines.append(f"- {k}: 90% CI [{lo:.4g}, {hi:.4g}]")
-    for warning in fit.warnings():
-        lines.append(f"- **warning**: {warning}")
-    lines.append(
-        f"\nCompute-optimal split of C = {budget:.3g} FLOPs (4× the largest run) under this fit"
-        f" (C = 6ND): N* = {n_opt:,.0f}, D* = {d_opt:,.0f} ({d_opt / n_opt:.1f} tokens/parameter)"
-    )
-    if "skipped" in holdout:
-        lines.append(f"\nHeld-out check skipped: {holdout['skipped']}")
-    else:
-        lines.append(
-            f"\nHeld-out: {holdout['target']['run']} (C = {holdout['target']['flops']:.3g}, "
-            f"{holdout['compute_ratio']:.1f}× the largest fitted run) predicted "
-            f"{holdout['predicted']:.4f} [{holdout['lo']:.4f}, {holdout['hi']:.4f}], observed "
-            f"{holdout['observed']:.4f}: |pred − obs|/obs = {100 * holdout['rel_error']:.2f}%"
-        )
-    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    if fit.identified:
+        md += [
+            f"- {k}: 90% CI [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in fit.param_intervals().items()
+        ]
+    md += ["", *lines, "", holdout_line(holdout)]
+    (out / "sweep.md").write_text("\n".join(md) + "\n")
     return summary
+
+
+def holdout_line(holdout: dict[str, Any]) -> str:
+    """The held-out check in one line: the error, or why there is no prediction."""
+    if "skipped" in holdout:
+        return f"Held-out check skipped: {holdout['skipped']}"
+    head = (
+        f"Held-out: {holdout['target']['run']} (C = {holdout['target']['flops']:.3g}, "
+        f"{holdout['compute_ratio']:.1f}× the largest of the {len(holdout['fitted_runs'])} runs"
+        " fitted)"
+    )
+    if holdout.get("predicted") is None:
+        return f"{head}: {NOT_IDENTIFIED} ({'; '.join(holdout.get('reasons', []))})"
+    return (
+        f"{head}: predicted {holdout['predicted']:.4f} [{holdout['lo']:.4f}, {holdout['hi']:.4f}]"
+        f" (90%), observed {holdout['observed']:.4f}: |pred − obs|/obs ="
+        f" {100 * holdout['rel_error']:.2f}%,"
+        f" {'inside' if holdout['inside_interval'] else 'outside'} the interval"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
