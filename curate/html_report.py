@@ -571,6 +571,9 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
             else:
                 ax.axhline(float(pred["loss"]), linestyle="--", color="gray")
             plotted = True
+        elif pred.get("identified") is False:  # the sweep's law is not identified: no number
+            reason = pred.get("reason") or ""
+            rows.append([pf.stem, f"not identified: no prediction ({reason})", "", ""])
         for k, v in sorted(pred.items()):
             if k != "loss" and "loss" in k and _finite(v):
                 ax.axhline(float(v), linestyle=":", color="gray")

@@ -155,22 +155,23 @@ def print_end_to_end(report: dict) -> None:
     print(
         f"curation: {c['docs_in']:,} documents in, {c['docs_kept']:,} kept; shards: {tokens} tokens"
     )
-    law = report["sweep"]["law"]
-    print(
-        f"sweep: {report['sweep']['points']} points, L = {law['E']:.3f} + {law['A']:.4g}/N^"
-        f"{law['alpha']:.3f} + {law['B']:.4g}/D^{law['beta']:.3f}"
-    )
+    print(f"sweep: {report['sweep']['points']} points, {report['sweep'].get('describe')}")
+    for line in report["sweep"].get("summary_lines") or []:
+        print(f"  {line}")
     print(
         f"main run: N = {m['n_params']:,}, D = {m['tokens']:,} tokens "
         f"({m['compute_ratio']:.1f}× the largest sweep point's compute); val loss "
         f"{m['first_val_loss']:.4f} at the first eval"
     )
-    print(
-        f"final val loss {report['observed']:.4f} vs predicted {report['predicted']:.4f} "
-        f"[{report['lo']:.4f}, {report['hi']:.4f}] ({pct}%): |pred − obs|/obs = "
-        f"{100 * report['rel_error']:.2f}%, "
-        f"{'inside' if report['inside_interval'] else 'outside'} the interval"
-    )
+    if not report.get("identified", True):
+        print(f"final val loss {report['observed']:.4f}; predicted: {report['prediction']}")
+    else:
+        print(
+            f"final val loss {report['observed']:.4f} vs predicted {report['predicted']:.4f} "
+            f"[{report['lo']:.4f}, {report['hi']:.4f}] ({pct}%): |pred − obs|/obs = "
+            f"{100 * report['rel_error']:.2f}%, "
+            f"{'inside' if report['inside_interval'] else 'outside'} the interval"
+        )
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items()))
     print(
         f"report: {report['paths']['markdown']} (+ .json, .png); run directory {report['run_dir']}"

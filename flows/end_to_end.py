@@ -108,16 +108,22 @@ def sweep_and_fit(
         summary = json.loads(summary_path.read_text())
     else:
         summary = summarize(table, sweep_dir, n_bootstrap=n_bootstrap or cfg.fit_bootstrap)
+    from train.scaling import describe_fit_dict
+
     law = summary["fit"]["law"]
-    _log(
-        f"fit on {table.num_rows} points: L = {law['E']:.3f} + {law['A']:.4g}/N^{law['alpha']:.3f}"
-        f" + {law['B']:.4g}/D^{law['beta']:.3f}"
-    )
+    describe = describe_fit_dict(summary["fit"])
+    _log(f"fit on {table.num_rows} points: {describe}")
+    for line in summary.get("summary_lines", []):
+        _log(line)
     largest = max(table.to_pylist(), key=lambda r: r["flops"])
     return {
         "fit": str(fit_path),
         "points": table.num_rows,
         "law": law,
+        "identified": bool(summary["fit"].get("identified", False)),
+        "describe": describe,
+        "summary_lines": summary.get("summary_lines", []),
+        "param_count": summary["fit"].get("param_count", "non_embedding"),
         "largest": largest,
         "sweep_set": list(cfg.set),
         "summary": str(summary_path),
@@ -134,22 +140,24 @@ def plan_main_run(
     largest_flops: float,
     compute_factor: float,
     nproc: int,
+    param_count: str = "total",
 ) -> dict[str, Any]:
     """Overrides for the main run: the sweep's ``set``, a WSD schedule without branches, and
-    steps for ≥ ``compute_factor`` × the largest sweep point's 6ND; then the caller's own."""
+    steps for ≥ ``compute_factor`` × the largest sweep point's 6ND (N counted as the sweep's
+    law counts it, ``param_count``); then the caller's own."""
     from curate.shards.format import load_manifest
-    from train.scaling import non_embedding_params, training_flops
+    from train.scaling import gpt_params, training_flops
     from train.trainer import TrainConfig
 
     manifest = load_manifest(shards_dir)
     seq_len = manifest.seq_len
     base = [*sweep_set, "schedule=wsd", "decay_at=[]"]
     cfg = TrainConfig.from_yaml(train_config, [*base, *train_overrides])
-    m = cfg.model
-    n_params = non_embedding_params(
-        m.n_layer, m.d_model, m.hidden, n_head=m.n_head, n_kv_head=m.kv_heads, glu=True,
-        norms=True,
-    )  # fmt: skip
+    m = cfg.model.model_copy(
+        update={"vocab_size": cfg.model.vocab_size or manifest.tokenizer.vocab_size}
+    )
+    by_count = {c: gpt_params(m, c) for c in ("total", "non_embedding")}
+    n_params = by_count[param_count]
     per_step = cfg.micro_batch_size * cfg.grad_accum * nproc * seq_len
     needed = math.ceil(compute_factor * largest_flops / training_flops(n_params, per_step))
     explicit_steps = any(o.split("=", 1)[0].strip() == "steps" for o in train_overrides)
@@ -162,12 +170,14 @@ def plan_main_run(
         overrides = [*base, f"eval_every={eval_every}", *train_overrides]
     ratio = flops / largest_flops
     _log(
-        f"main run: N = {n_params:,}, {steps} steps × {per_step:,} tokens = D {tokens:,}, "
+        f"main run: N = {n_params:,} ({param_count}), {steps} steps × {per_step:,} tokens = D {tokens:,}, "
         f"C = {flops:.3g} FLOPs = {ratio:.1f}× the largest sweep point"
     )
     return {
         "overrides": overrides,
         "n_params": int(n_params),
+        "n_params_by_count": by_count,
+        "param_count": param_count,
         "steps": steps,
         "tokens": tokens,
         "flops": flops,
@@ -206,7 +216,21 @@ def write_end_to_end_report(
     report = {
         "run_dir": str(run_dir),
         "curation": curation,
-        "sweep": {k: sweep[k] for k in ("fit", "points", "law", "largest")},
+        "sweep": {
+            k: sweep.get(k)
+            for k in (
+                "fit",
+                "points",
+                "law",
+                "largest",
+                "identified",
+                "describe",
+                "summary_lines",
+                "param_count",
+            )
+        },
+        "identified": result.get("identified", True),
+        "prediction": result.get("prediction", "identified"),
         "main_run": plan | {"first_val_loss": first_val},
         "predicted": result["predicted"],
         "lo": result["lo"],
@@ -252,16 +276,20 @@ def report_markdown(r: dict[str, Any]) -> str:
         "# End-to-end: documents → shards → sweep → law → training run\n",
         f"- Curation: {c['docs_in']:,} documents in, {c['docs_kept']:,} kept; shards: {tokens} "
         "tokens",
-        f"- Sweep: {r['sweep']['points']} points → L = {law['E']:.3f} + {law['A']:.4g}/N^"
-        f"{law['alpha']:.3f} + {law['B']:.4g}/D^{law['beta']:.3f} (`{r['sweep']['fit']}`)",
-        f"- Main run: N = {m['n_params']:,} non-embedding parameters, D = {m['tokens']:,} "
+        f"- Sweep: {r['sweep']['points']} points → {r['sweep'].get('describe') or law}"
+        f" (`{r['sweep']['fit']}`)",
+        *(f"  {line}" for line in r["sweep"].get("summary_lines") or []),
+        f"- Main run: N = {m['n_params']:,} ({m.get('param_count', 'non_embedding')})"
+        f" parameters, D = {m['tokens']:,} "
         f"tokens, C = 6ND = {m['flops']:.3g} FLOPs ({m['compute_ratio']:.1f}× the largest "
         "sweep point); predicted before training: "
         f"{'yes' if r['prediction_written_before_training'] else 'no'}\n",
         f"| law | predicted final val loss | {pct}% interval | observed | \\|pred − obs\\|/obs |",
         "|---|---:|---|---:|---:|",
         f"| fitted on this sweep | {r['predicted']:.4f} | [{r['lo']:.4f}, {r['hi']:.4f}] | "
-        f"{r['observed']:.4f} | {100 * r['rel_error']:.2f}% |",
+        f"{r['observed']:.4f} | {100 * r['rel_error']:.2f}% |"
+        if r.get("identified", True)
+        else f"| fitted on this sweep | {r['prediction']} | – | {r['observed']:.4f} | – |",
     ]
     for name, ref in r["references"].items():
         label = {"chinchilla": "Chinchilla (Hoffmann 2022)", "epoch_ai": "Epoch AI (2024)"}[name]
@@ -338,9 +366,10 @@ def plan_task(
     largest_flops: float,
     compute_factor: float,
     nproc: int,
+    param_count: str = "total",
 ) -> dict[str, Any]:
     return plan_main_run(train_config, sweep_set, train_overrides, Path(shards_dir),
-                         largest_flops, compute_factor, nproc)  # fmt: skip
+                         largest_flops, compute_factor, nproc, param_count)  # fmt: skip
 
 
 @task(name="end-to-end-report", persist_result=False)
@@ -404,7 +433,8 @@ def end_to_end(
     sweep = _timed(timings, "sweep + fit", lambda: sweep_task(
         sweep_config, str(shards), str(run_dir / "sweep"), n_bootstrap))  # fmt: skip
     plan = plan_task(train_config, sweep["sweep_set"], list(train_overrides or []), str(shards),
-                     sweep["largest"]["flops"], compute_factor, nproc)  # fmt: skip
+                     sweep["largest"]["flops"], compute_factor, nproc,
+                     sweep["param_count"])  # fmt: skip
     train_dir = run_dir / "train"
     if finished(train_dir, plan["steps"]):
         _log(f"{train_dir}: trained already ({plan['steps']} steps), not trained again")
@@ -441,7 +471,8 @@ def run_local(
     sweep = _timed(timings, "sweep + fit", lambda: sweep_and_fit(
         sweep_config, shards, run_dir / "sweep", n_bootstrap))  # fmt: skip
     plan = plan_main_run(train_config, sweep["sweep_set"], list(train_overrides or []), shards,
-                         sweep["largest"]["flops"], compute_factor, 1)  # fmt: skip
+                         sweep["largest"]["flops"], compute_factor, 1,
+                         sweep["param_count"])  # fmt: skip
     train_dir = run_dir / "train"
     if finished(train_dir, plan["steps"]):
         _log(f"{train_dir}: trained already ({plan['steps']} steps), not trained again")
@@ -449,7 +480,7 @@ def run_local(
 
         def pretrain_local() -> None:
             tcfg = TrainConfig.from_yaml(train_config, plan["overrides"])
-            prediction = predict_run(sweep["fit"], plan["n_params"], plan["tokens"])
+            prediction = predict_run(sweep["fit"], plan["n_params_by_count"], plan["tokens"])
             write_prediction(prediction, train_dir)
             train(tcfg, shards, train_dir, resume=True)
             write_report(train_dir, prediction)

@@ -82,7 +82,7 @@ def plan_run(
 ) -> dict[str, Any]:
     """Resolve and write ``<out>/config.yaml``; N (non-embedding) and D of the run."""
     from train.model import GPTConfig
-    from train.scaling import non_embedding_params
+    from train.scaling import gpt_params
     from train.trainer import TrainConfig, apply_overrides
 
     if isinstance(train_config, dict):
@@ -104,36 +104,44 @@ def plan_run(
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    n_params = non_embedding_params(
-        model.n_layer, model.d_model, model.hidden, n_head=model.n_head,
-        n_kv_head=model.kv_heads, glu=True, norms=True,
-    )  # fmt: skip
+    # both counts: the prediction takes the one its law was fitted with (Fit.param_count)
+    by_count = {c: gpt_params(model, c) for c in ("total", "non_embedding")}
+    n_params = by_count["non_embedding"]
     tokens = cfg.steps * cfg.micro_batch_size * cfg.grad_accum * nproc * shards["seq_len"]
     if tokens > shards["train_tokens"]:
         get_run_logger().warning(
             f"the run reads {tokens:,} tokens, the shards hold {shards['train_tokens']:,}: "
             "it repeats data, which the scaling law does not model"
         )
-    return {"config_path": str(config_path), "n_params": n_params, "tokens": tokens}
+    return {"config_path": str(config_path), "n_params": n_params,
+            "n_params_by_count": by_count, "tokens": tokens}  # fmt: skip
 
 
 @task(name="predict-loss")
-def predict_loss(law: str, n_params: int, tokens: int, out_dir: str, level: float) -> dict:
+def predict_loss(
+    law: str, n_params: int | dict[str, int], tokens: int, out_dir: str, level: float
+) -> dict:
     from train.report import predict_run, write_prediction
 
     prediction = predict_run(law, n_params, tokens, level=level)
     path = write_prediction(prediction, out_dir)
-    get_run_logger().info(
-        f"predicted final val loss {prediction.loss:.4f} "
-        f"[{prediction.lo:.4f}, {prediction.hi:.4f}] ({int(100 * level)}%) "
-        f"for N={n_params:,}, D={tokens:,}"
-    )
+    n, pct = prediction.n_params, int(100 * level)
+    if prediction.identified:
+        value = f"{prediction.loss:.4f} | [{prediction.lo:.4f}, {prediction.hi:.4f}]"
+        get_run_logger().info(
+            f"predicted final val loss {prediction.loss:.4f} [{prediction.lo:.4f}, "
+            f"{prediction.hi:.4f}] ({pct}%) for N={n:,}, D={tokens:,}"
+        )
+    else:
+        from train.scaling import NOT_IDENTIFIED
+
+        value = f"{NOT_IDENTIFIED} ({prediction.reason}) | –"
+        get_run_logger().warning(f"final val loss: {NOT_IDENTIFIED} ({prediction.reason})")
     create_markdown_artifact(
         markdown=(
-            f"# Predicted val loss (before training)\n\n| N (non-emb) | D tokens | C = 6ND | "
-            f"predicted | {int(100 * level)}% interval |\n|---:|---:|---:|---:|---|\n"
-            f"| {n_params:,} | {tokens:,} | {prediction.flops:.3g} | {prediction.loss:.4f} | "
-            f"[{prediction.lo:.4f}, {prediction.hi:.4f}] |\n\nLaw: `{law}`\n"
+            f"# Predicted val loss (before training)\n\n| N ({prediction.param_count}) |"
+            f" D tokens | C = 6ND | predicted | {pct}% interval |\n|---:|---:|---:|---:|---|\n"
+            f"| {n:,} | {tokens:,} | {prediction.flops:.3g} | {value} |\n\nLaw: `{law}`\n"
         ),
         key=artifact_key("pretrain-prediction", Path(out_dir).name),
         description=f"loss prediction for {out_dir}",
@@ -286,7 +294,9 @@ def pretrain(
     plan = plan_run(train_config, list(overrides or []), shards, str(out_dir), nproc)
     prediction = None
     if law:
-        prediction = predict_loss(str(law), plan["n_params"], plan["tokens"], str(out_dir), level)
+        prediction = predict_loss(
+            str(law), plan["n_params_by_count"], plan["tokens"], str(out_dir), level
+        )
     else:
         get_run_logger().info("no scaling law given: training without a loss prediction")
     final = run_training(

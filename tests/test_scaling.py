@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from train.model import GPT, GPTConfig
+from train.report import predict_run
 from train.scaling import (
     CHINCHILLA,
     EPOCH_AI,
+    EXPONENT_BOUNDS,
+    NOT_IDENTIFIED,
     ScalingLaw,
+    analyse,
+    compute_optimal_analysis,
     fit_scaling_law,
     flops_per_token,
+    gpt_params,
+    load_fit,
     non_embedding_params,
+    save_fit,
+    summary_lines,
     training_flops,
 )
 
@@ -91,6 +103,102 @@ def test_parameter_and_flop_counting():
     assert flops_per_token(1000, n_layer=2, seq_len=128, d_model=64, attention=True) == (
         6000 + 12 * 2 * 128 * 64
     )
+
+
+# a law of the size our CPU sweeps see (N 10⁴–10⁶ parameters, D 10⁵–10⁷ tokens)
+SMALL = ScalingLaw(E=1.5, A=30.0, B=60.0, alpha=0.35, beta=0.3)
+
+
+def _small_grid(law: ScalingLaw, noise: float, seed: int, ns=None, ds=None):
+    rng = np.random.default_rng(seed)
+    ns = np.geomspace(1e4, 1e6, 6) if ns is None else np.asarray(ns, dtype=float)
+    ds = np.geomspace(1e5, 3e7, 8) if ds is None else np.asarray(ds, dtype=float)
+    n, d = np.repeat(ns, ds.size), np.tile(ds, ns.size)
+    return n, d, law.loss(n, d) * np.exp(rng.normal(0.0, noise, n.size))
+
+
+def test_noisy_law_is_identified_and_recovered_within_its_intervals():
+    n, d, loss = _small_grid(SMALL, noise=0.005, seed=4)
+    fit = fit_scaling_law(n, d, loss, n_bootstrap=40, seed=2)
+    assert fit.identified, fit.reasons
+    iv = fit.param_intervals(0.9)
+    for name, truth in (("E", SMALL.E), ("alpha", SMALL.alpha), ("beta", SMALL.beta)):
+        assert iv[name][0] <= truth <= iv[name][1], (name, iv[name], truth)
+    assert iv["alpha"][1] - iv["alpha"][0] < 0.2
+    assert fit.diagnostics["condition"] < 1e8
+    # the law's own prediction at 4x the largest compute lies inside the prediction interval
+    point, lo, hi = fit.predict(2e6, 6e7)
+    assert lo <= SMALL.loss(2e6, 6e7) <= hi
+    # save/load keeps the verdict
+    fit2 = load_fit(save_fit(fit, Path(__import__("tempfile").mkdtemp()) / "fit.json"))
+    assert fit2.identified and fit2.param_count == fit.param_count
+
+
+def test_fit_stays_in_bounds():
+    n, d, loss = _small_grid(SMALL, noise=0.02, seed=9, ns=[1e4, 2e4, 4e4], ds=[1e5, 2e5, 4e5])
+    law = fit_scaling_law(n, d, loss).law
+    assert EXPONENT_BOUNDS[0] <= law.alpha <= EXPONENT_BOUNDS[1]
+    assert EXPONENT_BOUNDS[0] <= law.beta <= EXPONENT_BOUNDS[1]
+    assert 0.0 <= law.E < loss.min()
+
+
+def test_one_model_size_is_not_identified_and_predicts_nothing():
+    n, d, loss = _small_grid(SMALL, noise=0.003, seed=1, ns=[1e5])
+    fit = fit_scaling_law(n, d, loss, n_bootstrap=10)
+    assert not fit.identified
+    assert any("distinct N" in r for r in fit.reasons)
+    assert fit.describe().startswith(NOT_IDENTIFIED)
+    pred = predict_run(fit, 1e5, 1e7)
+    assert pred.loss is None and not pred.identified and "distinct N" in pred.reason
+    lines = summary_lines(analyse(n, d, loss, fit=fit, reference_flops=1e13, n_bootstrap=10))
+    assert NOT_IDENTIFIED in lines[1] and "N^" not in lines[1]
+
+
+def test_summary_never_prints_an_exponent_above_two():
+    # the losses fall with N faster than any sensible law: the fit hits the α bound
+    steep = ScalingLaw(E=2.0, A=1e15, B=60.0, alpha=3.0, beta=0.3)
+    n, d, loss = _small_grid(steep, noise=0.003, seed=5, ns=np.geomspace(1e4, 1e5, 4))
+    fit = fit_scaling_law(n, d, loss, n_bootstrap=10)
+    assert fit.law.alpha <= 2.0
+    assert not fit.identified and any("alpha" in r for r in fit.reasons)
+    text = "\n".join(summary_lines(analyse(n, d, loss, fit=fit, reference_flops=1e13)))
+    assert NOT_IDENTIFIED in text
+    exponents = [float(x) for x in __import__("re").findall(r"N\^([0-9.]+)", text)]
+    assert all(x <= 2.0 for x in exponents)
+
+
+def test_approach_2_recovers_the_compute_optimal_model_size():
+    n, d, loss = _small_grid(SMALL, noise=0.003, seed=3, ns=np.geomspace(1e4, 1e6, 7),
+                             ds=np.geomspace(1e5, 3e7, 9))  # fmt: skip
+    c_ref = 1e12
+    out = compute_optimal_analysis(n, d, loss, reference_flops=c_ref, noise=0.003, n_bootstrap=60)
+    a2 = out["approach2"]
+    assert a2["identified"], a2["reasons"]
+    true_n, true_d = SMALL.compute_optimal(c_ref)
+    true_a = SMALL.beta / (SMALL.alpha + SMALL.beta)
+    assert a2["a"] == pytest.approx(true_a, abs=0.03)
+    assert a2["n_opt"] == pytest.approx(true_n, rel=0.1)
+    lo, hi = a2["intervals"]["n_opt"]
+    assert lo <= true_n <= hi
+    for p in a2["profiles"]:  # each IsoFLOP vertex is the law's own N*(C)
+        assert p["n_opt"] == pytest.approx(SMALL.compute_optimal(p["flops"])[0], rel=0.1)
+    assert out["compute_law"]["identified"] and 0 < out["compute_law"]["gamma"] < 1
+
+
+def test_approach_2_without_bracketed_minima_is_not_identified():
+    # every model far past its optimum size for the budgets: the minimum is at the edge
+    n, d, loss = _small_grid(SMALL, noise=0.003, seed=3, ns=[1e6, 2e6, 4e6], ds=[1e5, 2e5, 4e5])
+    out = compute_optimal_analysis(n, d, loss, reference_flops=1e13, noise=0.003, n_bootstrap=5)
+    assert not out["approach2"]["identified"]
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gpt_params_counts_like_the_model(tie):
+    cfg = GPTConfig(vocab_size=512, seq_len=64, n_layer=2, n_head=4, n_kv_head=2, d_model=32,
+                    tie_embeddings=tie)  # fmt: skip
+    model = GPT(cfg)
+    assert gpt_params(cfg, "total") == model.num_params(non_embedding=False)
+    assert gpt_params(cfg, "non_embedding") == model.num_params(non_embedding=True)
 
 
 def test_degenerate_fit_is_flagged():

@@ -385,12 +385,17 @@ def fit_scaling_law(
     axes = grid or HOFFMANN_GRID
     full_grid = np.array(list(itertools.product(*(axes[k] for k in PARAM_NAMES))), dtype=float)
     full_grid[:, 3:] = np.clip(full_grid[:, 3:], *EXPONENT_BOUNDS)  # starts inside the bounds
-    full_grid[:, 2] = np.clip(full_grid[:, 2], LOG_E_MIN, float(np.min(log_l)) - 1e-6)
+    # E starts at ≤ 0.74 × the smallest loss: from E at its upper bound L-BFGS-B can stall
+    full_grid[:, 2] = np.clip(full_grid[:, 2], LOG_E_MIN, float(np.min(log_l)) - 0.3)
     full_grid = np.unique(full_grid, axis=0)
 
     def best_starts(ln, ld, ll, k: int) -> np.ndarray:
+        """The k best grid points, plus the best one for every E of the grid: with E bounded
+        below, a start near E = 0 can stall at the bound, so every level of E gets a try."""
         scores = _grid_objective(full_grid, ln, ld, ll, delta)
-        return full_grid[np.argsort(scores, kind="stable")[:k]]
+        order = np.argsort(scores, kind="stable")
+        per_e = [order[full_grid[order, 2] == e][0] for e in np.unique(full_grid[:, 2])]
+        return full_grid[np.concatenate([order[:k], per_e])]
 
     theta, value = _fit_once(log_n, log_d, log_l, best_starts(log_n, log_d, log_l, n_starts), delta)
     law = _theta_to_law(theta, note=f"fitted on {log_n.size} points")
@@ -740,6 +745,22 @@ def analyse(
     out["reference_flops"] = reference_flops
     out["param_count"] = fit.param_count
     return out
+
+
+def describe_fit_dict(fit: dict[str, Any]) -> str:
+    """``Fit.describe()`` from its ``as_dict()`` form (what sweep_summary.json stores)."""
+    if not fit.get("identified", False):
+        reasons = fit.get("reasons") or ["no identification check recorded: refit"]
+        return f"{NOT_IDENTIFIED} ({'; '.join(reasons)})"
+    law, iv = fit["law"], fit.get("intervals") or {}
+
+    def ci(k: str) -> str:
+        return f" [{iv[k][0]:.3g}, {iv[k][1]:.3g}]" if k in iv else ""
+
+    return (
+        f"L = {law['E']:.3f}{ci('E')} + {law['A']:.4g}/N^{law['alpha']:.3f}{ci('alpha')}"
+        f" + {law['B']:.4g}/D^{law['beta']:.3f}{ci('beta')}"
+    )
 
 
 def _fmt_iv(iv: Sequence[float] | None, fmt: str = ".3g") -> str:
