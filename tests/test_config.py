@@ -36,7 +36,7 @@ def test_default_config_loads_and_resolves_inputs():
     assert isinstance(cfg.stage_config(_index("toxicity")), ToxicityConfig)
     for spec in cfg.inputs:
         assert Path(spec.location()).exists(), spec.path
-    assert cfg.shards.seq_len == 256 and cfg.tokenizer.vocab_size == 4096
+    assert cfg.shards.seq_len == 256 and cfg.tokenizer.vocab_size == 1024
     # the hash is stable and changes with any setting
     assert cfg.hash() == load_config(DEFAULT).hash()
     assert cfg.hash() != load_config(DEFAULT, ["tokenizer.vocab_size=8000"]).hash()
