@@ -390,12 +390,8 @@ def fit_scaling_law(
     full_grid = np.unique(full_grid, axis=0)
 
     def best_starts(ln, ld, ll, k: int) -> np.ndarray:
-        """The k best grid points, plus the best one for every E of the grid: with E bounded
-        below, a start near E = 0 can stall at the bound, so every level of E gets a try."""
         scores = _grid_objective(full_grid, ln, ld, ll, delta)
-        order = np.argsort(scores, kind="stable")
-        per_e = [order[full_grid[order, 2] == e][0] for e in np.unique(full_grid[:, 2])]
-        return full_grid[np.concatenate([order[:k], per_e])]
+        return full_grid[np.argsort(scores, kind="stable")[:k]]
 
     theta, value = _fit_once(log_n, log_d, log_l, best_starts(log_n, log_d, log_l, n_starts), delta)
     law = _theta_to_law(theta, note=f"fitted on {log_n.size} points")
