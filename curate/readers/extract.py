@@ -82,6 +82,8 @@ from curate.stage import ERROR_COLUMN, StageResult, decide
 
 STAGE = "extract"
 MAX_TIMEOUT_S = 86_400.0  # one day: a longer (or infinite) timeout overflows select()
+ROW_BYTES = 256  # memory of one record besides its text (counted against max_part_bytes)
+PART_SCHEMA = DOC_SCHEMA.append(pa.field(ERROR_COLUMN, pa.string()))
 
 
 class ExtractConfig(BaseModel):
@@ -104,7 +106,8 @@ class ExtractConfig(BaseModel):
     max_part_bytes: int = Field(
         256 << 20,
         gt=0,
-        description="text held by one part (bounds memory); over → too_large from there on",
+        description="text (+ 256 bytes per record) held by one part (bounds memory); over → "
+        "the rest of the file and the part's next files are too_large",
     )
     min_text_chars: int = Field(10, ge=0, description="shorter (non-blank) text → too_short")
     html: HtmlOptions = HtmlOptions()
@@ -141,11 +144,11 @@ class _Part:
 
     def __init__(self, cfg: ExtractConfig) -> None:
         self.cfg = cfg
-        self.rows: list[dict] = []
+        self.columns: dict[str, list] = {name: [] for name in PART_SCHEMA.names}
         self.removals: list[str | None] = []
         self.details: dict[str, str] = {}
         self.counters: dict[str, int] = {}
-        self.text_bytes = 0  # text held by the part's rows (max_part_bytes)
+        self.held_bytes = 0  # text + per-record overhead held by the part (max_part_bytes)
         self.file_bytes = 0  # decompressed bytes read from the current file (max_file_bytes)
 
     def count(self, name: str, n: int = 1) -> None:
@@ -161,38 +164,34 @@ class _Part:
                 f"file decompresses to more than max_file_bytes {self.cfg.max_file_bytes}",
             )
 
-    def add(self, f: InputFile, fmt: str, rec: _Record) -> None:
-        """Add a record; text that is not valid Unicode is quarantined (``invalid_unicode``),
-        and raises ``too_large`` when the part's text would pass ``max_part_bytes``."""
-        if rec.reason is None and rec.text and not rec.text.isascii():
+    def add(self, f: InputFile, fmt: str, rec: _Record, bounded: bool = True) -> None:
+        """Add a record; text that is not valid Unicode is quarantined (``invalid_unicode``).
+        Raises ``too_large`` (``bounded``) when the part's rows would hold more than
+        ``max_part_bytes``: text bytes plus ``ROW_BYTES`` per record."""
+        n = 0
+        if rec.reason is None and rec.text:
             try:
-                n = len(rec.text.encode("utf-8"))
+                n = len(rec.text) if rec.text.isascii() else len(rec.text.encode("utf-8"))
             except UnicodeEncodeError as e:
-                rec = _Record(
-                    rec.offset, reason="invalid_unicode", detail=f"{e.reason} at {e.start}"
-                )
-                n = 0
-        else:
-            n = len(rec.text) if rec.reason is None else 0
-        if self.text_bytes + n > self.cfg.max_part_bytes:
+                detail = f"{e.reason} at character {e.start}"
+                rec = _Record(rec.offset, reason="invalid_unicode", detail=detail)
+        n += ROW_BYTES
+        if bounded and self.held_bytes + n > self.cfg.max_part_bytes:
             raise ReadError(
-                "too_large", f"the part's text passes max_part_bytes {self.cfg.max_part_bytes}"
+                "too_large", f"the part's records pass max_part_bytes {self.cfg.max_part_bytes}"
             )
-        self.text_bytes += n
+        self.held_bytes += n
         ident = doc_id(f.name, rec.offset)
-        self.rows.append(
-            {
-                "id": ident,
-                "text": rec.text if rec.reason is None else "",
-                "source": f.name,
-                "offset": rec.offset,
-                "domain": f.domain,
-                "format": fmt,
-                "lang": None,
-                "lang_score": None,
-                ERROR_COLUMN: rec.reason,
-            }
-        )
+        cols = self.columns
+        cols["id"].append(ident)
+        cols["text"].append(rec.text if rec.reason is None else "")
+        cols["source"].append(f.name)
+        cols["offset"].append(rec.offset)
+        cols["domain"].append(f.domain)
+        cols["format"].append(fmt)
+        cols["lang"].append(None)
+        cols["lang_score"].append(None)
+        cols[ERROR_COLUMN].append(rec.reason)
         self.removals.append(rec.removed)
         if rec.reason is not None and rec.detail:
             self.details[ident] = rec.detail[:500]
@@ -417,15 +416,18 @@ def _extract_file(part: _Part, f: InputFile) -> None:
         reader = _READERS.get(fmt)
         if reader is None:
             raise ReadError("unsupported_format", fmt)
+        if part.held_bytes + ROW_BYTES > part.cfg.max_part_bytes:  # full: not even read
+            raise ReadError(
+                "too_large", f"the part passed max_part_bytes {part.cfg.max_part_bytes}"
+            )
         for rec in reader(part, f):
             part.add(f, fmt, rec)
             next_offset = rec.offset + 1
     except ReadError as e:
-        part.add(f, fmt, _Record(next_offset, reason=e.reason, detail=e.detail))
+        part.add(f, fmt, _Record(next_offset, reason=e.reason, detail=e.detail), bounded=False)
     except Exception as e:  # noqa: BLE001 - a reader bug or odd input: a reason, not a crash
-        part.add(
-            f, fmt, _Record(next_offset, reason="read_error", detail=f"{type(e).__name__}: {e}")
-        )
+        detail = f"{type(e).__name__}: {e}"
+        part.add(f, fmt, _Record(next_offset, reason="read_error", detail=detail), bounded=False)
 
 
 def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> ExtractResult:
@@ -438,8 +440,8 @@ def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> Ex
         part.count("raw_bytes", f.size)
         _extract_file(part, f)
 
-    schema = DOC_SCHEMA.append(pa.field(ERROR_COLUMN, pa.string()))
-    table = pa.Table.from_pylist(part.rows, schema=schema)
+    table = pa.Table.from_pydict(part.columns, schema=PART_SCHEMA)
+    part.columns.clear()
     texts = table["text"].to_pylist()
     stripped = np.array([len(t.strip()) for t in texts], dtype=np.int64)
     removals = np.array(part.removals, dtype=object)

@@ -297,7 +297,7 @@ def _expand(spec: InputSpec, skipped: list[SkippedEntry]) -> list[tuple[str, str
             return []
         match = re.compile(glob_translate(pattern)).match if pattern else None
         return [
-            (p, source_of(p), size)
+            (url_of(p), source_of(p), size)
             for p, size in walk_local(walk_root, skipped)
             if match is None or match(p)
         ]
