@@ -118,7 +118,7 @@ class PipelineConfig(BaseModel):
             if run is not None and root is not None and (run + os.sep).startswith(root + os.sep):
                 raise ValueError(
                     f"run_dir: the run directory {self.run_url!r} is inside inputs[{i}].path "
-                    f"{spec.path!r}: its outputs would be read as inputs; set run_dir elsewhere"
+                    f"{spec.path!r}: its outputs would be read as inputs (set run_dir elsewhere)"
                 )
         return self
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sentencepiece as spm
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from curate.mix import stable_uniform
 from curate.schema import doc_id
@@ -45,9 +45,9 @@ class TokenizerConfig(BaseModel):
     """SentencePiece settings, checked up front (never after curation ran)."""
 
     model_config = ConfigDict(extra="forbid")
+    byte_fallback: bool = True  # before vocab_size: its check reads it
     vocab_size: int = Field(32000, le=MAX_VOCAB_SIZE)
     model_type: Literal["bpe", "unigram"] = "bpe"
-    byte_fallback: bool = True
     split_digits: bool = True
     character_coverage: float = Field(0.9995, gt=0, le=1)
     sample_bytes: int = Field(64_000_000, ge=1)  # expected size of the training sample
@@ -55,16 +55,15 @@ class TokenizerConfig(BaseModel):
     seed: int = 0
     num_threads: int = Field(2, ge=1)
 
-    @model_validator(mode="after")
-    def _vocab(self) -> TokenizerConfig:
-        least = SPECIAL_PIECES + (BYTE_PIECES if self.byte_fallback else 0) + 1
-        if self.vocab_size < least:
-            raise ValueError(
-                f"vocab_size: {self.vocab_size} is too small: at least {least} "
-                f"({SPECIAL_PIECES} special{' + 256 byte' if self.byte_fallback else ''} pieces "
-                "+ 1)"
-            )
-        return self
+    @field_validator("vocab_size")
+    @classmethod
+    def _vocab(cls, v: int, info: ValidationInfo) -> int:
+        fallback = info.data.get("byte_fallback", True)
+        least = SPECIAL_PIECES + (BYTE_PIECES if fallback else 0) + 1
+        if v < least:
+            pieces = f"{SPECIAL_PIECES} special{' + 256 byte' if fallback else ''} pieces + 1"
+            raise ValueError(f"{v} is too small: at least {least} ({pieces})")
+        return v
 
 
 DocsInput = Iterable[pa.Table | str | Path] | pa.Table
