@@ -53,7 +53,7 @@ def test_local_run_listens_on_loopback_only_and_leaves_no_process(tmp_path):
     from tests.prefect_server import local_prefect_server
     from tests.run_sample import small_flow_config
 
-    small_flow_config(tmp_path, "loopback", [])
+    small_flow_config(tmp_path, "loopback", ["toxicity"])
     config = tmp_path / "loopback.yaml"
     with local_prefect_server(tmp_path) as server:
 
