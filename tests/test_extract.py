@@ -426,3 +426,24 @@ def test_records_held_are_capped_per_part(tmp_path: Path) -> None:
     assert reasons == {"a.jsonl.gz": "too_large", "b.jsonl.gz": "too_large", "c.html": "too_large"}
     assert r.counters.get("html_docs", 0) == 0  # the full part did not read the page
     assert r.stats.kept > 0 and r.stats.bytes_kept < 50_000
+
+
+def test_warc_stops_at_max_file_bytes(tmp_path: Path) -> None:
+    """A WARC whose records together pass max_file_bytes: the records before are kept, then one
+    too_large record for the rest of the file (not one per remaining record)."""
+    from warcio.warcwriter import WARCWriter
+
+    from tests.bad_inputs import _warc_response
+
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    page = LANG_PAGES["en"].read_bytes()
+    html_type = [("Content-Type", "text/html; charset=utf-8")]
+    for i in range(6):
+        writer.write_record(_warc_response(writer, f"http://example.org/{i}", page, html_type))
+    (tmp_path / "pages.warc.gz").write_bytes(buf.getvalue())
+    cfg = ExtractConfig(max_file_bytes=len(page) * 3 + 1)
+    r = extract_part(list_inputs([InputSpec(path=str(tmp_path))]), cfg)
+    _balanced(r)
+    assert r.stats.kept == 3 and r.stats.quarantined == {"too_large": 1}
+    assert r.quarantine.column("offset").to_pylist() == [3]

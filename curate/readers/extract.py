@@ -123,6 +123,10 @@ class ExtractConfig(BaseModel):
     )
 
 
+class FileOverCap(ReadError):
+    """A file read past ``max_file_bytes``: stops the whole file, not one record."""
+
+
 @dataclass
 class ExtractResult(StageResult):
     """A :class:`StageResult` plus extra per-part counters (ints; add them across parts)."""
@@ -159,7 +163,7 @@ class _Part:
         once the file passes ``max_file_bytes`` (the rest of it is not read)."""
         self.file_bytes += n
         if self.file_bytes > self.cfg.max_file_bytes:
-            raise ReadError(
+            raise FileOverCap(
                 "too_large",
                 f"file decompresses to more than max_file_bytes {self.cfg.max_file_bytes}",
             )
@@ -308,6 +312,8 @@ def _warc_record(part: _Part, index: int, record: object, cfg: ExtractConfig) ->
             text = part.plain(payload)
         else:
             return _Record(index, removed="unsupported_type")
+    except FileOverCap:
+        raise
     except ReadError as e:
         return _Record(index, reason=e.reason, detail=e.detail)
     except Exception as e:  # noqa: BLE001 - a broken record (bad gzip body, ...)

@@ -99,7 +99,7 @@ def gzip_declared_size(url: str) -> int | None:
                 return None
             fh.seek(-4, 2)
             return int.from_bytes(fh.read(4), "little")
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - a hint: any backend error means "unknown"
         return None
 
 
