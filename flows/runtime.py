@@ -175,21 +175,31 @@ def _uses(pid: int, marker: str) -> bool:
     return False
 
 
-def _session_pids(temp_dir: str, known: dict[int, str] | None = None) -> dict[int, str]:
+def _session_pids(
+    temp_dir: str, known: dict[int, str] | None = None, spare: int | None = None
+) -> dict[int, str]:
     """pid -> start time of the processes of the Ray session under ``temp_dir``: those using it
-    (:func:`_uses`), the ``known`` ones still alive (same start time), and all below them."""
+    (:func:`_uses`), the ``known`` ones still alive (same start time), and all below them;
+    never this process, nor ``spare`` (the driver: it holds the session's logs open too) and
+    what only it started."""
     procs = _processes()
     marker = temp_dir.rstrip("/") + "/"
-    roots = {pid for pid in procs if pid != os.getpid() and _uses(pid, marker)}
-    roots |= {pid for pid, start in (known or {}).items() if procs.get(pid, (0, ""))[1] == start}
-    return {pid: procs[pid][1] for pid in _descendants(roots, procs) if pid in procs}
+    roots = {p for p in procs if p not in (os.getpid(), spare) and _uses(p, marker)}
+    roots |= {p for p, start in (known or {}).items() if procs.get(p, (0, ""))[1] == start}
+    roots -= {os.getpid(), spare}
+    return {p: procs[p][1] for p in _descendants(roots, procs) if p in procs}
 
 
-def stop_session(temp_dir: str, known: dict[int, str] | None = None, grace_s: float = 2.0) -> int:
-    """SIGTERM every process of the Ray session under ``temp_dir`` (and the ``known`` ones),
+def stop_session(
+    temp_dir: str,
+    known: dict[int, str] | None = None,
+    spare: int | None = None,
+    grace_s: float = 2.0,
+) -> int:
+    """SIGTERM every process of the Ray session under ``temp_dir`` (:func:`_session_pids`),
     SIGKILL what is left after ``grace_s``; removes ``temp_dir`` when it is one of ours.
     Returns the count."""
-    pids = set(_session_pids(temp_dir, known)) - {os.getpid()}
+    pids = set(_session_pids(temp_dir, known, spare)) - {os.getpid(), spare}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             with contextlib.suppress(OSError):
@@ -219,7 +229,7 @@ def _reap(driver: int, read_end: int, temp_dir: str) -> None:
         roots = {p for p in _descendants({driver}, procs) - {driver} if _uses(p, marker)}
         known.update({p: procs[p][1] for p in _descendants(roots, procs) if p in procs})
     known.pop(os.getpid(), None)
-    stop_session(temp_dir, known)
+    stop_session(temp_dir, known, spare=driver)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["reap"]:
