@@ -39,6 +39,7 @@ from fsspec.utils import glob_translate
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.readers.text import gzip_declared_size
+from curate.storage import is_local_fs
 
 Format = Literal[
     "auto", "html", "pdf", "code", "text", "fortune", "dictd", "warc", "jsonl", "parquet"
@@ -199,17 +200,20 @@ def readable_name(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def walk_local(root: str, skipped: list[SkippedEntry]) -> Iterator[tuple[str, int]]:
-    """(path, size) of every regular file below the local folder ``root``, following links
-    (module doc); appends every entry it does not yield to ``skipped``. Deterministic order."""
-    # (path, folder ids above it, reached through a link); a stack, so depth is unbounded
-    stack: list[tuple[str, frozenset[tuple[int, int]], bool]] = []
+def walk_local(
+    root: str, skipped: list[SkippedEntry], max_depth: int | None = None
+) -> Iterator[tuple[str, int]]:
+    """(path, size) of every regular file below the local folder ``root`` (at most
+    ``max_depth`` folders down; None: all), following links (module doc); appends every entry
+    it does not yield to ``skipped``. Deterministic order."""
+    # (path, folder ids above it, reached through a link, depth); a stack: no recursion limit
+    stack: list[tuple[str, frozenset[tuple[int, int]], bool, int]] = []
     st = os.stat(root)
-    stack.append((root, frozenset({(st.st_dev, st.st_ino)}), False))
+    stack.append((root, frozenset({(st.st_dev, st.st_ino)}), False, 0))
     linked_dirs: set[tuple[int, int]] = set()
     found: dict[tuple[int, int], list[tuple[bool, str, int]]] = {}
     while stack:
-        folder, above, via_link = stack.pop()
+        folder, above, via_link, depth = stack.pop()
         if is_run_dir(folder):
             skipped.append(SkippedEntry(folder, "sluice_run_dir"))
             continue
@@ -230,6 +234,8 @@ def walk_local(root: str, skipped: list[SkippedEntry]) -> Iterator[tuple[str, in
                 continue
             key = (est.st_dev, est.st_ino)
             if stat.S_ISDIR(est.st_mode):
+                if max_depth is not None and depth >= max_depth:
+                    continue  # below what the pattern can match: not an input
                 if key in above:
                     skipped.append(SkippedEntry(entry.path, "symlink_loop"))
                 elif link and key in linked_dirs:
@@ -237,7 +243,7 @@ def walk_local(root: str, skipped: list[SkippedEntry]) -> Iterator[tuple[str, in
                 else:
                     if link:
                         linked_dirs.add(key)
-                    subdirs.append((entry.path, above | {key}, via_link or link))
+                    subdirs.append((entry.path, above | {key}, via_link or link, depth + 1))
             elif stat.S_ISREG(est.st_mode):
                 found.setdefault(key, []).append((via_link or link, entry.path, est.st_size))
             else:
@@ -290,15 +296,17 @@ def _expand(spec: InputSpec, skipped: list[SkippedEntry]) -> list[tuple[str, str
             posixpath.join(written_root, rel) if written_root not in ("", ".") else rel
         )
 
-    if is_local_path(fs) and (is_glob or fs.isdir(path)):
+    if is_local_fs(fs) and (is_glob or fs.isdir(path)):
         pattern = path if is_glob else f"{root}/{spec.glob}" if spec.glob else None
         walk_root = root if is_glob else path.rstrip("/")
         if is_glob and not os.path.isdir(walk_root):
             return []
         match = re.compile(glob_translate(pattern)).match if pattern else None
+        below = pattern[len(walk_root) :].strip("/") if pattern else "**"
+        depth = None if "**" in below else below.count("/")  # folders the pattern spans
         return [
             (url_of(p), source_of(p), size)
-            for p, size in walk_local(walk_root, skipped)
+            for p, size in walk_local(walk_root, skipped, depth)
             if match is None or match(p)
         ]
     if is_glob:
@@ -324,11 +332,6 @@ def _expand(spec: InputSpec, skipped: list[SkippedEntry]) -> list[tuple[str, str
             continue
         out.append((url_of(p), source_of(p), int(info.get("size") or 0)))
     return out
-
-
-def is_local_path(fs: fsspec.AbstractFileSystem) -> bool:
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-    return "file" in protocols or "local" in protocols
 
 
 def list_inputs(
