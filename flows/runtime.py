@@ -115,7 +115,7 @@ def loopback_only(local: bool) -> None:
             os.environ.pop(key, None)
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # read once at import: set the imported value too
-        constants.ENABLE_RAY_CLUSTER = not local
+        constants.ENABLE_RAY_CLUSTER = not local and not constants.IS_WINDOWS_OR_OSX
 
 
 def reap_on_exit(temp_dir: str) -> subprocess.Popen:
