@@ -331,7 +331,7 @@ def _fit_once(log_n, log_d, log_l, starts: np.ndarray, delta: float) -> tuple[np
             bounds=bounds,
             options={"maxiter": 1000, "ftol": 1e-10, "gtol": 1e-6},
         )
-        if np.all(np.isfinite(res.x)) and res.fun < best_value:
+        if np.all(np.isfinite(res.x)) and res.fun / scale < best_value:  # both unscaled
             best_theta, best_value = res.x, float(res.fun) / scale
     return best_theta, best_value
 
@@ -389,11 +389,19 @@ def fit_scaling_law(
     full_grid[:, 2] = np.clip(full_grid[:, 2], LOG_E_MIN, float(np.min(log_l)) - 0.3)
     full_grid = np.unique(full_grid, axis=0)
 
-    def best_starts(ln, ld, ll, k: int) -> np.ndarray:
+    def best_starts(ln, ld, ll, k: int, per_e: bool = False) -> np.ndarray:
+        """The k best grid points; with ``per_e`` also the best one at every E of the grid:
+        the best-scoring starts often share one E, and from a high E L-BFGS-B can slide into
+        the E → 0 basin (a worse optimum) that a start at a lower E avoids."""
         scores = _grid_objective(full_grid, ln, ld, ll, delta)
-        return full_grid[np.argsort(scores, kind="stable")[:k]]
+        order = np.argsort(scores, kind="stable")
+        if not per_e:
+            return full_grid[order[:k]]
+        levels = [order[full_grid[order, 2] == e][0] for e in np.unique(full_grid[:, 2])]
+        return full_grid[np.concatenate([order[:k], levels])]
 
-    theta, value = _fit_once(log_n, log_d, log_l, best_starts(log_n, log_d, log_l, n_starts), delta)
+    starts = best_starts(log_n, log_d, log_l, n_starts, per_e=True)
+    theta, value = _fit_once(log_n, log_d, log_l, starts, delta)
     law = _theta_to_law(theta, note=f"fitted on {log_n.size} points")
     rows = []
     rng = np.random.default_rng(seed)
