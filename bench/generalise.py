@@ -120,7 +120,9 @@ def report(run: Path, stages: list[str]) -> str:
         rm = removed[lang]
         total = sum(rm[s] for s in FILTER_STAGES)
         rules = ", ".join(
-            f"{k.split(':', 1)[1]} {v}" for k, v in sorted(rm.items()) if k.startswith("heuristics:")
+            f"{k.split(':', 1)[1]} {v}"
+            for k, v in sorted(rm.items())
+            if k.startswith("heuristics:")
         )
         lines.append(
             f"| {lang} | {docs[lang]} | {rm['langid']} | {rm['heuristics']} | {rm['quality']} | "

@@ -20,7 +20,7 @@ import trafilatura
 
 from curate.filters.langid import LANGID, LangIdConfig, chunks, default_model_path, identify
 from curate.schema import doc_id, docs_table
-from curate.text import words
+from curate.text import rule_tokens
 from tests.shards_sample import sample_docs
 
 HANDBOOK = (
@@ -41,8 +41,8 @@ def handbook() -> dict[tuple[str, str], str]:
 
 
 def english_share(text: str, english: str) -> float:
-    vocab = set(words(english))
-    ws = words(text)
+    vocab = set(rule_tokens(english).words)
+    ws = rule_tokens(text).words
     return sum(len(w) for w in ws if w in vocab) / max(sum(map(len, ws)), 1)
 
 
