@@ -37,7 +37,7 @@ UNSPACED_CHAR = re.compile(
     "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
     "\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f\u0f00-\u0fff]"
 )
-DOT_LEADER = re.compile(r"(?:\.[ \t\u00a0]*){4,}")
+DOT_LEADER = re.compile(r"[ \t\u00a0]*(?:\.[ \t\u00a0]*){4,}")
 SENTENCE_END = re.compile(r"[.!?؟।॥]+[\"')\]]*(?=\s|$)|[。！？]+[」』”’）)]*")
 # Line ends that close a sentence in scripts other than Latin (C4's rule knows only . ? ! " ').
 NON_LATIN_TERMINAL = ("。", "！", "？", "؟", "।", "॥", "」", "』")

@@ -145,9 +145,10 @@ class RuleFamilyConfig(BaseModel):
         description="thresholds of this family per language (lang -> field -> value)",
     )
 
-    def limits(self, field: str, langs: list[str | None]) -> np.ndarray:
-        """``field``'s threshold for each document's language (NaN: rule off)."""
-        base = getattr(self, field)
+    def limits(self, field: str, langs: list[str | None], base: Any = ...) -> np.ndarray:
+        """``field``'s threshold for each document's language (NaN: rule off); ``base``: the
+        value where ``by_lang`` has none (default: the field's)."""
+        base = getattr(self, field) if base is ... else base
         default = np.nan if base is None else float(base)
         if not self.by_lang:
             return np.full(len(langs), default)
@@ -180,7 +181,8 @@ class GopherQualityConfig(RuleFamilyConfig):
 
 
 class GopherRepetitionConfig(RuleFamilyConfig):
-    """Gopher repetition rules (Rae et al. 2021, table A1): maxima of duplicate fractions."""
+    """Gopher repetition rules (Rae et al. 2021, table A1): maxima of duplicate fractions
+    (``by_lang`` keys of the n-gram rules: ``top_ngrams.2``, ``dup_ngrams.5``, ...)."""
 
     max_dup_line_frac: float | None = 0.3
     max_dup_para_frac: float | None = 0.3
@@ -189,6 +191,10 @@ class GopherRepetitionConfig(RuleFamilyConfig):
     top_ngrams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
     dup_ngrams: dict[int, float] = Field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+    by_lang: dict[str, dict[str, float | None]] = Field(
+        default_factory=lambda: lang_thresholds("gopher_repetition"),
+        description="per language: from corpus statistics (bench/lang_thresholds.py)",
     )
 
 
@@ -543,10 +549,10 @@ def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
             ("gopher_dup_line_char_frac", "max_dup_line_char_frac"),
         ]:
             out[name] = _above(table, name, r.limits(field, langs))
-        for k, limit in sorted(r.top_ngrams.items()):
-            out[f"gopher_top_{k}gram"] = _above(table, f"gopher_top_{k}gram", limit)
-        for k, limit in sorted(r.dup_ngrams.items()):
-            out[f"gopher_dup_{k}gram"] = _above(table, f"gopher_dup_{k}gram", limit)
+        for kind, grams in (("top", r.top_ngrams), ("dup", r.dup_ngrams)):
+            for k, limit in sorted(grams.items()):
+                per_lang = r.limits(f"{kind}_ngrams.{k}", langs, limit)
+                out[f"gopher_{kind}_{k}gram"] = _above(table, f"gopher_{kind}_{k}gram", per_lang)
     c4 = cfg.c4
     if c4.enabled:
         out["c4_lorem_ipsum"] = _above(table, "c4_lorem_ipsum", 0.5 if c4.lorem_ipsum else None)
