@@ -72,7 +72,8 @@ def running_lines(pages: list[list[str]], min_share: float = 0.5) -> set[str]:
 
 
 def _joins(prev: str, nxt: str, width: int) -> str | None:
-    """How ``prev`` and ``nxt`` join inside a paragraph ('', ' ') or None (a line break)."""
+    """How the physical line ``prev`` and the next line ``nxt`` join inside a paragraph
+    ('', ' ', '-' for "drop the hyphen") or None (a line break)."""
     if not prev or not nxt:
         return None
     if prev.endswith("-") and len(prev) > 1 and prev[-2] in "/" and not nxt[0].isspace():
@@ -97,16 +98,16 @@ def clean_page(lines: list[str], running: set[str]) -> str:
     lengths = sorted(len(x) for x in kept if x.strip())
     width = lengths[int(0.9 * (len(lengths) - 1))] if lengths else 0
     out: list[str] = []
+    last = ""  # the previous physical line
     for line in kept:
         if out and line.strip():
-            glue = _joins(out[-1], line.lstrip(), width)
-            if glue == "-":
-                out[-1] = out[-1][:-1] + line.lstrip()
-                continue
+            glue = _joins(last, line.lstrip(), width)
             if glue is not None:
-                out[-1] = out[-1] + glue + line.lstrip()
+                head = out[-1][:-1] if glue == "-" else out[-1] + glue
+                out[-1], last = head + line.lstrip(), line
                 continue
         out.append(line)
+        last = line
     return "\n".join(out).strip("\n")
 
 
