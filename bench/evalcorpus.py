@@ -9,7 +9,9 @@ none used by the tests or by the shipped quality model's training (``debian-refe
 - ``developers-reference-{ja,ru}``: HTML chapters, PDF, txt;
 - ``debian-handbook`` in ``ar-MA``, ``fa-IR`` (right-to-left scripts) and ``ca-ES``: every chapter
   and section page except the two per locale that ``data/sample`` holds and the alphabetical
-  index (``ix01.html``: a list of links, not prose).
+  index (``ix01.html``: a list of links, not prose);
+- PDFs under 50 kB are left out: the packages ship one-page placeholders ("The PDF version ...
+  is currently not available for the language you've selected").
 
 Layout: ``<out>/<kind>/<lang>/<package>/<file>`` with ``kind`` one of ``html, pdf, txt``
 (``.gz`` files are decompressed). **Label rule:** a document's language is the path component
@@ -34,6 +36,7 @@ MAINT_GUIDE_LANGS = ("en", "ca", "es", "ja", "ru", "vi", "zh-cn")
 DEVREF_LANGS = ("ja", "ru")
 HANDBOOK_LOCALES = ("ar-MA", "fa-IR", "ca-ES")
 NOT_PROSE = {"ix01.html", "search.html", "genindex.html", "developers-reference.html"}
+MIN_PDF_BYTES = 50_000  # smaller ones are placeholders
 
 
 def _package(base: str, lang: str) -> str:
@@ -93,8 +96,10 @@ def build(out: Path, cache: Path) -> dict[str, dict[str, int]]:
     for package, lang, kind, pattern in picks():
         root = fetch_package(package, cache)
         for src in sorted(p for p in root.glob(pattern) if p.is_file()):
-            if src.name in NOT_PROSE or (
-                package == "debian-handbook" and src.name in HANDBOOK_SAMPLE_PAGES
+            if (
+                src.name in NOT_PROSE
+                or (package == "debian-handbook" and src.name in HANDBOOK_SAMPLE_PAGES)
+                or (kind == "pdf" and src.stat().st_size < MIN_PDF_BYTES)
             ):
                 continue
             name = src.name.removesuffix(".gz")

@@ -60,8 +60,8 @@ class LangIdConfig(BaseModel):
     )
     skip_domains: list[str] = Field(default_factory=lambda: ["code"])
     skip_label: str | None = Field("code", description="lang of skipped domains (None = null)")
-    chunk_chars: int = Field(2000, ge=100, description="texts longer than this are chunked")
-    max_chunks: int = Field(16, ge=1, description="chunks classified per document at most")
+    chunk_chars: int = Field(500, ge=100, description="texts longer than this are chunked")
+    max_chunks: int = Field(64, ge=1, description="chunks classified per document at most")
     top_k: int = Field(3, ge=1, description="labels per chunk that enter the weighted vote")
     model_path: str | None = Field(
         None,

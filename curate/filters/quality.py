@@ -17,6 +17,12 @@ run trains its own model after ``extract``, from its extracted documents (``trai
 :class:`RunTrainingConfig`: positives by source pattern, negatives by domain) into
 ``<run>/quality/model.bin`` + ``quality_stats.json``, and the stage uses it.
 
+Shipped model (``SHIPPED_MODEL``, ``curate/filters/models/quality-en.ftz``, what
+configs/default.yaml uses): trained by ``bench/quality_model.py`` on Debian reference text vs
+fortunes, changelogs and word salad, nothing from the user's corpus; data card and held-out
+scores in ``curate/filters/models/README.md``. A model with a card next to it (``<model>.json``
+with ``languages``) scores only those languages when ``langs`` is empty.
+
 Stage ``quality``: ``quality_score`` = the model's probability of the positive label for the
 whole text (lower-cased, punctuation split off, newlines → spaces); documents of
 ``skip_domains`` (code) and, when ``langs`` is set, of other languages are not scored (null)
@@ -47,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.stage import FILE_OPTION, Rules, Stage
 from curate.storage import exists, local_copy
 
+SHIPPED_MODEL = str(Path(__file__).with_name("models") / "quality-en.ftz")
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
 MODEL_FILE = "quality.bin"
@@ -375,16 +382,24 @@ def _load(path: str, mtime_ns: int) -> Any:
     return fasttext.load_model(path)
 
 
+def model_languages(path: str) -> list[str]:
+    """The languages a model was trained on, from its card ``<model>.json`` (empty: unknown)."""
+    card = Path(path).with_suffix(".json")
+    if "://" in path or not card.exists():
+        return []
+    return list(json.loads(card.read_text(encoding="utf-8")).get("languages") or [])
+
+
 def score(table: pa.Table, cfg: QualityConfig) -> pa.Table:
-    """Add ``quality_score`` (P(reference-like)), null for skipped domains and, when ``langs``
-    is set, for other languages."""
+    """Add ``quality_score`` (P(reference-like)), null for skipped domains and for languages
+    other than ``langs`` (empty: the model card's languages, else all)."""
     if cfg.model_path is None:
         raise ValueError("quality: no model_path (the runner sets the run's trained model)")
     n = table.num_rows
     domains = table["domain"].to_pylist() if "domain" in table.column_names else [None] * n
     langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
     skip = set(cfg.skip_domains)
-    wanted = set(cfg.langs)
+    wanted = set(cfg.langs or model_languages(cfg.model_path))
     todo = [
         i for i, (d, lang) in enumerate(zip(domains, langs, strict=True))
         if d not in skip and (not wanted or lang in wanted)
