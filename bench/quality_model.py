@@ -8,9 +8,11 @@ are never removed by it). Reproducible: fixed packages (Debian 12), one thread, 
 - positives (curated reference prose): the Debian Reference (``debian-reference-en``), the
   Debian Policy Manual (``debian-policy``), the Python 3.11 tutorial, HOWTOs, FAQ and language
   reference (``python3.11-doc``) — HTML chapters, main text by the project's HTML reader;
-- negatives (text that is not reference prose): fortune cookies (``fortunes``), Debian
-  changelogs (``changelog.Debian.gz`` of ``CHANGELOG_PACKAGES``: terse release notes), and
-  random words of a word list (``wamerican``, 150 per document, seed 0: keyword-stuffed junk).
+  plus the reST sources of other Python chapters and the Jargon File (``dict-jargon``);
+- negatives (incoherent or non-prose text): the positives' own words shuffled in windows of
+  200 (so the model learns order, not topic), random words of a word list (``wamerican``, 150
+  per document, seed 0: keyword-stuffed junk) and Debian changelogs (``changelog.Debian.gz``
+  of ``CHANGELOG_PACKAGES``: terse release logs).
 
 None of the evaluation corpus (``bench/evalcorpus.py``: debian-faq, maint-guide,
 developers-reference translations, debian-handbook) is used. Training: the project's own
@@ -49,9 +51,17 @@ POSITIVE_PAGES = {
         for d in ("tutorial", "howto", "faq", "reference", "using")
     ],
 }
+# reST sources (markup and all: documentation corpora hold them) of other Python chapters
+POSITIVE_SOURCES = {
+    "python3.11-doc": [
+        f"usr/share/doc/python3.11/html/_sources/{d}/*.rst.txt"
+        for d in ("library", "extending", "distributing", "install")
+    ],
+}
+JARGON = "usr/share/dictd/jargon.dict.dz"  # the Jargon File: dictionary prose, 40 entries a doc
 CHANGELOG_PACKAGES = (
-    "fortunes", "wamerican", "python3.11-doc", "llvm-16-doc", "texlive-fonts-recommended-doc",
-    "dict-jargon", "fortunes-it-off",
+    "wamerican", "python3.11-doc", "llvm-16-doc", "texlive-fonts-recommended-doc", "dict-jargon",
+    "fortunes", "fortunes-it-off",
 )  # fmt: skip
 PARAMS = {"dim": 16, "bucket": 1 << 16, "epoch": 10, "chunk_words": 50}  # short pages too
 
@@ -70,23 +80,39 @@ def positives(cache: Path) -> tuple[list[str], dict[str, int]]:
         root = fetch_package(package, cache)
         pages = sorted(p for pattern in patterns for p in root.glob(pattern))
         got = [t for p in pages if (t := extract_html(p.read_text("utf-8", "replace"))).strip()]
-        counts[package] = len(got)
+        counts[f"{package} (HTML)"] = len(got)
         texts += got
+    for package, patterns in POSITIVE_SOURCES.items():
+        root = fetch_package(package, cache)
+        pages = sorted(p for pattern in patterns for p in root.glob(pattern))
+        got = [t for p in pages if (t := p.read_text("utf-8", "replace")).strip()]
+        counts[f"{package} (reST sources)"] = len(got)
+        texts += got
+    jargon = gzip.decompress((fetch_package("dict-jargon", cache) / JARGON).read_bytes())
+    entries = [e for e in jargon.decode("utf-8", "replace").split("\n\n") if e.strip()]
+    docs = ["\n\n".join(entries[i : i + 40]) for i in range(0, len(entries), 40)]
+    counts["dict-jargon (40 entries per document)"] = len(docs)
+    texts += docs
     return texts, counts
 
 
-def negatives(cache: Path) -> tuple[list[str], dict[str, int]]:
+def shuffled(texts: list[str], seed: int = 0, window: int = 200) -> list[str]:
+    """The same words in random order within windows of ``window`` words: incoherent text
+    with the vocabulary of the positives, so the model learns order, not topic."""
+    rng = random.Random(seed)
+    out = []
+    for text in texts:
+        words = text.split()
+        for i in range(0, len(words), window):
+            chunk = words[i : i + window]
+            rng.shuffle(chunk)
+            out.append(" ".join(chunk))
+    return out
+
+
+def negatives(cache: Path, positive_texts: list[str]) -> tuple[list[str], dict[str, int]]:
     texts: list[str] = []
     counts: dict[str, int] = {}
-    root = fetch_package("fortunes", cache)
-    fortunes = []
-    for path in sorted(root.glob("usr/share/games/fortunes/*")):
-        if path.is_file() and not path.name.endswith((".dat", ".u8")) and not path.is_symlink():
-            text = path.read_text("utf-8", "replace")
-            fortunes += [e.strip() for e in text.split("\n%\n") if e.strip()]
-    # fortunes are short: a document is 10 consecutive entries
-    texts += ["\n\n".join(fortunes[i : i + 10]) for i in range(0, len(fortunes), 10)]
-    counts["fortunes (10 entries per document)"] = len(texts)
     changelogs = []
     for package in CHANGELOG_PACKAGES:
         root = fetch_package(package, cache)
@@ -102,6 +128,9 @@ def negatives(cache: Path) -> tuple[list[str], dict[str, int]]:
     junk = [" ".join(rng.choice(vocab) for _ in range(150)) for _ in range(500)]
     texts += junk
     counts["wamerican (150 random words per document)"] = len(junk)
+    salad = shuffled(positive_texts)
+    texts += salad
+    counts["positives' words shuffled (200-word windows)"] = len(salad)
     return texts, counts
 
 
@@ -124,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=MODELS)
     args = parser.parse_args(argv)
     pos, pos_counts = positives(args.cache)
-    neg, neg_counts = negatives(args.cache)
+    neg, neg_counts = negatives(args.cache, pos)
     cfg = quality.QualityTrainConfig(**PARAMS)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
