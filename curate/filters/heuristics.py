@@ -72,7 +72,14 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.stage import ERROR_COLUMN, Rules, Stage
-from curate.text import NON_LATIN_TERMINAL, Tokens, count_sentences, line_words, rule_tokens
+from curate.text import (
+    NON_LATIN_TERMINAL,
+    UNSPACED_CHAR,
+    Tokens,
+    count_sentences,
+    line_words,
+    rule_tokens,
+)
 
 # Gopher (Rae et al. 2021, A.1.1): "the, be, to, of, and, that, have, with" — at least two present.
 # The other lists hold the same kind of words (article/copula/common prepositions, conjunctions,
@@ -257,13 +264,22 @@ def gopher_quality(text: str, lines: list[str], tok: Tokens, lang: str | None,
     else:
         present = set(tok.words)
         stop_count = sum(1 for s in stop if s in present)
-    unspaced = lang in cfg.unspaced_langs  # words are characters: their length says nothing
+    # words of unspaced scripts are characters: their length says nothing; a mixed document's
+    # mean length is that of its other words (none: cannot judge)
+    spaced_words = (
+        [w for w in tok.words if not UNSPACED_CHAR.match(w)] if tok.unspaced else tok.words
+    )
+    unspaced = lang in cfg.unspaced_langs or not spaced_words
     hashes = text.count("#")
     ellipses = text.count("...") + text.count("…")
     return {
         "gopher_words": n_words,
         "gopher_mean_word_length": (
-            None if unspaced else sum(map(len, tok.words)) / n_words if n_words else 0.0
+            None
+            if unspaced and n_words
+            else sum(map(len, spaced_words)) / len(spaced_words)
+            if spaced_words
+            else 0.0
         ),
         "gopher_symbol_ratio": max(hashes, ellipses) / max(n_words, 1),
         "gopher_bullet_lines": _fraction(
