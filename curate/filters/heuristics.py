@@ -385,8 +385,9 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
             not line.endswith(C4_END_PUNCTUATION + NON_LATIN_TERMINAL) or line.endswith("...")
         ):
             continue
-        if cfg.min_words_per_line is not None and line_words(line) < cfg.min_words_per_line:
-            continue
+        if cfg.min_words_per_line is not None and len(words) < cfg.min_words_per_line:
+            if UNSPACED_CHAR.search(line) is None or line_words(line) < cfg.min_words_per_line:
+                continue  # (an unspaced-script character counts as a word)
         low = line.lower()
         if cfg.lorem_ipsum and "lorem ipsum" in low:
             lorem = True
