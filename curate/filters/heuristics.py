@@ -140,6 +140,21 @@ def lang_thresholds(family: str) -> dict[str, dict[str, float | None]]:
     return {lang: dict(v) for lang, v in _lang_thresholds().get(family, {}).items()}
 
 
+# the distinct languages of a batch and, for each row, the index of its language among them
+Langs = tuple[list[str | None], np.ndarray]
+
+
+def batch_langs(table: pa.Table) -> Langs:
+    """The distinct values of ``lang`` and each row's index into them (one pass over the
+    column, so a per-language threshold costs one lookup per language, not per row)."""
+    if "lang" not in table.column_names or table.num_rows == 0:
+        return [None], np.zeros(table.num_rows, dtype=np.intp)
+    encoded = pc.dictionary_encode(table["lang"]).combine_chunks()
+    names = encoded.dictionary.to_pylist() + [None]
+    index = pc.fill_null(encoded.indices, len(names) - 1).to_numpy(zero_copy_only=False)
+    return names, index.astype(np.intp)
+
+
 class RuleFamilyConfig(BaseModel):
     """What every rule family has: a switch and the domains it applies to."""
 
@@ -152,18 +167,17 @@ class RuleFamilyConfig(BaseModel):
         description="thresholds of this family per language (lang -> field -> value)",
     )
 
-    def limits(self, field: str, langs: list[str | None], base: Any = ...) -> np.ndarray:
+    def limits(self, field: str, langs: Langs, base: Any = ...) -> np.ndarray:
         """``field``'s threshold for each document's language (NaN: rule off); ``base``: the
         value where ``by_lang`` has none (default: the field's)."""
         base = getattr(self, field) if base is ... else base
-        default = np.nan if base is None else float(base)
-        if not self.by_lang:
-            return np.full(len(langs), default)
-        out = np.empty(len(langs))
-        for i, lang in enumerate(langs):
-            value = self.by_lang.get(lang or "", {}).get(field, base)
-            out[i] = np.nan if value is None else float(value)
-        return out
+        names, index = langs
+
+        def value(lang: str | None) -> float:
+            v = self.by_lang.get(lang or "", {}).get(field, base) if self.by_lang else base
+            return np.nan if v is None else float(v)
+
+        return np.asarray([value(lang) for lang in names], dtype=float)[index]
 
 
 class GopherQualityConfig(RuleFamilyConfig):
@@ -385,9 +399,12 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
             not line.endswith(C4_END_PUNCTUATION + NON_LATIN_TERMINAL) or line.endswith("...")
         ):
             continue
-        if cfg.min_words_per_line is not None and len(words) < cfg.min_words_per_line:
-            if UNSPACED_CHAR.search(line) is None or line_words(line) < cfg.min_words_per_line:
-                continue  # (an unspaced-script character counts as a word)
+        if (  # an unspaced-script character counts as a word
+            cfg.min_words_per_line is not None
+            and len(words) < cfg.min_words_per_line
+            and (UNSPACED_CHAR.search(line) is None or line_words(line) < cfg.min_words_per_line)
+        ):
+            continue
         low = line.lower()
         if cfg.lorem_ipsum and "lorem ipsum" in low:
             lorem = True
@@ -536,8 +553,7 @@ def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
     """One reason per rule, Gopher quality → Gopher repetition → C4 → FineWeb; a family's
     thresholds follow the document's language where its ``by_lang`` sets one."""
     out: dict[str, np.ndarray] = {}
-    n = table.num_rows
-    langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
+    langs = batch_langs(table)
     q = cfg.gopher_quality
     if q.enabled:
 
