@@ -134,3 +134,59 @@ def _bounded_read(reader: object, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ReadError("too_large", f"payload decodes to more than {max_bytes} bytes")
     return data
+
+
+# --- writing: WARC files of real pages, for tests and benchmarks ---------------------------------
+
+_HTTP_DATE = "Tue, 01 Dec 2026 12:00:00 GMT"
+_WARC_DATE = "2026-12-01T12:00:00Z"
+
+
+def http_response(
+    body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
+) -> bytes:
+    """An HTTP/1.1 200 response with the headers a Debian Apache web server sends."""
+    headers = [
+        ("Date", _HTTP_DATE),
+        ("Server", "Apache"),
+        ("Last-Modified", "Sat, 14 Nov 2026 09:30:00 GMT"),
+        ("ETag", f'"{len(body):x}-5f0c2a1e"'),
+        ("Accept-Ranges", "bytes"),
+        ("Vary", "Accept-Encoding"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Content-Type", content_type),
+        *(extra or []),
+    ]
+    if not any(k.lower() == "transfer-encoding" for k, _ in headers):
+        headers.append(("Content-Length", str(len(body))))
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return f"HTTP/1.1 200 OK\r\n{head}\r\n".encode("latin-1") + body
+
+
+def warc_record(record_type: str, uri: str, block: bytes, content_type: str) -> bytes:
+    """One serialised WARC/1.1 record (FastWARC's writer; id and date derived from the URI)."""
+    import uuid
+
+    from fastwarc.warc import WarcRecord, WarcRecordType
+
+    rec = WarcRecord()
+    urn = f"uuid:{uuid.uuid5(uuid.NAMESPACE_URL, record_type + ':' + uri)}"
+    rec.init_headers(record_type=getattr(WarcRecordType, record_type), record_urn=urn.encode())
+    rec.headers.set("WARC-Date", _WARC_DATE)
+    if uri:
+        rec.headers.append("WARC-Target-URI", uri)
+    rec.headers.append("Content-Type", content_type)
+    rec.set_bytes_content(block)
+    out = io.BytesIO()
+    rec.write(out)
+    return out.getvalue()
+
+
+def write_warc(records: list[bytes], gzip: bool) -> bytes:
+    """A WARC file of serialised records; ``gzip``: one gzip member per record (as crawlers
+    write them, so a reader can seek to any record)."""
+    import gzip as gz
+
+    if not gzip:
+        return b"".join(records)
+    return b"".join(gz.compress(r, compresslevel=6, mtime=0) for r in records)
