@@ -116,6 +116,28 @@ def fasttext_line(text: str) -> str:
     return " ".join(_PUNCT.sub(r" \1 ", text.lower()).split())
 
 
+# fasttext_line's punctuation class in RE2 (Arrow): Python's Unicode ``\w`` is letters, numbers
+# and "_"; its ``\s`` (str.isspace) is RE2's \s plus \v, \x1c-\x1f, \x85 and the Z categories
+_PUNCT_RE2 = r"[^\p{L}\p{N}_\s\x0b\x1c-\x1f\x85\p{Z}]"
+# the two letters whose str.lower() depends on context or grows (final sigma; İ → i + dot)
+_PYTHON_LOWER = "[Σİ]"
+
+
+def fasttext_lines(texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> list[str]:
+    """:func:`fasttext_line` of every text, vectorised: lower-casing and the punctuation split
+    are one Arrow compute pass each over the whole batch, then whitespace is collapsed. Same
+    output for every character of Python's Unicode tables (texts with a letter whose
+    lower-casing Arrow does differently take :func:`fasttext_line`)."""
+    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, pa.string())
+    arr = pc.fill_null(arr, "")
+    spaced = pc.replace_substring_regex(pc.utf8_lower(arr), _PUNCT_RE2, r" \0 ").to_pylist()
+    lines = [" ".join(s.split()) for s in spaced]
+    special = pc.match_substring_regex(arr, _PYTHON_LOWER).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(special):
+        lines[i] = fasttext_line(arr[int(i)].as_py())
+    return lines
+
+
 def examples(text: str, chunk_words: int, min_words: int) -> list[str]:
     """``text`` as fastText lines of at most ``chunk_words`` tokens (≥ ``min_words``)."""
     tokens = fasttext_line(text).split()
@@ -389,10 +411,8 @@ def score(table: pa.Table, cfg: QualityConfig) -> pa.Table:
         i for i, (d, lang) in enumerate(zip(domains, langs, strict=True))
         if d not in skip and (not wanted or lang in wanted)
     ]  # fmt: skip
-    texts = table["text"].to_pylist()
-    probs = positive_probability(
-        load_model(cfg.model_path), [fasttext_line(texts[i]) for i in todo]
-    )
+    lines = fasttext_lines(table["text"].take(pa.array(todo, pa.int64())))
+    probs = positive_probability(load_model(cfg.model_path), lines)
     values: list[float | None] = [None] * n
     for j, i in enumerate(todo):
         values[i] = float(probs[j])
