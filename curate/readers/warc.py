@@ -163,8 +163,15 @@ def http_response(
     return f"HTTP/1.1 200 OK\r\n{head}\r\n".encode("latin-1") + body
 
 
-def warc_record(record_type: str, uri: str, block: bytes, content_type: str) -> bytes:
-    """One serialised WARC/1.1 record (FastWARC's writer; id and date derived from the URI)."""
+def warc_record(
+    record_type: str,
+    uri: str,
+    block: bytes,
+    content_type: str,
+    identified_type: str | None = None,
+) -> bytes:
+    """One serialised WARC/1.1 record (FastWARC's writer; id and date derived from the URI);
+    ``identified_type``: its ``WARC-Identified-Payload-Type`` (as Common Crawl writes it)."""
     import uuid
 
     from fastwarc.warc import WarcRecord, WarcRecordType
@@ -176,6 +183,8 @@ def warc_record(record_type: str, uri: str, block: bytes, content_type: str) -> 
     if uri:
         rec.headers.append("WARC-Target-URI", uri)
     rec.headers.append("Content-Type", content_type)
+    if identified_type:
+        rec.headers.append("WARC-Identified-Payload-Type", identified_type)
     rec.set_bytes_content(block)
     out = io.BytesIO()
     rec.write(out)
