@@ -69,9 +69,14 @@ def extract_html(html: str, options: HtmlOptions | dict | None = None) -> str:
         output_format="txt",
         with_metadata=False,
         deduplicate=False,
-        **opts.model_dump(exclude={"extractor", *_RESILIPARSE_ONLY}),
+        **trafilatura_options(opts),
     )
     return text or ""
+
+
+def trafilatura_options(opts: HtmlOptions) -> dict[str, Any]:
+    """The options of ``opts`` that are ``trafilatura.extract``'s keyword arguments."""
+    return opts.model_dump(exclude={"extractor", *_RESILIPARSE_ONLY})
 
 
 def _resiliparse(html: str, opts: HtmlOptions) -> str:
