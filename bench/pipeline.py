@@ -38,8 +38,6 @@ from curate.filters.langid import default_model_path
 
 def run_datatrove(warc_dir: str, work: str) -> dict:
     """datatrove's pipeline in this process (called in a child); per-step stats."""
-    from collections import deque
-
     from datatrove.pipeline.dedup import MinhashDedupSignature
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import (
@@ -75,15 +73,62 @@ def run_datatrove(warc_dir: str, work: str) -> dict:
     import xxhash
 
     steps[-1]._hash_func = lambda s: xxhash.xxh64_intdigest(s.encode("utf-8"))
-    data = None
-    for step in steps:
-        data = step(data, 0, 1)
-    if data:
-        deque(data, maxlen=0)
+    # step by step (each step's output materialised), so that each step's CPU is its own:
+    # this process's CPU plus that of the children it waited for (the extraction sandbox)
+    import resource
+
+    def cpu() -> float:
+        me, kids = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    docs: list | None = None
     out = {}
     for step in steps:
-        stats = {k: v.total for k, v in step.stats.stats.items()}
-        out[step.name] = {"seconds": step.stats.time_stats.total, "stats": stats}
+        c0 = cpu()
+        docs = list(step(iter(docs) if docs is not None else None, 0, 1) or [])
+        stats = {
+            k: v.total
+            for k, v in step.stats.stats.items()
+            if not k.startswith(("doc_len", "length"))
+        }
+        out[step.name] = {"cpu_s": cpu() - c0, "docs_out": len(docs), "stats": stats}
+    return out
+
+
+def sluice_steps(warc: str, extractor: str) -> dict[str, float]:
+    """CPU seconds of each Sluice step called in-process on the WARC (called in a child, so
+    imports are not counted): extract (this process + its worker), langid, heuristics, the
+    near_dedup map (signatures)."""
+    from bench.extract import _children_cpu
+    from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig
+    from curate.filters.heuristics import HEURISTICS, HeuristicsConfig
+    from curate.filters.langid import LANGID, LangIdConfig
+    from curate.readers import ExtractConfig, InputSpec, extract_part, list_inputs
+
+    files = list_inputs([InputSpec(path=warc, format="warc", domain="web")])
+    cfg = ExtractConfig.model_validate({"html": extractor, "timeout_s": 20})
+    extract_part(
+        list_inputs(
+            [InputSpec(path=str(Path(__file__).parent.parent / "data/sample/html/python3.11-doc"))]
+        ),
+        cfg,
+    )  # warm the worker
+    out: dict[str, float] = {}
+
+    def step(name: str, fn):  # noqa: ANN001, ANN202
+        c0, k0 = time.process_time(), _children_cpu()
+        result = fn()
+        out[name] = time.process_time() - c0 + _children_cpu() - k0
+        return result
+
+    docs = step("extract", lambda: extract_part(files, cfg)).kept
+    docs = step("langid", lambda: LANGID.run(docs, LangIdConfig())).kept
+    heur = HeuristicsConfig.model_validate(sluice_config("", "", "")["stages"][1]["options"])
+    docs = step("heuristics", lambda: HEURISTICS.run(docs, heur)).kept
+    step("near_dedup.map (signatures)", lambda: NEAR_DEDUP.map(docs, NearDedupConfig()))
     return out
 
 
@@ -111,6 +156,49 @@ def sluice_config(warc: str, run_dir: str, extractor: str) -> dict:
     }
 
 
+DT_STEPS = {  # datatrove step name (without its emoji) → the common step
+    "Warc": "read WARC",
+    "Trafilatura": "extract",
+    "Language ID": "langid",
+    "Gopher Repetition": "heuristics",
+    "Gopher Quality": "heuristics",
+    "C4 Quality": "heuristics",
+    "FineWeb Quality": "heuristics",
+    "MinHash stage 1": "minhash signatures",
+}
+SLUICE_STEPS = {
+    "extract": "extract",
+    "langid": "langid",
+    "heuristics": "heuristics",
+    "near_dedup.map (signatures)": "minhash signatures",
+}
+
+
+def print_steps(datatrove: dict, sluice: dict[str, dict[str, float]], n: int) -> None:
+    """Per-step CPU seconds and documents in per CPU second, side by side."""
+    table: dict[str, dict[str, list[float]]] = {}
+    docs_in = n
+    for name, d in datatrove.items():
+        common = DT_STEPS[name.split(" ", 1)[1]]
+        cell = table.setdefault(common, {}).setdefault("datatrove", [0.0, docs_in])
+        cell[0] += d["cpu_s"]
+        docs_in = d["docs_out"]
+    for extractor, steps in sluice.items():
+        for name, cpu in steps.items():
+            table.setdefault(SLUICE_STEPS[name], {})[extractor] = [cpu, float("nan")]
+    print("\nPer step, CPU seconds (docs/s/core on the documents entering the step; Sluice's"
+          " steps called in-process on the same WARC, extract including the WARC read):\n")  # fmt: skip
+    print("| step | datatrove | sluice (trafilatura) | sluice (resiliparse) |")
+    print("| --- | ---: | ---: | ---: |")
+    for step, cells in table.items():
+        out = []
+        for side in ("datatrove", "trafilatura", "resiliparse"):
+            cpu, k = cells.get(side, [float("nan"), float("nan")])
+            rate = f" ({k / cpu:,.0f}/s)" if k == k and cpu else ""
+            out.append("" if cpu != cpu else f"{cpu:.2f}{rate}")
+        print(f"| {step} | " + " | ".join(out) + " |")
+
+
 def timed_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """(CPU seconds of the child and its waited-for children, wall seconds, stdout)."""
     w0 = time.perf_counter()
@@ -130,10 +218,14 @@ def main() -> None:
     ap.add_argument("--html", type=Path, default=Path("/work/corpus/small/html"))
     ap.add_argument("--pages", type=int, default=1000)
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    ap.add_argument("--steps-child", nargs=2, metavar=("WARC", "EXTRACTOR"), help=argparse.SUPPRESS)
     ap.add_argument(
         "--datatrove-child", nargs=2, metavar=("WARC_DIR", "WORK"), help=argparse.SUPPRESS
     )
     args = ap.parse_args()
+    if args.steps_child:
+        print("RESULT " + json.dumps(sluice_steps(*args.steps_child)))
+        return
     if args.datatrove_child:
         print("RESULT " + json.dumps(run_datatrove(*args.datatrove_child)))
         return
@@ -171,6 +263,17 @@ def main() -> None:
         )
         print(f"sluice {extractor}: CPU {cpu:.1f} s, wall {wall:.1f} s", flush=True)
 
+    in_process: dict[str, dict[str, float]] = {}
+    for extractor in ("trafilatura", "resiliparse"):
+        cpu, wall, text = timed_child(
+            [sys.executable, "-m", "bench.pipeline", "--steps-child", warc, extractor], env
+        )
+        steps = json.loads(next(x for x in text.splitlines() if x.startswith("RESULT "))[7:])
+        in_process[extractor] = steps
+        print(f"sluice steps in-process, {extractor} (CPU s): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
+              + f"; whole child {cpu:.2f}", flush=True)  # fmt: skip
+
     print(f"\n# load after: {os.getloadavg()}\n")
     base = n / rows[0][1]
     print("| run | CPU s (whole run) | docs/s/core | MB/s/core | vs datatrove | wall s |")
@@ -179,7 +282,9 @@ def main() -> None:
         print(
             f"| {name} | {cpu:.1f} | {n / cpu:.1f} | {mb / cpu:.2f} | {n / cpu / base:.2f}× | {wall:.1f} |"
         )
-    print("\nPer step (each framework's own timer, seconds; docs in → out):\n")
+    print_steps(rows[0][3], in_process, n)
+    print("\nDetails (datatrove: CPU per step and its counters; Sluice: its run's timings.json,"
+          " wall seconds, and stats.json):\n")  # fmt: skip
     print(json.dumps([(name, detail) for name, _, _, detail in rows], indent=1))
     if not args.keep:
         import shutil

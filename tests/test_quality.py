@@ -176,3 +176,14 @@ def test_vectorised_normalisation_matches_fasttext_line() -> None:
     assert got == [fasttext_line(t) for t in texts]
     assert got[-1] == "« ¿ qué ? » — 1 , 5 €"
     assert fasttext_lines(pa.array(["A,b", None])) == ["a , b", ""]
+    # what the stage predicts on: the same tokens for fastText (it splits on ' \t\n\v\f\r\0')
+    import re
+
+    from curate.filters.quality import _spaced_lines
+
+    fasttext_split = re.compile(r"[ \t\n\v\f\r\0]+")
+    for line, spaced in zip(got, _spaced_lines(texts), strict=True):
+        assert "\n" not in spaced
+        assert [t for t in fasttext_split.split(spaced) if t] == [
+            t for t in fasttext_split.split(line) if t
+        ]

@@ -128,10 +128,23 @@ def fasttext_lines(texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> list[st
     are one Arrow compute pass each over the whole batch, then whitespace is collapsed. Same
     output for every character of Python's Unicode tables (texts with a letter whose
     lower-casing Arrow does differently take :func:`fasttext_line`)."""
+    return [" ".join(line.split()) for line in _spaced_lines(texts)]
+
+
+# Python's whitespace that fastText does not split on (it splits on ' ' \t \n \v \f \r \0)
+_ODD_SPACES_RE2 = (
+    r"[\x1c-\x1f\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+)
+
+
+def _spaced_lines(texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> list[str]:
+    """:func:`fasttext_lines` before whitespace is collapsed: the same fastText tokens (what
+    :func:`score` predicts on, without the collapse), on one line."""
     arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, pa.string())
     arr = pc.fill_null(arr, "")
-    spaced = pc.replace_substring_regex(pc.utf8_lower(arr), _PUNCT_RE2, r" \0 ").to_pylist()
-    lines = [" ".join(s.split()) for s in spaced]
+    spaced = pc.replace_substring_regex(pc.utf8_lower(arr), _PUNCT_RE2, r" \0 ")
+    spaced = pc.replace_substring_regex(spaced, _ODD_SPACES_RE2, " ")
+    lines = pc.replace_substring(spaced, "\n", " ").to_pylist()
     special = pc.match_substring_regex(arr, _PYTHON_LOWER).to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(special):
         lines[i] = fasttext_line(arr[int(i)].as_py())
@@ -411,7 +424,7 @@ def score(table: pa.Table, cfg: QualityConfig) -> pa.Table:
         i for i, (d, lang) in enumerate(zip(domains, langs, strict=True))
         if d not in skip and (not wanted or lang in wanted)
     ]  # fmt: skip
-    lines = fasttext_lines(table["text"].take(pa.array(todo, pa.int64())))
+    lines = _spaced_lines(table["text"].take(pa.array(todo, pa.int64())))
     probs = positive_probability(load_model(cfg.model_path), lines)
     values: list[float | None] = [None] * n
     for j, i in enumerate(todo):
