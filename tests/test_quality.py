@@ -154,12 +154,13 @@ def test_examples_and_too_little_data(tmp_path: Path) -> None:
         train_quality_model(positives()[:1], ["short"], str(tmp_path), QualityTrainConfig())
 
 
-def test_vectorised_normalisation_matches_fasttext_line() -> None:
+def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """fasttext_lines (Arrow, one pass per batch) gives fasttext_line's output on real pages
     in many scripts and on every code point of Python's Unicode tables."""
     import sys
     import unicodedata
 
+    from curate.filters import quality
     from curate.filters.quality import fasttext_line, fasttext_lines
     from curate.readers.text import decode_text
 
@@ -176,6 +177,11 @@ def test_vectorised_normalisation_matches_fasttext_line() -> None:
     assert got == [fasttext_line(t) for t in texts]
     assert got[-1] == "« ¿ qué ? » — 1 , 5 €"
     assert fasttext_lines(pa.array(["A,b", None])) == ["a , b", ""]
+    # sliced and chunked Arrow input, and the numpy pass cut into many small chunks
+    assert fasttext_lines(pa.chunked_array([texts[:5], texts[5:9]])) == got[:9]
+    assert fasttext_lines(pa.array(texts).slice(3, 4)) == got[3:7]
+    monkeypatch.setattr(quality, "_CHUNK_BYTES", 1000)
+    assert fasttext_lines(texts) == got
     # what the stage predicts on: the same tokens for fastText (it splits on ' \t\n\v\f\r\0')
     import re
 
