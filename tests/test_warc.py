@@ -198,3 +198,12 @@ def test_fsspec_url_reads_like_a_local_file(tmp_path: Path) -> None:
     assert a.kept["text"].to_pylist() == b.kept["text"].to_pylist()
     assert a.kept["offset"].to_pylist() == b.kept["offset"].to_pylist()
     assert b.quarantine["reason"].to_pylist() == ["truncated"]
+
+
+def test_arc_files_are_named_not_misread(tmp_path: Path) -> None:
+    """ARC (WARC's predecessor) is not read by FastWARC: one unsupported_format record."""
+    path = tmp_path / "old-crawl.arc"
+    path.write_bytes(b"filedesc://old-crawl.arc 0.0.0.0 20050101000000 text/plain 76\n")
+    r = extract_part(list_inputs([InputSpec(path=str(path))]))
+    _balanced(r)
+    assert r.quarantine["reason"].to_pylist() == ["unsupported_format"]
