@@ -204,7 +204,8 @@ def test_exact_dedup_normalisation_priority_conservation(tmp_path: Path) -> None
     rows += copies + [punct, fullwidth, _doc("empty/0", ""), _doc("empty/1", "   ")]
     parts = split_parts(rows, 3)
 
-    state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(), tmp_path)
+    # input order decides (the default policy would prefer the copies' quality_score)
+    state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(priority=["order"]), tmp_path)
     stats = StageStats(stage="exact_dedup")
     for res in results:
         stats = stats.merge(res.stats)
@@ -226,14 +227,15 @@ def test_exact_dedup_normalisation_priority_conservation(tmp_path: Path) -> None
     state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(nfkc=False), tmp_path)
     assert sum(r.stats.removed.get("exact_duplicate", 0) for r in results) == 7
 
-    # prefer the higher quality_score: the copies survive, the originals go
-    cfg = ExactDedupConfig(priority="quality_score")
-    state, results = run_global(EXACT_DEDUP, parts, cfg, tmp_path)
-    removed = pa.concat_tables([r.removed for r in results]).filter(
-        pa.compute.field("source") != "nfkc/0"
-    )
-    assert set(removed["id"].to_pylist()) == first_ids
-    assert set(removed["duplicate_of"].to_pylist()) == {c["id"] for c in copies}
+    # prefer the higher quality_score (the default policy's first key, or named): the copies
+    # survive, the originals go
+    for cfg in (ExactDedupConfig(priority="quality_score"), ExactDedupConfig()):
+        state, results = run_global(EXACT_DEDUP, parts, cfg, tmp_path)
+        removed = pa.concat_tables([r.removed for r in results]).filter(
+            pa.compute.field("source") != "nfkc/0"
+        )
+        assert set(removed["id"].to_pylist()) == first_ids
+        assert set(removed["duplicate_of"].to_pylist()) == {c["id"] for c in copies}
 
 
 # --- near dedup: ground truth on the llvm manuals ------------------------------------------
@@ -297,9 +299,22 @@ def test_near_dedup_llvm_versions_recall_precision(tmp_path: Path, verify: bool)
     assert sum(s.kept + s.removed_total + s.quarantined_total for s in stats) == len(rows)
     kept_ids = {i for r in results for i in r.kept["id"].to_pylist()}
     removed = pa.concat_tables([r.removed for r in results])
-    assert set(removed["reason"].to_pylist()) == {"near_duplicate"}
-    assert set(removed["duplicate_of"].to_pylist()) <= kept_ids  # every removed copy's keeper stays
-    assert state.schema.names == ["id", "minhash_cluster", "duplicate_of"]
+    assert set(removed["reason"].to_pylist()) == {"near_duplicate", "contained_in"}
+    near = removed.filter(pa.compute.field("reason") == "near_duplicate")
+    contained = removed.filter(pa.compute.field("reason") == "contained_in")
+    assert near["contained_in"].null_count == near.num_rows
+    assert contained["duplicate_of"].null_count == contained.num_rows
+    # every removed copy's keeper stays, or lies in a container that stays
+    assert set(contained["contained_in"].to_pylist()) <= kept_ids
+    assert set(near["duplicate_of"].to_pylist()) <= kept_ids | set(contained["id"].to_pylist())
+    assert min(contained["containment"].to_pylist()) >= 0.8
+    assert state.schema.names == [
+        "id",
+        "minhash_cluster",
+        "duplicate_of",
+        "contained_in",
+        "containment",
+    ]
 
 
 def test_near_dedup_is_deterministic_and_part_independent(tmp_path: Path) -> None:
@@ -338,15 +353,15 @@ def test_near_dedup_cjk_priority_and_empty(tmp_path: Path) -> None:
         _doc("empty-b", "!!!"),
     ]
     parts = split_parts(rows, 2)
-    state, results = run_global(NEAR_DEDUP, parts, NearDedupConfig(), tmp_path)
+    cfg = NearDedupConfig(priority=["order"])
+    state, results = run_global(NEAR_DEDUP, parts, cfg, tmp_path)
     removed = pa.concat_tables([r.removed for r in results])
     assert removed["source"].to_pylist() == ["ja-edit"]  # later in source order
-    state, results = run_global(
-        NEAR_DEDUP, parts, NearDedupConfig(priority="quality_score"), tmp_path
-    )
-    removed = pa.concat_tables([r.removed for r in results])
-    assert removed["source"].to_pylist() == ["ja"]  # the better-scored copy is kept
-    assert removed["duplicate_of"].to_pylist() == [doc_id("ja-edit")]
+    for cfg in (NearDedupConfig(priority="quality_score"), NearDedupConfig()):
+        state, results = run_global(NEAR_DEDUP, parts, cfg, tmp_path)
+        removed = pa.concat_tables([r.removed for r in results])
+        assert removed["source"].to_pylist() == ["ja"]  # the better-scored copy is kept
+        assert removed["duplicate_of"].to_pylist() == [doc_id("ja-edit")]
 
 
 # --- decontamination -----------------------------------------------------------------------
