@@ -307,6 +307,7 @@ def containment(args: argparse.Namespace) -> None:
         ensemble_candidates,
         estimated_containment,
         exact_containment,
+        sampled_candidates,
     )
     from curate.dedup.minhash import signature_matrix
 
@@ -338,12 +339,36 @@ def containment(args: argparse.Namespace) -> None:
     truth = {p for p in truth_all if sizes[p[0]] >= cfg.containment_min_shingles}
     print(f"{len(truth)} true pairs (a in b, |a| >= {cfg.containment_min_shingles} shingles)")
     print(
-        "| fn weight | candidates | candidate recall | candidate precision | recall verified | "
-        "precision verified | recall estimated | precision estimated | ensemble s | verify s |"
+        "| index | candidates | candidate recall | candidate precision | recall verified | "
+        "precision verified | recall estimated | precision estimated | index s | verify s |"
     )
-    for fn in args.fn_weight:
+    sampled = mapped["sampled_shingles"].combine_chunks()
+    s_offsets = sampled.offsets.to_numpy()
+    s_values = sampled.flatten().to_numpy()
+    n = len(rows)
+
+    def by_ensemble(fn: float) -> np.ndarray:
+        return ensemble_candidates(sig, sizes, queries, args.threshold, false_negative_weight=fn)
+
+    def by_sample() -> np.ndarray:
+        return sampled_candidates(s_offsets, s_values, queries, args.threshold)[0]
+
+    def union() -> np.ndarray:
+        code = np.unique(
+            np.concatenate([p[:, 0] * n + p[:, 1] for p in (by_ensemble(0.5), by_sample())])
+        )
+        return np.stack([code // n, code % n], axis=1)
+
+    indexes = [
+        (f"LSH Ensemble, fn weight {fn}", lambda fn=fn: by_ensemble(fn)) for fn in args.fn_weight
+    ]
+    indexes += [
+        (f"sampled shingles 1/{cfg.containment_sample}", by_sample),
+        ("both (the stage)", union),
+    ]
+    for name, find in indexes:
         t0 = time.perf_counter()
-        cand = ensemble_candidates(sig, sizes, queries, args.threshold, false_negative_weight=fn)
+        cand = find()
         cand = cand[sizes[cand[:, 1]] >= args.threshold * sizes[cand[:, 0]]]
         t_ens = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -363,9 +388,16 @@ def containment(args: argparse.Namespace) -> None:
             return f"{hit / max(len(truth), 1):.4f} | {hit / max(len(found), 1):.4f}"
 
         print(
-            f"| {fn} | {len(cand):,} | {pr(cset)} | {pr(verified)} | {pr(estimated)} | "
+            f"| {name} | {len(cand):,} | {pr(cset)} | {pr(verified)} | {pr(estimated)} | "
             f"{t_ens:.2f} | {t_verify:.2f} |"
         )
+        missed = truth - verified
+        ratio = [sizes[b] / sizes[a] for a, b in missed]
+        if missed:
+            print(
+                f"   missed {len(missed)} pairs; container/contained size ratio median "
+                f"{np.median(ratio):.1f}, contained size median {np.median([sizes[a] for a, _ in missed]):.0f}"
+            )
     if args.peer:
         from datasketch import LeanMinHash, MinHashLSHEnsemble
 

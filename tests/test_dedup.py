@@ -648,3 +648,120 @@ def test_choose_containers_chains_and_mutual() -> None:
     # a three-cycle never removes every member
     got = choose_containers(np.array([[0, 1], [1, 2], [2, 0]]), np.arange(3))
     assert (got == -1).sum() >= 1 and all(got[g] == -1 for g in got[got >= 0])
+
+
+# --- paragraph dedup ------------------------------------------------------------------------
+
+
+def licence_paragraph() -> str:
+    """The GPL permission paragraph of Debian Reference's copyright file (real text)."""
+    text = (SAMPLE / "LICENSES/debian-reference-en.copyright").read_text(encoding="utf-8")
+    block = text.split("Permission is granted to make", 1)[1].split("[See", 1)[0]
+    lines = [line.strip() for line in block.splitlines() if line.strip() not in ("", ".")]
+    return "Permission is granted to make " + " ".join(lines)
+
+
+def test_shared_licence_paragraph_keeps_both_and_paragraph_dedup_cuts_only_it(
+    tmp_path: Path,
+) -> None:
+    from curate.dedup.paragraph import PARAGRAPH_DEDUP, ParagraphDedupConfig
+
+    licence = licence_paragraph()
+    assert len(licence) > 500
+    coding = next(
+        r for r in llvm_docs() if r["source"].endswith("16-doc/html/_sources/FAQ.rst.txt")
+    )
+    guide = html_text(next((SAMPLE / "html/debian-reference-en").rglob("*.html")))
+    a = _doc("llvm/FAQ.rst.txt", coding["text"] + "\n\n" + licence)
+    b = dict(_doc("debian-reference/ch08.en.html", guide + "\n\n" + licence), domain="web")
+    parts = [table_of([a]), table_of([b])]
+    state, results = run_global(NEAR_DEDUP, parts, NearDedupConfig(), tmp_path)
+    assert [r.stats.kept for r in results] == [1, 1] and state.num_rows == 0
+    # paragraph dedup: each loses exactly the licence paragraph, counted in bytes per domain
+    cfg = ParagraphDedupConfig(min_docs=2)
+    state, results = run_global(PARAGRAPH_DEDUP, parts, cfg, tmp_path)
+    assert state.num_rows == 1 and state["docs"].to_pylist() == [2]
+    for res, doc in zip(results, (a, b), strict=True):
+        assert res.stats.kept == 1
+        row = res.kept.to_pylist()[0]
+        assert licence not in row["text"] and "Permission is granted" not in row["text"]
+        assert row["paragraphs_removed"] == 1
+        assert row["paragraph_bytes_removed"] == len(licence.encode())
+        before = [q for q in re.split(r"\n\s*\n", doc["text"]) if q.strip()]
+        after = [q for q in re.split(r"\n\s*\n", row["text"]) if q.strip()]
+        assert [q.strip() for q in before if q != licence] == [q.strip() for q in after]
+    # three documents needed by default: nothing cut; a document of licence only is removed
+    state, results = run_global(PARAGRAPH_DEDUP, parts, ParagraphDedupConfig(), tmp_path)
+    assert state.num_rows == 0 and all(
+        r.kept["paragraphs_removed"].to_pylist() == [0] for r in results
+    )
+    only = _doc("licence.txt", licence)
+    state, results = run_global(
+        PARAGRAPH_DEDUP, [*parts, table_of([only])], ParagraphDedupConfig(), tmp_path
+    )
+    assert results[2].stats.removed == {"only_repeated_paragraphs": 1}
+    assert results[2].removed["text"].to_pylist() == [licence]  # its text is kept in the record
+
+
+# --- inspect and the report on a run ---------------------------------------------------------
+
+
+def test_inspect_names_the_survivor_and_report_shows_dedup_by_kind(tmp_path: Path) -> None:
+    from curate.dedup.paragraph import PARAGRAPH_DEDUP, ParagraphDedupConfig
+    from curate.html_report import report_sections
+    from curate.inspect import inspect_run
+    from curate.storage import write_json_atomic
+    from tests.run_sample import _write_part
+
+    rows = llvm_docs()
+    manual = _manual([r for r in rows if "llvm-16-doc" in r["source"]], "llvm-16/manual.txt")
+    licence = licence_paragraph()
+    rows.append(manual)
+    rows.append(dict(rows[0], id=doc_id("copy"), source="copy/CodingStandards.rst.txt"))
+    # three unrelated pages (three languages) that carry the same licence paragraph
+    for lang in ("en", "de", "fr"):
+        page = next((SAMPLE / f"html/debian-reference-{lang}").rglob("*.html"))
+        text = html_text(page) + "\n\n" + licence
+        rows.append(dict(_doc(f"debian-reference-{lang}/{page.name}", text), domain="web"))
+    parts = split_parts(rows, 3)
+    run = tmp_path / "run"
+    stats = []
+    for stage, cfg in (
+        (EXACT_DEDUP, ExactDedupConfig()),
+        (NEAR_DEDUP, NearDedupConfig()),
+        (PARAGRAPH_DEDUP, ParagraphDedupConfig()),
+    ):
+        state, results = run_global(stage, parts, cfg, tmp_path / stage.name)
+        merged = StageStats(stage=stage.name)
+        for i, res in enumerate(results):
+            _write_part(str(run), stage.name, i, res, "test")
+            merged = merged.merge(res.stats)
+        stats.append(merged)
+        parts = [res.kept for res in results]
+    write_json_atomic([s.to_dict() for s in stats], str(run / "stats.json"))
+
+    text = inspect_run(str(run), per_reason=50, stage="near_dedup")
+    contained = text.split("-- removed: contained_in", 1)[1].split("\n-- ", 1)[0]
+    assert f"survivor: {manual['id']}  llvm-16/manual.txt [txt]  (kept)" in contained
+    near = text.split("-- removed: near_duplicate", 1)[1].split("\n-- ", 1)[0]
+    assert near.count("survivor: ") >= near.count("\n  - ")
+    exact = inspect_run(str(run), per_reason=50, stage="exact_dedup")
+    assert f"survivor: {rows[0]['id']}" in exact
+
+    section = {s.key: s for s in report_sections(str(run))}["dedup-kinds"]
+    by_kind = {(r[0], r[2]): r for r in section.rows}
+    n_contained = stats[1].removed["contained_in"]
+    assert (
+        by_kind["exact", "all"][4] == stats[0].removed["exact_duplicate"]
+        and by_kind["contained", "all"][4] == n_contained
+    )
+    assert (
+        by_kind["contained", "all"][3] >= 1
+        and by_kind["near", "all"][4] == stats[1].removed["near_duplicate"]
+    )
+    # the licence paragraph, in every llvm page still kept: cut from each, bytes per domain
+    para = by_kind["paragraph", "web"]
+    # the licence, and command lines the three translations share: 3 pages trimmed, none emptied
+    assert para[5] == 3 and para[3] >= 3 and para[4] == 0 and stats[2].kept == stats[2].docs_in
+    assert para[6] >= round(3 * len(licence.encode()) / 1e6, 3)
+    assert section.png and "contained" in section.summary

@@ -1,6 +1,10 @@
 """Containment: a document whose shingles lie (at least ``threshold`` of them) in one other.
 
-Candidates come from an LSH Ensemble (Zhu et al., VLDB 2016) over the near-dedup MinHash
+Candidates come from two indexes, united. (1) A sampled-shingle index: every document keeps the
+shingle hashes ``h`` with ``h % sample == 0`` (content-defined, so the same shingle is sampled
+in every document holding it; Broder 1997, Manber 1994); the shared samples of a pair over the
+query's samples estimate its containment whatever the size ratio, which is what a chapter page
+beside its single-page manual (1-10% of its size) needs. (2) An LSH Ensemble (Zhu et al., VLDB 2016) over the near-dedup MinHash
 signatures, laid out exactly as ``datasketch.MinHashLSHEnsemble`` lays its index out: documents
 partitioned by set size with datasketch's ``optimal_partitions``, per partition one MinHash LSH
 per band width ``r``, and for a query of size ``q`` against a partition whose largest set is
@@ -114,6 +118,37 @@ def ensemble_candidates(
         return np.zeros((0, 2), np.int64)
     code = np.unique(np.concatenate(codes))
     return np.stack([code // n, code % n], axis=1)
+
+
+def sampled_candidates(
+    offsets: np.ndarray,
+    values: np.ndarray,
+    queries: np.ndarray,
+    threshold: float,
+    slack: float = 0.5,
+    max_docs: int = 1000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(q, x)`` row pairs, q in ``queries``, x != q, where x holds at least ``slack *
+    threshold`` of q's sampled shingles (``values[offsets[i]:offsets[i+1]]``, distinct per row),
+    and the share of q's samples found in x. Samples held by more than ``max_docs`` rows
+    (boilerplate) are not indexed; they still count in q's total."""
+    import scipy.sparse as sp
+
+    n = len(offsets) - 1
+    if n == 0 or len(values) == 0 or len(queries) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    uniq, col, df = np.unique(values, return_inverse=True, return_counts=True)
+    rare = df[col] <= max_docs
+    row = np.repeat(np.arange(n), np.diff(offsets))
+    ones = np.ones(int(rare.sum()), np.int32)
+    x = sp.csr_matrix((ones, (row[rare], col[rare])), shape=(n, len(uniq)))
+    q = x[queries]
+    shared = (q @ x.T).tocoo()
+    total = np.diff(offsets)[queries][shared.row]
+    qrow = queries[shared.row]
+    keep = (qrow != shared.col) & (shared.data >= slack * threshold * total)
+    pairs = np.stack([qrow[keep], shared.col[keep].astype(np.int64)], axis=1)
+    return pairs, shared.data[keep] / total[keep]
 
 
 def estimated_containment(sig: np.ndarray, sizes: np.ndarray, pairs: np.ndarray) -> np.ndarray:

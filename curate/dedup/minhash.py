@@ -9,7 +9,9 @@ min (``np.minimum.reduceat``), never per token.
 
 map (per part) -> ``id: string, signature: fixed_size_list<uint32>[num_perm], n_shingles: int32``
 plus the keep-policy keys ``keep_<i>: float64`` (``length`` = distinct shingles) and
-``shingles: large_list<uint64>`` (each document's distinct shingle hashes, with ``verify``).
+``shingles: large_list<uint64>`` (each document's distinct shingle hashes, with ``verify``) and
+``sampled_shingles: large_list<uint64>`` (those with ``hash % containment_sample == 0``, with
+``containment``).
 reduce (once) -> state ``id: string, minhash_cluster: int64, duplicate_of: string,
 contained_in: string, containment: float32`` for every document with a near duplicate or a
 container (``duplicate_of`` null for the copy kept; the cluster id is the kept copy's ordinal in
@@ -48,6 +50,7 @@ from curate.dedup.containment import (
     ensemble_candidates,
     estimated_containment,
     exact_containment,
+    sampled_candidates,
 )
 from curate.dedup.text import fmix64, text_shingles
 from curate.stage import GlobalStage, Rules
@@ -59,6 +62,7 @@ CLUSTER = "minhash_cluster"
 SIGNATURE = "signature"
 N_SHINGLES = "n_shingles"
 SHINGLES = "shingles"
+SAMPLED = "sampled_shingles"
 STATE_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string()),
@@ -105,6 +109,9 @@ class NearDedupConfig(KeepPolicy):
     )
     containment_min_shingles: int = Field(
         10, ge=1, description="documents with fewer distinct shingles are never judged contained"
+    )
+    containment_sample: int = Field(
+        16, ge=1, description="1 in this many shingles (by hash) goes into the sampled index"
     )
     ensemble_partitions: int = Field(16, ge=1, description="LSH Ensemble size partitions")
     ensemble_max_rows: int = Field(8, ge=2, description="LSH Ensemble's m: most rows per band")
@@ -198,7 +205,7 @@ def _slices_by_bytes(texts: pa.ChunkedArray | pa.Array, budget: int) -> list[tup
 def map_part(table: pa.Table, cfg: NearDedupConfig) -> pa.Table:
     """Signatures (and, with ``verify``, distinct shingle hashes) of one part's documents."""
     texts = table["text"]
-    sigs, counts, shingle_lists = [], [], []
+    sigs, counts, shingle_lists, samples = [], [], [], []
     for start, stop in _slices_by_bytes(texts, cfg.batch_bytes):
         sh = text_shingles(texts.slice(start, stop - start), cfg.ngram, cfg.lowercase)
         sigs.append(minhash_signatures(sh.hashes, sh.offsets, cfg.num_perm, cfg.seed))
@@ -207,6 +214,14 @@ def map_part(table: pa.Table, cfg: NearDedupConfig) -> pa.Table:
             shingle_lists.append(
                 pa.LargeListArray.from_arrays(pa.array(sh.offsets), pa.array(sh.hashes))
             )
+        if cfg.containment is not None:
+            picked = sh.hashes % np.uint64(cfg.containment_sample) == 0
+            offsets = np.zeros(len(sh.offsets), np.int64)
+            picked_per_doc = np.bincount(sh.doc_of()[picked], minlength=len(sh.offsets) - 1)
+            np.cumsum(picked_per_doc, out=offsets[1:])
+            samples.append(
+                pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(sh.hashes[picked]))
+            )
     sig = np.concatenate(sigs) if sigs else np.zeros((0, cfg.num_perm), np.uint32)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "id": table["id"],
@@ -214,12 +229,16 @@ def map_part(table: pa.Table, cfg: NearDedupConfig) -> pa.Table:
         N_SHINGLES: pa.array(np.concatenate(counts) if counts else np.zeros(0, np.int32)),
     }
     columns.update(keep_values(table, cfg, columns[N_SHINGLES].to_numpy()))
-    if cfg.verify:
-        columns[SHINGLES] = (
-            pa.chunked_array(shingle_lists, pa.large_list(pa.uint64()))
-            if shingle_lists
-            else pa.array([], pa.large_list(pa.uint64()))
-        )
+    for name, lists, wanted in (
+        (SHINGLES, shingle_lists, cfg.verify),
+        (SAMPLED, samples, cfg.containment is not None),
+    ):
+        if wanted:
+            columns[name] = (
+                pa.chunked_array(lists, pa.large_list(pa.uint64()))
+                if lists
+                else pa.array([], pa.large_list(pa.uint64()))
+            )
     return pa.table(columns)
 
 
@@ -307,7 +326,7 @@ def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _load_shingles(
-    urls: list[str], part: np.ndarray, row: np.ndarray, wanted: np.ndarray
+    urls: list[str], part: np.ndarray, row: np.ndarray, wanted: np.ndarray, name: str = SHINGLES
 ) -> dict[int, np.ndarray]:
     """Distinct shingle hashes of the ``wanted`` documents (global indices), one part at a time."""
     out: dict[int, np.ndarray] = {}
@@ -315,7 +334,7 @@ def _load_shingles(
         mine = wanted[part[wanted] == p]
         if len(mine) == 0:
             continue
-        column = read_columns(url, [SHINGLES])[SHINGLES].combine_chunks()
+        column = read_columns(url, [name])[name].combine_chunks()
         taken = column.take(pa.array(row[mine]))
         offsets = taken.offsets.to_numpy()
         values = taken.flatten().to_numpy()
@@ -360,7 +379,7 @@ def contained_documents(
     if len(docs) < 2 or len(queries) == 0:
         return container, share
     sig = _load_signatures(urls, part, row, docs, cfg.num_perm)
-    local = ensemble_candidates(
+    by_lsh = ensemble_candidates(
         sig,
         sizes,
         queries,
@@ -369,13 +388,37 @@ def contained_documents(
         cfg.ensemble_max_rows,
         cfg.containment_false_negative_weight,
     )
+    sampled = _load_shingles(urls, part, row, docs, SAMPLED)
+    lengths = np.array([len(sampled[d]) for d in docs.tolist()], np.int64)
+    offsets = np.zeros(len(docs) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate([sampled[d] for d in docs.tolist()]) if len(docs) else lengths
+    del sampled
+    by_sample, sample_share = sampled_candidates(offsets, values, queries, cfg.containment)
+    n_local = len(docs)
+    codes = np.concatenate(
+        [by_lsh[:, 0] * n_local + by_lsh[:, 1], by_sample[:, 0] * n_local + by_sample[:, 1]]
+    )
+    code = np.unique(codes)
+    local = np.stack([code // n_local, code % n_local], axis=1)
     local = local[sizes[local[:, 1]] >= cfg.containment * sizes[local[:, 0]]]  # |B| >= c |A|
     if cfg.verify and len(local):
         pairs = docs[local]
         sets = _load_shingles(urls, part, row, np.unique(pairs))
         c = np.array([exact_containment(sets[a], sets[b]) for a, b in pairs.tolist()])
-    else:
+    else:  # estimated: the sampled share where the pair has samples, else from MinHash
         c = estimated_containment(sig, sizes, local)
+        share_of = dict(
+            zip(
+                (by_sample[:, 0] * n_local + by_sample[:, 1]).tolist(),
+                sample_share.tolist(),
+                strict=True,
+            )
+        )
+        sample_est = np.array(
+            [share_of.get(k, np.nan) for k in (local[:, 0] * n_local + local[:, 1]).tolist()]
+        )
+        c = np.where(np.isnan(sample_est), c, sample_est)
     del sig
     hit = c >= cfg.containment
     local, c = local[hit], c[hit]
