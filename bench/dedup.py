@@ -624,12 +624,12 @@ def memory(args: argparse.Namespace) -> None:
         print(f"{len(list(Path(tmp).glob('part-*.parquet')))} parts; {machine()}")
         driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"driver ru_maxrss {driver:.0f} MiB (children inherit it as a floor of theirs)")
-        verifies = (True,) if args.containment_only else (False, True)
+        verifies = (True,) if args.verify_only else (False, True)
         for verify in verifies:
             flag = ["--verify"] if verify else []
-            print(_run_child(["--phase", "map", "--dir", tmp, *flag]))
-            runs = ["0"] if not args.containment_only else []
-            runs += [str(c) for c in args.with_containment]
+            # the map as the stage runs it: with the sampled shingles containment reads
+            print(_run_child(["--phase", "map", "--dir", tmp, "--containment", "0.8", *flag]))
+            runs = ["0"] + [str(c) for c in args.with_containment]
             for c in runs:  # 0: containment off (the near-dedup figures)
                 print(_run_child(["--phase", "reduce", "--dir", tmp, "--containment", c, *flag]))
             print(machine())
@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument(
         "--with-containment", type=float, nargs="*", default=[], help="also reduce with these"
     )
-    m.add_argument("--containment-only", action="store_true", help="only verify: true")
+    m.add_argument("--verify-only", action="store_true", help="only verify: true (the default)")
     ct = sub.add_parser("containment")
     ct.add_argument("--threshold", type=float, default=0.8)
     ct.add_argument("--fn-weight", type=float, nargs="*", default=[0.5])
