@@ -102,6 +102,7 @@ def throughput(args: argparse.Namespace) -> None:
 
     cfg_fast = NearDedupConfig(verify=False)
     cfg_verify = NearDedupConfig(verify=True)
+    cfg_no_containment = NearDedupConfig(verify=True, containment=None)
 
     try:
         from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
@@ -160,6 +161,10 @@ def throughput(args: argparse.Namespace) -> None:
         )
         add("sluice near_dedup map (verify: false)", lambda: NEAR_DEDUP.map(table, cfg_fast))
         add("sluice near_dedup map (verify: true)", lambda: NEAR_DEDUP.map(table, cfg_verify))
+        add(
+            "sluice near_dedup map (verify: true, containment: off)",
+            lambda: NEAR_DEDUP.map(table, cfg_no_containment),
+        )
         if dt_sigs:
             add("datatrove 0.10.1 MinhashDedupSignature", dt_sigs)
         add("datasketch 2.0.0 MinHash.update per shingle", datasketch_update)

@@ -708,8 +708,9 @@ def test_shared_licence_paragraph_keeps_both_and_paragraph_dedup_cuts_only_it(
 
 def test_inspect_names_the_survivor_and_report_shows_dedup_by_kind(tmp_path: Path) -> None:
     from curate.dedup.paragraph import PARAGRAPH_DEDUP, ParagraphDedupConfig
-    from curate.html_report import report_sections
+    from curate.html_report import dedup_kinds_section
     from curate.inspect import inspect_run
+    from curate.rundir import stage_order
     from curate.storage import write_json_atomic
     from tests.run_sample import _write_part
 
@@ -748,7 +749,7 @@ def test_inspect_names_the_survivor_and_report_shows_dedup_by_kind(tmp_path: Pat
     exact = inspect_run(str(run), per_reason=50, stage="exact_dedup")
     assert f"survivor: {rows[0]['id']}" in exact
 
-    section = {s.key: s for s in report_sections(str(run))}["dedup-kinds"]
+    section = dedup_kinds_section(str(run), stage_order(str(run)))
     by_kind = {(r[0], r[2]): r for r in section.rows}
     n_contained = stats[1].removed["contained_in"]
     assert (
