@@ -39,11 +39,24 @@ def ensemble_params(
     )
 
 
-def size_partitions(sizes: np.ndarray, num_part: int) -> tuple[np.ndarray, np.ndarray]:
-    """Partition of each document and the partitions' upper sizes, as datasketch's ``index``."""
+def size_partitions(
+    sizes: np.ndarray, num_part: int, max_values: int = 256, step: float = 1.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """Partition of each document and the partitions' upper sizes, as datasketch's ``index``.
+
+    datasketch's ``optimal_partitions`` is quadratic in the number of distinct sizes (26 s for
+    866 sizes); past ``max_values`` the sizes are grouped in geometric buckets (``step`` apart)
+    and each bucket stands for its largest size, so every upper bound is still a real size."""
     from datasketch.lshensemble_partition import optimal_partitions
 
     values, counts = np.unique(sizes, return_counts=True)
+    if len(values) > max_values:
+        bucket = np.ceil(np.log(np.maximum(values, 1)) / np.log(step)).astype(np.int64)
+        last = np.r_[bucket[1:] != bucket[:-1], True]  # largest size of each bucket
+        values, counts = (
+            values[last],
+            np.add.reduceat(counts, np.r_[0, np.flatnonzero(last)[:-1] + 1]),
+        )
     bounds = optimal_partitions(values, counts, num_part)
     uppers = np.array([u for _, u in bounds], dtype=np.int64)
     order = np.argsort(sizes, kind="stable")
@@ -85,14 +98,17 @@ def ensemble_candidates(
     num_part: int = 16,
     m: int = 8,
     false_negative_weight: float = 0.5,
+    max_sizes: int = 256,
 ) -> np.ndarray:
     """Distinct ``(q, x)`` row pairs, q in ``queries``, x != q, that an LSH Ensemble over all
-    rows (signatures ``sig``, set sizes ``sizes`` > 0) returns for "q is contained in x"."""
+    rows (signatures ``sig``, set sizes ``sizes`` > 0) returns for "q is contained in x"
+    (``max_sizes``: see :func:`size_partitions`; with more distinct sizes than that the
+    partitions are datasketch's over bucketed sizes)."""
     n, num_perm = sig.shape
     if n == 0 or len(queries) == 0:
         return np.zeros((0, 2), np.int64)
     params = ensemble_params(threshold, num_perm, m, false_negative_weight)
-    part, uppers = size_partitions(sizes, num_part)
+    part, uppers = size_partitions(sizes, num_part, max_sizes)
     members = [np.flatnonzero(part == p) for p in range(len(uppers))]
     q_size = sizes[queries].astype(np.float64)
     codes = []
