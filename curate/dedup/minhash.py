@@ -118,6 +118,13 @@ class NearDedupConfig(KeepPolicy):
     containment_false_negative_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="weight of missed pairs in LSH Ensemble's parameters"
     )
+    containment_prefilter: float = Field(
+        0.75,
+        ge=0.0,
+        le=1.0,
+        description="with verify, only candidates whose estimate (MinHash, or the sampled "
+        "share) reaches this fraction of containment are checked exactly",
+    )
 
     @model_validator(mode="after")
     def _bands_fit(self) -> NearDedupConfig:
@@ -402,22 +409,26 @@ def contained_documents(
     code = np.unique(codes)
     local = np.stack([code // n_local, code % n_local], axis=1)
     local = local[sizes[local[:, 1]] >= cfg.containment * sizes[local[:, 0]]]  # |B| >= c |A|
+    # estimates: the sampled share where the pair has samples, else from MinHash
+    c = estimated_containment(sig, sizes, local)
+    share_of = dict(
+        zip(
+            (by_sample[:, 0] * n_local + by_sample[:, 1]).tolist(),
+            sample_share.tolist(),
+            strict=True,
+        )
+    )
+    sample_est = np.array(
+        [share_of.get(k, np.nan) for k in (local[:, 0] * n_local + local[:, 1]).tolist()]
+    )
     if cfg.verify and len(local):
+        likely = np.fmax(c, sample_est) >= cfg.containment_prefilter * cfg.containment
+        local = local[likely]
         pairs = docs[local]
         sets = _load_shingles(urls, part, row, np.unique(pairs))
         c = np.array([exact_containment(sets[a], sets[b]) for a, b in pairs.tolist()])
-    else:  # estimated: the sampled share where the pair has samples, else from MinHash
-        c = estimated_containment(sig, sizes, local)
-        share_of = dict(
-            zip(
-                (by_sample[:, 0] * n_local + by_sample[:, 1]).tolist(),
-                sample_share.tolist(),
-                strict=True,
-            )
-        )
-        sample_est = np.array(
-            [share_of.get(k, np.nan) for k in (local[:, 0] * n_local + local[:, 1]).tolist()]
-        )
+        del sets
+    else:
         c = np.where(np.isnan(sample_est), c, sample_est)
     del sig
     hit = c >= cfg.containment
