@@ -143,6 +143,7 @@ def sampled_candidates(
     threshold: float,
     slack: float = 0.5,
     max_docs: int = 1000,
+    block: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(q, x)`` row pairs, q in ``queries``, x != q, where x holds at least ``slack *
     threshold`` of q's sampled shingles (``values[offsets[i]:offsets[i+1]]``, distinct per row),
@@ -158,13 +159,18 @@ def sampled_candidates(
     row = np.repeat(np.arange(n), np.diff(offsets))
     ones = np.ones(int(rare.sum()), np.int32)
     x = sp.csr_matrix((ones, (row[rare], col[rare])), shape=(n, len(uniq)))
-    q = x[queries]
-    shared = (q @ x.T).tocoo()
-    total = np.diff(offsets)[queries][shared.row]
-    qrow = queries[shared.row]
-    keep = (qrow != shared.col) & (shared.data >= slack * threshold * total)
-    pairs = np.stack([qrow[keep], shared.col[keep].astype(np.int64)], axis=1)
-    return pairs, shared.data[keep] / total[keep]
+    xt = x.T.tocsr()
+    totals = np.diff(offsets)
+    pairs, shares = [np.zeros((0, 2), np.int64)], [np.zeros(0)]
+    for start in range(0, len(queries), block):  # bounded memory: one block of queries at once
+        mine = queries[start : start + block]
+        shared = (x[mine] @ xt).tocoo()
+        total = totals[mine][shared.row]
+        qrow = mine[shared.row]
+        keep = (qrow != shared.col) & (shared.data >= slack * threshold * total)
+        pairs.append(np.stack([qrow[keep], shared.col[keep].astype(np.int64)], axis=1))
+        shares.append(shared.data[keep] / total[keep])
+    return np.concatenate(pairs), np.concatenate(shares)
 
 
 def estimated_containment(sig: np.ndarray, sizes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
