@@ -173,13 +173,18 @@ def sampled_candidates(
     return np.concatenate(pairs), np.concatenate(shares)
 
 
-def estimated_containment(sig: np.ndarray, sizes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+def estimated_containment(
+    sig: np.ndarray, sizes: np.ndarray, pairs: np.ndarray, block: int = 1 << 15
+) -> np.ndarray:
     """|A ∩ B| / |A| of each pair (a, b) estimated from MinHash Jaccard and the set sizes."""
-    if len(pairs) == 0:
-        return np.zeros(0)
-    a, b = pairs[:, 0], pairs[:, 1]
-    j = (sig[a] == sig[b]).mean(axis=1)
-    return np.minimum(j * (sizes[a] + sizes[b]) / ((1.0 + j) * sizes[a]), 1.0)
+    out = np.zeros(len(pairs))
+    for start in range(0, len(pairs), block):  # bounded memory: a block of pairs at once
+        a, b = pairs[start : start + block, 0], pairs[start : start + block, 1]
+        j = (sig[a] == sig[b]).mean(axis=1)
+        out[start : start + block] = np.minimum(
+            j * (sizes[a] + sizes[b]) / ((1.0 + j) * sizes[a]), 1.0
+        )
+    return out
 
 
 def exact_containment(a: np.ndarray, b: np.ndarray) -> float:
