@@ -411,16 +411,13 @@ def contained_documents(
     local = local[sizes[local[:, 1]] >= cfg.containment * sizes[local[:, 0]]]  # |B| >= c |A|
     # estimates: the sampled share where the pair has samples, else from MinHash
     c = estimated_containment(sig, sizes, local)
-    share_of = dict(
-        zip(
-            (by_sample[:, 0] * n_local + by_sample[:, 1]).tolist(),
-            sample_share.tolist(),
-            strict=True,
-        )
-    )
-    sample_est = np.array(
-        [share_of.get(k, np.nan) for k in (local[:, 0] * n_local + local[:, 1]).tolist()]
-    )
+    s_code = by_sample[:, 0] * n_local + by_sample[:, 1]
+    order = np.argsort(s_code)
+    s_code, s_share = s_code[order], sample_share[order]
+    l_code = local[:, 0] * n_local + local[:, 1]
+    at = np.minimum(np.searchsorted(s_code, l_code), max(len(s_code) - 1, 0))
+    found = (s_code[at] == l_code) if len(s_code) else np.zeros(len(l_code), bool)
+    sample_est = np.where(found, s_share[at] if len(s_code) else 0.0, np.nan)
     if cfg.verify and len(local):
         likely = np.fmax(c, sample_est) >= cfg.containment_prefilter * cfg.containment
         local = local[likely]
