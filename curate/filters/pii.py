@@ -242,7 +242,9 @@ _VERSION_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _REVISION_AFTER = re.compile(r"[-+~][\w.]|\.\d")
-_HEADING_BEFORE = re.compile(r"(?:^|\n)[ \t]*(?:#+|§|(?:section|chapter|part|appendix)\.?)?[ \t]*$", re.I)
+_HEADING_BEFORE = re.compile(
+    r"(?:^|\n)[ \t]*(?:#+|§|(?:section|chapter|part|appendix)\.?)?[ \t]*$", re.I
+)
 _HEADING_AFTER = re.compile(r"\.?[ \t]+[^\W\d_]")
 _ADDRESS_CUE = re.compile(
     r"\b(?:ip|ipv4|ips|address(?:es)?|addr|inet|hosts?|hostname|servers?|dns|nameservers?|"
@@ -371,9 +373,12 @@ def _grouped_phone(text: str, m: re.Match[str]) -> bool:
         sizes == [1, 3, 3, 4] and digits[0] == "1" and digits[1] in "23456789"
     )
     if nanp and "/" not in seps:
-        return True
+        # 834.345.1254 or 415 555 2671 in a table of numbers: a phone only where the text says so
+        return cue or not loose
     if digits[0] == "0" and digits[1] != "0" and 10 <= n <= 12 and min(sizes) >= 2:
-        return max(sizes) < 9 or cue  # trunk 0: UK, DE, FR, IT, IN, JP, CN, ... landlines
+        # trunk 0: UK, DE, FR, IT, IN, JP, CN, ... landlines; not "012 013 023 123"
+        grouped = sizes[-1] >= 4 or all(s == 2 for s in sizes[1:]) or "-" in seps
+        return grouped and (max(sizes) < 9 or cue)
     if paren and sizes in ([2, 4, 4], [2, 5, 4]) and digits[0] != "0":
         return True  # BR: (11) 91234-5678, (21) 2345-6789
     if sizes == [2, 5, 4] and digits[2] == "9" and seps == {" ", "-"}:
@@ -402,7 +407,9 @@ def _phone_span(m: re.Match[str]) -> Span:
 
 # --- payment cards -------------------------------------------------------------------------
 
-CARD = re.compile(r"\d(?<![\w\-.,]\d)(?<!\d[ \u00a0]\d)(?:[ \u00a0.\-]?\d){12,18}(?![\w]|[ \u00a0.\-]\d)")
+CARD = re.compile(
+    r"\d(?<![\w\-.,]\d)(?<!\d[ \u00a0]\d)(?:[ \u00a0.\-]?\d){12,18}(?![\w]|[ \u00a0.\-]\d)"
+)
 # Issuer prefixes (IIN ranges) and the lengths their cards have.
 _CARD_ISSUERS = [
     (re.compile(r"4"), {13, 16, 19}),  # Visa
@@ -524,6 +531,7 @@ KNOWN_TOKEN = re.compile(
     r"|eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,}"  # JWT
 )
 PRIVATE_KEY = re.compile(r"-----BEGIN[A-Z0-9 ]{0,40} PRIVATE KEY(?: BLOCK)?-----")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{32,}")
 _KEY_END = re.compile(r"-----END[A-Z0-9 ]{0,40} PRIVATE KEY(?: BLOCK)?-----")
 _BEARER = re.compile(r"[Bb](?<![\w][Bb])earer[ \t]+([A-Za-z0-9._~+/-]{20,}=*)(?![\w])")
 # name = value, name: value, name => value, "name": "value", export NAME=value
@@ -549,6 +557,10 @@ _PLACEHOLDER_VALUE = re.compile(
 _CODE_VALUE = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+|[A-Za-z_]\w*[(\[]|\w+\(\)")
 
 
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
 def shannon_entropy(s: str) -> float:
     """Bits per character of ``s`` (its own character frequencies)."""
     n = len(s)
@@ -562,8 +574,8 @@ def _secret_value(kind: str, value: str) -> bool:
         return False
     if not quoted and _CODE_VALUE.match(bare):
         return False
-    has_digit = any(c.isdigit() for c in bare)
-    has_alpha = any(c.isalpha() for c in bare)
+    has_digit = _DIGIT.search(bare) is not None
+    has_alpha = _LETTER.search(bare) is not None
     if kind == "pw":
         if quoted:
             return True
@@ -601,6 +613,8 @@ def _word_positions(text: str, words: Iterable[str]) -> list[int]:
 def _find_tokens(text: str) -> Iterator[Span]:
     for m in PRIVATE_KEY.finditer(text):
         end = _KEY_END.search(text, m.end(), m.end() + 65_536)
+        if not _BASE64_RUN.search(text, m.end(), end.start() if end else m.end() + 8192):
+            continue  # "-----BEGIN RSA PRIVATE KEY----- ... (key in base64) ... -----END"
         if end is not None:
             yield m.start(), end.end()
         else:  # no end marker: the block runs to the first blank line
@@ -620,12 +634,22 @@ _ASSIGNMENT_WORDS = (
 
 
 def _find_assignments(text: str) -> Iterator[Span]:
+    covered = 0  # end of the last value found: keywords inside it are part of it
     for pos in _word_positions(text, _ASSIGNMENT_WORDS):
-        if pos and text[pos - 1].isalpha():
+        if pos < covered or pos and text[pos - 1].isalpha():
             continue  # "bypass:", "compass=" (but DB_PASSWORD= and db.password: count)
         m = ASSIGNMENT.match(text, pos)
-        if m is not None and _secret_value("pw" if m.group("pw") else "key", m.group("value")):
-            yield m.span("value")
+        if m is None:
+            continue
+        value = m.group("value")
+        if pos and text[pos - 1] in "?&":  # a URL's query: the value ends at the next "&"
+            value = value.split("&", 1)[0]
+        if _secret_value("pw" if m.group("pw") else "key", value):
+            start = m.start("value")
+            quoted = value[0] in "\"'"
+            span = (start + 1, start + len(value) - 1) if quoted else (start, start + len(value))
+            covered = span[1]
+            yield span  # the quotes stay
 
 
 # --- the redactor --------------------------------------------------------------------------
