@@ -238,14 +238,23 @@ IPV6 = re.compile(
 _VERSION_BEFORE = re.compile(
     r"(?:\b(?:version|versions|release|v|ver\.?|rev\.?|python\d?|perl|ruby|php|java|gcc|clang|"
     r"llvm|node|openssl|zlib|glibc|libc|kernel|linux|firefox|chrome|build|upgrade[ds]?|"
-    r"updated?|bump(?:ed)?)[ \t]*[:=]?[ \t]*|==|>=|<=|~=|!=|\d:|[a-zA-Z][\w+.-]*[/_-])$",
+    r"updated?|bump(?:ed)?)[^\S\n]*[:=]?[^\S\n]*|==|>=|<=|~=|!=|\d:|[a-zA-Z][\w+.-]*[/_-])$",
     re.IGNORECASE,
 )
 _REVISION_AFTER = re.compile(r"[-+~][\w.]|\.\d")
 _HEADING_BEFORE = re.compile(
-    r"(?:^|\n)[ \t]*(?:#+|§|(?:section|chapter|part|appendix)\.?)?[ \t]*$", re.I
+    r"(?:^|\n)[^\S\n]*(?:#+|§|\[|(?:section|chapter|part|appendix)\.?)?[^\S\n]*$", re.I
 )
-_HEADING_AFTER = re.compile(r"\.?[ \t]+[^\W\d_]")
+# a heading's title: a capital or non-Latin letter, a dash or a quote (a hosts file has a name)
+_HEADING_AFTER = re.compile(r"\.[^\S\n]|[^\S\n]+(?:[^\W\d_a-z]|[–—\-„“\"'«])")
+_SECTION_BEFORE = re.compile(
+    r"(?:section|sect\.|chapter|chap\.|appendix|abschnitt|kapitel|chapitre|sezione|capitolo|"
+    r"secci[oó]n|cap[ií]tulo|se[cç][aã]o|hoofdstuk|rozdzia[lł]|avsnitt|afsnit|kapittel|bagian|"
+    r"раздел|глава|قسم|بخش|§|\[|第|節|节|章)"
+    r"[^\S\n]*$",
+    re.IGNORECASE,
+)
+_SECTION_AFTER = re.compile(r"[^\S\n]*(?:節|节|章|[,–—][^\S\n]*[“”„\"'«「])")
 _ADDRESS_CUE = re.compile(
     r"\b(?:ip|ipv4|ips|address(?:es)?|addr|inet|hosts?|hostname|servers?|dns|nameservers?|"
     r"resolvers?|gateway|gw|routers?|ping|traceroute|route|subnet|netmask|connect\w*|peers?|"
@@ -281,9 +290,11 @@ def _public_ipv4(text: str, m: re.Match[str]) -> bool:
         return False  # 1:12.0.0.1-3, python 3.11.2.1, Firefox/2.0.0.11, novas==3.1.1.3
     if before.endswith(("://", "@", "[")) or _ADDRESS_AFTER.match(after):
         return True  # http://8.8.8.8/, user@[1.1.1.1], 1.1.1.1:53, 8.8.8.0/24
+    if _HEADING_BEFORE.search(before) and _HEADING_AFTER.match(after):
+        return False  # 12.2.1.1 Section title, 8.3.1.2. Il file /etc/hosts
+    if _SECTION_BEFORE.search(before[-16:]) or _SECTION_AFTER.match(after):
+        return False  # section 9.2.1.4, 第 9.2.1.4 節, (see 12.2.2.2 – „Network Configuration“)
     cue = _ADDRESS_CUE.search(before) or _ADDRESS_CUE.search(after)
-    if _HEADING_BEFORE.search(before) and _HEADING_AFTER.match(after) and not cue:
-        return False  # 12.2.1.1 Section title, 121.2.3.4. Heading
     if max(octets) < 32:  # 8.8.8.8 or 12.2.1.1: an address only where the text says so
         return cue is not None
     return True
@@ -557,6 +568,8 @@ _PLACEHOLDER_VALUE = re.compile(
 _CODE_VALUE = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+|[A-Za-z_]\w*[(\[]|\w+\(\)")
 
 
+# a path or a URL: /etc/shadow, hash:/etc/postfix/sasl_passwd, ~/.netrc, ./key.pem
+_PATH_VALUE = re.compile(r"[/~.]{0,2}/|\w+:/")
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[^\W\d_]")
 
@@ -572,7 +585,7 @@ def _secret_value(kind: str, value: str) -> bool:
     bare = value[1:-1] if quoted else value
     if len(bare) < 4 or _PLACEHOLDER_VALUE.fullmatch(bare):
         return False
-    if not quoted and _CODE_VALUE.match(bare):
+    if not quoted and (_CODE_VALUE.match(bare) or _PATH_VALUE.match(bare)):
         return False
     has_digit = _DIGIT.search(bare) is not None
     has_alpha = _LETTER.search(bare) is not None
