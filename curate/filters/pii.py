@@ -288,7 +288,7 @@ def _public_ipv4(text: str, m: re.Match[str]) -> bool:
     before, after = _line_window(text, m.start(), m.end(), 48, 32)
     if _REVISION_AFTER.match(after) or _VERSION_BEFORE.search(before[-24:]):
         return False  # 1:12.0.0.1-3, python 3.11.2.1, Firefox/2.0.0.11, novas==3.1.1.3
-    if before.endswith(("://", "@", "[")) or _ADDRESS_AFTER.match(after):
+    if before.endswith(("://", "@", "@[")) or _ADDRESS_AFTER.match(after):
         return True  # http://8.8.8.8/, user@[1.1.1.1], 1.1.1.1:53, 8.8.8.0/24
     if _HEADING_BEFORE.search(before) and _HEADING_AFTER.match(after):
         return False  # 12.2.1.1 Section title, 8.3.1.2. Il file /etc/hosts
