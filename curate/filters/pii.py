@@ -331,7 +331,7 @@ PHONE_GROUPED = re.compile(
     r"[(\d](?<![\w(+\-./:,=#$]\d)(?<![\w(+\-./:,=#$]\()(?<!\d[ \u00a0]\d)(?<!\d[ \u00a0]\()"
     r"(?:(?<=\()\d{2,5}\)[ \u00a0]?|(?<!\()\d{0,5}[ \u00a0.\-/])"
     r"(?:\d{1,5}[ \u00a0.\-]){0,4}\d{2,8}"
-    r"(?![\w]|[.\-/,]\d|[ \u00a0]\d)"
+    r"(?![\w]|[.\-/,]\d)"
 )
 # (c) after a label
 _PHONE_LABELS = (
@@ -344,8 +344,11 @@ PHONE_LABELLED = re.compile(
     re.IGNORECASE,
 )
 _PHONE_LABEL_WORDS = tuple(dict.fromkeys(w[:3] for w in _PHONE_LABELS.split("|")))
-_PHONE_CUE = re.compile(rf"(?:{_PHONE_LABELS}|contact|reach|ring|dial|number|nummer|numéro)", re.I)
+_PHONE_CUE = re.compile(
+    rf"(?:{_PHONE_LABELS}|contact|kontakt|contacto|reach|ring|dial|number|nummer|numéro)", re.I
+)
 _LABEL_END = re.compile(r"^\D*?(?=\+?[\d(])")
+_SPACE_DIGIT = re.compile(r"[ \u00a0]\d")
 _HEX_PAIR_AFTER = re.compile(r"[ \u00a0][0-9A-Fa-f]{2}\b")
 _HEX_PAIR_BEFORE = re.compile(r"\b[0-9A-Fa-f]{2}[ \u00a0]$")
 _GROUP = re.compile(r"\d+")
@@ -358,8 +361,20 @@ def _phone(text: str, m: re.Match[str]) -> bool:
     return 7 <= digits <= 15 and raw.count(".") in (0, 3, 4, 5, 6)
 
 
-def _grouped_phone(text: str, m: re.Match[str]) -> bool:
-    raw = m.group()
+def _grouped_phone_span(text: str, m: re.Match[str]) -> Span | None:
+    """The candidate, or the longest prefix of it ending before a space, that is a phone."""
+    start, end = m.span()
+    while True:
+        if _grouped_phone(text, start, end):
+            return start, end
+        cut = max(text.rfind(" ", start, end), text.rfind("\u00a0", start, end))
+        if cut <= start:
+            return None
+        end = cut
+
+
+def _grouped_phone(text: str, start: int, end: int) -> bool:
+    raw = text[start:end]
     groups = _GROUP.findall(raw)
     sizes = [len(g) for g in groups]
     digits = "".join(groups)
@@ -373,11 +388,11 @@ def _grouped_phone(text: str, m: re.Match[str]) -> bool:
     if "." in seps and len(groups) == 4 and max(sizes) <= 3:
         return False  # an IPv4 address
     spaced = bool(seps & {" ", "\u00a0"})
-    if spaced and (
-        _HEX_PAIR_AFTER.match(text, m.end()) or _HEX_PAIR_BEFORE.search(text, 0, m.start())
-    ):
+    if seps <= {" ", "\u00a0"} and _SPACE_DIGIT.match(text, end):
+        return False  # a run of numbers: 12 345 6789 012
+    if spaced and (_HEX_PAIR_AFTER.match(text, end) or _HEX_PAIR_BEFORE.search(text, 0, start)):
         return False  # a hex dump
-    cue = _PHONE_CUE.search(text, max(0, m.start() - 40), m.start()) is not None
+    cue = _PHONE_CUE.search(text, max(0, start - 40), start) is not None
     # NANP: area code [2-9]xx; written with spaces or dots, the exchange is [2-9]xx too
     loose = bool(seps & {" ", "\u00a0", "."}) and not paren
     nanp = (sizes == [3, 3, 4] and digits[0] in "23456789" and (digits[3] > "1" or not loose)) or (
@@ -694,7 +709,16 @@ def _regex(
 
 
 def _phone_accept(text: str, m: re.Match[str]) -> Span | None:
-    return _phone_span(m) if _phone(text, m) else None
+    if _phone(text, m):
+        return _phone_span(m)
+    start, end = _phone_span(m)
+    # +55 11 98692-1002 155 Elm Street: too many digits; the number ends before a spaced group
+    while " " in text[start:end]:
+        end = text.rindex(" ", start, end)
+        raw = text[start:end]
+        if 7 <= sum(c.isdigit() for c in raw) <= 15 and raw.count(".") in (0, 3, 4, 5, 6):
+            return start, end
+    return None
 
 
 _TOKEN_PREFILTER = (
@@ -704,6 +728,18 @@ _TOKEN_PREFILTER = (
 _ASSIGNMENT_PREFILTER = (
     rf"(?i)(?:{_PASSWORD_WORDS}|{_SECRET_WORDS})[\w.-]{{0,40}}[\"']?[ \t]{{0,8}}[=:]"
 )
+# the shapes _grouped_phone accepts: NANP, trunk-0 national, BR, CN and IN mobiles
+_GROUPED_PHONE_PREFILTER = "|".join(
+    p.replace("S", r"[ \x{a0}.\-/]")
+    for p in (
+        r"\d{3}\)?S{1,2}\d{3}S\d{4}",
+        r"(?:^|[^\d.])0\d{1,5}\)?S{1,2}(?:\d{4,8}|\d{2,5}S\d{2,8})",
+        r"\d\d\)S?\d{4,5}-\d{4}",
+        r"\d\dS\d{5}-\d{4}",
+        r"1\d\dS\d{4}S\d{4}",
+        r"\d{5}S\d{5}",
+    )
+)
 DETECTORS = (
     Detector("email", _find_emails, r"(?i)\S@(?:\S*\.|[ \t]*\r?\n)|@[^\s@]*\.[ \t]*\r?\n"),
     Detector("iban", _regex(IBAN, _iban_span), r"(?i)[a-z]{2}\d{2}[ \-]?[a-z0-9]{4}"),
@@ -711,7 +747,7 @@ DETECTORS = (
     Detector("ip", _regex(IPV4, _public_ipv4), r"\d\.\d{1,3}\.\d{1,3}\.\d"),
     Detector("ip", _regex(IPV6, _public_ipv6), r":[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:"),
     Detector("phone", _regex(PHONE_INTL, _phone_accept), r"\+[1-9]"),
-    Detector("phone", _regex(PHONE_GROUPED, _grouped_phone), r"\d[ .\-/)]\d{2}"),
+    Detector("phone", _regex(PHONE_GROUPED, _grouped_phone_span), _GROUPED_PHONE_PREFILTER),
     Detector(
         "phone",
         _find_labelled_phones,
@@ -806,13 +842,14 @@ def score(table: pa.Table, cfg: PIIConfig) -> pa.Table:
     texts = text_col.to_pylist()
     counts: list[dict[str, int]] = []
     errors: list[str | None] = [None] * n
-    for i in range(n):
-        active = [d for d, hit in zip(detectors, may_match[:, i], strict=True) if hit]
+    hits = may_match.T.tolist()
+    for i, row_hits in enumerate(hits):
         c = dict.fromkeys(PII_TYPES, 0)
         if too_large[i]:
             errors[i] = TOO_LARGE
             texts[i] = ""  # never carried on unredacted
-        elif active:
+        elif any(row_hits):
+            active = [d for d, hit in zip(detectors, row_hits, strict=True) if hit]
             texts[i], c = redact(texts[i], active)
         counts.append(c)
     col = table.column_names.index("text")
