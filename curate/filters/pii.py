@@ -390,7 +390,9 @@ def _grouped_phone(text: str, start: int, end: int) -> bool:
     spaced = bool(seps & {" ", "\u00a0"})
     if seps <= {" ", "\u00a0"} and _SPACE_DIGIT.match(text, end):
         return False  # a run of numbers: 12 345 6789 012
-    if spaced and (_HEX_PAIR_AFTER.match(text, end) or _HEX_PAIR_BEFORE.search(text, 0, start)):
+    if spaced and (
+        _HEX_PAIR_AFTER.match(text, end) or _HEX_PAIR_BEFORE.search(text, max(0, start - 4), start)
+    ):
         return False  # a hex dump
     cue = _PHONE_CUE.search(text, max(0, start - 40), start) is not None
     # NANP: area code [2-9]xx; written with spaces or dots, the exchange is [2-9]xx too
@@ -639,15 +641,24 @@ def _word_positions(text: str, words: Iterable[str]) -> list[int]:
 
 
 def _find_tokens(text: str) -> Iterator[Span]:
-    for m in PRIVATE_KEY.finditer(text):
-        end = _KEY_END.search(text, m.end(), m.end() + 65_536)
-        if not _BASE64_RUN.search(text, m.end(), end.start() if end else m.end() + 8192):
+    # private-key blocks; each one's search stops at the next header, so the scan stays linear
+    headers = list(PRIVATE_KEY.finditer(text))
+    end: re.Match[str] | None = None
+    searched = False  # an end marker was looked for (and, if None, there is none further on)
+    for i, m in enumerate(headers):
+        stop = headers[i + 1].start() if i + 1 < len(headers) else len(text)
+        if not searched or end is not None and end.start() < m.end():
+            end = _KEY_END.search(text, m.end())
+            searched = True
+        block_end = end.end() if end is not None and end.start() < stop else None
+        limit = block_end or min(stop, m.end() + 8192)
+        if not _BASE64_RUN.search(text, m.end(), limit):
             continue  # "-----BEGIN RSA PRIVATE KEY----- ... (key in base64) ... -----END"
-        if end is not None:
-            yield m.start(), end.end()
+        if block_end is not None:
+            yield m.start(), block_end
         else:  # no end marker: the block runs to the first blank line
-            blank = text.find("\n\n", m.end(), m.end() + 8192)
-            yield m.start(), blank if blank != -1 else min(len(text), m.end() + 8192)
+            blank = text.find("\n\n", m.end(), limit)
+            yield m.start(), blank if blank != -1 else limit
     for m in KNOWN_TOKEN.finditer(text):
         if not m.start() or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_/+"):
             yield m.span()
