@@ -113,10 +113,13 @@ class View:
 
     __slots__ = ("text", "_at", "_shift")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, needed: bool | None = None) -> None:
+        """``needed``: whether ``text`` holds anything to normalise, when the caller knows."""
         self._at: list[int] = []  # view positions where the shift changes
         self._shift: list[int] = []  # original = view + shift from there on
-        if "%40" not in text and not _NEEDS_VIEW.search(text):
+        if needed is None:
+            needed = "%40" in text or _NEEDS_VIEW.search(text) is not None
+        if not needed:
             self.text = text
             return
         text = text.translate(_FULLWIDTH)
@@ -751,9 +754,15 @@ _GROUPED_PHONE_PREFILTER = "|".join(
         r"\d{5}S\d{5}",
     )
 )
+
+
 DETECTORS = (
     Detector("email", _find_emails, r"(?i)\S@(?:\S*\.|[ \t]*\r?\n)|@[^\s@]*\.[ \t]*\r?\n"),
-    Detector("iban", _regex(IBAN, _iban_span), r"(?i)[a-z]{2}\d{2}[ \-]?[a-z0-9]{4}"),
+    Detector(
+        "iban",
+        _regex(IBAN, _iban_span),
+        r"\b(?:[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{4}){2}|[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]{4}){2})",
+    ),
     Detector("credit_card", _regex(CARD, _card), r"\d(?:[ .\-]?\d){12}"),
     Detector("ip", _regex(IPV4, _public_ipv4), r"\d\.\d{1,3}\.\d{1,3}\.\d"),
     Detector("ip", _regex(IPV6, _public_ipv6), r":[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:"),
@@ -770,21 +779,33 @@ DETECTORS = (
 )
 _PRIORITY = {"secret": 0, "email": 1, "iban": 2, "credit_card": 3, "ssn": 4, "ip": 5, "phone": 6}
 
-# A URL, so that a redaction inside one keeps it a URL; Message-ID links may hold <id@host>.
-_URL = re.compile(
-    r"(?<![\w+.-])(?:[a-zA-Z][\w+.-]{0,15}://|mailto:|news:|www\.)"
-    r"[^\s<>\"'`]*(?:<[^\s<>\"]{1,512}>[^\s<>\"'`]*)?",
-    re.IGNORECASE,
-)
+# what ends a URL token (a Message-ID link may hold <id@host>, so "<" and ">" do not)
+_URL_STOPS = " \t\n\r\"'`"
+
+
+def _in_url(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` sits inside a URL (``scheme://``, ``mailto:``, ``www.``)."""
+    if any(c in _URL_STOPS for c in text[start:end]):
+        return False
+    lo = max(0, start - 2048)
+    cut = max(text.rfind(c, lo, start) for c in _URL_STOPS)
+    if cut == -1 and lo:
+        return False  # no URL is 2 kB long
+    token = text[cut + 1 : start]
+    return "://" in token or "mailto:" in token or "news:" in token or token.startswith("www.")
 
 
 def _detectors(kinds: frozenset[str]) -> tuple[Detector, ...]:
     return tuple(d for d in DETECTORS if d.kind in kinds)
 
 
-def find_pii(text: str, detectors: Iterable[Detector] = DETECTORS) -> list[tuple[int, int, str]]:
-    """Non-overlapping ``(start, end, kind)`` spans of PII in ``text``, in order."""
-    view = View(text)
+def find_pii(
+    text: str, detectors: Iterable[Detector] = DETECTORS, normalise: bool | None = None
+) -> list[tuple[int, int, str]]:
+    """Non-overlapping ``(start, end, kind)`` spans of PII in ``text``, in order.
+
+    ``normalise``: whether the text needs the normalised view (None: find out)."""
+    view = View(text, normalise)
     found: list[tuple[int, int, str]] = []
     for det in detectors:
         for start, end in det.find(view.text):
@@ -798,25 +819,19 @@ def find_pii(text: str, detectors: Iterable[Detector] = DETECTORS) -> list[tuple
     return spans
 
 
-def _url_spans(text: str) -> list[Span]:
-    return [m.span() for m in _URL.finditer(text)]
-
-
-def redact(text: str, detectors: Iterable[Detector] = DETECTORS) -> tuple[str, dict[str, int]]:
+def redact(
+    text: str, detectors: Iterable[Detector] = DETECTORS, normalise: bool | None = None
+) -> tuple[str, dict[str, int]]:
     """``text`` with PII replaced by typed placeholders, and the count per type."""
     counts = dict.fromkeys(PII_TYPES, 0)
-    spans = find_pii(text, detectors)
+    spans = find_pii(text, detectors, normalise)
     if not spans:
         return text, counts
-    urls = _url_spans(text)
-    starts = [u[0] for u in urls]
     parts: list[str] = []
     cursor = 0
     for start, end, kind in spans:
         parts.append(text[cursor:start])
-        i = bisect_right(starts, start) - 1
-        in_url = i >= 0 and urls[i][0] <= start and end <= urls[i][1]
-        parts.append(URL_PLACEHOLDERS[kind] if in_url else PLACEHOLDERS[kind])
+        parts.append(URL_PLACEHOLDERS[kind] if _in_url(text, start, end) else PLACEHOLDERS[kind])
         counts[kind] += 1
         cursor = end
     parts.append(text[cursor:])
@@ -840,11 +855,13 @@ def score(table: pa.Table, cfg: PIIConfig) -> pa.Table:
             ]
         )
         # fullwidth forms, hidden characters or %40: the view differs, every detector runs
-        may_match |= pc.match_substring_regex(text_col, _NEEDS_VIEW_RE2).to_numpy(
+        needs_view = pc.match_substring_regex(text_col, _NEEDS_VIEW_RE2).to_numpy(
             zero_copy_only=False
         )
+        may_match |= needs_view
     else:
         may_match = np.zeros((0, n), dtype=bool)
+        needs_view = np.zeros(n, dtype=bool)
     too_large = (
         pc.greater(pc.utf8_length(text_col), cfg.max_doc_chars).to_numpy(zero_copy_only=False)
         if cfg.max_doc_chars is not None and n
@@ -861,7 +878,7 @@ def score(table: pa.Table, cfg: PIIConfig) -> pa.Table:
             texts[i] = ""  # never carried on unredacted
         elif any(row_hits):
             active = [d for d, hit in zip(detectors, row_hits, strict=True) if hit]
-            texts[i], c = redact(texts[i], active)
+            texts[i], c = redact(texts[i], active, bool(needs_view[i]))
         counts.append(c)
     col = table.column_names.index("text")
     out = table.set_column(col, table.schema.field("text"), pa.array(texts, pa.large_string()))
