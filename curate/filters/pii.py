@@ -348,7 +348,8 @@ PHONE_LABELLED = re.compile(
 )
 _PHONE_LABEL_WORDS = tuple(dict.fromkeys(w[:3] for w in _PHONE_LABELS.split("|")))
 _PHONE_CUE = re.compile(
-    rf"(?:{_PHONE_LABELS}|contact|kontakt|contacto|reach|ring|dial|number|nummer|numéro)", re.I
+    rf"(?<![a-z])(?:{_PHONE_LABELS}|contact|kontakt|contacto|reach|ring|dial|number|nummer|numéro)",
+    re.I,
 )
 _LABEL_END = re.compile(r"^\D*?(?=\+?[\d(])")
 _SPACE_DIGIT = re.compile(r"[ \u00a0]\d")
