@@ -385,3 +385,127 @@ def test_timeout_inside_ray_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         shutil.rmtree(ray_dir, ignore_errors=True)
     assert r.quarantine["reason"].to_pylist() == ["timeout"]
     assert r.kept["source"].to_pylist() == [good.url]
+
+
+def _multi_member_jsonl_gz(path: Path, members: int) -> int:
+    """A .jsonl.gz of ``members`` gzip members (each a fortune per line): its trailer declares
+    one member's size only. Returns the number of lines."""
+    entries = SAMPLE / "fortune/fortunes-es/usr/share/games/fortunes/es/amistad.fortunes"
+    lines = [json.dumps({"text": e}).encode() + b"\n" for e in entries.read_text().split("\n%\n")]
+    member = gzip.compress(b"".join(lines))
+    path.write_bytes(member * members)
+    return len(lines) * members
+
+
+def test_decompressed_bytes_are_capped_per_file(tmp_path: Path) -> None:
+    """A .jsonl.gz whose gzip trailer understates its size stops at max_file_bytes: the lines
+    read are kept, the rest is one too_large record, nothing else is read."""
+    total = _multi_member_jsonl_gz(tmp_path / "many.jsonl.gz", 40)
+    r = extract_part(
+        list_inputs([InputSpec(path=str(tmp_path))]), ExtractConfig(max_file_bytes=200_000)
+    )
+    _balanced(r)
+    assert r.stats.quarantined == {"too_large": 1}
+    assert 0 < r.stats.kept < total
+    (q,) = r.quarantine.to_pylist()
+    assert q["offset"] == r.stats.docs_in - 1 and "max_file_bytes" in q["detail"]
+    assert r.stats.bytes_kept <= 200_000
+
+
+def test_records_held_are_capped_per_part(tmp_path: Path) -> None:
+    """Once a part holds max_part_bytes, the rest of the file and the part's next files are
+    too_large (the next files unread); in = kept + removed + quarantined still."""
+    _multi_member_jsonl_gz(tmp_path / "a.jsonl.gz", 5)
+    _multi_member_jsonl_gz(tmp_path / "b.jsonl.gz", 5)
+    shutil.copy(LANG_PAGES["en"], tmp_path / "c.html")
+    r = extract_part(
+        list_inputs([InputSpec(path=str(tmp_path))]), ExtractConfig(max_part_bytes=50_000)
+    )
+    _balanced(r)
+    reasons = {Path(q["source"]).name: q["reason"] for q in r.quarantine.to_pylist()}
+    assert reasons == {"a.jsonl.gz": "too_large", "b.jsonl.gz": "too_large", "c.html": "too_large"}
+    assert r.counters.get("html_docs", 0) == 0  # the full part did not read the page
+    assert r.stats.kept > 0 and r.stats.bytes_kept < 50_000
+
+
+def test_warc_stops_at_max_file_bytes(tmp_path: Path) -> None:
+    """A WARC whose records together pass max_file_bytes: the records before are kept, then one
+    too_large record for the rest of the file (not one per remaining record)."""
+    from warcio.warcwriter import WARCWriter
+
+    from tests.bad_inputs import _warc_response
+
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    page = LANG_PAGES["en"].read_bytes()
+    html_type = [("Content-Type", "text/html; charset=utf-8")]
+    for i in range(6):
+        writer.write_record(_warc_response(writer, f"http://example.org/{i}", page, html_type))
+    (tmp_path / "pages.warc.gz").write_bytes(buf.getvalue())
+    cfg = ExtractConfig(max_file_bytes=len(page) * 3 + 1)
+    r = extract_part(list_inputs([InputSpec(path=str(tmp_path))]), cfg)
+    _balanced(r)
+    assert r.stats.kept == 3 and r.stats.quarantined == {"too_large": 1}
+    assert r.quarantine.column("offset").to_pylist() == [3]
+
+
+def _share_of_words(a: str, b: str) -> float:
+    """Share of ``b``'s distinct words that ``a`` has too."""
+    wa, wb = set(a.lower().split()), set(b.lower().split())
+    return len(wa & wb) / len(wb)
+
+
+def test_resiliparse_extracts_a_real_page() -> None:
+    """extract.html: resiliparse on a real Debian reference chapter: the body text (plus the
+    table of contents and the footer's chapter links, which trafilatura drops), close to
+    trafilatura's text; the same through the worker as in-process."""
+    page = LANG_PAGES["en"]
+    html = decode_text(page.read_bytes())
+    text = extract_html(html, {"extractor": "resiliparse"})
+    assert "Multilingualization (M17N) or Native Language Support for an application" in text
+    assert text.rstrip().endswith("Chapter\xa09.\xa0System tips")  # it keeps the footer nav
+    assert "export NCURSES_NO_UTF8_ACS=0." in text
+    assert "<div" not in text and "<a " not in text and "href" not in text
+    # most of trafilatura's words: its main-content rules drop some tables and tip boxes
+    assert _share_of_words(text, extract_html(html)) > 0.7
+
+    cfg = ExtractConfig.model_validate({"html": "resiliparse"})
+    assert cfg.html.extractor == "resiliparse" and cfg.html.main_content
+    files = list_inputs([InputSpec(path=str(page))])
+    isolated = extract_part(files, cfg)
+    _balanced(isolated)
+    assert isolated.kept["text"].to_pylist() == [text]
+    assert isolated.counters["html_docs"] == 1
+    inproc = extract_part(files, cfg.model_copy(update={"isolate": False}))
+    assert inproc.kept["text"].to_pylist() == [text]
+
+
+def test_html_extractor_option_is_validated() -> None:
+    assert ExtractConfig().html.extractor == "trafilatura"
+    assert ExtractConfig.model_validate({"html": {"extractor": "resiliparse"}}).html.main_content
+    with pytest.raises(ValueError, match="extractor"):
+        ExtractConfig.model_validate({"html": "lxml"})
+    with pytest.raises(ValueError, match="extra"):
+        ExtractConfig.model_validate({"html": {"extractor": "resiliparse", "foo": 1}})
+
+
+def test_resiliparse_under_the_same_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page that takes longer than timeout_s is quarantined as timeout with either
+    extractor (the worker enforces it); the worker then serves the next page."""
+    import curate.readers.extract as extract_mod
+
+    page = LANG_PAGES["en"]
+    files = list_inputs([InputSpec(path=str(page))])
+    cfg = ExtractConfig.model_validate({"html": "resiliparse", "timeout_s": 0.5})
+    real = extract_mod._Part._job
+
+    def slow(self, kind, payload, options):  # noqa: ANN001, ANN202
+        if kind == "html":
+            return real(self, "sleep", 5, None)
+        return real(self, kind, payload, options)
+
+    monkeypatch.setattr(extract_mod._Part, "_job", slow)
+    r = extract_part(files, cfg)
+    assert r.quarantine["reason"].to_pylist() == ["timeout"]
+    monkeypatch.undo()
+    assert extract_part(files, cfg).kept.num_rows == 1

@@ -12,21 +12,29 @@ path as written in the config, see :mod:`curate.readers.files`; files are read f
   line), consecutive entries joined into documents of at least ``dict_block_chars`` characters
   (a single entry is mostly too short to be a training document); offset = the index of the
   document's first entry.
-- ``warc``: one document per ``response``/``resource``/``conversion`` record; offset = the
-  record's index in the file (all record types counted, so offsets match the file). ``request``,
-  ``warcinfo``, ``metadata`` and ``revisit`` records are not documents (counter
-  ``warc_records_skipped``). HTML payloads go through trafilatura, ``text/plain`` is decoded,
-  PDF payloads go through pdfium; other content types are removed as ``unsupported_type``.
+- ``warc``: one document per ``response``/``resource``/``conversion`` record, streamed with
+  FastWARC (:mod:`curate.readers.warc`); offset = the record's index in the file (all record
+  types counted, so offsets match the file). ``request``, ``warcinfo``, ``metadata`` and
+  ``revisit`` records are not documents (counter ``warc_records_skipped``). HTML payloads go
+  through the HTML extractor (``html.extractor``: trafilatura or resiliparse; the HTTP charset
+  is used to decode), ``text/plain`` is decoded, PDF payloads go through pdfium; other content
+  types are removed as ``unsupported_type``; a record cut short is quarantined as
+  ``truncated``.
 - ``jsonl``: one document per non-blank line (offset = line index), text from ``text_field``.
 - ``parquet``: one document per row (offset = row index), text from ``text_field``.
 
 Outcomes: a document with text is kept; blank text is removed as ``empty_text``, text shorter
 than ``min_text_chars`` as ``too_short``. Unreadable input is quarantined with a reason:
 ``too_large`` (raw document, decompressed file or WARC/JSONL record over ``max_bytes``: never
-truncated, since half a document is a worse training example than none), ``binary_file``,
+truncated, since half a document is a worse training example than none; a container whose
+decompressed records pass ``max_file_bytes``, checked first against a gzip file's declared size;
+the rest of a part once its documents hold ``max_part_bytes`` of text), ``invalid_unicode``
+(a JSONL string with a lone surrogate escape such as ``"\\ud800"``: not encodable as UTF-8),
+``binary_file``,
 ``invalid_utf8``, ``mixed_encoding``, ``corrupt_gzip``, ``corrupt_pdf``, ``encrypted_pdf``,
 ``not_pdf``, ``timeout``, ``out_of_memory``, ``extract_crash``, ``extract_error``,
-``warc_error``, ``invalid_json``, ``missing_text_field``, ``corrupt_parquet``, ``read_error``.
+``truncated`` (a WARC record that ends before its Content-Length), ``warc_error``,
+``invalid_json`` (also a line nested too deeply to parse: that line only), ``missing_text_field``, ``corrupt_parquet``, ``read_error``.
 A container (WARC, JSONL, Parquet) that breaks midway keeps the records read so far and adds
 one quarantine record at the offset where it broke. Nothing raises for bad input.
 
@@ -46,7 +54,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -63,6 +71,7 @@ from curate.readers.text import (
     declared_charset,
     decode_text,
     group_entries,
+    gzip_declared_size,
     looks_binary,
     looks_rot13,
     maybe_decompress,
@@ -70,11 +79,15 @@ from curate.readers.text import (
     split_dictd,
     split_fortunes,
 )
+from curate.readers.warc import WarcPayload, warc_payloads
 from curate.readers.worker import run_isolated, run_job
 from curate.schema import DOC_SCHEMA, doc_id
 from curate.stage import ERROR_COLUMN, StageResult, decide
 
 STAGE = "extract"
+MAX_TIMEOUT_S = 86_400.0  # one day: a longer (or infinite) timeout overflows select()
+ROW_BYTES = 256  # memory of one record besides its text (counted against max_part_bytes)
+PART_SCHEMA = DOC_SCHEMA.append(pa.field(ERROR_COLUMN, pa.string()))
 
 
 class ExtractConfig(BaseModel):
@@ -82,22 +95,45 @@ class ExtractConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timeout_s: float = Field(20.0, gt=0, description="per document, HTML and PDF extraction")
+    timeout_s: float = Field(
+        20.0, gt=0, le=MAX_TIMEOUT_S, description="per document, HTML and PDF extraction"
+    )
     max_bytes: int = Field(
         32 << 20, gt=0, description="per raw document or record; over → too_large"
     )
+    max_file_bytes: int = Field(
+        256 << 20,
+        gt=0,
+        description="decompressed bytes read from one JSONL/WARC/Parquet file; over → the rest "
+        "of the file is one too_large record",
+    )
+    max_part_bytes: int = Field(
+        256 << 20,
+        gt=0,
+        description="text (+ 256 bytes per record) held by one part (bounds memory); over → "
+        "the rest of the file and the part's next files are too_large",
+    )
     min_text_chars: int = Field(10, ge=0, description="shorter (non-blank) text → too_short")
-    html: HtmlOptions = HtmlOptions()
+    html: HtmlOptions = Field(
+        HtmlOptions(),
+        description="HTML extractor and its options; a name alone (trafilatura | resiliparse) "
+        "picks the extractor with its defaults",
+    )
     max_pdf_pages: int | None = Field(None, description="read at most this many pages per PDF")
     dict_block_chars: int = Field(
         1000, ge=0, description="dictd: entries per document until this many characters"
     )
     isolate: bool = Field(
-        True, description="run trafilatura/pdfium in worker processes (timeout, memory limit)"
+        True,
+        description="run the HTML extractor/pdfium in worker processes (timeout, memory limit)",
     )
     worker_memory_mb: int | None = Field(
         4096, description="address-space limit of a worker process (None: unlimited)"
     )
+
+
+class FileOverCap(ReadError):
+    """A file read past ``max_file_bytes``: stops the whole file, not one record."""
 
 
 @dataclass
@@ -121,29 +157,54 @@ class _Part:
 
     def __init__(self, cfg: ExtractConfig) -> None:
         self.cfg = cfg
-        self.rows: list[dict] = []
+        self.columns: dict[str, list] = {name: [] for name in PART_SCHEMA.names}
         self.removals: list[str | None] = []
         self.details: dict[str, str] = {}
         self.counters: dict[str, int] = {}
+        self.held_bytes = 0  # text + per-record overhead held by the part (max_part_bytes)
+        self.file_bytes = 0  # decompressed bytes read from the current file (max_file_bytes)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
-    def add(self, f: InputFile, fmt: str, rec: _Record) -> None:
+    def read(self, n: int) -> None:
+        """Count ``n`` decompressed bytes read from the current file; raises ``too_large``
+        once the file passes ``max_file_bytes`` (the rest of it is not read)."""
+        self.file_bytes += n
+        if self.file_bytes > self.cfg.max_file_bytes:
+            raise FileOverCap(
+                "too_large",
+                f"file decompresses to more than max_file_bytes {self.cfg.max_file_bytes}",
+            )
+
+    def add(self, f: InputFile, fmt: str, rec: _Record, bounded: bool = True) -> None:
+        """Add a record; text that is not valid Unicode is quarantined (``invalid_unicode``).
+        Raises ``too_large`` (``bounded``) when the part's rows would hold more than
+        ``max_part_bytes``: text bytes plus ``ROW_BYTES`` per record."""
+        n = 0
+        if rec.reason is None and rec.text:
+            try:
+                n = len(rec.text) if rec.text.isascii() else len(rec.text.encode("utf-8"))
+            except UnicodeEncodeError as e:
+                detail = f"{e.reason} at character {e.start}"
+                rec = _Record(rec.offset, reason="invalid_unicode", detail=detail)
+        n += ROW_BYTES
+        if bounded and self.held_bytes + n > self.cfg.max_part_bytes:
+            raise ReadError(
+                "too_large", f"the part's records pass max_part_bytes {self.cfg.max_part_bytes}"
+            )
+        self.held_bytes += n
         ident = doc_id(f.name, rec.offset)
-        self.rows.append(
-            {
-                "id": ident,
-                "text": rec.text if rec.reason is None else "",
-                "source": f.name,
-                "offset": rec.offset,
-                "domain": f.domain,
-                "format": fmt,
-                "lang": None,
-                "lang_score": None,
-                ERROR_COLUMN: rec.reason,
-            }
-        )
+        cols = self.columns
+        cols["id"].append(ident)
+        cols["text"].append(rec.text if rec.reason is None else "")
+        cols["source"].append(f.name)
+        cols["offset"].append(rec.offset)
+        cols["domain"].append(f.domain)
+        cols["format"].append(fmt)
+        cols["lang"].append(None)
+        cols["lang_score"].append(None)
+        cols[ERROR_COLUMN].append(rec.reason)
         self.removals.append(rec.removed)
         if rec.reason is not None and rec.detail:
             self.details[ident] = rec.detail[:500]
@@ -157,10 +218,11 @@ class _Part:
             )
         return run_job(kind, payload, options)
 
-    def html(self, data: bytes) -> str:
+    def html(self, data: bytes, charset: str | None = None) -> str:
+        """``charset``: the one an HTTP header gave (else the page's own declaration)."""
         if looks_binary(data):
             raise ReadError("binary_file", "control bytes in an HTML file")
-        html = decode_text(data, declared_charset(data))
+        html = decode_text(data, charset or declared_charset(data))
         self.count("html_docs")
         return str(self._job("html", html, self.cfg.html.model_dump()))
 
@@ -219,56 +281,39 @@ def _dictd(part: _Part, f: InputFile) -> Iterator[_Record]:
 
 
 def _warc(part: _Part, f: InputFile) -> Iterator[_Record]:
-    from warcio.archiveiterator import ArchiveIterator
-
-    cfg = part.cfg
-    with fsspec.open(f.url, "rb") as fh:
-        index = -1
-        try:
-            for index, record in enumerate(ArchiveIterator(fh, arc2warc=True)):
-                if record.rec_type not in ("response", "resource", "conversion"):
-                    part.count("warc_records_skipped")
-                    continue
-                yield _warc_record(part, index, record, cfg)
-        except ReadError:
-            raise
-        except Exception as e:  # noqa: BLE001 - warcio raises many kinds on broken input
-            raise ReadError("warc_error", f"record {index + 1}: {type(e).__name__}: {e}") from e
+    for rec in warc_payloads(f.url, part.cfg.max_bytes, part.count):
+        part.read(len(rec.payload))  # max_file_bytes: raises for the rest of the file
+        yield _warc_record(part, rec)
 
 
-def _warc_record(part: _Part, index: int, record: object, cfg: ExtractConfig) -> _Record:
-    rec = record  # warcio ArcWarcRecord
-    part.count("warc_records")
-    http = rec.http_headers  # type: ignore[attr-defined]
-    ctype = (http.get_header("Content-Type") if http else None) or rec.rec_headers.get_header(  # type: ignore[attr-defined]
-        "Content-Type", ""
-    )
-    ctype = ctype.split(";")[0].strip().lower()
-    length = int(rec.rec_headers.get_header("Content-Length", "0") or 0)  # type: ignore[attr-defined]
+def _warc_record(part: _Part, rec: WarcPayload) -> _Record:
+    """One WARC document record → text by its content type (see :mod:`curate.readers.warc`)."""
+    if rec.reason is not None:
+        return _Record(rec.index, reason=rec.reason, detail=rec.detail)
+    ctype = rec.content_type
     try:
-        if length > cfg.max_bytes:
-            raise ReadError("too_large", f"WARC record of {length} bytes")
-        payload = rec.content_stream().read(cfg.max_bytes + 1)  # type: ignore[attr-defined]
-        if len(payload) > cfg.max_bytes:
-            raise ReadError("too_large", f"payload decodes to more than {cfg.max_bytes} bytes")
         if ctype in ("text/html", "application/xhtml+xml", "") or ctype.endswith("+xml"):
-            text = part.html(payload)
+            text = part.html(rec.payload, rec.charset)
         elif ctype == "application/pdf":
-            text = part.pdf(payload)
+            text = part.pdf(rec.payload)
         elif ctype.startswith("text/"):
-            text = part.plain(payload)
+            text = part.plain(rec.payload)
         else:
-            return _Record(index, removed="unsupported_type")
+            return _Record(rec.index, removed="unsupported_type")
     except ReadError as e:
-        return _Record(index, reason=e.reason, detail=e.detail)
-    except Exception as e:  # noqa: BLE001 - a broken record (bad gzip body, ...)
-        return _Record(index, reason="warc_error", detail=f"{type(e).__name__}: {e}")
-    return _Record(index, text)
+        return _Record(rec.index, reason=e.reason, detail=e.detail)
+    return _Record(rec.index, text)
 
 
 def _jsonl(part: _Part, f: InputFile) -> Iterator[_Record]:
+    declared = gzip_declared_size(f.url) if f.url.endswith(".gz") else None
+    if declared is not None and declared > part.cfg.max_file_bytes:
+        raise ReadError(
+            "too_large",
+            f"gzip declares {declared} bytes > max_file_bytes {part.cfg.max_file_bytes}",
+        )
     with fsspec.open(f.url, "rb", compression="infer") as fh:
-        for i, line in enumerate(_bounded_lines(fh, part.cfg.max_bytes)):
+        for i, line in enumerate(_bounded_lines(fh, part.cfg.max_bytes, part.read)):
             if line is None:
                 yield _Record(i, reason="too_large", detail="line over max_bytes")
                 continue
@@ -279,20 +324,28 @@ def _jsonl(part: _Part, f: InputFile) -> Iterator[_Record]:
             except ValueError as e:
                 yield _Record(i, reason="invalid_json", detail=str(e))
                 continue
+            except RecursionError:
+                yield _Record(i, reason="invalid_json", detail="nested too deeply to parse")
+                continue
             yield _field_record(
                 i, obj.get(f.text_field, KeyError) if isinstance(obj, dict) else KeyError, f
             )
 
 
-def _bounded_lines(fh: IO[bytes], max_bytes: int) -> Iterator[bytes | None]:
-    """Lines of a binary stream; ``None`` for a line longer than ``max_bytes`` (skipped)."""
+def _bounded_lines(
+    fh: IO[bytes], max_bytes: int, read: Callable[[int], None]
+) -> Iterator[bytes | None]:
+    """Lines of a binary stream; ``None`` for a line longer than ``max_bytes`` (skipped).
+    ``read`` is told the size of every chunk read (it raises to stop)."""
     while True:
         line = fh.readline(max_bytes + 1)
         if not line:
             return
+        read(len(line))
         if len(line) > max_bytes and not line.endswith(b"\n"):
             while line and not line.endswith(b"\n"):
                 line = fh.readline(1 << 20)
+                read(len(line))
             yield None
             continue
         yield line
@@ -321,6 +374,7 @@ def _parquet(part: _Part, f: InputFile) -> Iterator[_Record]:
         offset = 0
         try:
             for batch in pf.iter_batches(columns=[f.text_field], batch_size=1024):
+                part.read(batch.nbytes)
                 for value in batch.column(0).to_pylist():
                     yield _field_record(offset, value, f)
                     offset += 1
@@ -347,19 +401,23 @@ def _extract_file(part: _Part, f: InputFile) -> None:
     """Add every record of ``f``; a failure adds one quarantine record where it happened."""
     fmt = f.format
     next_offset = 0
+    part.file_bytes = 0
     try:
         reader = _READERS.get(fmt)
         if reader is None:
             raise ReadError("unsupported_format", fmt)
+        if part.held_bytes + ROW_BYTES > part.cfg.max_part_bytes:  # full: not even read
+            raise ReadError(
+                "too_large", f"the part passed max_part_bytes {part.cfg.max_part_bytes}"
+            )
         for rec in reader(part, f):
             part.add(f, fmt, rec)
             next_offset = rec.offset + 1
     except ReadError as e:
-        part.add(f, fmt, _Record(next_offset, reason=e.reason, detail=e.detail))
+        part.add(f, fmt, _Record(next_offset, reason=e.reason, detail=e.detail), bounded=False)
     except Exception as e:  # noqa: BLE001 - a reader bug or odd input: a reason, not a crash
-        part.add(
-            f, fmt, _Record(next_offset, reason="read_error", detail=f"{type(e).__name__}: {e}")
-        )
+        detail = f"{type(e).__name__}: {e}"
+        part.add(f, fmt, _Record(next_offset, reason="read_error", detail=detail), bounded=False)
 
 
 def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> ExtractResult:
@@ -372,8 +430,8 @@ def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> Ex
         part.count("raw_bytes", f.size)
         _extract_file(part, f)
 
-    schema = DOC_SCHEMA.append(pa.field(ERROR_COLUMN, pa.string()))
-    table = pa.Table.from_pylist(part.rows, schema=schema)
+    table = pa.Table.from_pydict(part.columns, schema=PART_SCHEMA)
+    part.columns.clear()
     texts = table["text"].to_pylist()
     stripped = np.array([len(t.strip()) for t in texts], dtype=np.int64)
     removals = np.array(part.removals, dtype=object)
