@@ -270,6 +270,7 @@ def test_config_forbids_unknown_keys() -> None:
         ("send to control@bugs. debian.org now", "send to <EMAIL> now"),
         ("send to control@\nbugs.debian.org now", "send to <EMAIL> now"),
         ("list debian-mentors@lists.debian.\norg mailing list", "list <EMAIL> mailing list"),
+        ("patches to katya@mail.example.\nnet.\nThis pass", "patches to <EMAIL>.\nThis pass"),
         # IP addresses
         (
             "the DNS server 8.8.8.8 and the resolver 1.1.1.1",

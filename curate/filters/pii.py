@@ -168,7 +168,7 @@ _WRAP_HEAD = re.compile(rf"(?:{_LABEL}\.)*")
 _BREAK = re.compile(r"[ \t]{0,8}\r?\n[ \t]{0,8}(?=[a-z0-9])|(?<=[.@]) (?=[a-z0-9])")
 _WRAPPED_TLD = re.compile(
     r"(?:com|org|net|edu|gov|info|io|de|fr|uk|jp|cn|ru|nl|eu|ch|se|fi|dk|pl|cz|br|au|ca)"
-    r"(?![\w.-]|\.\w)"
+    r"(?![\w-]|\.\w)"
 )
 _BARE_TLD = re.compile(r"(?:xn--[a-z0-9-]{2,59}|[a-z]{2,63})(?![\w-])")
 # candidates for a wrapped domain: an "@" or "@label." at the end of a line
