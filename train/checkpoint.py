@@ -47,6 +47,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import metadata as dcp_metadata
 from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -355,7 +356,8 @@ def load_checkpoint(
                 storage_reader=SafeFileSystemReader(str(path)),
                 planner=SafeLoadPlanner(),
             )
-    except Exception as e:  # DCP wraps per-rank failures; name the checkpoint at least
+    except (Exception, CheckpointException) as e:  # DCP wraps per-rank failures (a
+        # BaseException); name the checkpoint at least
         raise CheckpointError(f"{path}: DCP could not load it: {e}") from e
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
