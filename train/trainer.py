@@ -4,8 +4,10 @@ One function for every setting: in-process (one process, CPU or one GPU) and und
 (``RANK``/``WORLD_SIZE`` in the environment; FSDP2 when the world size is > 1 or ``fsdp: true``).
 
 Per optimizer step: ``grad_accum`` micro-batches of ``micro_batch_size`` sequences per rank
-(global batch ``micro_batch_size × grad_accum × world_size`` sequences), loss checked finite
-(all ranks agree, via one all-reduce), gradients clipped, AdamW step with the LR of the schedule.
+(global batch ``micro_batch_size × grad_accum × world_size`` sequences), gradients clipped,
+AdamW step with the LR of the schedule. The loss is checked finite without a host sync per step:
+the first non-finite step is kept on the device and read at log steps, before that step's update
+(all ranks agree: the loss is all-reduced).
 Every ``log_every`` steps a line goes to ``metrics.jsonl``, ``metrics.csv`` and TensorBoard;
 every ``eval_every`` steps the loss on the fixed validation set; every ``checkpoint_every`` steps
 and at the end a DCP checkpoint (``train/checkpoint.py``). A resumed run (same ``out_dir``)
