@@ -312,6 +312,12 @@ def main(argv: list[str] | None = None) -> dict:
         "variants": {},
     }
     print(f"SDPA: {result['sdpa']}", flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every run: a run stopped at its time limit keeps what it did
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+    save()
     with tempfile.TemporaryDirectory() as tmp:
         shards = Path(tmp) / "shards"
         t0 = time.perf_counter()
@@ -332,6 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
                     )  # fmt: skip
                 r["mfu"] = r["tokens_per_s"] * r["flops_per_token"] / peak
                 runs.append(r)
+                result["variants"][variant] = runs
+                save()
                 print(f"{name}  {variant:16s} run {repeat + 1}: {r['tokens_per_s']:>10,.0f} tok/s"
                       f"  MFU {r['mfu']:.1%}", flush=True)  # fmt: skip
             result["variants"][variant] = runs
@@ -344,8 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       model_cfg, device, compile, bf16, args.parity_rtol)  # fmt: skip
     table = markdown(result)
     print(table, flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     if args.markdown:
         args.markdown.write_text(table)
     return result

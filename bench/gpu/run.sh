@@ -12,6 +12,9 @@
 # On the GPU machine (the image's own python3 and CUDA torch; pydantic carried as wheels that
 # bench/gpu/prepare.sh downloaded here into .whl/):
 #   run(command="bash bench/gpu/run.sh", carry=[".whl"], timeout_s=540)
+# Knobs (environment): BUDGET_S (whole script, default 470 s), BENCH_S (bench's share, 70%),
+# SWEEP_S (sweep; default what is left), SWEEP_CONFIG, BENCH_STEPS, BENCH_WARMUP, PARITY_STEPS.
+# A shorter rerun: BUDGET_S=240 SWEEP_CONFIG=none bash bench/gpu/run.sh
 # On CPU, the same code paths tiny (CI runs this; seconds to ~2 minutes):
 #   bash bench/gpu/run.sh --dry-run
 set -uo pipefail
@@ -43,16 +46,18 @@ if ! "$PY" -c "import pydantic" 2>/dev/null; then
 fi
 
 if [[ $DRY == 1 ]]; then
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # tiny models: threads only contend
   BENCH_ARGS=(--cpu-smoke --steps 3 --warmup 2 --batch 2 --repeats 2 --shard-mb 0.2
               --parity-steps 4)
   SWEEP_CONFIG=${SWEEP_CONFIG:-dry-run}
-  SWEEP_S=${SWEEP_S:-240}
+  BUDGET_S=${BUDGET_S:-900}
 else
-  BENCH_ARGS=(--steps "${BENCH_STEPS:-50}" --warmup "${BENCH_WARMUP:-20}" --batch 32
-              --repeats 2 --shard-mb 4 --parity-steps 50)
+  BENCH_ARGS=(--steps "${BENCH_STEPS:-50}" --warmup "${BENCH_WARMUP:-10}" --batch 32
+              --repeats 2 --shard-mb 4 --parity-steps "${PARITY_STEPS:-50}")
   SWEEP_CONFIG=${SWEEP_CONFIG:-configs/sweep/gpu.yaml}
-  SWEEP_S=${SWEEP_S:-150}
+  BUDGET_S=${BUDGET_S:-470}  # the whole script: <= 8 minutes with the summary
 fi
+BENCH_S=${BENCH_S:-$((BUDGET_S * 7 / 10))}  # the bench's share; the sweep gets what is left
 
 say "1. device and imports"
 {
@@ -76,14 +81,18 @@ if [[ $status != 0 ]]; then say "imports failed"; exit 3; fi
 if [[ $DRY == 0 ]] && ! grep -q "^GPU: .*SMs" "$OUT/gpu.txt"; then say "no GPU"; exit 3; fi
 
 say "2. throughput + parity: bench/train_gpu.py ${BENCH_ARGS[*]}"
-"$PY" bench/train_gpu.py "${BENCH_ARGS[@]}" --json "$OUT/train_gpu.json" \
-  --markdown "$WORK/train_gpu.md" >>"$LOG" 2>&1
+timeout --kill-after=20 "$BENCH_S" "$PY" bench/train_gpu.py "${BENCH_ARGS[@]}" \
+  --json "$OUT/train_gpu.json" --markdown "$WORK/train_gpu.md" >>"$LOG" 2>&1
 bench_rc=$?
+[[ $bench_rc == 124 ]] && say "bench stopped at ${BENCH_S}s: train_gpu.json holds the runs done"
 say "bench exit $bench_rc"
 
+SWEEP_S=${SWEEP_S:-$((BUDGET_S - (SECONDS - T0) - 15))}
 say "3. scaling sweep: $SWEEP_CONFIG (limit ${SWEEP_S}s)"
 sweep_rc=0
-if [[ "$SWEEP_CONFIG" == "dry-run" || -f "$SWEEP_CONFIG" ]]; then
+if (( SWEEP_S < 30 )); then
+  say "less than 30 s left: sweep skipped"
+elif [[ "$SWEEP_CONFIG" == "dry-run" || -f "$SWEEP_CONFIG" ]]; then
   # SIGINT at the limit: sweep.py then fits the runs that finished (SIGKILL 60 s later)
   dry=()
   [[ $DRY == 1 ]] && dry=(--dry-run)
