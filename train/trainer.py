@@ -557,6 +557,8 @@ def train(
         while step < end:
             if step in branch_points and step != start_step:
                 t0 = time.perf_counter()
+                if int(first_bad) >= 0:  # never checkpoint weights a non-finite loss updated
+                    diverged(int(first_bad), step, math.nan, lr_at(cfg, step - 1))
                 checkpoint(step)
                 excluded += time.perf_counter() - t0
             lr = lr_at(cfg, step)
@@ -614,6 +616,8 @@ def train(
                 excluded = 0.0
             if last_step or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
                 t0 = time.perf_counter()
+                if int(first_bad) >= 0:
+                    diverged(int(first_bad), step, math.nan, lr)
                 checkpoint(step)
                 excluded += time.perf_counter() - t0
         finish_pending()
