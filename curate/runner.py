@@ -48,7 +48,7 @@ from pydantic import BaseModel
 from curate import mix
 from curate.config import EXTRACT_STAGE, PipelineConfig
 from curate.progress import progress
-from curate.readers import extract_part, list_inputs, plan_parts
+from curate.readers import extract_part, list_inputs, plan_parts, skipped_report
 from curate.shards.write import encode_part, write_shards
 from curate.stage import ConservationError, GlobalStage, StageResult, StageStats
 from curate.stages import STAGES, load_plugins
@@ -61,6 +61,7 @@ from curate.storage import (
     fingerprint,
     join,
     local_copy,
+    name_bytes,
     part_name,
     read_json,
     read_parquet,
@@ -104,7 +105,7 @@ def final_stage(cfg: PipelineConfig) -> str:
 def _digest(*items: str) -> str:
     h = hashlib.blake2b(digest_size=16)
     for item in items:
-        h.update(item.encode())
+        h.update(name_bytes(item))  # a url may hold a file name that is not UTF-8
         h.update(b"\x00")
     return h.hexdigest()
 
@@ -217,7 +218,8 @@ def _finish_part(
 
 def plan_run(cfg: PipelineConfig) -> list[list[Any]]:
     """List the inputs and cut them into parts; writes ``config.json`` and ``parts.json``."""
-    files = list_inputs(cfg.inputs, cfg.domain_rules)
+    skipped: list[Any] = []
+    files = list_inputs(cfg.inputs, cfg.domain_rules, skipped)
     if not files:
         raise ValueError(f"no input files found for {[s.path for s in cfg.inputs]}")
     parts = plan_parts(files, cfg.parts.files_per_part, cfg.parts.bytes_per_part)
@@ -226,7 +228,11 @@ def plan_run(cfg: PipelineConfig) -> list[list[Any]]:
         join(cfg.run_url, "config.json"),
     )
     write_json_atomic(
-        {"parts": [[_plain(f) for f in part] for part in parts]}, join(cfg.run_url, "parts.json")
+        {
+            "parts": [[_plain(f) for f in part] for part in parts],
+            "skipped": skipped_report(skipped),
+        },
+        join(cfg.run_url, "parts.json"),
     )
     return parts
 
