@@ -52,7 +52,7 @@ _PAGE_OF = re.compile(r"#\s*(?:/|of)\s*#")  # "7 / 57", "7 of 57": one page numb
 _EDGE_LINES = 2  # lines at the top and at the bottom of a page looked at for running lines
 _TERMINAL = (".", "!", "?", ":", ";", "。", "！", "？", "؟", "।")
 _BULLET = re.compile(r"^(?:[•◦▪‣●○■□–—*-]|\d+(?:\.\d+)*[.)]?\s|[a-z][.)]\s)")
-_CUT_ADDRESS = re.compile(r"(?:\S+@\S*|\w+://\S*)[.\-/@_]$")
+_CUT_ADDRESS = re.compile(r"\S+@$|(?:\S+@\S*|\w+://\S*)[.\-/_]$")
 
 
 def _shape(line: str) -> str:
