@@ -17,6 +17,12 @@ run trains its own model after ``extract``, from its extracted documents (``trai
 :class:`RunTrainingConfig`: positives by source pattern, negatives by domain) into
 ``<run>/quality/model.bin`` + ``quality_stats.json``, and the stage uses it.
 
+Shipped model (``SHIPPED_MODEL``, ``curate/filters/models/quality-en.ftz``, what
+configs/default.yaml uses): trained by ``bench/quality_model.py`` on Debian/Python reference
+text vs its own words shuffled, word salad and changelogs, nothing from the user's corpus; data card and held-out
+scores in ``curate/filters/models/README.md``. A model with a card next to it (``<model>.json``
+with ``languages``) scores only those languages when ``langs`` is empty.
+
 Stage ``quality``: ``quality_score`` = the model's probability of the positive label for the
 whole text (lower-cased, punctuation split off, newlines → spaces); documents of
 ``skip_domains`` (code) and, when ``langs`` is set, of other languages are not scored (null)
@@ -47,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.stage import FILE_OPTION, Rules, Stage
 from curate.storage import exists, local_copy
 
+SHIPPED_MODEL = str(Path(__file__).with_name("models") / "quality-en.ftz")
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
 MODEL_FILE = "quality.bin"
@@ -114,6 +121,85 @@ class QualityConfig(BaseModel):
 def fasttext_line(text: str) -> str:
     """One fastText input line: lower-cased, punctuation split off, whitespace collapsed."""
     return " ".join(_PUNCT.sub(r" \1 ", text.lower()).split())
+
+
+# fasttext_line's punctuation class in RE2 (Arrow): Python's Unicode ``\w`` is letters, numbers
+# and "_"; its ``\s`` (str.isspace) is RE2's \s plus \v, \x1c-\x1f, \x85 and the Z categories
+_PUNCT_RE2 = r"[^\p{L}\p{N}_\s\x0b\x1c-\x1f\x85\p{Z}]"
+# the two letters whose str.lower() depends on context or grows (final sigma; İ → i + dot)
+_PYTHON_LOWER = "[Σİ]"
+
+
+def fasttext_lines(texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> list[str]:
+    """:func:`fasttext_line` of every text, vectorised: lower-casing and the punctuation split
+    are vectorised over the whole batch (Arrow, numpy), then whitespace is collapsed. Same
+    output for every character of Python's Unicode tables (texts with a letter whose
+    lower-casing Arrow does differently take :func:`fasttext_line`)."""
+    return [" ".join(line.split()) for line in _spaced_lines(texts)]
+
+
+def _spaced_lines(texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> list[str]:
+    """:func:`fasttext_lines` before whitespace is collapsed: the same fastText tokens (what
+    :func:`score` predicts on, without the collapse), on one line. ASCII punctuation is split
+    off on the UTF-8 bytes with numpy (an ASCII byte is never part of a multi-byte character),
+    the rest with one RE2 pass."""
+    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, pa.string())
+    arr = pc.fill_null(arr, "")
+    lowered = pc.cast(pc.utf8_lower(arr), pa.large_string())
+    if isinstance(lowered, pa.ChunkedArray):
+        lowered = lowered.combine_chunks()
+    spaced = _split_ascii_punct(lowered)
+    lines = pc.replace_substring_regex(spaced, _NON_ASCII_RE2, r" \1 ").to_pylist()
+    special = pc.match_substring_regex(arr, _PYTHON_LOWER).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(special):
+        lines[i] = fasttext_line(arr[int(i)].as_py())
+    return lines
+
+
+# bytes < 0x80 that fasttext_line splits off: neither \w nor \s in Python (no byte >= 0x80 is)
+_ASCII_PUNCT = np.array(
+    [c < 128 and not (chr(c).isalnum() or c == 95 or chr(c).isspace()) for c in range(256)]
+)
+# Python's whitespace that fastText does not split on (it splits on ' ' \t \n \v \f \r \0)
+# becomes " ": ASCII on the bytes, the others in the RE2 pass
+_ASCII_SPACE = np.array([32 if c == 10 or 0x1C <= c <= 0x1F else c for c in range(256)], np.uint8)
+# then one RE2 pass: other punctuation → " p ", Python whitespace fastText does not split on
+# → "  " (group 1 empty)
+_NON_ASCII_RE2 = (
+    r"([^\x00-\x7f\p{L}\p{N}\x{85}\p{Z}])"
+    r"|[\x{85}\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+)
+_CHUNK_BYTES = 16 << 20  # bytes of text per numpy pass (bounds its temporaries)
+
+
+def _split_ascii_punct(arr: pa.LargeStringArray) -> pa.Array:
+    """ " p " for every ASCII punctuation byte ``p`` of every string (no nulls), in chunks."""
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    pieces, start = [], 0
+    while start < len(arr):
+        stop = int(np.searchsorted(offsets, offsets[start] + _CHUNK_BYTES, side="right")) - 1
+        stop = min(max(stop, start + 1), len(arr))
+        pieces.append(_split_chunk(arr.slice(start, stop - start)))
+        start = stop
+    return pa.concat_arrays(pieces) if pieces else arr
+
+
+def _split_chunk(arr: pa.LargeStringArray) -> pa.Array:
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    first = int(offsets[0])
+    data = np.frombuffer(bufs[2], np.uint8)[first : int(offsets[-1])] if bufs[2] else b""
+    data = _ASCII_SPACE[np.asarray(data, np.uint8)]  # \n and \x1c-\x1f → " "
+    offsets = offsets - first
+    where = np.flatnonzero(_ASCII_PUNCT[data])
+    out = np.repeat(data, 1 + 2 * _ASCII_PUNCT[data])  # each punctuation byte three times
+    middle = where + 2 * np.arange(len(where)) + 1
+    out[middle - 1] = 32
+    out[middle + 1] = 32  # " p "
+    new_offsets = offsets + 2 * np.searchsorted(where, offsets)
+    return pa.LargeStringArray.from_buffers(
+        len(arr), pa.py_buffer(new_offsets), pa.py_buffer(out), null_count=0
+    )
 
 
 def examples(text: str, chunk_words: int, min_words: int) -> list[str]:
@@ -375,24 +461,30 @@ def _load(path: str, mtime_ns: int) -> Any:
     return fasttext.load_model(path)
 
 
+def model_languages(path: str) -> list[str]:
+    """The languages a model was trained on, from its card ``<model>.json`` (empty: unknown)."""
+    card = Path(path).with_suffix(".json")
+    if "://" in path or not card.exists():
+        return []
+    return list(json.loads(card.read_text(encoding="utf-8")).get("languages") or [])
+
+
 def score(table: pa.Table, cfg: QualityConfig) -> pa.Table:
-    """Add ``quality_score`` (P(reference-like)), null for skipped domains and, when ``langs``
-    is set, for other languages."""
+    """Add ``quality_score`` (P(reference-like)), null for skipped domains and for languages
+    other than ``langs`` (empty: the model card's languages, else all)."""
     if cfg.model_path is None:
         raise ValueError("quality: no model_path (the runner sets the run's trained model)")
     n = table.num_rows
     domains = table["domain"].to_pylist() if "domain" in table.column_names else [None] * n
     langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
     skip = set(cfg.skip_domains)
-    wanted = set(cfg.langs)
+    wanted = set(cfg.langs or model_languages(cfg.model_path))
     todo = [
         i for i, (d, lang) in enumerate(zip(domains, langs, strict=True))
         if d not in skip and (not wanted or lang in wanted)
     ]  # fmt: skip
-    texts = table["text"].to_pylist()
-    probs = positive_probability(
-        load_model(cfg.model_path), [fasttext_line(texts[i]) for i in todo]
-    )
+    lines = _spaced_lines(table["text"].take(pa.array(todo, pa.int64())))
+    probs = positive_probability(load_model(cfg.model_path), lines)
     values: list[float | None] = [None] * n
     for j, i in enumerate(todo):
         values[i] = float(probs[j])
