@@ -15,15 +15,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curate.layout import EXTRACT_STAGE, TAIL_STEPS
 from curate.mix import MixConfig
 from curate.readers import DomainRule, ExtractConfig, InputSpec
 from curate.shards.write import ShardConfig
 from curate.storage import config_hash, join
 from curate.tokenizer import TokenizerConfig
-
-EXTRACT_STAGE = "extract"
-# Directories of the steps after the filter stages (a stage may not take one of these names).
-TAIL_STEPS = ("mix", "tokenizer", "encoded", "shards")
 
 
 class ConfigError(ValueError):
@@ -158,7 +155,7 @@ class PipelineConfig(BaseModel):
                     return str(base / p)
                 return p
 
-            for name in _file_options(model):
+            for name in file_options(model):
                 if name in options:
                     options[name] = located(options[name])
         return model.model_validate(options)
@@ -170,7 +167,7 @@ class PipelineConfig(BaseModel):
 
         load_plugins(self.plugins)
         for entry in self.stages:
-            names = _file_options(STAGES[entry.name].config)
+            names = file_options(STAGES[entry.name].config)
             for name in names & entry.options.keys():
                 value = entry.options[name]
                 for p in value if isinstance(value, list) else [value]:
@@ -186,7 +183,7 @@ class PipelineConfig(BaseModel):
         return config_hash(self.model_dump(mode="json", exclude=exclude))
 
 
-def _file_options(model: type[BaseModel]) -> set[str]:
+def file_options(model: type[BaseModel]) -> set[str]:
     """Names of a stage config's options marked ``FILE_OPTION`` (they name files)."""
     return {
         name

@@ -196,16 +196,52 @@ def _score_and_decide(
 
 
 @dataclass(frozen=True)
+class FitResult:
+    """What a :class:`Fit` learned: files (name → bytes, stored as ``<run>/<stage>/<name>``),
+    counters for its done marker, and the name of the file that identifies it (its hash goes
+    into the stage's config hash, so a refitted model re-runs the stage)."""
+
+    files: dict[str, bytes]
+    stats: dict[str, Any]
+    output: str
+
+
+@dataclass(frozen=True)
+class Fit(Generic[C]):
+    """Something a stage learns from the run's own documents before it runs (the quality model,
+    per-language thresholds): one reduce step ``<stage>.<name>`` over the kept parts of the
+    document stage ``reads``, run right after that stage; the executors know nothing more.
+
+    ``needed(cfg)``: whether this run fits at all (quality: only without a ``model_path``);
+    ``options(cfg)``: the part of the config the fit depends on (hashed into its marker);
+    ``fit(part_urls, cfg)``: the fit itself (deterministic); ``use(cfg, url)``: the stage's
+    config with the fitted files filled in (``url(name)``: where the fit's file ``name`` lies); ``check(cfg, input_files)``: a
+    problem with the options given the run's input files (``InputFile``), checked when the plan
+    is built, before anything runs, or None.
+    """
+
+    name: str
+    needed: Callable[[C], bool]
+    options: Callable[[C], Any]
+    fit: Callable[[list[str], C], FitResult]
+    use: Callable[[C, Callable[[str], str]], C]
+    check: Callable[[C, list[Any]], str | None] | None = None
+    reads: str = "extract"
+
+
+@dataclass(frozen=True)
 class Stage(Generic[C]):
     """A per-document stage: ``score`` adds columns, ``rules`` turns thresholds into removals.
 
-    ``rules`` is None for stages that only annotate or rewrite (PII redaction, say).
+    ``rules`` is None for stages that only annotate or rewrite (PII redaction, say); ``fit``,
+    when set, is learned from the run's documents first (:class:`Fit`).
     """
 
     name: str
     config: type[C]
     score: Callable[[pa.Table, C], pa.Table]
     rules: Callable[[pa.Table, C], Rules] | None = None
+    fit: Fit[C] | None = None
 
     def run(self, table: pa.Table, cfg: C) -> StageResult:
         return _score_and_decide(self.name, table, lambda: self.score(table, cfg), self.rules, cfg)
@@ -218,7 +254,8 @@ class GlobalStage(Generic[C]):
     ``map`` turns each part into a compact summary table (signatures, hashes), written beside the
     part; ``reduce`` reads all summaries, in part order, into one state table (duplicates, cluster
     ids); ``score`` adds columns to each part from that state, and ``rules``/decide work as for
-    :class:`Stage`. flows/ runs map per part and reduce once, as separate tasks.
+    :class:`Stage`. The plan (``curate.plan``) runs map per part and reduce once, as separate
+    steps.
     """
 
     name: str
@@ -227,6 +264,7 @@ class GlobalStage(Generic[C]):
     reduce: Callable[[list[str], C], pa.Table]  # URLs of the map outputs, in part order
     score: Callable[[pa.Table, pa.Table, C], pa.Table]  # (part, state, cfg) -> part + columns
     rules: Callable[[pa.Table, C], Rules] | None = None
+    fit: Fit[C] | None = None
 
     def run(self, table: pa.Table, state: pa.Table, cfg: C) -> StageResult:
         return _score_and_decide(

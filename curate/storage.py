@@ -102,6 +102,15 @@ def read_parquet(url: str) -> pa.Table:
         return pq.read_table(f)
 
 
+def read_columns(url: str, columns: list[str]) -> pa.Table:
+    """The given columns of a parquet file (those it has)."""
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        names = pq.read_schema(f).names
+        f.seek(0)
+        return pq.read_table(f, columns=[c for c in columns if c in names])
+
+
 def write_json_atomic(obj: Any, url: str) -> None:
     write_bytes_atomic((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), url)
 
