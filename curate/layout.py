@@ -49,6 +49,12 @@ class RunLayout:
     def path(self, *parts: str) -> str:
         return join(self.root, *parts)
 
+    def relative(self, url: str) -> str:
+        """``url`` relative to the run directory (as done markers record their outputs)."""
+        if not url.startswith(self.root + "/"):
+            raise ValueError(f"{url} is not inside the run directory {self.root}")
+        return url[len(self.root) + 1 :]
+
     # --- run-level files ---
     @property
     def config(self) -> str:

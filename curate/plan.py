@@ -142,6 +142,7 @@ class Plan:
     layout: RunLayout
     steps: list[Step]
     stages: list[str]  # document stages in order: extract, then the configured ones
+    verify: bool = False  # a skipped step checks its outputs' sha256 (not only their sizes)
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -393,7 +394,12 @@ def build_plan(cfg: PipelineConfig) -> Plan:
             name: {"sequences": s.sequences, "tokens": s.tokens, "files": len(s.files)}
             for name, s in manifest.splits.items()
         }
-        return Output(files, {"splits": splits}, output="", staging=staging)
+        return Output(
+            files,
+            {"splits": splits},
+            output=_sha256_file(staging / "manifest.json"),
+            staging=staging,
+        )
 
     steps.append(
         Step(
@@ -417,6 +423,10 @@ def build_plan(cfg: PipelineConfig) -> Plan:
 
 
 _MIX_COLUMNS = ["id", "text", "domain", "lang"]
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _doc_output(
@@ -575,7 +585,7 @@ def check_data_options(cfg: PipelineConfig, parts: list[list[InputFile]]) -> Non
 
 def step_status(plan: Plan, step: Step, index: int | None) -> str:
     """``done``, or why the step will run: ``missing`` (never ran), ``input changed``,
-    ``config changed`` (options or code), ``after <step>`` (an input is still to run)."""
+    ``config or code changed``, ``after <step>`` (an input is still to run)."""
     marker = step.marker(index)
     if not exists(marker):
         return "missing"
@@ -585,7 +595,7 @@ def step_status(plan: Plan, step: Step, index: int | None) -> str:
         return f"after {e}"
     recorded = read_json(marker)
     if recorded.get("config_hash") != cfg_hash:
-        return "config changed"
+        return "config or code changed"
     if recorded.get("input_fingerprint") != input_fp:
         return "input changed"
     return "done"

@@ -14,9 +14,14 @@ paths of a run directory are ``curate.layout.RunLayout``'s.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import re
 import shutil
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +47,13 @@ from curate.storage import (
     done_marker_matches,
     exists,
     filesystem,
+    is_local_fs,
     read_json,
     write_bytes_atomic,
     write_json_atomic,
 )
+
+log = logging.getLogger("sluice.runner")
 
 # --- the step protocol -------------------------------------------------------------------------
 
@@ -56,38 +64,106 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _write(content: Content, url: str) -> str:
-    """Write one output atomically; returns the sha256 of its bytes."""
+def _write(content: Content, url: str) -> dict[str, Any]:
+    """Write one output atomically; returns its sha256 and size."""
     if isinstance(content, Path):  # staged on local disk
         data = content.read_bytes()
     else:
         data = parquet_bytes(content) if isinstance(content, pa.Table) else content
     write_bytes_atomic(data, url)
-    return hashlib.sha256(data).hexdigest()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def run_step(plan: Plan | PipelineConfig, name: str, index: int | None = None) -> dict[str, Any]:
-    """Run step ``name`` (of part ``index`` for a map) unless its marker matches; returns its
-    counters with ``skipped``. ``plan`` may be the config (a worker builds the plan itself)."""
+def _sha256(url: str) -> str:
+    fs, path = filesystem(url)
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def damaged_outputs(plan: Plan, marker: dict[str, Any], full: bool = False) -> list[str]:
+    """The outputs a done marker records that are missing, or of another size, or (``full``)
+    of another sha256; [] when all are intact. A marker that records none is damaged."""
+    outputs = marker.get("outputs")
+    if not isinstance(outputs, dict):
+        return ["(the marker records no outputs)"]
+    damaged = []
+    for rel, want in outputs.items():
+        url = plan.layout.path(rel)
+        fs, path = filesystem(url)
+        if not fs.exists(path):
+            damaged.append(f"{rel} (missing)")
+        elif fs.size(path) != want["size"]:
+            damaged.append(f"{rel} (size {fs.size(path)}, recorded {want['size']})")
+        elif full and _sha256(url) != want["sha256"]:
+            damaged.append(f"{rel} (sha256 differs from the marker's)")
+    return damaged
+
+
+def _input_markers(plan: Plan, step: Step, index: int | None) -> list[tuple[str, int | None]]:
+    """(step, index) of every input a call of ``step`` reads."""
+    out = []
+    for name in step.inputs:
+        source = plan.step(name)
+        if source.kind == "reduce":
+            out.append((name, None))
+        elif step.kind == "map":
+            out.append((name, index))
+        else:
+            out += [(name, i) for i in range(plan.n_parts)]
+    return out
+
+
+def _heal_inputs(plan: Plan, step: Step, index: int | None) -> None:
+    """Before a step computes: every input it reads must hold the bytes its marker records (a
+    full hash); a damaged one is recomputed first, so that a corrupt part is never carried
+    downstream under a fresh marker."""
+    for name, i in _input_markers(plan, step, index):
+        damaged = damaged_outputs(plan, read_json(plan.step(name).marker(i)), full=True)
+        if damaged:
+            log.warning("%s: recomputing damaged input(s) %s", step.name, "; ".join(damaged))
+            run_step(plan, name, i, force=True)
+
+
+def run_step(
+    plan: Plan | PipelineConfig,
+    name: str,
+    index: int | None = None,
+    verify: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Run step ``name`` (of part ``index`` for a map) unless its marker matches and the
+    outputs it records are intact (exist with their size; ``verify``: their sha256 too);
+    returns its counters with ``skipped``. ``plan`` may be the config (a worker builds the plan
+    itself); ``force`` computes even when the marker matches."""
     plan = plan if isinstance(plan, Plan) else build_plan(plan)
     step = plan.step(name)
     marker = step.marker(index)
     input_fp, cfg_hash = step.fingerprint(index)
-    if done_marker_matches(marker, input_fp, cfg_hash):
-        return {**read_json(marker)["stats"], "skipped": True}
+    if not force and done_marker_matches(marker, input_fp, cfg_hash):
+        recorded = read_json(marker)
+        damaged = damaged_outputs(plan, recorded, full=verify)
+        if not damaged:
+            return {**recorded["stats"], "skipped": True}
+        log.warning("%s: recomputing, its outputs are damaged: %s", marker, "; ".join(damaged))
+    _heal_inputs(plan, step, index)
     start = time.perf_counter()
     out = step.compute(index)
     try:
-        hashes = [_write(content, url) for url, content in out.files.items()]
+        written = {url: _write(content, url) for url, content in out.files.items()}
     finally:
         if out.staging is not None:
             shutil.rmtree(out.staging, ignore_errors=True)
     stats = {**out.stats}
     stats.setdefault("seconds", time.perf_counter() - start)
+    first = next(iter(written.values()), {}).get("sha256", "")
     record = {
         "input_fingerprint": input_fp,
         "config_hash": cfg_hash,
-        "output": hashes[0] if out.output is None else out.output,
+        "output": first if out.output is None else out.output,
+        "outputs": {plan.layout.relative(url): w for url, w in written.items()},
         "stats": stats,
         **out.extra,
     }
@@ -149,18 +225,97 @@ def check_stage(cfg: PipelineConfig | Plan, stage: str, n_parts: int) -> StageSt
     return merged
 
 
+# --- owning the run directory ------------------------------------------------------------------
+
+_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
+
+
+class RunLocked(RuntimeError):
+    """Another run owns the run directory."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(layout: RunLayout) -> Iterator[None]:
+    """Own the run directory while the block runs: ``run.lock`` holds this process's pid and
+    host. A lock of a live run is :class:`RunLocked`; one left by a dead process on this host
+    is taken over."""
+    fs, path = filesystem(layout.lock)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    for _ in range(2):
+        try:
+            if is_local_fs(fs):  # atomic create: of two runs starting at once, one gets it
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(json_bytes(me))
+            elif fs.exists(path):
+                raise FileExistsError(path)
+            else:
+                write_bytes_atomic(json_bytes(me), layout.lock)
+            break
+        except FileExistsError:
+            try:
+                owner = read_json(layout.lock)
+            except (OSError, ValueError):
+                owner = {}
+            if owner.get("host") == me["host"] and not _alive(int(owner.get("pid", 0) or 0)):
+                log.warning("taking over %s left by pid %s (not running)", path, owner.get("pid"))
+                fs.rm(path)
+                continue
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("since", 0)))
+            raise RunLocked(
+                f"run directory {layout.root} is in use by pid {owner.get('pid')} on host "
+                f"{owner.get('host')} (since {since}); wait for that run, or remove "
+                f"{layout.lock} if it is gone"
+            ) from None
+    try:
+        yield
+    finally:
+        if exists(layout.lock) and read_json(layout.lock).get("pid") == me["pid"]:
+            fs.rm(path)
+
+
+def clean_temporaries(layout: RunLayout) -> list[str]:
+    """Remove what killed writers left (``*.tmp-<uuid>`` files and staging folders); run only
+    by the run that owns the directory, before its steps start. Returns what was removed."""
+    fs, root = filesystem(layout.root)
+    if not fs.exists(root):
+        return []
+    found = [p for p in fs.find(root, withdirs=True) if _TEMPORARY.search(p.rstrip("/"))]
+    removed = []
+    for p in sorted(found, key=len):
+        if any(p.startswith(r + "/") for r in removed) or not fs.exists(p):
+            continue
+        fs.rm(p, recursive=True)
+        removed.append(p)
+    if removed:
+        log.warning("removed %d leftover temporary file(s) under %s", len(removed), layout.root)
+    return removed
+
+
 # --- the executor loop -------------------------------------------------------------------------
 
 # How an executor runs one step over its calls (part indices, or [None] for a reduce), in order.
 RunCalls = Callable[[Plan, Step, list[int | None]], list[dict[str, Any]]]
 
 
-def plan_run(cfg: PipelineConfig) -> Plan:
+def plan_run(cfg: PipelineConfig, verify: bool = False) -> Plan:
     """Build the plan, list the parts, check the options that name data, and record the run
     (``config.json``, ``parts.json``)."""
     parts = list_parts(cfg)
     check_data_options(cfg, parts)
     plan = build_plan(cfg)
+    plan.verify = verify
     write_json_atomic(
         {"hash": cfg.hash(), "config": cfg.model_dump(mode="json")}, plan.layout.config
     )
@@ -176,9 +331,12 @@ def execute(
     run_calls: RunCalls,
     log: Callable[[str], None] = lambda message: None,
     on_step: Callable[[str, float], None] | None = None,
+    verify: bool = False,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
     """Run every step of ``cfg``'s plan in order with ``run_calls``, check conservation after
-    every document stage, write the report; returns (stats.json, timings, parts skipped)."""
+    every document stage, write the report; returns (stats.json, timings, parts skipped).
+    ``verify``: a step that is done is skipped only when its outputs have the recorded sha256
+    (by default, their recorded sizes)."""
     from curate.report import write_report
 
     timings: dict[str, float] = {}
@@ -192,35 +350,39 @@ def execute(
             on_step(name, timings[name])
 
     start = time.perf_counter()
-    plan = plan_run(cfg)
-    timed("plan", start)
-    log(f"run {cfg.name}: {plan.n_parts} parts → {cfg.run_url}")
-    for step in plan.steps:
-        start = time.perf_counter()
-        results[step.name] = run_calls(plan, step, plan.indices(step))
-        if step.kind == "map":
-            skipped[step.name] = sum(bool(r.get("skipped")) for r in results[step.name])
-            log(f"{step.name}: {plan.n_parts} parts ({skipped[step.name]} already done)")
-        timed(step.name, start)
-        if step.checks:
-            s = stats[step.checks] = check_stage(plan, step.checks, plan.n_parts)
-            log(
-                f"{step.checks}: {s.docs_in} in = {s.kept} kept + {s.removed_total} removed + "
-                f"{s.quarantined_total} quarantined"
-            )
-    report = write_report(cfg, stats, timings, results[MIX], skipped=skipped)
+    layout = RunLayout(cfg.run_url)
+    with run_lock(layout):
+        clean_temporaries(layout)
+        plan = plan_run(cfg, verify)
+        timed("plan", start)
+        log(f"run {cfg.name}: {plan.n_parts} parts → {cfg.run_url}")
+        for step in plan.steps:
+            start = time.perf_counter()
+            results[step.name] = run_calls(plan, step, plan.indices(step))
+            if step.kind == "map":
+                skipped[step.name] = sum(bool(r.get("skipped")) for r in results[step.name])
+                log(f"{step.name}: {plan.n_parts} parts ({skipped[step.name]} already done)")
+            timed(step.name, start)
+            if step.checks:
+                s = stats[step.checks] = check_stage(plan, step.checks, plan.n_parts)
+                log(
+                    f"{step.checks}: {s.docs_in} in = {s.kept} kept + {s.removed_total} "
+                    f"removed + {s.quarantined_total} quarantined"
+                )
+        report = write_report(cfg, stats, timings, results[MIX], skipped=skipped)
     return report, timings, skipped
 
 
 def _in_process(plan: Plan, step: Step, indices: list[int | None]) -> list[dict[str, Any]]:
     if step.kind != "map":
-        return [run_step(plan, step.name, None)]
-    return [run_step(plan, step.name, i) for i in progress(indices, step.name, unit="part")]
+        return [run_step(plan, step.name, None, plan.verify)]
+    calls = progress(indices, step.name, unit="part")
+    return [run_step(plan, step.name, i, plan.verify) for i in calls]
 
 
 def run_pipeline(
-    cfg: PipelineConfig, on_step: Callable[[str, float], None] | None = None
+    cfg: PipelineConfig, on_step: Callable[[str, float], None] | None = None, verify: bool = False
 ) -> dict[str, Any]:
     """Run every step in this process, in order (what the flow does on Ray); returns the
     per-stage counters (stats.json) and writes the report (``curate.report``)."""
-    return execute(cfg, _in_process, on_step=on_step)[0]
+    return execute(cfg, _in_process, on_step=on_step, verify=verify)[0]
