@@ -609,19 +609,17 @@ def describe(cfg: PipelineConfig) -> str:
     plan = build_plan(cfg)
     planned = [[f.model_dump(mode="json") for f in p] for p in parts]
     recorded = read_json(plan.layout.parts)["parts"] if exists(plan.layout.parts) else None
-    if recorded == planned:
-        plan.parts  # noqa: B018 - read back the recorded parts: markers can be compared
-    else:
-        plan.__dict__["parts"] = parts  # not planned yet (or other inputs): nothing is done
+    other_inputs = recorded is not None and recorded != planned
+    plan.__dict__["parts"] = parts  # the parts this run would have
     n_files = sum(len(p) for p in parts)
     lines = [f"run {cfg.name}: {n_files} input files in {len(parts)} parts → {cfg.run_url}"]
-    if recorded is not None and recorded != planned:
+    if other_inputs:
         lines.append("  the input files changed since the last run: every step runs")
     running: set[str] = set()
     for step in plan.steps:
         counts: dict[str, int] = {}
         for i in plan.indices(step):
-            status = "input changed" if recorded != planned else step_status(plan, step, i)
+            status = "input changed" if other_inputs else step_status(plan, step, i)
             if status.startswith("after") or (status == "done" and running & set(step.inputs)):
                 status = f"after {', '.join(sorted(running & set(step.inputs))) or 'inputs'}"
             counts[status] = counts.get(status, 0) + 1
