@@ -27,10 +27,18 @@ from typing import Any
 import numpy as np
 
 from curate import mix
+from curate.layout import RunLayout
 from curate.plots import png_bytes, pyplot
-from curate.rundir import has_column, last_doc_stage, load_stats, part_files, read_columns
+from curate.rundir import (
+    has_column,
+    last_doc_stage,
+    load_stats,
+    part_files,
+    read_columns,
+    stage_order,
+)
 from curate.stage import StageStats
-from curate.storage import exists, filesystem, join, read_json, write_bytes_atomic
+from curate.storage import exists, join, local_copy, read_json, write_bytes_atomic
 
 REPORT_NAME = "report.html"
 TOKENIZER_SAMPLE_DOCS = 200  # per domain, for bytes/token
@@ -297,40 +305,17 @@ def cluster_section(run_dir: str, stages: Sequence[str]) -> Section | None:
     return None
 
 
-def _json_files(run_dir: str, depth: int = 2) -> list[str]:
-    fs, path = filesystem(run_dir)
-    base = path.rstrip("/")
-    out = []
-    for d in range(depth + 1):
-        for p in sorted(fs.glob(base + "/*" * d + "/*.json")):
-            if not p.endswith(".done.json"):
-                out.append(join(run_dir, p[len(base) + 1 :]))
-    return out
-
-
 def find_mixture_report(run_dir: str) -> dict | None:
-    """A ``curate.mix.mixture_report`` dict saved anywhere in the run (top two levels)."""
-    for url in _json_files(run_dir):
-        if "mix" not in url.rsplit("/", 1)[-1] and "/mix" not in url:
-            continue
-        try:
-            data = read_json(url)
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and "rows" in data and "budget_tokens" in data:
-            return data
-    return None
+    """The run's ``mixture.json`` (``curate.mix.mixture_report``), None before it is written."""
+    url = RunLayout(run_dir).report_file("mixture.json")
+    return read_json(url) if exists(url) else None
 
 
 def _manifest(run_dir: str) -> tuple[str, dict] | None:
-    for sub in ("shards", "", "tokens"):
-        url = join(run_dir, sub, "manifest.json") if sub else join(run_dir, "manifest.json")
-        if exists(url):
-            try:
-                return url.rsplit("/", 1)[0], read_json(url)
-            except (OSError, ValueError):
-                return None
-    return None
+    """(the shards folder, its manifest) of the run; None before the shards are written."""
+    layout = RunLayout(run_dir)
+    url = join(layout.shards_dir, "manifest.json")
+    return (layout.shards_dir, read_json(url)) if exists(url) else None
 
 
 def mixture_section(run_dir: str) -> Section | None:
@@ -401,7 +386,8 @@ def mixture_section(run_dir: str) -> Section | None:
 
 
 def find_tokenizer(run_dir: str) -> str | None:
-    """Local path of the run's SentencePiece model: the shard manifest's, else any ``*.model``."""
+    """Local path of the run's SentencePiece model: the shard manifest's, else the tokenizer
+    step's; None before either exists."""
     found = _manifest(run_dir)
     if found is not None:
         directory, m = found
@@ -409,13 +395,9 @@ def find_tokenizer(run_dir: str) -> str | None:
         if path:
             url = path if path.startswith("/") else join(directory, path)
             if exists(url):
-                return url
-    fs, base = filesystem(run_dir)
-    for d in range(3):
-        hits = sorted(fs.glob(base.rstrip("/") + "/*" * d + "/*.model"))
-        if hits:
-            return fs.unstrip_protocol(hits[0])
-    return None
+                return local_copy(url)
+    url = RunLayout(run_dir).tokenizer_model
+    return local_copy(url) if exists(url) else None
 
 
 def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
@@ -495,7 +477,7 @@ def training_section(run_dir: str, train_dir: str | None = None) -> Section | No
     ``val_loss``, ...), ``prediction.json`` (``loss``, ``lo``, ``hi``, ``tokens`` and a
     ``curve`` of ``{tokens, loss, lo, hi}``) and ``final.json`` (``final_val_loss``).
     """
-    base = Path(train_dir) if train_dir else Path(filesystem(run_dir)[1]) / "train"
+    base = Path(train_dir) if train_dir else Path(RunLayout(run_dir).path("train"))
     if not base.is_dir():
         return None
     metrics_files = sorted(base.rglob("metrics.jsonl"))
@@ -599,8 +581,6 @@ def report_sections(
 ) -> list[Section]:
     """Every section the run has data for, in reading order."""
     stats = load_stats(run_dir)
-    from curate.rundir import stage_order
-
     stages = stage_order(run_dir)
     candidates = [
         funnel_section(stats),

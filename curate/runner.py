@@ -43,11 +43,11 @@ from curate.plan import (
 from curate.progress import progress
 from curate.stage import ConservationError, StageStats
 from curate.storage import (
-    PARQUET_OPTIONS,
     done_marker_matches,
     exists,
     filesystem,
     is_local_fs,
+    parquet_bytes,
     read_json,
     write_bytes_atomic,
     write_json_atomic,
@@ -56,12 +56,6 @@ from curate.storage import (
 log = logging.getLogger("sluice.runner")
 
 # --- the step protocol -------------------------------------------------------------------------
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **PARQUET_OPTIONS)
-    return sink.getvalue().to_pybytes()
 
 
 def _write(content: Content, url: str) -> dict[str, Any]:

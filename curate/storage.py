@@ -90,10 +90,15 @@ def write_bytes_atomic(data: bytes, url: str) -> None:
     fs.mv(tmp, path)
 
 
-def write_parquet_atomic(table: pa.Table, url: str) -> None:
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as the parquet bytes every step writes (``PARQUET_OPTIONS``)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **PARQUET_OPTIONS)
-    write_bytes_atomic(sink.getvalue().to_pybytes(), url)
+    return sink.getvalue().to_pybytes()
+
+
+def write_parquet_atomic(table: pa.Table, url: str) -> None:
+    write_bytes_atomic(parquet_bytes(table), url)
 
 
 def read_parquet(url: str) -> pa.Table:
