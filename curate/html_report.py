@@ -40,7 +40,6 @@ from curate.rundir import (
 from curate.stage import StageStats
 from curate.storage import exists, join, local_copy, read_json, write_bytes_atomic
 
-REPORT_NAME = "report.html"
 TOKENIZER_SAMPLE_DOCS = 200  # per domain, for bytes/token
 
 
@@ -633,7 +632,7 @@ def report_html(run_dir: str, train_dir: str | None = None) -> str:
 
 def write_report_html(run_dir: str, train_dir: str | None = None, out: str | None = None) -> str:
     """Write ``<run>/report.html`` (or ``out``); returns its path/URL."""
-    url = out or join(run_dir, REPORT_NAME)
+    url = out or RunLayout(run_dir).report_html
     write_bytes_atomic(report_html(run_dir, train_dir).encode("utf-8"), url)
     return url
 

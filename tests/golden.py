@@ -64,6 +64,7 @@ def hash_run(run: Path) -> dict[str, str]:
 def golden_config(tmp: Path, name: str = "golden", executor_options: bool = False):
     """The small job: code, rst and Debian changelogs through langid, heuristics, the run's own
     quality model (a fit step), toxicity, pii, exact and near dedup and decontam; seconds."""
+    import flows.settings  # noqa: F401 - the ray/prefect sections, as `sluice run` resolves them
     from curate.config import load_config
 
     path = tmp / f"{name}.yaml"

@@ -4,6 +4,8 @@ the CLI around it."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -228,7 +230,12 @@ def test_flow_and_in_process_executors_write_the_same_bytes_with_a_plugin_fit(
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the Ray workers import tests.plugin_stage
     flow_cfg = plugin_config(tmp_path / "flow")
     local_cfg = plugin_config(tmp_path / "local")
-    stats = run_curate(flow_cfg)
+    ray_tmp = tempfile.mkdtemp(prefix="sluice-t-", dir="/tmp")  # short: Ray's unix sockets
+    flow_cfg.ray.temp_dir = ray_tmp
+    try:
+        stats = run_curate(flow_cfg)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert stats["stages"]["short_for_domain"]["removed"]["short_for_domain"] > 0
     run_pipeline(local_cfg)
     flow, local = hash_run(Path(flow_cfg.run_url)), hash_run(Path(local_cfg.run_url))
