@@ -258,37 +258,34 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from curate.html_report import write_report_html
+    from curate.layout import RunLayout
+    from train.report import training_section
 
-    print(write_report_html(args.run, args.train, args.out))
+    train = training_section(args.train or RunLayout(args.run).path("train"))
+    extra = [train] if train is not None else []
+    print(write_report_html(args.run, extra, args.out))
     if args.publish:
         from flows.artifacts import publish_report_artifacts
         from flows.server import ensure_api
 
         ensure_api()
-        keys = publish_report_artifacts(args.run, args.train)
+        keys = publish_report_artifacts(args.run, extra)
         print(f"published {len(keys)} artifacts: {', '.join(keys)}")
     return 0
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from curate.config import PipelineConfig
-    from curate.runner import run_tokenizer, tokenizer_url
-    from curate.storage import read_json
+    from curate.layout import RunLayout
+    from curate.overrides import apply_overrides
+    from curate.runner import run_step
 
-    run = args.run.rstrip("/")
-    saved = read_json(f"{run}/config.json")["config"]
-    cfg = PipelineConfig.model_validate({**saved, "run_dir": run})
-    if args.set:
-        from curate.config import apply_override
-
-        data = cfg.model_dump(mode="json")
-        for o in args.set:
-            apply_override(data, o)
-        cfg = PipelineConfig.model_validate(data)
-    n_parts = len(read_json(f"{run}/parts.json")["parts"])
-    stats = run_tokenizer(cfg, n_parts)
+    layout = RunLayout(args.run)
+    data = {**layout.saved_config(), "run_dir": layout.root}
+    cfg = PipelineConfig.model_validate(apply_overrides(data, args.set))
+    stats = run_step(cfg, "tokenizer")  # the run's own step: skipped when it is done
     print(json.dumps(stats, indent=2))
-    print(f"tokenizer: {tokenizer_url(cfg)}")
+    print(f"tokenizer: {layout.tokenizer_model}")
     return 0
 
 

@@ -138,18 +138,16 @@ def plan_main_run(
     """Overrides for the main run: the sweep's ``set``, a WSD schedule without branches, and
     steps for ≥ ``compute_factor`` × the largest sweep point's 6ND; then the caller's own."""
     from curate.shards.format import load_manifest
-    from train.scaling import non_embedding_params, training_flops
+    from flows.pretrain import model_params
+    from train.scaling import training_flops
     from train.trainer import TrainConfig
 
     manifest = load_manifest(shards_dir)
     seq_len = manifest.seq_len
     base = [*sweep_set, "schedule=wsd", "decay_at=[]"]
     cfg = TrainConfig.from_yaml(train_config, [*base, *train_overrides])
-    m = cfg.model
-    n_params = non_embedding_params(
-        m.n_layer, m.d_model, m.hidden, n_head=m.n_head, n_kv_head=m.kv_heads, glu=True,
-        norms=True,
-    )  # fmt: skip
+    vocab = cfg.model.vocab_size or manifest.tokenizer.vocab_size
+    n_params = model_params(cfg.model.model_copy(update={"seq_len": seq_len, "vocab_size": vocab}))
     per_step = cfg.micro_batch_size * cfg.grad_accum * nproc * seq_len
     needed = math.ceil(compute_factor * largest_flops / training_flops(n_params, per_step))
     explicit_steps = any(o.split("=", 1)[0].strip() == "steps" for o in train_overrides)
@@ -191,7 +189,7 @@ def write_end_to_end_report(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """``<run>/report.{json,md,png}``: observed vs predicted, with the reference laws."""
-    from train.report import compare, read_prediction
+    from train.report import compare, plot_run, read_prediction, training_section
     from train.scaling import CHINCHILLA, EPOCH_AI
 
     train_dir = run_dir / "train"
@@ -227,11 +225,12 @@ def write_end_to_end_report(
     }
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
     paths["markdown"].write_text(report_markdown(report))
-    plot_end_to_end(prediction, result, references, paths["png"])
+    plot_run(prediction, result, paths["png"], references)
     from curate.html_report import write_report_html
 
     # the run's report.html again, now with the training run's loss vs prediction
-    paths["html"] = Path(write_report_html(str(run_dir), str(train_dir)))
+    extra = [s for s in [training_section(train_dir)] if s is not None]
+    paths["html"] = Path(write_report_html(str(run_dir), extra))
     return report | {"paths": {k: str(v) for k, v in paths.items()}}
 
 
@@ -280,47 +279,6 @@ def report_markdown(r: dict[str, Any]) -> str:
         *(f"| {k} | {v:.1f} |" for k, v in r["timings_s"].items()),
     ]
     return "\n".join(lines) + "\n"
-
-
-def plot_end_to_end(prediction: Any, result: dict[str, Any], references: dict, path: Path) -> None:
-    """Val loss vs tokens: observed, the fitted law with its interval (left axis), and the
-    published laws on their own scale (right axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from train.scaling import ScalingLaw
-
-    curve = result["val_curve"]
-    x_min = curve[0]["tokens"] / 2 if curve else prediction.tokens / 8
-    pts = [p for p in prediction.curve if p.tokens >= x_min] or prediction.curve
-    d = np.array([p.tokens for p in pts])
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    ax.plot(d, [p.loss for p in pts], "C0-", label="fitted law L(N, d)")
-    ax.fill_between(d, [p.lo for p in pts], [p.hi for p in pts], color="C0", alpha=0.2,
-                    label=f"{int(100 * prediction.level)}% interval")  # fmt: skip
-    if curve:
-        ax.plot([r["tokens"] for r in curve], [r["val_loss"] for r in curve], "C1o-", ms=3,
-                label="observed val loss")  # fmt: skip
-    ax.plot([result["tokens_observed"]], [result["observed"]], "C3*", ms=12, label="final")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens D")
-    ax.set_ylabel("val loss (nats/token)")
-    ref_ax = ax.twinx()
-    for i, (name, ref) in enumerate(references.items()):
-        law = ScalingLaw(**ref["law"])
-        ref_ax.plot(d, law.loss(prediction.n_params, d), f"C{i + 4}--", lw=1,
-                    label=f"{name} (right axis; other data/tokenizer)")  # fmt: skip
-    ref_ax.set_ylabel("published laws at this N (their own scale)", fontsize=8)
-    handles = ax.get_legend_handles_labels()
-    ref_handles = ref_ax.get_legend_handles_labels()
-    ax.legend(handles[0] + ref_handles[0], handles[1] + ref_handles[1], fontsize=7)
-    ax.set_title(f"N = {prediction.n_params:,}: observed vs predicted", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------- Prefect flow

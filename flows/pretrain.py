@@ -72,6 +72,17 @@ def check_shards(shards_dir: str) -> dict[str, Any]:
     }
 
 
+def model_params(model: Any) -> int:
+    """N, the model's non-embedding parameters (``GPT.num_params``), counted on a model built
+    on the meta device (no memory, no initialisation)."""
+    import torch
+
+    from train.model import GPT
+
+    with torch.device("meta"):
+        return GPT(model).num_params(non_embedding=True)
+
+
 @task(name="plan-run")
 def plan_run(
     train_config: str | dict[str, Any],
@@ -82,7 +93,6 @@ def plan_run(
 ) -> dict[str, Any]:
     """Resolve and write ``<out>/config.yaml``; N (non-embedding) and D of the run."""
     from train.model import GPTConfig
-    from train.scaling import non_embedding_params
     from train.trainer import TrainConfig, apply_overrides
 
     if isinstance(train_config, dict):
@@ -104,10 +114,7 @@ def plan_run(
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    n_params = non_embedding_params(
-        model.n_layer, model.d_model, model.hidden, n_head=model.n_head,
-        n_kv_head=model.kv_heads, glu=True, norms=True,
-    )  # fmt: skip
+    n_params = model_params(model)
     tokens = cfg.steps * cfg.micro_batch_size * cfg.grad_accum * nproc * shards["seq_len"]
     if tokens > shards["train_tokens"]:
         get_run_logger().warning(

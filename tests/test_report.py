@@ -150,7 +150,12 @@ def test_partial_runs_and_training_section(run, tmp_path):
         )
     )
     (train / "final.json").write_text(json.dumps({"final_val_loss": 3.05, "tokens": 200704}))
-    loss = _sections(partial)["loss-vs-prediction"]
+    from train.report import training_section
+
+    loss = training_section(train)  # train/ draws it; the flows pass it to the HTML report
+    assert loss is not None and loss.key == "loss-vs-prediction"
+    page = Path(write_report_html(str(partial), [loss])).read_text()
+    assert '<section id="loss-vs-prediction">' in page
     assert loss.png
     by_what = {(r[0], r[1]): r[2:] for r in loss.rows}
     assert by_what[("train_loss", "last measured")] == [45 * 4096, round(9.0 / 46**0.3, 4)]
