@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig  # noqa: E402
 from curate.dedup.text import text_shingles  # noqa: E402
 from curate.schema import doc_id, docs_table  # noqa: E402
-from curate.storage import write_parquet_atomic  # noqa: E402
+from curate.storage import parquet_bytes, write_bytes_atomic  # noqa: E402
 
 DEBS = Path.home() / ".cache/sluice/debs"
 SAMPLE = ROOT / "data" / "sample"
@@ -225,7 +225,9 @@ def curve(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             for k in range(0, len(rows), size):
                 url = f"{tmp}/map-{k // size:05d}.parquet"
-                write_parquet_atomic(NEAR_DEDUP.map(docs_table(rows[k : k + size]), cfg), url)
+                write_bytes_atomic(
+                    parquet_bytes(NEAR_DEDUP.map(docs_table(rows[k : k + size]), cfg)), url
+                )
                 urls.append(url)
             t_map = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -301,7 +303,7 @@ def generate(n_docs: int, n_parts: int, out: Path, seed: int = 0) -> list[str]:
                 )
             )
         path = out / f"part-{p:05d}.parquet"
-        write_parquet_atomic(docs_table(rows), str(path))
+        write_bytes_atomic(parquet_bytes(docs_table(rows)), str(path))
         paths.append(str(path))
     return paths
 
@@ -330,8 +332,9 @@ def _child(args: argparse.Namespace) -> None:
         }
     elif args.phase == "map":
         for p in parts:
-            write_parquet_atomic(
-                NEAR_DEDUP.map(read_parquet(str(p)), cfg), str(p).replace("part-", "map-")
+            write_bytes_atomic(
+                parquet_bytes(NEAR_DEDUP.map(read_parquet(str(p)), cfg)),
+                str(p).replace("part-", "map-"),
             )
         info = {}
     else:

@@ -97,10 +97,6 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def write_parquet_atomic(table: pa.Table, url: str) -> None:
-    write_bytes_atomic(parquet_bytes(table), url)
-
-
 def read_parquet(url: str) -> pa.Table:
     fs, path = filesystem(url)
     with fs.open(path, "rb") as f:

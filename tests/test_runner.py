@@ -19,7 +19,7 @@ from curate.config import PipelineConfig, load_config
 from curate.shards.format import load_manifest
 from curate.stage import ConservationError, GlobalStage, Stage
 from curate.stages import STAGES
-from curate.storage import read_parquet, write_parquet_atomic
+from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -177,10 +177,10 @@ def test_conservation_mismatch_raises_naming_the_stage(finished, tmp_path):
     # a part file lost a row that its counters still claim
     url = str(run / "pii" / "part-00002.parquet")
     table = read_parquet(url)
-    write_parquet_atomic(table.slice(1), url)
+    write_bytes_atomic(parquet_bytes(table.slice(1)), url)
     with pytest.raises(ConservationError, match="stage 'pii'.*counters"):
         runner.check_stage(cfg, "pii", n)
-    write_parquet_atomic(table, url)
+    write_bytes_atomic(parquet_bytes(table), url)
     # counters that do not add up
     marker = run / "toxicity" / "part-00000.done.json"
     m = json.loads(marker.read_text())
@@ -197,7 +197,7 @@ def test_conservation_mismatch_raises_naming_the_stage(finished, tmp_path):
     m["stats"]["docs_in"] -= 1
     m["stats"]["kept"] -= 1
     marker.write_text(json.dumps(m))
-    write_parquet_atomic(table.slice(1), url)
+    write_bytes_atomic(parquet_bytes(table.slice(1)), url)
     names = runner.stage_names(cfg)
     before = names[names.index("pii") - 1]
     with pytest.raises(ConservationError, match=f"stage 'pii'.*previous stage '{before}'"):
