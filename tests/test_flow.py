@@ -231,7 +231,7 @@ def test_flow_and_in_process_executors_write_the_same_bytes_with_a_plugin_fit(
     flow_cfg = plugin_config(tmp_path / "flow")
     local_cfg = plugin_config(tmp_path / "local")
     ray_tmp = tempfile.mkdtemp(prefix="sluice-t-", dir="/tmp")  # short: Ray's unix sockets
-    flow_cfg.ray.temp_dir = ray_tmp
+    flow_cfg.ray.temp_dir = local_cfg.ray.temp_dir = ray_tmp  # the same config.json
     try:
         stats = run_curate(flow_cfg)
     finally:
