@@ -38,6 +38,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import MissingContextError
 
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
+from flows.runtime import as_task, in_prefect_run, in_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRAIN = str(REPO_ROOT / "configs" / "train" / "tiny.yaml")
@@ -306,6 +307,8 @@ def report_task(
     run_dir: str, curation: dict, sweep: dict, plan: dict, timings: dict
 ) -> dict[str, Any]:
     report = write_end_to_end_report(Path(run_dir), curation, sweep, plan, timings)
+    if not in_prefect_run():
+        return report
     png = base64.b64encode(Path(report["paths"]["png"]).read_bytes()).decode()
     from flows.pretrain import artifact_key
 
@@ -341,13 +344,8 @@ def end_to_end(
 ) -> dict[str, Any]:
     """Curate ``config_path`` (``overrides``: ``key=value``), sweep, fit, train ≥
     ``compute_factor`` × the largest sweep point, report observed vs predicted."""
-    from curate.config import load_config
 
-    cfg = load_config(config_path, list(overrides or []))
-    run_dir = local_run_dir(cfg)
-    timings: dict[str, float] = {}
-
-    def curate_step() -> dict[str, Any]:
+    def curate(cfg: Any) -> dict[str, Any]:
         if local_curation:
             from curate.runner import run_pipeline
 
@@ -356,23 +354,13 @@ def end_to_end(
 
         return run_curate(cfg)  # a subflow: this flow's API, its own local Ray
 
-    stats = _timed(timings, "curate", curate_step)
-    curation = curation_summary(cfg, stats)
-    shards = run_dir / "shards"
-    sweep = _timed(timings, "sweep + fit", lambda: sweep_task(
-        sweep_config, str(shards), str(run_dir / "sweep"), n_bootstrap))  # fmt: skip
-    plan = plan_task(train_config, sweep["sweep_set"], list(train_overrides or []), str(shards),
-                     sweep["largest"]["flops"], compute_factor, nproc)  # fmt: skip
-    train_dir = run_dir / "train"
-    if finished(train_dir, plan["steps"]):
-        _log(f"{train_dir}: trained already ({plan['steps']} steps), not trained again")
-    else:
+    def pretrain_run(*args: Any, **kwargs: Any) -> dict[str, Any]:
         from flows.pretrain import pretrain
 
-        _timed(timings, "pretrain", lambda: pretrain(
-            str(shards), train_config, str(train_dir), nproc=nproc, law=sweep["fit"],
-            overrides=plan["overrides"], launcher=launcher))  # fmt: skip
-    return report_task(str(run_dir), curation, sweep, plan, timings)
+        return pretrain(*args, **kwargs)  # a subflow
+
+    return _chain(config_path, train_config, sweep_config, nproc, overrides, train_overrides,
+                  compute_factor, n_bootstrap, launcher, curate, pretrain_run, as_task)  # fmt: skip
 
 
 def run_local(
@@ -384,33 +372,53 @@ def run_local(
     compute_factor: float = 4.0,
     n_bootstrap: int | None = None,
 ) -> dict[str, Any]:
-    """The same steps in this process, without Prefect or Ray (one training process)."""
-    from curate.config import load_config
+    """The same chain in this process, without Prefect or Ray (one training process)."""
     from curate.runner import run_pipeline
-    from train.report import predict_run, write_prediction, write_report
-    from train.trainer import TrainConfig, train
+    from flows.pretrain import pretrain_chain
+
+    def pretrain_run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return pretrain_chain(*args, **kwargs, call=in_process)
+
+    return _chain(config_path, train_config, sweep_config, 1, overrides, train_overrides,
+                  compute_factor, n_bootstrap, "inprocess", run_pipeline, pretrain_run,
+                  in_process)  # fmt: skip
+
+
+def _chain(
+    config_path: str,
+    train_config: str,
+    sweep_config: str,
+    nproc: int,
+    overrides: list[str] | None,
+    train_overrides: list[str] | None,
+    compute_factor: float,
+    n_bootstrap: int | None,
+    launcher: str,
+    curate: Callable[[Any], dict[str, Any]],
+    pretrain: Callable[..., dict[str, Any]],
+    call: Callable[..., Any],
+) -> dict[str, Any]:
+    """The end-to-end steps, once for both executors: ``curate`` (the curation executor),
+    ``pretrain`` (the pretrain flow or its chain in-process) and ``call(task, *args)`` for the
+    other steps (as Prefect tasks, or their plain functions)."""
+    from curate.config import load_config
+    from curate.layout import RunLayout
 
     cfg = load_config(config_path, list(overrides or []))
     run_dir = local_run_dir(cfg)
     timings: dict[str, float] = {}
-    stats = _timed(timings, "curate", lambda: run_pipeline(cfg))
+    stats = _timed(timings, "curate", lambda: curate(cfg))
     curation = curation_summary(cfg, stats)
-    shards = run_dir / "shards"
-    sweep = _timed(timings, "sweep + fit", lambda: sweep_and_fit(
-        sweep_config, shards, run_dir / "sweep", n_bootstrap))  # fmt: skip
-    plan = plan_main_run(train_config, sweep["sweep_set"], list(train_overrides or []), shards,
-                         sweep["largest"]["flops"], compute_factor, 1)  # fmt: skip
+    shards = RunLayout(str(run_dir)).shards_dir
+    sweep = _timed(timings, "sweep + fit", lambda: call(
+        sweep_task, sweep_config, shards, str(run_dir / "sweep"), n_bootstrap))  # fmt: skip
+    plan = call(plan_task, train_config, sweep["sweep_set"], list(train_overrides or []), shards,
+                sweep["largest"]["flops"], compute_factor, nproc)  # fmt: skip
     train_dir = run_dir / "train"
     if finished(train_dir, plan["steps"]):
         _log(f"{train_dir}: trained already ({plan['steps']} steps), not trained again")
     else:
-
-        def pretrain_local() -> None:
-            tcfg = TrainConfig.from_yaml(train_config, plan["overrides"])
-            prediction = predict_run(sweep["fit"], plan["n_params"], plan["tokens"])
-            write_prediction(prediction, train_dir)
-            train(tcfg, shards, train_dir, resume=True)
-            write_report(train_dir, prediction)
-
-        _timed(timings, "pretrain", pretrain_local)
-    return write_end_to_end_report(run_dir, curation, sweep, plan, timings)
+        _timed(timings, "pretrain", lambda: pretrain(
+            shards, train_config, str(train_dir), nproc=nproc, law=sweep["fit"],
+            overrides=plan["overrides"], launcher=launcher))  # fmt: skip
+    return call(report_task, str(run_dir), curation, sweep, plan, timings)

@@ -36,10 +36,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import yaml  # noqa: E402
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
 
 from curate.shards.format import ShardFormatError, load_manifest  # noqa: E402
+from flows.runtime import as_task, in_prefect_run, in_process, run_log  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = ("train_loss", "val_loss", "lr", "tokens_per_s", "mfu")
@@ -117,9 +118,10 @@ def plan_run(
     n_params = model_params(model)
     tokens = cfg.steps * cfg.micro_batch_size * cfg.grad_accum * nproc * shards["seq_len"]
     if tokens > shards["train_tokens"]:
-        get_run_logger().warning(
+        run_log(
             f"the run reads {tokens:,} tokens, the shards hold {shards['train_tokens']:,}: "
-            "it repeats data, which the scaling law does not model"
+            "it repeats data, which the scaling law does not model",
+            "warning",
         )
     return {"config_path": str(config_path), "n_params": n_params, "tokens": tokens}
 
@@ -130,21 +132,22 @@ def predict_loss(law: str, n_params: int, tokens: int, out_dir: str, level: floa
 
     prediction = predict_run(law, n_params, tokens, level=level)
     path = write_prediction(prediction, out_dir)
-    get_run_logger().info(
+    run_log(
         f"predicted final val loss {prediction.loss:.4f} "
         f"[{prediction.lo:.4f}, {prediction.hi:.4f}] ({int(100 * level)}%) "
         f"for N={n_params:,}, D={tokens:,}"
     )
-    create_markdown_artifact(
-        markdown=(
-            f"# Predicted val loss (before training)\n\n| N (non-emb) | D tokens | C = 6ND | "
-            f"predicted | {int(100 * level)}% interval |\n|---:|---:|---:|---:|---|\n"
-            f"| {n_params:,} | {tokens:,} | {prediction.flops:.3g} | {prediction.loss:.4f} | "
-            f"[{prediction.lo:.4f}, {prediction.hi:.4f}] |\n\nLaw: `{law}`\n"
-        ),
-        key=artifact_key("pretrain-prediction", Path(out_dir).name),
-        description=f"loss prediction for {out_dir}",
-    )
+    if in_prefect_run():
+        create_markdown_artifact(
+            markdown=(
+                f"# Predicted val loss (before training)\n\n| N (non-emb) | D tokens | C = 6ND | "
+                f"predicted | {int(100 * level)}% interval |\n|---:|---:|---:|---:|---|\n"
+                f"| {n_params:,} | {tokens:,} | {prediction.flops:.3g} | {prediction.loss:.4f} | "
+                f"[{prediction.lo:.4f}, {prediction.hi:.4f}] |\n\nLaw: `{law}`\n"
+            ),
+            key=artifact_key("pretrain-prediction", Path(out_dir).name),
+            description=f"loss prediction for {out_dir}",
+        )
     return prediction.model_dump(mode="json") | {"path": str(path)}
 
 
@@ -171,13 +174,9 @@ class MetricsTail:
             data = f.read()
         end = data.rfind(b"\n") + 1  # leave a half-written line for the next call
         self.offset += end
-        rows = []
-        for line in data[:end].splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return rows
+        from train.report import metrics_rows
+
+        return metrics_rows(data[:end])
 
 
 @task(name="run-training")
@@ -190,7 +189,6 @@ def run_training(
     poll_s: float,
 ) -> dict[str, Any]:
     """Train and stream metrics.jsonl rows as log lines; returns final.json."""
-    logger = get_run_logger()
     out = Path(out_dir)
     tail = MetricsTail(out / "metrics.jsonl")
     tail.read()  # a resumed run: only new rows are news
@@ -214,7 +212,7 @@ def run_training(
         while worker.is_alive():
             worker.join(poll_s)
             for row in tail.read():
-                logger.info(_format_row(row))
+                run_log(_format_row(row))
         if error:
             raise error[0]
     else:
@@ -222,7 +220,7 @@ def run_training(
                shards_dir, "--out", out_dir, "--nproc", str(nproc)]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
-        logger.info("launching: " + " ".join(cmd))
+        run_log("launching: " + " ".join(cmd))
         log_path = out / "train.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -230,7 +228,7 @@ def run_training(
             while proc.poll() is None:
                 time.sleep(poll_s)
                 for row in tail.read():
-                    logger.info(_format_row(row))
+                    run_log(_format_row(row))
         if proc.returncode != 0:
             lines = log_path.read_text(errors="replace").splitlines()[-20:]
             raise RuntimeError(
@@ -238,9 +236,9 @@ def run_training(
                 + "\n".join(lines)
             )
     for row in tail.read():
-        logger.info(_format_row(row))
+        run_log(_format_row(row))
     final = json.loads((out / "final.json").read_text())
-    logger.info(
+    run_log(
         f"final val loss {final['final_val_loss']:.4f} after {final['tokens']:,} tokens "
         f"({final['wall_time_s']:.1f} s, {final['tokens_per_s']:.0f} tok/s)"
     )
@@ -256,18 +254,20 @@ def publish_report(out_dir: str) -> dict[str, Any]:
     result = json.loads(paths["json"].read_text())
     png = base64.b64encode(paths["png"].read_bytes()).decode()
     name = Path(out_dir).name
-    create_markdown_artifact(
-        markdown=paths["markdown"].read_text() + f"\n![loss vs prediction](data:image/png;base64,{png})\n",
-        key=artifact_key("pretrain-report", name),
-        description=f"val loss observed vs predicted, {out_dir}",
-    )  # fmt: skip
-    create_link_artifact(
-        link=paths["png"].resolve().as_uri(),
-        link_text="report.png",
-        key=artifact_key("pretrain-report-png", name),
-        description=f"loss vs prediction plot, {out_dir}",
-    )
-    get_run_logger().info(
+    if in_prefect_run():
+        markdown = paths["markdown"].read_text()
+        create_markdown_artifact(
+            markdown=f"{markdown}\n![loss vs prediction](data:image/png;base64,{png})\n",
+            key=artifact_key("pretrain-report", name),
+            description=f"val loss observed vs predicted, {out_dir}",
+        )
+        create_link_artifact(
+            link=paths["png"].resolve().as_uri(),
+            link_text="report.png",
+            key=artifact_key("pretrain-report-png", name),
+            description=f"loss vs prediction plot, {out_dir}",
+        )
+    run_log(
         f"observed {result['observed']:.4f} vs predicted {result['predicted']:.4f} "
         f"[{result['lo']:.4f}, {result['hi']:.4f}]: |pred − obs|/obs = "
         f"{100 * result['rel_error']:.2f}%"
@@ -289,16 +289,37 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train on ``shards_dir`` into ``out_dir``; with ``law`` (a ``fit.json`` from
     ``sluice sweep``) predict the final val loss first and report observed vs predicted."""
-    shards = check_shards(str(shards_dir))
-    plan = plan_run(train_config, list(overrides or []), shards, str(out_dir), nproc)
+    return pretrain_chain(
+        shards_dir, train_config, out_dir, nproc, law, overrides, launcher, level, poll_s, as_task
+    )
+
+
+def pretrain_chain(
+    shards_dir: str,
+    train_config: str | dict[str, Any],
+    out_dir: str,
+    nproc: int = 1,
+    law: str | None = None,
+    overrides: list[str] | None = None,
+    launcher: Literal["subprocess", "inprocess"] = "subprocess",
+    level: float = 0.9,
+    poll_s: float = 2.0,
+    call: Any = in_process,
+) -> dict[str, Any]:
+    """The steps of ``pretrain``, each run by ``call(task, *args)``: as Prefect tasks
+    (``as_task``, the flow) or as plain functions (``in_process``, ``sluice demo --local``)."""
+    shards = call(check_shards, str(shards_dir))
+    plan = call(plan_run, train_config, list(overrides or []), shards, str(out_dir), nproc)
     prediction = None
     if law:
-        prediction = predict_loss(str(law), plan["n_params"], plan["tokens"], str(out_dir), level)
+        prediction = call(
+            predict_loss, str(law), plan["n_params"], plan["tokens"], str(out_dir), level
+        )
     else:
-        get_run_logger().info("no scaling law given: training without a loss prediction")
-    final = run_training(
-        plan["config_path"], str(shards_dir), str(out_dir), nproc, launcher, poll_s
+        run_log("no scaling law given: training without a loss prediction")
+    final = call(
+        run_training, plan["config_path"], str(shards_dir), str(out_dir), nproc, launcher, poll_s
     )
-    report = publish_report(str(out_dir)) if prediction else None
+    report = call(publish_report, str(out_dir)) if prediction else None
     return {"shards": shards, "plan": plan, "prediction": prediction, "final": final,
             "report": report}  # fmt: skip

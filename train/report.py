@@ -111,17 +111,24 @@ def read_prediction(out_dir: str | Path) -> Prediction:
     return Prediction.model_validate_json((Path(out_dir) / PREDICTION_NAME).read_text())
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl`` (a torn last line from a live run is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
+def metrics_rows(data: bytes | str) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl`` text (the one parser of the trainer's metrics; a torn
+    line from a live run is skipped)."""
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in data.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``<run_dir>/metrics.jsonl`` ([] when there is none yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return metrics_rows(path.read_bytes()) if path.exists() else []
 
 
 def _finite(x: Any) -> bool:
@@ -262,7 +269,7 @@ def training_section(train_dir: str | Path) -> Section | None:
     plotted = False
     xkey = "tokens"
     for mf in metrics_files:
-        recs = [r for r in read_metrics(mf.parent) if isinstance(r, dict)]
+        recs = read_metrics(mf.parent)
         xkey = next((k for k in ("tokens", "step") if any(k in r for r in recs)), xkey)
         for ykey in sorted({k for r in recs for k in r if "loss" in k}):
             pts = [
