@@ -170,8 +170,14 @@ def run_step(
 
 def _num_rows(url: str) -> int:
     fs, path = filesystem(url)
-    with fs.open(path, "rb") as f:
-        return pq.read_metadata(f).num_rows
+    try:
+        with fs.open(path, "rb") as f:
+            return pq.read_metadata(f).num_rows
+    except (OSError, ValueError) as e:  # a damaged file (UnicodeDecodeError is a ValueError)
+        raise ConservationError(
+            f"{url} is unreadable ({type(e).__name__}: {e}); `sluice run --verify` recomputes "
+            "damaged outputs"
+        ) from None
 
 
 def stage_names(cfg: PipelineConfig) -> list[str]:
