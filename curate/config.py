@@ -8,6 +8,7 @@ the middle of a run.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from curate.layout import EXTRACT_STAGE, TAIL_STEPS
 from curate.mix import MixConfig
 from curate.overrides import ConfigError, apply_override  # noqa: F401 - re-exported
-from curate.readers import DomainRule, ExtractConfig, InputSpec
+from curate.readers import DEFAULT_DOMAIN_RULES, DomainRule, ExtractConfig, InputSpec
+from curate.readers.files import FALLBACK_DOMAIN
 from curate.shards.write import ShardConfig
 from curate.storage import config_hash, join
 from curate.tokenizer import TokenizerConfig
@@ -93,9 +95,40 @@ class PipelineConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[\w.\-]+", v):
-            raise ValueError("name may hold only letters, digits, '_', '-' and '.'")
+        if not re.fullmatch(r"[\w.\-]+", v) or v in (".", ".."):
+            raise ValueError(
+                f"{v!r}: a name may hold only letters, digits, '_', '-' and '.' (not '.' or '..')"
+            )
         return v
+
+    @model_validator(mode="after")
+    def _run_dir_outside_inputs(self) -> PipelineConfig:
+        """A run directory inside an input folder would become the next run's input."""
+        run = _local_abspath(self.run_url)
+        for i, spec in enumerate(self.inputs):
+            location = spec.location()
+            root = _local_abspath(location if not _has_glob(location) else _glob_dir(location))
+            if run is not None and root is not None and (run + os.sep).startswith(root + os.sep):
+                raise ValueError(
+                    f"run_dir: the run directory {self.run_url!r} is inside inputs[{i}].path "
+                    f"{spec.path!r}: its outputs would be read as inputs (set run_dir elsewhere)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _weighted_domains_exist(self) -> PipelineConfig:
+        """Every weighted domain is one the inputs can produce (a typo empties nothing)."""
+        domains = {s.domain for s in self.inputs if s.domain}
+        if any(s.domain is None for s in self.inputs):
+            rules = DEFAULT_DOMAIN_RULES if self.domain_rules is None else self.domain_rules
+            domains |= {r.domain for r in rules} | {FALLBACK_DOMAIN}
+        unknown = [k for k in self.mix.weights if k.split("/", 1)[0] not in domains]
+        if unknown:
+            raise ValueError(
+                f"mix.weights: {', '.join(map(repr, unknown))} names no domain the inputs can "
+                f"have (inputs' and domain rules' domains: {', '.join(sorted(domains))})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stage_options(self) -> PipelineConfig:
@@ -177,6 +210,25 @@ class PipelineConfig(BaseModel):
                    "inputs": {"__all__": {"base_dir"}},
                    "stages": {"__all__": {"base_dir"}}}  # fmt: skip
         return config_hash(self.model_dump(mode="json", exclude=exclude))
+
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _glob_dir(path: str) -> str:
+    """The folder part of a glob before its first wildcard."""
+    head = re.split(r"[*?\[]", path, maxsplit=1)[0]
+    return head if head.endswith(("/", os.sep)) else os.path.dirname(head)
+
+
+def _local_abspath(url: str) -> str | None:
+    """The absolute, symlink-resolved path of a local path or file:// URL; None for others."""
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    elif "://" in url:
+        return None
+    return os.path.realpath(url or ".")
 
 
 def file_options(model: type[BaseModel]) -> set[str]:

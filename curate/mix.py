@@ -26,10 +26,18 @@ independent coin flips would miss it by a lot. The choice depends only on the id
 the plan, never on part boundaries or order. When a key hits the epoch cap, its
 shortfall is spread over the other keys in proportion to their weights (water-filling), so the
 budget is met whenever the data allow; the report shows where the achieved mix departs.
+
+A weighted key with no documents at mix time (every document of the domain filtered away) gets
+no share: its weight is ignored, the others are renormalised, and the plan, the report
+(``ignored``) and the log say so; when no weighted key has documents, ``plan_mixture`` raises a
+ValueError naming the weighted keys and the keys the documents have. Never an empty mix. (A
+weighted domain that no input can produce is a config error, see ``curate.config``.)
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -40,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _U64 = float(1 << 64)
 HASH_BINS = 4096  # resolution of the per-key token histograms over the hash value
+_log = logging.getLogger("sluice.mix")
 
 
 def stable_uniform(ids: Iterable[str], seed: int, salt: str) -> np.ndarray:
@@ -55,20 +64,26 @@ def stable_uniform(ids: Iterable[str], seed: int, salt: str) -> np.ndarray:
     return out / _U64
 
 
+MAX_REPEATS = 255  # repeats are stored as uint8
+
+
 class MixConfig(BaseModel):
     """Target mixture. Weights need not sum to 1 (they are normalised)."""
 
     model_config = ConfigDict(extra="forbid")
     weights: dict[str, float]  # "<domain>" or "<domain>/<lang>" -> weight
-    total_tokens: int | None = None  # None: largest budget with no key above 1 epoch
-    max_epochs: float = 4.0
-    bytes_per_token: float = 4.0  # used only when a table has no n_tokens column
+    total_tokens: int | None = Field(None, ge=1)  # None: largest budget with no key above 1 epoch
+    max_epochs: float = Field(4.0, ge=1, le=MAX_REPEATS, allow_inf_nan=False)
+    bytes_per_token: float = Field(4.0, gt=0, allow_inf_nan=False)  # when no n_tokens column
     seed: int = 0
 
     @field_validator("weights")
     @classmethod
     def _positive(cls, v: dict[str, float]) -> dict[str, float]:
-        if not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+        bad = [k for k, w in v.items() if not math.isfinite(w) or w < 0]
+        if bad:
+            raise ValueError(f"weights of {', '.join(map(repr, bad))} must be finite and >= 0")
+        if not v or sum(v.values()) <= 0:
             raise ValueError("weights must be non-negative with a positive sum")
         return v
 
@@ -90,6 +105,7 @@ class MixPlan(BaseModel):
     token_source: str  # "n_tokens" (real counts) or "bytes/<bytes_per_token>" (estimate)
     bytes_per_token: float
     keys: dict[str, MixEntry] = Field(default_factory=dict)
+    ignored: dict[str, str] = Field(default_factory=dict)  # weighted key -> why it got no share
 
     @property
     def target_weights(self) -> dict[str, float]:
@@ -134,18 +150,28 @@ def _sum_by_key(keys: list[str | None], values: np.ndarray) -> dict[str, float]:
     return out
 
 
-def available_tokens(table: pa.Table, cfg: MixConfig) -> dict[str, np.ndarray]:
-    """Map: per mixture key, tokens histogrammed over the documents' hash (HASH_BINS bins)."""
+UNWEIGHTED = "unweighted:"  # available_tokens' key prefix for the tokens of a domain with no weight
+
+
+def available_tokens(table: pa.Table, cfg: MixConfig) -> dict[str, np.ndarray | float]:
+    """Map: per mixture key, tokens histogrammed over the documents' hash (HASH_BINS bins);
+    plus ``UNWEIGHTED + domain``: the total tokens of documents no weight selects (named when
+    no weighted key has documents)."""
     keys = np.array(mix_keys(table, cfg.weights), dtype=object)
     tokens = doc_tokens(table, cfg.bytes_per_token)
     bins = np.minimum(
         (stable_uniform(table.column("id").to_pylist(), cfg.seed, "mix") * HASH_BINS).astype(int),
         HASH_BINS - 1,
     )
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray | float] = {}
     for k in sorted({k for k in keys if k is not None}):
         mask = keys == k
         out[k] = np.bincount(bins[mask], weights=tokens[mask], minlength=HASH_BINS)
+    unweighted = keys == None  # noqa: E711 - elementwise over an object array
+    if unweighted.any():
+        domains = np.array(table.column("domain").to_pylist(), dtype=object)[unweighted]
+        for d, t in _sum_by_key(list(domains), tokens[unweighted]).items():
+            out[UNWEIGHTED + d] = t
     return out
 
 
@@ -173,13 +199,27 @@ def _threshold(hist: np.ndarray, fraction: float) -> float:
 
 
 def plan_mixture(
-    available: Mapping[str, np.ndarray], cfg: MixConfig, token_source: str = ""
+    available: Mapping[str, np.ndarray | float], cfg: MixConfig, token_source: str = ""
 ) -> MixPlan:
     """Reduce: the sampling ratio per key that meets the weights and budget (see module doc)."""
-    total_w = sum(cfg.weights.values())
-    weights = {k: w / total_w for k, w in sorted(cfg.weights.items())}
-    hists = {k: np.asarray(available.get(k, np.zeros(HASH_BINS)), float) for k in weights}
+    hists = {k: np.asarray(available.get(k, np.zeros(HASH_BINS)), float) for k in cfg.weights}
     avail = {k: float(h.sum()) for k, h in hists.items()}
+    ignored = {
+        k: "no documents at mix time" for k, w in sorted(cfg.weights.items()) if avail[k] <= 0
+    }
+    kept = {k: w for k, w in cfg.weights.items() if k not in ignored and w > 0}
+    if not kept:
+        found = sorted(
+            k.removeprefix(UNWEIGHTED) for k, a in available.items() if float(np.sum(a)) > 0
+        )
+        raise ValueError(
+            f"mix.weights: no weighted domain has documents ({', '.join(sorted(cfg.weights))}); "
+            f"the documents' domains are: {', '.join(found) or 'none'}"
+        )
+    for k, why in ignored.items():
+        _log.warning("mix: weight of %r ignored: %s (the others are renormalised)", k, why)
+    total_w = sum(kept.values())
+    weights = {k: kept.get(k, 0.0) / total_w for k in sorted(cfg.weights)}
     if cfg.total_tokens is None:
         limits = [avail[k] / w for k, w in weights.items() if w > 0]
         budget = min(limits) if limits else 0.0
@@ -222,6 +262,7 @@ def plan_mixture(
         token_source=token_source,
         bytes_per_token=cfg.bytes_per_token,
         keys=entries,
+        ignored=ignored,
     )
 
 
@@ -231,7 +272,10 @@ def mixture_repeats(table: pa.Table, plan: MixPlan) -> np.ndarray:
     whole = np.array([np.floor(plan.keys[k].ratio) if k else 0 for k in keys], dtype=np.int64)
     threshold = np.array([plan.keys[k].threshold if k else 0.0 for k in keys])
     u = stable_uniform(table.column("id").to_pylist(), plan.seed, "mix")
-    return (whole + (u < threshold)).astype(np.uint8)
+    repeats = whole + (u < threshold)
+    if repeats.size and int(repeats.max()) > MAX_REPEATS:  # the config caps max_epochs first
+        raise ValueError(f"repeats over {MAX_REPEATS} (mix.max_epochs too large for uint8)")
+    return repeats.astype(np.uint8)
 
 
 def apply_mixture(table: pa.Table, plan: MixPlan) -> pa.Table:
@@ -278,6 +322,7 @@ def mixture_report(plan: MixPlan, achieved: Mapping[str, float]) -> dict:
         "token_source": plan.token_source,
         "seed": plan.seed,
         "rows": rows,
+        "ignored": dict(plan.ignored),
     }
 
 
@@ -295,6 +340,8 @@ def mixture_markdown(report: dict) -> str:
             f"{r['available_tokens']:,} | {r['target_tokens']:,} | {r['achieved_tokens']:,} | "
             f"{r['epochs']:.2f} | {'yes' if r['capped'] else ''} |"
         )
+    for key, why in report.get("ignored", {}).items():
+        lines.append(f"\nWeight of `{key}` ignored: {why}.")
     return "\n".join(lines) + "\n"
 
 

@@ -50,6 +50,7 @@ from curate.storage import (
     fingerprint,
     is_local_fs,
     local_copy,
+    name_bytes,
     read_columns,
     read_json,
     read_parquet,
@@ -65,7 +66,7 @@ MAP, REDUCE = "map", "reduce"
 def _digest(*items: str) -> str:
     h = hashlib.blake2b(digest_size=16)
     for item in items:
-        h.update(item.encode())
+        h.update(name_bytes(item))  # a url may hold a file name that is not UTF-8
         h.update(b"\x00")
     return h.hexdigest()
 
@@ -166,9 +167,12 @@ class Plan:
         return list(range(self.n_parts)) if step.kind == MAP else [None]
 
 
-def list_parts(cfg: PipelineConfig) -> list[list[InputFile]]:
-    """List the inputs and cut them into parts (writes nothing)."""
-    files = list_inputs(cfg.inputs, cfg.domain_rules)
+def list_parts(
+    cfg: PipelineConfig, skipped: list[Any] | None = None
+) -> list[list[InputFile]]:
+    """List the inputs and cut them into parts (writes nothing); entries the listing passed
+    over are appended to ``skipped`` (``curate.readers.skipped_report``)."""
+    files = list_inputs(cfg.inputs, cfg.domain_rules, [] if skipped is None else skipped)
     if not files:
         raise ValueError(f"no input files found for {[s.path for s in cfg.inputs]}")
     return plan_parts(files, cfg.parts.files_per_part, cfg.parts.bytes_per_part)

@@ -41,6 +41,7 @@ from curate.plan import (
     list_parts,
 )
 from curate.progress import progress
+from curate.readers import skipped_report
 from curate.stage import ConservationError, StageStats
 from curate.storage import (
     done_marker_matches,
@@ -312,7 +313,8 @@ RunCalls = Callable[[Plan, Step, list[int | None]], list[dict[str, Any]]]
 def plan_run(cfg: PipelineConfig, verify: bool = False) -> Plan:
     """Build the plan, list the parts, check the options that name data, and record the run
     (``config.json``, ``parts.json``)."""
-    parts = list_parts(cfg)
+    skipped: list[Any] = []
+    parts = list_parts(cfg, skipped)
     check_data_options(cfg, parts)
     plan = build_plan(cfg)
     plan.verify = verify
@@ -320,7 +322,10 @@ def plan_run(cfg: PipelineConfig, verify: bool = False) -> Plan:
         {"hash": cfg.hash(), "config": cfg.model_dump(mode="json")}, plan.layout.config
     )
     write_json_atomic(
-        {"parts": [[f.model_dump(mode="json") for f in part] for part in parts]},
+        {
+            "parts": [[f.model_dump(mode="json") for f in part] for part in parts],
+            "skipped": skipped_report(skipped),
+        },
         plan.layout.parts,
     )
     return plan

@@ -133,12 +133,18 @@ def config_hash(cfg: BaseModel | dict | None) -> str:
     return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
+def name_bytes(name: str) -> bytes:
+    """A path or URL as bytes, for hashing: a local file name that is not valid UTF-8 (held by
+    Python as surrogate escapes) gives back its original bytes instead of raising."""
+    return name.encode("utf-8", "surrogateescape")
+
+
 def fingerprint(urls: Iterable[str], content: bool = False) -> str:
     """Fingerprint of input files: path, size and mtime (or full content when ``content``)."""
     h = hashlib.blake2b(digest_size=16)
     for url in sorted(urls):
         fs, path = filesystem(url)
-        h.update(url.encode())
+        h.update(name_bytes(url))
         if content:
             with fs.open(path, "rb") as f:
                 for chunk in iter(lambda f=f: f.read(1 << 20), b""):

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sentencepiece as spm
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from curate.mix import stable_uniform
 from curate.schema import doc_id
@@ -35,17 +35,34 @@ from curate.storage import local_copy, write_bytes_atomic, write_json_atomic
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
+SPECIAL_PIECES = 4  # PAD, BOS, EOS, UNK
+BYTE_PIECES = 256  # byte_fallback adds one piece per byte value
+MAX_VOCAB_SIZE = 1 << 20
+
+
 class TokenizerConfig(BaseModel):
+    """SentencePiece settings, checked up front (never after curation ran)."""
+
     model_config = ConfigDict(extra="forbid")
-    vocab_size: int = 32000
+    byte_fallback: bool = True  # before vocab_size: its check reads it
+    vocab_size: int = Field(32000, le=MAX_VOCAB_SIZE)
     model_type: Literal["bpe", "unigram"] = "bpe"
-    byte_fallback: bool = True
     split_digits: bool = True
-    character_coverage: float = 0.9995
-    sample_bytes: int = 64_000_000  # expected size of the training sample
-    max_sentence_bytes: int = 8192
+    character_coverage: float = Field(0.9995, gt=0, le=1)
+    sample_bytes: int = Field(64_000_000, ge=1)  # expected size of the training sample
+    max_sentence_bytes: int = Field(8192, ge=4)  # one UTF-8 character takes up to 4 bytes
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = Field(2, ge=1)
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _vocab(cls, v: int, info: ValidationInfo) -> int:
+        fallback = info.data.get("byte_fallback", True)
+        least = SPECIAL_PIECES + (BYTE_PIECES if fallback else 0) + 1
+        if v < least:
+            pieces = f"{SPECIAL_PIECES} special{' + 256 byte' if fallback else ''} pieces + 1"
+            raise ValueError(f"{v} is too small: at least {least} ({pieces})")
+        return v
 
 
 DocsInput = Iterable[pa.Table | str | Path] | pa.Table
@@ -96,7 +113,10 @@ def in_sample(t: pa.Table, p: float, seed: int) -> np.ndarray:
 
 
 def split_sentences(text: str, max_bytes: int) -> list[str]:
-    """Cut a document at line ends into pieces of at most ``max_bytes`` UTF-8 bytes."""
+    """Cut a document at line ends into pieces of at most ``max_bytes`` UTF-8 bytes
+    (``max_bytes`` >= 4: one character takes up to 4 bytes)."""
+    if max_bytes < 4:
+        raise ValueError(f"max_bytes must be at least 4, got {max_bytes}")
     out: list[str] = []
     cur: list[str] = []
     size = 0

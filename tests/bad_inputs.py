@@ -1,8 +1,12 @@
 """A corpus of bad inputs built from the real sample (issue 9.1): every file names the reason
 the extract stage must give it (quarantine or removal) under the default ``ExtractConfig``.
 
-``make_bad_corpus(out_dir) -> {absolute path: expected reason}``. Multi-record files (WARC)
-name the reason of their bad record; their good records must still be kept.
+``make_bad_corpus(out_dir) -> {absolute path: expected reason}``. Multi-record files (WARC,
+JSONL) name the reason of their bad record; their good records (``KEPT_RECORDS``: file name,
+offset) must still be kept. Issue 16 adds entries that are bad for the listing rather than the
+reader: a file name that is not UTF-8 (read, and named with ``\\xNN`` escapes), symbolic links
+(followed; a loop and a broken link skipped by reason), a Sluice run directory (never read); the
+entries the listing must skip are ``EXPECTED_SKIPS`` (path below the corpus folder: reason).
 """
 
 from __future__ import annotations
@@ -28,6 +32,25 @@ HUGE_HTML_BYTES = 50 << 20
 NESTED_DIVS = 100_000
 BLANK_PAGES = 2000
 BOMB_BYTES = 256 << 20  # a gzip body that inflates to 256 MiB (> max_bytes 32 MiB)
+JSONL_BOMB_BYTES = 1 << 30  # a .jsonl.gz of ~2 MB that inflates to 1 GiB (> max_file_bytes)
+NESTED_JSON = 100_000
+BAD_NAME = b"latin1-caf\xe9.txt"  # a file name that is not UTF-8
+KEPT_RECORDS = {
+    ("gzip-bomb.warc.gz", 0),
+    ("broken-headers.warc", 0),
+    ("lone-surrogate.jsonl", 0),
+    ("lone-surrogate.jsonl", 2),
+    ("deep-nesting.jsonl", 0),
+    ("deep-nesting.jsonl", 2),
+    ("latin1-caf\\xe9.txt", 0),  # its source shows the byte as an escape
+    ("linked.txt", 0),  # a link to a file outside the corpus folder: followed
+    ("colorsys.py", 0),  # in a linked folder outside the corpus folder: followed
+}
+EXPECTED_SKIPS = {
+    "linked-dir/loop": "symlink_loop",
+    "broken-link.txt": "broken_link",
+    "old-run": "sluice_run_dir",
+}
 
 
 def truncated_pdf() -> bytes:
@@ -135,8 +158,65 @@ def broken_header_warc() -> bytes:
     return buf.getvalue()
 
 
+def _json_line(text: str) -> bytes:
+    import json
+
+    return json.dumps({"text": text}).encode() + b"\n"
+
+
+def lone_surrogate_jsonl() -> bytes:
+    """A good line, a line whose text holds the escape of a lone surrogate, a good line."""
+    entries = FORTUNE_ES.read_text("utf-8").split("\n%\n")
+    bad = _json_line(entries[1]).replace(b'"}', b' \\ud800 fin"}')
+    return _json_line(entries[0]) + bad + _json_line(entries[2])
+
+
+def deep_nesting_jsonl(depth: int = NESTED_JSON) -> bytes:
+    """A good line, a line nested ``depth`` deep (RecursionError in json), a good line."""
+    entries = FORTUNE_ES.read_text("utf-8").split("\n%\n")
+    return _json_line(entries[3]) + b"[" * depth + b"\n" + _json_line(entries[4])
+
+
+def jsonl_gzip_bomb(size: int = JSONL_BOMB_BYTES) -> bytes:
+    """A single-member gzip of JSONL lines (real text) that inflates to ``size`` bytes."""
+    import zlib
+
+    line = _json_line(FORTUNE_ES.read_text("utf-8").split("\n%\n")[0])
+    chunk = line * ((1 << 20) // len(line) + 1)
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip header and trailer
+    out = io.BytesIO()
+    for _ in range(size // len(chunk) + 1):
+        out.write(z.compress(chunk))
+    out.write(z.flush())
+    return out.getvalue()
+
+
+def add_listing_cases(out_dir: Path) -> None:
+    """Entries that are bad for the listing (module doc); the linked targets live next to
+    ``out_dir``, not inside it."""
+    import os
+
+    outside = out_dir.parent / f"{out_dir.name}-outside"
+    (outside / "lib").mkdir(parents=True, exist_ok=True)
+    (outside / "lib" / "colorsys.py").write_bytes(CODE_ASCII.read_bytes())
+    (outside / "colorsys.txt").write_bytes(CODE_ASCII.read_bytes())
+    (out_dir / "linked-dir").symlink_to(outside / "lib", target_is_directory=True)
+    (outside / "lib" / "loop").symlink_to(outside / "lib", target_is_directory=True)
+    (out_dir / "linked.txt").symlink_to(outside / "colorsys.txt")
+    (out_dir / "broken-link.txt").symlink_to(outside / "no-such-file.txt")
+    with open(os.path.join(os.fsencode(out_dir), BAD_NAME), "wb") as f:
+        f.write(CODE_ASCII.read_bytes())
+    run = out_dir / "old-run"  # a run directory of an earlier run: its files are outputs
+    (run / "extract").mkdir(parents=True)
+    (run / "config.json").write_text('{"hash": "x", "config": {}}\n')
+    (run / "parts.json").write_text('{"parts": []}\n')
+    (run / "stats.json").write_text('{"stages": []}\n')
+    (run / "funnel.md").write_text("| stage | in | kept |\n")
+
+
 def make_bad_corpus(out_dir: Path) -> dict[str, str]:
-    """Write the bad corpus into ``out_dir``; return ``{path: expected reason}``."""
+    """Write the bad corpus into ``out_dir``; return ``{path: expected reason}`` (listing
+    cases: see the module doc)."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     changelog_gz = CHANGELOG_GZ.read_bytes()
@@ -158,10 +238,14 @@ def make_bad_corpus(out_dir: Path) -> dict[str, str]:
         "truncated.txt.gz": (changelog_gz[: len(changelog_gz) // 2], "corrupt_gzip"),
         "gzip-bomb.warc.gz": (bomb_warc(), "too_large"),
         "broken-headers.warc": (broken_header_warc(), "warc_error"),
+        "lone-surrogate.jsonl": (lone_surrogate_jsonl(), "invalid_unicode"),
+        "deep-nesting.jsonl": (deep_nesting_jsonl(), "invalid_json"),
+        "bomb-1GiB.jsonl.gz": (jsonl_gzip_bomb(), "too_large"),
     }
     expected = {}
     for name, (data, reason) in files.items():
         path = out_dir / name
         path.write_bytes(data)
         expected[str(path)] = reason
+    add_listing_cases(out_dir)
     return expected

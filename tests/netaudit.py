@@ -396,3 +396,54 @@ def audit_network(
                 (audit.attempts if rec["kind"] == "outbound" else audit.interface).append(attempt)
         if tmp is not None:
             tmp.cleanup()
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A listening TCP socket (or bound UDP socket) of a process."""
+
+    proto: str
+    ip: str
+    port: int
+    pid: int
+    cmd: str
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback_host(self.ip)
+
+    def __str__(self) -> str:
+        return f"{self.proto} {self.ip}:{self.port} pid {self.pid} ({self.cmd})"
+
+
+def listeners(root: int) -> list[Listener]:
+    """Listening TCP and bound UDP sockets held by ``root`` and its descendants, from the
+    kernel's socket tables (what ``ss -ltnup`` shows for that process tree)."""
+    owners = _socket_inodes(_descendants(root))
+    out = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/net", proto).read_text().splitlines()[1:]:
+                fields = line.split()
+                pid = owners.get(int(fields[9]))
+                if pid is None or (proto.startswith("tcp") and fields[3] != "0A"):  # LISTEN
+                    continue
+                ip, port = kernel_address(fields[1])
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                cmd = ""
+                with contextlib.suppress(OSError):
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
+                    cmd = " ".join(a.decode(errors="replace")[-60:] for a in argv)
+                out.append(Listener(proto, str(ip), port, pid, cmd))
+    return out
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The ``pids`` that are still running (zombies, already dead, are not)."""
+    out = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.add(pid)
+    return out

@@ -1,5 +1,6 @@
-"""The bad-input corpus (issue 9.1): extraction completes, every bad file gets its expected
-reason, nothing hangs, and memory stays bounded.
+"""The bad-input corpus (issues 9.1 and 16): listing and extraction complete, every bad file
+gets its expected reason, every skipped entry is reported with its reason, nothing hangs, and
+memory stays bounded.
 
 Memory bound: the extraction runs in a fresh interpreter so that its peak RSS is its own. The
 parent process never holds more than one raw document (``max_bytes`` = 32 MiB, checked before
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bad_inputs import make_bad_corpus
+from tests.bad_inputs import EXPECTED_SKIPS, KEPT_RECORDS, make_bad_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 PARENT_RSS_LIMIT_MIB = 400
@@ -25,10 +26,15 @@ WORKER_RSS_LIMIT_MIB = 512
 
 _SCRIPT = """
 import json, resource, sys, time
-from curate.readers import InputSpec, extract_part, list_inputs
+from curate.readers import InputSpec, extract_part, list_inputs, plan_parts, skipped_report
 from curate.readers import worker
+from curate.storage import fingerprint
 start = time.monotonic()
-result = extract_part(list_inputs([InputSpec(path=sys.argv[1])]))
+skipped = []
+files = list_inputs([InputSpec(path=sys.argv[1])], skipped=skipped)
+fingerprint([f.url for f in files])  # a file name that is not UTF-8 must not crash it
+(part,) = plan_parts(files, files_per_part=1000, bytes_per_part=1 << 40)
+result = extract_part(part)
 seconds = time.monotonic() - start
 worker.shutdown()  # waits for the workers, so RUSAGE_CHILDREN includes them
 rows = result.quarantine.to_pylist() + result.removed.to_pylist()
@@ -37,6 +43,7 @@ print(json.dumps({
     "kept": [[r["source"], r["offset"]] for r in result.kept.to_pylist()],
     "stats": result.stats.to_dict(),
     "counters": result.counters,
+    "skipped": skipped_report(skipped),
     "seconds": seconds,
     # VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would count the pytest process
     # this interpreter was forked from (hundreds of MiB once the whole suite is imported)
@@ -70,9 +77,12 @@ def test_bad_corpus(tmp_path: Path) -> None:
     for path, reason in expected.items():
         assert got.get(path) == [reason], (Path(path).name, got.get(path), reason)
     assert set(got) == set(expected)
-    # WARCs keep their good first record next to the bad one
+    # WARCs and JSONL files keep their good records next to the bad one; links are followed
     kept = {(Path(s).name, o) for s, o in out["kept"]}
-    assert kept == {("gzip-bomb.warc.gz", 0), ("broken-headers.warc", 0)}
+    assert kept == KEPT_RECORDS
+    bad = tmp_path / "bad"
+    skips = {str(Path(s["path"]).relative_to(bad)): s["reason"] for s in out["skipped"]}
+    assert skips == EXPECTED_SKIPS
     assert out["counters"]["pdf_empty_pages"] == 2000
 
     print(

@@ -155,3 +155,71 @@ def test_file_options_are_found_next_to_the_config_from_any_working_directory(
     )
     assert scored["contamination_ngrams"].to_pylist()[0] > 0
     assert scored["contamination_ngrams"].to_pylist()[1] == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("mix.max_epochs=-1", "mix.max_epochs:"),
+        ("mix.max_epochs=0", "mix.max_epochs:"),
+        ("mix.max_epochs=256", "mix.max_epochs:"),  # repeats are uint8: 256 would wrap to 0
+        ("mix.max_epochs=.nan", "mix.max_epochs:"),
+        ("mix.bytes_per_token=0", "mix.bytes_per_token:"),
+        ("mix.bytes_per_token=-2", "mix.bytes_per_token:"),
+        ("mix.total_tokens=0", "mix.total_tokens:"),
+        ("mix.weights={web: .nan}", "mix.weights:"),
+        ("mix.weights={web: .inf}", "mix.weights:"),
+        ("mix.weights={web: -1, code: 1}", "mix.weights:"),
+        ("mix.weights={webb: 1, code: 1}", "mix.weights: 'webb' names no domain"),
+        ("tokenizer.max_sentence_bytes=3", "tokenizer.max_sentence_bytes:"),
+        ("tokenizer.max_sentence_bytes=0", "tokenizer.max_sentence_bytes:"),
+        ("tokenizer.vocab_size=100", "tokenizer.vocab_size: 100 is too small"),  # < 256 bytes
+        ("tokenizer.vocab_size=100000000", "tokenizer.vocab_size:"),
+        ("tokenizer.num_threads=0", "tokenizer.num_threads:"),
+        ("tokenizer.character_coverage=0", "tokenizer.character_coverage:"),
+        ("tokenizer.character_coverage=1.5", "tokenizer.character_coverage:"),
+        ("name=..", "name:"),
+        ("name=.", "name:"),
+        ("name=a/../b", "name:"),
+        ("extract.timeout_s=.inf", "extract.timeout_s:"),
+        ("extract.timeout_s=0", "extract.timeout_s:"),
+        ("extract.timeout_s=-1", "extract.timeout_s:"),
+        ("shards.seq_len=0", "shards.seq_len:"),
+        ("shards.seq_len=1", "shards.seq_len:"),
+        ("shards.val_fraction=2", "shards.val_fraction:"),
+        ("shards.val_fraction=-0.5", "shards.val_fraction:"),
+        ("shards.val_fraction=1", "shards.val_fraction:"),
+    ],
+)
+def test_abused_values_are_one_line_errors_at_load(override, key):
+    """Issue 16: each of these passed validation and lost data (or looped, or crashed late)."""
+    with pytest.raises(ConfigError) as e:
+        load_config(DEFAULT, [override])
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1, msg
+    assert msg.startswith(f"{DEFAULT}: {key}"), msg
+
+
+def test_run_dir_inside_an_input_folder_is_an_error(tmp_path):
+    data = _default_data()
+    data["inputs"] = [{"path": str(tmp_path / "in"), "format": "text", "domain": "rst"}]
+    data["mix"]["weights"] = {"rst": 1}
+    (tmp_path / "in").mkdir()
+    data["run_dir"] = str(tmp_path / "in" / "runs" / "x")
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, data))
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "run_dir: the run directory" in msg
+    assert "inputs[0].path" in msg
+    data["run_dir"] = str(tmp_path / "runs" / "x")  # next to the input folder: fine
+    assert load_config(_write(tmp_path, data)).run_url == str(tmp_path / "runs" / "x")
+
+
+def test_cli_run_name_dot_dot_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    from flows.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--config", str(DEFAULT), "--run-name", "..", "--local"])
+    assert "name: '..': a name may hold only" in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # nothing written anywhere

@@ -385,3 +385,65 @@ def test_timeout_inside_ray_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         shutil.rmtree(ray_dir, ignore_errors=True)
     assert r.quarantine["reason"].to_pylist() == ["timeout"]
     assert r.kept["source"].to_pylist() == [good.url]
+
+
+def _multi_member_jsonl_gz(path: Path, members: int) -> int:
+    """A .jsonl.gz of ``members`` gzip members (each a fortune per line): its trailer declares
+    one member's size only. Returns the number of lines."""
+    entries = SAMPLE / "fortune/fortunes-es/usr/share/games/fortunes/es/amistad.fortunes"
+    lines = [json.dumps({"text": e}).encode() + b"\n" for e in entries.read_text().split("\n%\n")]
+    member = gzip.compress(b"".join(lines))
+    path.write_bytes(member * members)
+    return len(lines) * members
+
+
+def test_decompressed_bytes_are_capped_per_file(tmp_path: Path) -> None:
+    """A .jsonl.gz whose gzip trailer understates its size stops at max_file_bytes: the lines
+    read are kept, the rest is one too_large record, nothing else is read."""
+    total = _multi_member_jsonl_gz(tmp_path / "many.jsonl.gz", 40)
+    r = extract_part(
+        list_inputs([InputSpec(path=str(tmp_path))]), ExtractConfig(max_file_bytes=200_000)
+    )
+    _balanced(r)
+    assert r.stats.quarantined == {"too_large": 1}
+    assert 0 < r.stats.kept < total
+    (q,) = r.quarantine.to_pylist()
+    assert q["offset"] == r.stats.docs_in - 1 and "max_file_bytes" in q["detail"]
+    assert r.stats.bytes_kept <= 200_000
+
+
+def test_records_held_are_capped_per_part(tmp_path: Path) -> None:
+    """Once a part holds max_part_bytes, the rest of the file and the part's next files are
+    too_large (the next files unread); in = kept + removed + quarantined still."""
+    _multi_member_jsonl_gz(tmp_path / "a.jsonl.gz", 5)
+    _multi_member_jsonl_gz(tmp_path / "b.jsonl.gz", 5)
+    shutil.copy(LANG_PAGES["en"], tmp_path / "c.html")
+    r = extract_part(
+        list_inputs([InputSpec(path=str(tmp_path))]), ExtractConfig(max_part_bytes=50_000)
+    )
+    _balanced(r)
+    reasons = {Path(q["source"]).name: q["reason"] for q in r.quarantine.to_pylist()}
+    assert reasons == {"a.jsonl.gz": "too_large", "b.jsonl.gz": "too_large", "c.html": "too_large"}
+    assert r.counters.get("html_docs", 0) == 0  # the full part did not read the page
+    assert r.stats.kept > 0 and r.stats.bytes_kept < 50_000
+
+
+def test_warc_stops_at_max_file_bytes(tmp_path: Path) -> None:
+    """A WARC whose records together pass max_file_bytes: the records before are kept, then one
+    too_large record for the rest of the file (not one per remaining record)."""
+    from warcio.warcwriter import WARCWriter
+
+    from tests.bad_inputs import _warc_response
+
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    page = LANG_PAGES["en"].read_bytes()
+    html_type = [("Content-Type", "text/html; charset=utf-8")]
+    for i in range(6):
+        writer.write_record(_warc_response(writer, f"http://example.org/{i}", page, html_type))
+    (tmp_path / "pages.warc.gz").write_bytes(buf.getvalue())
+    cfg = ExtractConfig(max_file_bytes=len(page) * 3 + 1)
+    r = extract_part(list_inputs([InputSpec(path=str(tmp_path))]), cfg)
+    _balanced(r)
+    assert r.stats.kept == 3 and r.stats.quarantined == {"too_large": 1}
+    assert r.quarantine.column("offset").to_pylist() == [3]

@@ -119,3 +119,53 @@ def test_config_rejects_bad_weights():
         mix.MixConfig(weights={"code": -1, "rst": 2})
     with pytest.raises(ValueError):
         mix.MixConfig(weights={})
+
+
+def test_weight_of_a_key_without_documents_is_ignored_not_an_empty_mix(docs):
+    """A weighted domain with no documents (all filtered away) used to make the budget 0 and
+    empty the whole mix; now its weight is ignored, recorded, and the rest renormalised."""
+    cfg = mix.MixConfig(weights={"rst": 1, "code": 1, "web": 1})
+    parts = split_parts(docs, 3)
+    plan = _plan(parts, cfg)
+    assert plan.ignored == {"web": "no documents at mix time"}
+    assert plan.keys["rst"].weight == pytest.approx(0.5)
+    achieved = mix.sum_counts(mix.selected_tokens(mix.apply_mixture(p, plan), plan) for p in parts)
+    assert achieved["rst"] > 0 and achieved["code"] > 0
+    assert achieved["rst"] / (achieved["rst"] + achieved["code"]) == pytest.approx(0.5, abs=0.05)
+    report = mix.mixture_report(plan, achieved)
+    assert report["ignored"] == {"web": "no documents at mix time"}
+    assert "Weight of `web` ignored" in mix.mixture_markdown(report)
+
+
+def test_no_weighted_key_with_documents_names_the_domains_that_exist(docs):
+    cfg = mix.MixConfig(weights={"web": 1, "pdf": 2})
+    with pytest.raises(ValueError) as e:
+        _plan([docs], cfg)
+    msg = str(e.value)
+    assert "mix.weights: no weighted domain has documents (pdf, web)" in msg
+    assert "code" in msg and "rst" in msg and "\n" not in msg
+
+
+def test_config_rejects_unsafe_epochs_and_weights():
+    for bad in (-1, 0, 0.5, 256, 300, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_epochs"):
+            mix.MixConfig(weights={"rst": 1}, max_epochs=bad)
+    for w in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="weights"):
+            mix.MixConfig(weights={"rst": 1, "web": w})
+    with pytest.raises(ValueError, match="bytes_per_token"):
+        mix.MixConfig(weights={"rst": 1}, bytes_per_token=0)
+
+
+def test_repeats_never_wrap_around_uint8(docs):
+    """A plan asking for more than 255 repeats (only by hand: the config caps max_epochs) is an
+    error, not 300 % 256 = 44 repeats."""
+    entry = mix.MixEntry(
+        weight=1.0, available_tokens=1, target_tokens=1.0, ratio=300.0, threshold=0.0, capped=True
+    )
+    plan = mix.MixPlan(budget_tokens=1.0, seed=0, token_source="", bytes_per_token=4.0)
+    plan.keys["rst"] = entry
+    with pytest.raises(ValueError, match="repeats over 255"):
+        mix.mixture_repeats(docs, plan)
+    plan.keys["rst"] = entry.model_copy(update={"ratio": 255.0})
+    assert mix.mixture_repeats(docs, plan).max() == 255

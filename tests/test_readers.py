@@ -3,6 +3,8 @@ decoding helpers — on the real Debian sample."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 from collections import Counter
@@ -15,6 +17,7 @@ from curate.readers import (
     DEFAULT_DOMAIN_RULES,
     DomainRule,
     InputSpec,
+    SkippedEntry,
     guess_format,
     list_inputs,
     plan_parts,
@@ -238,3 +241,41 @@ def test_config_relative_inputs_keep_the_written_path(tmp_path, monkeypatch) -> 
     assert f.format == "dictd"
     monkeypatch.chdir(repo)
     assert load_config(repo / "configs/default.yaml").hash() == cfg.hash()  # base_dir not hashed
+
+
+def test_unreadable_folder_is_reported_not_skipped_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = SAMPLE / "code/libpython3.11-stdlib/usr/lib/python3.11/colorsys.py"
+    (tmp_path / "ok").mkdir()
+    shutil.copy(code, tmp_path / "ok" / "colorsys.py")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(code, locked / "hidden.py")
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root lists any folder: fail the listing as it fails for a user
+        real_scandir = os.scandir
+
+        def scandir(path):  # noqa: ANN001, ANN202
+            if os.fspath(path) == str(locked):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        skipped: list[SkippedEntry] = []
+        files = list_inputs([InputSpec(path=str(tmp_path))], skipped=skipped)
+    finally:
+        locked.chmod(0o755)
+    assert [Path(f.url).name for f in files] == ["colorsys.py"]
+    assert skipped == [SkippedEntry(str(locked), "unreadable_dir", "Permission denied")]
+
+
+def test_parts_are_sized_by_decompressed_bytes(tmp_path: Path) -> None:
+    """Two small .jsonl.gz files that inflate to 1 MiB each do not share a 1.5 MiB part."""
+    line = json.dumps({"text": ES.read_text("utf-8")}).encode() + b"\n"
+    for name in ("a.jsonl.gz", "b.jsonl.gz"):
+        (tmp_path / name).write_bytes(gzip.compress(line * ((1 << 20) // len(line) + 1)))
+    files = list_inputs([InputSpec(path=str(tmp_path))])
+    assert all(f.size < 100_000 for f in files)
+    assert [len(p) for p in plan_parts(files, 10, 3 << 19)] == [1, 1]

@@ -114,3 +114,21 @@ def test_plain_strings_are_accepted(tmp_path):
     sp = spm.SentencePieceProcessor(model_file=path)
     lens = np.array([len(ids) for ids in sp.encode(texts[:5])])
     assert (lens > 0).all()
+
+
+@pytest.mark.timeout(20)  # the old code looped here forever, growing its memory
+def test_split_sentences_terminates_and_bounds_pieces():
+    from curate.tokenizer import split_sentences
+
+    with pytest.raises(ValueError, match="at least 4"):
+        split_sentences("abc\n" * 3, 3)
+    text = "añ😀z" * 5 + "\n" + "x" * 10
+    pieces = split_sentences(text, 4)
+    assert "".join(pieces) == text
+    assert all(0 < len(p.encode()) <= 4 for p in pieces)
+    with pytest.raises(ValueError, match="max_sentence_bytes"):
+        TokenizerConfig(max_sentence_bytes=3)
+    for bad in ({"num_threads": 0}, {"character_coverage": 0}, {"vocab_size": 200}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TokenizerConfig(**bad)
+    assert TokenizerConfig(vocab_size=200, byte_fallback=False).vocab_size == 200

@@ -8,7 +8,10 @@ Interface used by flows/ (signatures are the contract):
 - ``DomainRule`` (``pattern``: fnmatch glob, or regex after ``re:``; ``domain``) and
   ``DEFAULT_DOMAIN_RULES``.
 - ``InputFile``: one raw file to read: ``url, format, domain, size, text_field, rot13``.
-- ``list_inputs(specs, domain_rules=None) -> list[InputFile]``: sorted, deterministic.
+- ``list_inputs(specs, domain_rules=None, skipped=None) -> list[InputFile]``: sorted,
+  deterministic; entries below the inputs that are not listed (unreadable folders, broken links,
+  link loops, Sluice run directories ...) are logged and appended to ``skipped`` as
+  ``SkippedEntry`` (path, reason, detail).
 - ``plan_parts(files, files_per_part, bytes_per_part) -> list[list[InputFile]]``: deterministic.
 - ``extract_part(files, cfg: ExtractConfig) -> ExtractResult`` (a ``curate.stage.StageResult``
   of stage ``extract`` plus ``counters``): documents of ``curate.schema.DOC_SCHEMA``; empty
@@ -22,9 +25,11 @@ from curate.readers.files import (
     DomainRule,
     InputFile,
     InputSpec,
+    SkippedEntry,
     guess_format,
     list_inputs,
     plan_parts,
+    skipped_report,
 )
 from curate.readers.html import HtmlOptions
 
@@ -37,8 +42,10 @@ __all__ = [
     "HtmlOptions",
     "InputFile",
     "InputSpec",
+    "SkippedEntry",
     "extract_part",
     "guess_format",
     "list_inputs",
     "plan_parts",
+    "skipped_report",
 ]

@@ -23,10 +23,15 @@ path as written in the config, see :mod:`curate.readers.files`; files are read f
 Outcomes: a document with text is kept; blank text is removed as ``empty_text``, text shorter
 than ``min_text_chars`` as ``too_short``. Unreadable input is quarantined with a reason:
 ``too_large`` (raw document, decompressed file or WARC/JSONL record over ``max_bytes``: never
-truncated, since half a document is a worse training example than none), ``binary_file``,
+truncated, since half a document is a worse training example than none; a container whose
+decompressed records pass ``max_file_bytes``, checked first against a gzip file's declared size;
+the rest of a part once its documents hold ``max_part_bytes`` of text), ``invalid_unicode``
+(a JSONL string with a lone surrogate escape such as ``"\\ud800"``: not encodable as UTF-8),
+``binary_file``,
 ``invalid_utf8``, ``mixed_encoding``, ``corrupt_gzip``, ``corrupt_pdf``, ``encrypted_pdf``,
 ``not_pdf``, ``timeout``, ``out_of_memory``, ``extract_crash``, ``extract_error``,
-``warc_error``, ``invalid_json``, ``missing_text_field``, ``corrupt_parquet``, ``read_error``.
+``warc_error``, ``invalid_json`` (also a line nested too deeply to parse: that line only),
+``missing_text_field``, ``corrupt_parquet``, ``read_error``.
 A container (WARC, JSONL, Parquet) that breaks midway keeps the records read so far and adds
 one quarantine record at the offset where it broke. Nothing raises for bad input.
 
@@ -46,7 +51,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -63,6 +68,7 @@ from curate.readers.text import (
     declared_charset,
     decode_text,
     group_entries,
+    gzip_declared_size,
     looks_binary,
     looks_rot13,
     maybe_decompress,
@@ -75,6 +81,9 @@ from curate.schema import DOC_SCHEMA, doc_id
 from curate.stage import ERROR_COLUMN, StageResult, decide
 
 STAGE = "extract"
+MAX_TIMEOUT_S = 86_400.0  # one day: a longer (or infinite) timeout overflows select()
+ROW_BYTES = 256  # memory of one record besides its text (counted against max_part_bytes)
+PART_SCHEMA = DOC_SCHEMA.append(pa.field(ERROR_COLUMN, pa.string()))
 
 
 class ExtractConfig(BaseModel):
@@ -82,9 +91,23 @@ class ExtractConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timeout_s: float = Field(20.0, gt=0, description="per document, HTML and PDF extraction")
+    timeout_s: float = Field(
+        20.0, gt=0, le=MAX_TIMEOUT_S, description="per document, HTML and PDF extraction"
+    )
     max_bytes: int = Field(
         32 << 20, gt=0, description="per raw document or record; over → too_large"
+    )
+    max_file_bytes: int = Field(
+        256 << 20,
+        gt=0,
+        description="decompressed bytes read from one JSONL/WARC/Parquet file; over → the rest "
+        "of the file is one too_large record",
+    )
+    max_part_bytes: int = Field(
+        256 << 20,
+        gt=0,
+        description="text (+ 256 bytes per record) held by one part (bounds memory); over → "
+        "the rest of the file and the part's next files are too_large",
     )
     min_text_chars: int = Field(10, ge=0, description="shorter (non-blank) text → too_short")
     html: HtmlOptions = HtmlOptions()
@@ -98,6 +121,10 @@ class ExtractConfig(BaseModel):
     worker_memory_mb: int | None = Field(
         4096, description="address-space limit of a worker process (None: unlimited)"
     )
+
+
+class FileOverCap(ReadError):
+    """A file read past ``max_file_bytes``: stops the whole file, not one record."""
 
 
 @dataclass
@@ -121,29 +148,54 @@ class _Part:
 
     def __init__(self, cfg: ExtractConfig) -> None:
         self.cfg = cfg
-        self.rows: list[dict] = []
+        self.columns: dict[str, list] = {name: [] for name in PART_SCHEMA.names}
         self.removals: list[str | None] = []
         self.details: dict[str, str] = {}
         self.counters: dict[str, int] = {}
+        self.held_bytes = 0  # text + per-record overhead held by the part (max_part_bytes)
+        self.file_bytes = 0  # decompressed bytes read from the current file (max_file_bytes)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
-    def add(self, f: InputFile, fmt: str, rec: _Record) -> None:
+    def read(self, n: int) -> None:
+        """Count ``n`` decompressed bytes read from the current file; raises ``too_large``
+        once the file passes ``max_file_bytes`` (the rest of it is not read)."""
+        self.file_bytes += n
+        if self.file_bytes > self.cfg.max_file_bytes:
+            raise FileOverCap(
+                "too_large",
+                f"file decompresses to more than max_file_bytes {self.cfg.max_file_bytes}",
+            )
+
+    def add(self, f: InputFile, fmt: str, rec: _Record, bounded: bool = True) -> None:
+        """Add a record; text that is not valid Unicode is quarantined (``invalid_unicode``).
+        Raises ``too_large`` (``bounded``) when the part's rows would hold more than
+        ``max_part_bytes``: text bytes plus ``ROW_BYTES`` per record."""
+        n = 0
+        if rec.reason is None and rec.text:
+            try:
+                n = len(rec.text) if rec.text.isascii() else len(rec.text.encode("utf-8"))
+            except UnicodeEncodeError as e:
+                detail = f"{e.reason} at character {e.start}"
+                rec = _Record(rec.offset, reason="invalid_unicode", detail=detail)
+        n += ROW_BYTES
+        if bounded and self.held_bytes + n > self.cfg.max_part_bytes:
+            raise ReadError(
+                "too_large", f"the part's records pass max_part_bytes {self.cfg.max_part_bytes}"
+            )
+        self.held_bytes += n
         ident = doc_id(f.name, rec.offset)
-        self.rows.append(
-            {
-                "id": ident,
-                "text": rec.text if rec.reason is None else "",
-                "source": f.name,
-                "offset": rec.offset,
-                "domain": f.domain,
-                "format": fmt,
-                "lang": None,
-                "lang_score": None,
-                ERROR_COLUMN: rec.reason,
-            }
-        )
+        cols = self.columns
+        cols["id"].append(ident)
+        cols["text"].append(rec.text if rec.reason is None else "")
+        cols["source"].append(f.name)
+        cols["offset"].append(rec.offset)
+        cols["domain"].append(f.domain)
+        cols["format"].append(fmt)
+        cols["lang"].append(None)
+        cols["lang_score"].append(None)
+        cols[ERROR_COLUMN].append(rec.reason)
         self.removals.append(rec.removed)
         if rec.reason is not None and rec.detail:
             self.details[ident] = rec.detail[:500]
@@ -249,6 +301,7 @@ def _warc_record(part: _Part, index: int, record: object, cfg: ExtractConfig) ->
         if length > cfg.max_bytes:
             raise ReadError("too_large", f"WARC record of {length} bytes")
         payload = rec.content_stream().read(cfg.max_bytes + 1)  # type: ignore[attr-defined]
+        part.read(len(payload))
         if len(payload) > cfg.max_bytes:
             raise ReadError("too_large", f"payload decodes to more than {cfg.max_bytes} bytes")
         if ctype in ("text/html", "application/xhtml+xml", "") or ctype.endswith("+xml"):
@@ -259,6 +312,8 @@ def _warc_record(part: _Part, index: int, record: object, cfg: ExtractConfig) ->
             text = part.plain(payload)
         else:
             return _Record(index, removed="unsupported_type")
+    except FileOverCap:
+        raise
     except ReadError as e:
         return _Record(index, reason=e.reason, detail=e.detail)
     except Exception as e:  # noqa: BLE001 - a broken record (bad gzip body, ...)
@@ -267,8 +322,14 @@ def _warc_record(part: _Part, index: int, record: object, cfg: ExtractConfig) ->
 
 
 def _jsonl(part: _Part, f: InputFile) -> Iterator[_Record]:
+    declared = gzip_declared_size(f.url) if f.url.endswith(".gz") else None
+    if declared is not None and declared > part.cfg.max_file_bytes:
+        raise ReadError(
+            "too_large",
+            f"gzip declares {declared} bytes > max_file_bytes {part.cfg.max_file_bytes}",
+        )
     with fsspec.open(f.url, "rb", compression="infer") as fh:
-        for i, line in enumerate(_bounded_lines(fh, part.cfg.max_bytes)):
+        for i, line in enumerate(_bounded_lines(fh, part.cfg.max_bytes, part.read)):
             if line is None:
                 yield _Record(i, reason="too_large", detail="line over max_bytes")
                 continue
@@ -279,20 +340,28 @@ def _jsonl(part: _Part, f: InputFile) -> Iterator[_Record]:
             except ValueError as e:
                 yield _Record(i, reason="invalid_json", detail=str(e))
                 continue
+            except RecursionError:
+                yield _Record(i, reason="invalid_json", detail="nested too deeply to parse")
+                continue
             yield _field_record(
                 i, obj.get(f.text_field, KeyError) if isinstance(obj, dict) else KeyError, f
             )
 
 
-def _bounded_lines(fh: IO[bytes], max_bytes: int) -> Iterator[bytes | None]:
-    """Lines of a binary stream; ``None`` for a line longer than ``max_bytes`` (skipped)."""
+def _bounded_lines(
+    fh: IO[bytes], max_bytes: int, read: Callable[[int], None]
+) -> Iterator[bytes | None]:
+    """Lines of a binary stream; ``None`` for a line longer than ``max_bytes`` (skipped).
+    ``read`` is told the size of every chunk read (it raises to stop)."""
     while True:
         line = fh.readline(max_bytes + 1)
         if not line:
             return
+        read(len(line))
         if len(line) > max_bytes and not line.endswith(b"\n"):
             while line and not line.endswith(b"\n"):
                 line = fh.readline(1 << 20)
+                read(len(line))
             yield None
             continue
         yield line
@@ -321,6 +390,7 @@ def _parquet(part: _Part, f: InputFile) -> Iterator[_Record]:
         offset = 0
         try:
             for batch in pf.iter_batches(columns=[f.text_field], batch_size=1024):
+                part.read(batch.nbytes)
                 for value in batch.column(0).to_pylist():
                     yield _field_record(offset, value, f)
                     offset += 1
@@ -347,19 +417,23 @@ def _extract_file(part: _Part, f: InputFile) -> None:
     """Add every record of ``f``; a failure adds one quarantine record where it happened."""
     fmt = f.format
     next_offset = 0
+    part.file_bytes = 0
     try:
         reader = _READERS.get(fmt)
         if reader is None:
             raise ReadError("unsupported_format", fmt)
+        if part.held_bytes + ROW_BYTES > part.cfg.max_part_bytes:  # full: not even read
+            raise ReadError(
+                "too_large", f"the part passed max_part_bytes {part.cfg.max_part_bytes}"
+            )
         for rec in reader(part, f):
             part.add(f, fmt, rec)
             next_offset = rec.offset + 1
     except ReadError as e:
-        part.add(f, fmt, _Record(next_offset, reason=e.reason, detail=e.detail))
+        part.add(f, fmt, _Record(next_offset, reason=e.reason, detail=e.detail), bounded=False)
     except Exception as e:  # noqa: BLE001 - a reader bug or odd input: a reason, not a crash
-        part.add(
-            f, fmt, _Record(next_offset, reason="read_error", detail=f"{type(e).__name__}: {e}")
-        )
+        detail = f"{type(e).__name__}: {e}"
+        part.add(f, fmt, _Record(next_offset, reason="read_error", detail=detail), bounded=False)
 
 
 def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> ExtractResult:
@@ -372,8 +446,8 @@ def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> Ex
         part.count("raw_bytes", f.size)
         _extract_file(part, f)
 
-    schema = DOC_SCHEMA.append(pa.field(ERROR_COLUMN, pa.string()))
-    table = pa.Table.from_pylist(part.rows, schema=schema)
+    table = pa.Table.from_pydict(part.columns, schema=PART_SCHEMA)
+    part.columns.clear()
     texts = table["text"].to_pylist()
     stripped = np.array([len(t.strip()) for t in texts], dtype=np.int64)
     removals = np.array(part.removals, dtype=object)

@@ -87,6 +87,22 @@ def bounded_gunzip(data: bytes, max_bytes: int) -> bytes:
     return out.getvalue()
 
 
+def gzip_declared_size(url: str) -> int | None:
+    """The decompressed size a gzip file declares in its trailer (ISIZE: its last member's size
+    mod 2**32), read without decompressing; None when the file is not gzip or unreadable. A hint
+    for planning and a cheap early refusal; the real bound is counted while reading."""
+    import fsspec
+
+    try:
+        with fsspec.open(url, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return None
+            fh.seek(-4, 2)
+            return int.from_bytes(fh.read(4), "little")
+    except Exception:  # noqa: BLE001 - a hint: any backend error means "unknown"
+        return None
+
+
 def maybe_decompress(url: str, data: bytes, max_bytes: int) -> bytes:
     """Transparently gunzip ``.gz``/``.dz`` files (and anything with a gzip magic number)."""
     if data[:2] == b"\x1f\x8b":

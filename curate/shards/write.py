@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import sentencepiece as spm
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from curate.mix import mix_keys, stable_uniform
 from curate.shards.format import (
@@ -73,15 +73,18 @@ ENCODED_SCHEMA = pa.schema(
 )
 
 
+MIN_SEQ_LEN = 8  # shorter rows teach nothing (and 0 "succeeds" with 1-token rows)
+
+
 class ShardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seq_len: int = 2048
-    sequences_per_file: int = 4096
-    val_fraction: float = 0.005
+    seq_len: int = Field(2048, ge=MIN_SEQ_LEN)
+    sequences_per_file: int = Field(4096, ge=1)
+    val_fraction: float = Field(0.005, ge=0, lt=1)
     add_bos: bool = False
     tail: Literal["drop", "pad"] = "drop"
     seed: int = 0
-    encode_threads: int = 1  # sentencepiece threads inside one encode task
+    encode_threads: int = Field(1, ge=1)  # sentencepiece threads inside one encode task
 
 
 def _processor(tokenizer: str | Path | spm.SentencePieceProcessor) -> spm.SentencePieceProcessor:
