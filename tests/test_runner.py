@@ -292,6 +292,7 @@ def test_document_stages_on_an_fsspec_run_dir():
             "run_dir=memory://sluice-test/run",
             "inputs=[{path: data/sample/fortune/fortunes-it-off, format: fortune, domain: fortune},"
             " {path: data/sample/prose, domain: prose}]",
+            "mix.weights={fortune: 1, prose: 1}",  # the domains these inputs have
         ],
     )
     plan = runner.plan_run(cfg)
