@@ -167,9 +167,7 @@ class Plan:
         return list(range(self.n_parts)) if step.kind == MAP else [None]
 
 
-def list_parts(
-    cfg: PipelineConfig, skipped: list[Any] | None = None
-) -> list[list[InputFile]]:
+def list_parts(cfg: PipelineConfig, skipped: list[Any] | None = None) -> list[list[InputFile]]:
     """List the inputs and cut them into parts (writes nothing); entries the listing passed
     over are appended to ``skipped`` (``curate.readers.skipped_report``)."""
     files = list_inputs(cfg.inputs, cfg.domain_rules, [] if skipped is None else skipped)
