@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig  # noqa: E402
 from curate.dedup.text import text_shingles  # noqa: E402
 from curate.schema import doc_id, docs_table  # noqa: E402
-from curate.storage import write_parquet_atomic  # noqa: E402
+from curate.storage import parquet_bytes, write_bytes_atomic  # noqa: E402
 
 DEBS = Path.home() / ".cache/sluice/debs"
 SAMPLE = ROOT / "data" / "sample"
@@ -235,7 +235,9 @@ def curve(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             for k in range(0, len(rows), size):
                 url = f"{tmp}/map-{k // size:05d}.parquet"
-                write_parquet_atomic(NEAR_DEDUP.map(docs_table(rows[k : k + size]), cfg), url)
+                write_bytes_atomic(
+                    parquet_bytes(NEAR_DEDUP.map(docs_table(rows[k : k + size]), cfg)), url
+                )
                 urls.append(url)
             t_map = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -432,7 +434,7 @@ def containment(args: argparse.Namespace) -> None:
         urls = []
         for k in range(0, len(rows), 500):
             url = f"{tmp}/map-{k // 500:05d}.parquet"
-            write_parquet_atomic(mapped.slice(k, 500), url)
+            write_bytes_atomic(parquet_bytes(mapped.slice(k, 500)), url)
             urls.append(url)
         t0 = time.perf_counter()
         state = NEAR_DEDUP.reduce(urls, cfg)
@@ -556,7 +558,7 @@ def generate(
                 )
             )
         path = out / f"part-{p:05d}.parquet"
-        write_parquet_atomic(docs_table(rows), str(path))
+        write_bytes_atomic(parquet_bytes(docs_table(rows)), str(path))
         paths.append(str(path))
     return paths
 
@@ -585,8 +587,9 @@ def _child(args: argparse.Namespace) -> None:
         }
     elif args.phase == "map":
         for p in parts:
-            write_parquet_atomic(
-                NEAR_DEDUP.map(read_parquet(str(p)), cfg), str(p).replace("part-", "map-")
+            write_bytes_atomic(
+                parquet_bytes(NEAR_DEDUP.map(read_parquet(str(p)), cfg)),
+                str(p).replace("part-", "map-"),
             )
         info = {}
     else:

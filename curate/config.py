@@ -16,20 +16,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curate.layout import EXTRACT_STAGE, TAIL_STEPS
 from curate.mix import MixConfig
+from curate.overrides import ConfigError, apply_override  # noqa: F401 - re-exported
 from curate.readers import DEFAULT_DOMAIN_RULES, DomainRule, ExtractConfig, InputSpec
 from curate.readers.files import FALLBACK_DOMAIN
 from curate.shards.write import ShardConfig
 from curate.storage import config_hash, join
 from curate.tokenizer import TokenizerConfig
-
-EXTRACT_STAGE = "extract"
-# Directories of the steps after the filter stages (a stage may not take one of these names).
-TAIL_STEPS = ("mix", "tokenizer", "encoded", "shards")
-
-
-class ConfigError(ValueError):
-    """A configuration that does not validate; the message names the file and every bad key."""
 
 
 class StageEntry(BaseModel):
@@ -53,32 +47,26 @@ class PartsConfig(BaseModel):
     bytes_per_part: int = Field(8_000_000, ge=1)
 
 
-class RayConfig(BaseModel):
-    """Where tasks run: a local Ray (address None) or a cluster ("auto", "ray://host:port")."""
-
-    model_config = ConfigDict(extra="forbid")
-    address: str | None = None
-    num_cpus: int | None = Field(None, ge=1)
-    object_store_memory: int = Field(256 * 1024 * 1024, ge=78 * 1024 * 1024)
-    temp_dir: str | None = None  # local Ray's session dir (default: a fresh one under /tmp)
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str | None) -> str | None:
-        if v is None or v == "auto" or re.fullmatch(r"(ray://)?[\w.\-]+:\d+", v):
-            return v
-        raise ValueError("address must be null, 'auto', 'host:port' or 'ray://host:port'")
+# Sections of a job's config that belong to the layer that runs it, not to curation (flows/:
+# ``ray``, ``prefect``): that layer registers their models (:func:`register_section`) and the
+# config validates them at load time; they never enter the config hash.
+SECTIONS: dict[str, type[BaseModel]] = {}
 
 
-class PrefectConfig(BaseModel):
-    """Prefect settings of the run: the API server and task retries."""
+def register_section(name: str, model: type[BaseModel]) -> None:
+    SECTIONS[name] = model
 
-    model_config = ConfigDict(extra="forbid")
-    api_url: str | None = None  # None: $PREFECT_API_URL, else a local server started on demand
-    start_server: bool = True  # start `sluice server --background` when no API is reachable
-    task_retries: int = Field(2, ge=0)  # re-run a part whose Ray worker died
-    retry_delay_seconds: float = Field(1.0, ge=0)
-    artifact_key: str = "sluice-funnel"
+
+def _section(name: str, value: Any) -> Any:
+    """``value`` validated by the model registered for ``name`` (as given when none is)."""
+    model = SECTIONS.get(name)
+    if model is None or isinstance(value, model):
+        return value if value is not None else {}
+    try:
+        return model.model_validate(value or {})
+    except ValidationError as e:  # ".key: message": format_errors prefixes the section
+        lines = [f"{_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ValueError("; ".join(lines)) from None
 
 
 class PipelineConfig(BaseModel):
@@ -96,8 +84,13 @@ class PipelineConfig(BaseModel):
     mix: MixConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    prefect: PrefectConfig = Field(default_factory=PrefectConfig)
+    ray: Any = None  # orchestration sections: see SECTIONS (flows.settings)
+    prefect: Any = None
+
+    @field_validator("ray", "prefect", mode="before")
+    @classmethod
+    def _orchestration(cls, v: Any, info: Any) -> Any:
+        return _section(info.field_name, v)
 
     @field_validator("name")
     @classmethod
@@ -191,7 +184,7 @@ class PipelineConfig(BaseModel):
                     return str(base / p)
                 return p
 
-            for name in _file_options(model):
+            for name in file_options(model):
                 if name in options:
                     options[name] = located(options[name])
         return model.model_validate(options)
@@ -203,7 +196,7 @@ class PipelineConfig(BaseModel):
 
         load_plugins(self.plugins)
         for entry in self.stages:
-            names = _file_options(STAGES[entry.name].config)
+            names = file_options(STAGES[entry.name].config)
             for name in names & entry.options.keys():
                 value = entry.options[name]
                 for p in value if isinstance(value, list) else [value]:
@@ -238,7 +231,7 @@ def _local_abspath(url: str) -> str | None:
     return os.path.realpath(url or ".")
 
 
-def _file_options(model: type[BaseModel]) -> set[str]:
+def file_options(model: type[BaseModel]) -> set[str]:
     """Names of a stage config's options marked ``FILE_OPTION`` (they name files)."""
     return {
         name
@@ -277,40 +270,13 @@ def format_errors(err: ValidationError, source: str = "") -> str:
         key = _loc(e["loc"]).lstrip(".")
         msg = e["msg"].removeprefix("Value error, ")
         prefix = f"{source}: " if source else ""
-        if key:
+        if key and msg.startswith("."):  # a registered section's errors: ".key: message"
+            lines += [f"{prefix}{key}{m.removeprefix('Value error, ')}" for m in msg.split("; ")]
+        elif key:
             lines.append(f"{prefix}{key}: {msg}")
         else:  # model-level errors already name their keys (stage options)
             lines += [f"{prefix}{m}" for m in msg.split("; ")]
     return "\n".join(lines)
-
-
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """Set ``a.b[1].c=value`` in ``data`` (value parsed as YAML: numbers, lists, null...)."""
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key=value")
-    key, raw = override.split("=", 1)
-    tokens = re.findall(r"[^.\[\]]+|\[\d+\]", key.strip())
-    if not tokens:
-        raise ConfigError(f"override {override!r}: empty key")
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    node: Any = data
-    for tok, nxt in zip(tokens, [*tokens[1:], None], strict=True):
-        index = int(tok[1:-1]) if tok.startswith("[") else None
-        last = nxt is None
-        if index is not None:
-            if not isinstance(node, list) or index >= len(node):
-                raise ConfigError(f"override {override!r}: {key} has no item {index}")
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
-        else:
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {override!r}: {tok} is not inside a mapping")
-            if last:
-                node[tok] = value
-            else:
-                node = node.setdefault(tok, [] if nxt.startswith("[") else {})
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

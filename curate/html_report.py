@@ -28,12 +28,19 @@ from typing import Any
 import numpy as np
 
 from curate import mix
+from curate.layout import RunLayout
 from curate.plots import png_bytes, pyplot
-from curate.rundir import has_column, last_doc_stage, load_stats, part_files, read_columns
+from curate.rundir import (
+    has_column,
+    last_doc_stage,
+    load_stats,
+    part_files,
+    read_columns,
+    stage_order,
+)
 from curate.stage import StageStats
-from curate.storage import exists, filesystem, join, read_json, write_bytes_atomic
+from curate.storage import exists, join, local_copy, read_json, write_bytes_atomic
 
-REPORT_NAME = "report.html"
 TOKENIZER_SAMPLE_DOCS = 200  # per domain, for bytes/token
 
 
@@ -373,40 +380,17 @@ def dedup_kinds_section(run_dir: str, stages: Sequence[str]) -> Section | None:
     )
 
 
-def _json_files(run_dir: str, depth: int = 2) -> list[str]:
-    fs, path = filesystem(run_dir)
-    base = path.rstrip("/")
-    out = []
-    for d in range(depth + 1):
-        for p in sorted(fs.glob(base + "/*" * d + "/*.json")):
-            if not p.endswith(".done.json"):
-                out.append(join(run_dir, p[len(base) + 1 :]))
-    return out
-
-
 def find_mixture_report(run_dir: str) -> dict | None:
-    """A ``curate.mix.mixture_report`` dict saved anywhere in the run (top two levels)."""
-    for url in _json_files(run_dir):
-        if "mix" not in url.rsplit("/", 1)[-1] and "/mix" not in url:
-            continue
-        try:
-            data = read_json(url)
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and "rows" in data and "budget_tokens" in data:
-            return data
-    return None
+    """The run's ``mixture.json`` (``curate.mix.mixture_report``), None before it is written."""
+    url = RunLayout(run_dir).report_file("mixture.json")
+    return read_json(url) if exists(url) else None
 
 
 def _manifest(run_dir: str) -> tuple[str, dict] | None:
-    for sub in ("shards", "", "tokens"):
-        url = join(run_dir, sub, "manifest.json") if sub else join(run_dir, "manifest.json")
-        if exists(url):
-            try:
-                return url.rsplit("/", 1)[0], read_json(url)
-            except (OSError, ValueError):
-                return None
-    return None
+    """(the shards folder, its manifest) of the run; None before the shards are written."""
+    layout = RunLayout(run_dir)
+    url = join(layout.shards_dir, "manifest.json")
+    return (layout.shards_dir, read_json(url)) if exists(url) else None
 
 
 def mixture_section(run_dir: str) -> Section | None:
@@ -477,7 +461,8 @@ def mixture_section(run_dir: str) -> Section | None:
 
 
 def find_tokenizer(run_dir: str) -> str | None:
-    """Local path of the run's SentencePiece model: the shard manifest's, else any ``*.model``."""
+    """Local path of the run's SentencePiece model: the shard manifest's, else the tokenizer
+    step's; None before either exists."""
     found = _manifest(run_dir)
     if found is not None:
         directory, m = found
@@ -485,13 +470,9 @@ def find_tokenizer(run_dir: str) -> str | None:
         if path:
             url = path if path.startswith("/") else join(directory, path)
             if exists(url):
-                return url
-    fs, base = filesystem(run_dir)
-    for d in range(3):
-        hits = sorted(fs.glob(base.rstrip("/") + "/*" * d + "/*.model"))
-        if hits:
-            return fs.unstrip_protocol(hits[0])
-    return None
+                return local_copy(url)
+    url = RunLayout(run_dir).tokenizer_model
+    return local_copy(url) if exists(url) else None
 
 
 def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
@@ -548,138 +529,12 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
     )
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def _finite(v: Any) -> bool:
-    return _is_num(v) and bool(np.isfinite(float(v)))
-
-
-def training_section(run_dir: str, train_dir: str | None = None) -> Section | None:
-    """Loss curves from ``metrics.jsonl`` next to the scaling-law prediction, if any exist.
-
-    Reads what train/ writes: ``metrics.jsonl`` rows (``step``, ``tokens``, ``train_loss``,
-    ``val_loss``, ...), ``prediction.json`` (``loss``, ``lo``, ``hi``, ``tokens`` and a
-    ``curve`` of ``{tokens, loss, lo, hi}``) and ``final.json`` (``final_val_loss``).
-    """
-    base = Path(train_dir) if train_dir else Path(filesystem(run_dir)[1]) / "train"
-    if not base.is_dir():
-        return None
-    metrics_files = sorted(base.rglob("metrics.jsonl"))
-    preds = sorted(base.rglob("*prediction*.json"))
-    finals = sorted(base.rglob("final.json"))
-    if not metrics_files and not preds:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
-    rows: list[list[Any]] = []
-    plotted = False
-    xkey = "tokens"
-    for mf in metrics_files:
-        recs = _read_jsonl(mf)
-        xkey = next((k for k in ("tokens", "step") if any(k in r for r in recs)), xkey)
-        for ykey in sorted({k for r in recs for k in r if "loss" in k}):
-            pts = [
-                (r[xkey], r[ykey]) for r in recs if _finite(r.get(xkey)) and _finite(r.get(ykey))
-            ]
-            if not pts:
-                continue
-            xs, ys = zip(*pts, strict=True)
-            label = f"{mf.parent.name}/{ykey}" if len(metrics_files) > 1 else ykey
-            ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
-            plotted = True
-            rows.append([label, "last measured", xs[-1], round(float(ys[-1]), 4)])
-    for ff in finals:
-        try:
-            final = json.loads(ff.read_text())
-        except ValueError:
-            continue
-        if isinstance(final, dict) and _finite(final.get("final_val_loss")):
-            rows.append(
-                [
-                    ff.parent.name,
-                    "final val loss",
-                    final.get("tokens", ""),
-                    round(float(final["final_val_loss"]), 4),
-                ]
-            )
-    for pf in preds:
-        try:
-            pred = json.loads(pf.read_text())
-        except ValueError:
-            continue
-        if not isinstance(pred, dict):
-            continue
-        curve = [
-            c
-            for c in pred.get("curve") or []
-            if isinstance(c, dict) and _finite(c.get("tokens")) and _finite(c.get("loss"))
-        ]
-        if curve:
-            xs = [c["tokens"] for c in curve]
-            ax.plot(xs, [c["loss"] for c in curve], "--", color="gray", label="predicted")
-            if all(_finite(c.get("lo")) and _finite(c.get("hi")) for c in curve):
-                ax.fill_between(
-                    xs, [c["lo"] for c in curve], [c["hi"] for c in curve], color="gray", alpha=0.2
-                )
-            plotted = True
-        if _finite(pred.get("loss")):
-            x = pred.get("tokens") if _finite(pred.get("tokens")) else None
-            interval = (
-                f" [{pred['lo']:.4g}, {pred['hi']:.4g}]"
-                if _finite(pred.get("lo")) and _finite(pred.get("hi"))
-                else ""
-            )
-            rows.append(
-                [pf.stem, f"predicted final loss{interval}", x or "", round(float(pred["loss"]), 4)]
-            )
-            if x is not None:
-                ax.plot([x], [pred["loss"]], "o", color="black")
-            else:
-                ax.axhline(float(pred["loss"]), linestyle="--", color="gray")
-            plotted = True
-        elif pred.get("identified") is False:  # the sweep's law is not identified: no number
-            reason = pred.get("reason") or ""
-            rows.append([pf.stem, f"not identified: no prediction ({reason})", "", ""])
-        for k, v in sorted(pred.items()):
-            if k != "loss" and "loss" in k and _finite(v):
-                ax.axhline(float(v), linestyle=":", color="gray")
-                rows.append([pf.stem, k, "", round(float(v), 4)])
-                plotted = True
-    if not plotted:
-        plt.close(fig)
-        return None
-    ax.set_xlabel(xkey)
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title("Loss vs prediction")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    return Section(
-        key="loss-vs-prediction",
-        title="Loss vs prediction",
-        summary=f"{len(metrics_files)} metrics file(s), {len(preds)} prediction file(s) in {base}.",
-        header=["series", "what", xkey, "loss"],
-        rows=rows,
-        png=png_bytes(fig),
-    )
-
-
 def report_sections(
-    run_dir: str, train_dir: str | None = None, stage: str | None = None
+    run_dir: str, extra: Sequence[Section] = (), stage: str | None = None
 ) -> list[Section]:
-    """Every section the run has data for, in reading order."""
+    """Every section the run has data for, in reading order, then ``extra`` (sections other
+    layers pass in: the training run's loss vs prediction, ``train.report.training_section``)."""
     stats = load_stats(run_dir)
-    from curate.rundir import stage_order
-
     stages = stage_order(run_dir)
     candidates = [
         funnel_section(stats),
@@ -690,14 +545,14 @@ def report_sections(
         dedup_kinds_section(run_dir, stages),
         mixture_section(run_dir),
         tokenizer_section(run_dir, stage),
-        training_section(run_dir, train_dir),
+        *extra,
     ]
     return [s for s in candidates if s is not None]
 
 
-def report_markdown(run_dir: str, train_dir: str | None = None, images: bool = True) -> str:
+def report_markdown(run_dir: str, extra: Sequence[Section] = (), images: bool = True) -> str:
     """The whole report as one markdown document (PNG as data URIs when ``images``)."""
-    sections = report_sections(run_dir, train_dir)
+    sections = report_sections(run_dir, extra)
     head = f"# Sluice run report: {run_dir.rstrip('/').rsplit('/', 1)[-1]}\n\n"
     return head + "\n".join(s.markdown(image=images) for s in sections)
 
@@ -715,9 +570,9 @@ nav a{margin-right:1em}.meta{color:#666;font-size:.85em}
 """
 
 
-def report_html(run_dir: str, train_dir: str | None = None) -> str:
+def report_html(run_dir: str, extra: Sequence[Section] = ()) -> str:
     """The report as one self-contained HTML page (inline CSS, base64 PNGs, no external URL)."""
-    sections = report_sections(run_dir, train_dir)
+    sections = report_sections(run_dir, extra)
     name = run_dir.rstrip("/").rsplit("/", 1)[-1]
     nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -731,23 +586,23 @@ def report_html(run_dir: str, train_dir: str | None = None) -> str:
     )
 
 
-def write_report_html(run_dir: str, train_dir: str | None = None, out: str | None = None) -> str:
+def write_report_html(run_dir: str, extra: Sequence[Section] = (), out: str | None = None) -> str:
     """Write ``<run>/report.html`` (or ``out``); returns its path/URL."""
-    url = out or join(run_dir, REPORT_NAME)
-    write_bytes_atomic(report_html(run_dir, train_dir).encode("utf-8"), url)
+    url = out or RunLayout(run_dir).report_html
+    write_bytes_atomic(report_html(run_dir, extra).encode("utf-8"), url)
     return url
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m curate.html_report RUN [--train DIR] [--out FILE]``: write report.html."""
+    """``python -m curate.html_report RUN [--out FILE]``: write report.html (``sluice report``
+    adds the training run's section)."""
     import argparse
 
     p = argparse.ArgumentParser(prog="sluice report", description="write a run's report.html")
     p.add_argument("run", help="run directory, e.g. runs/default")
-    p.add_argument("--train", help="training directory with metrics.jsonl (default RUN/train)")
     p.add_argument("--out", help="output file (default RUN/report.html)")
     args = p.parse_args(argv)
-    print(write_report_html(args.run, args.train, args.out))
+    print(write_report_html(args.run, out=args.out))
     return 0
 
 

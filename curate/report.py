@@ -12,15 +12,9 @@ from typing import Any
 
 from curate import mix
 from curate.config import PipelineConfig
+from curate.layout import EXTRACT_STAGE, RunLayout
 from curate.stage import StageStats
-from curate.storage import (
-    exists,
-    join,
-    part_name,
-    read_json,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from curate.storage import exists, join, read_json, write_bytes_atomic, write_json_atomic
 
 
 def stage_counts(stats: StageStats) -> dict[str, Any]:
@@ -62,10 +56,10 @@ def mixture_achieved(mixed_parts: list[Mapping[str, Any]]) -> dict[str, float]:
 
 def extract_counters(run: str) -> dict[str, int]:
     """The readers' extra counters (files, raw bytes, ...) summed over the extract markers."""
-    n_parts = len(read_json(join(run, "parts.json"))["parts"])
+    layout = RunLayout(run)
     total: dict[str, int] = {}
-    for i in range(n_parts):
-        marker = read_json(join(run, "extract", f"{part_name(i)}.done.json"))
+    for i in range(layout.n_parts()):
+        marker = read_json(layout.marker(EXTRACT_STAGE, i))
         for k, v in marker.get("counters", {}).items():
             total[k] = total.get(k, 0) + v
     return dict(sorted(total.items()))
@@ -75,7 +69,7 @@ def quality_model_summary(run: str) -> dict[str, Any] | None:
     """Sizes and held-out metrics of the model the run trained (None when it trained none)."""
     from curate.filters.quality import STATS_FILE
 
-    url = join(run, "quality", STATS_FILE)
+    url = RunLayout(run).fit_file("quality", STATS_FILE)
     if not exists(url):
         return None
     stats = read_json(url)
@@ -108,9 +102,10 @@ def write_report(
     """Write stats.json, timings.json, funnel.{md,png}, mixture.{json,md,png}, report.html;
     return stats."""
     run = cfg.run_url
-    plan = mix.MixPlan.model_validate(read_json(join(run, "mix", "plan.json")))
+    layout = RunLayout(run)
+    plan = mix.MixPlan.model_validate(read_json(layout.mix_plan))
     mixture = mix.mixture_report(plan, mixture_achieved(mixed_parts))
-    manifest = read_json(join(run, "shards", "manifest.json"))
+    manifest = read_json(join(layout.shards_dir, "manifest.json"))
     summary = {
         "run": cfg.name,
         "config_hash": cfg.hash(),
@@ -123,22 +118,22 @@ def write_report(
             for split, info in manifest["splits"].items()
         },
     }
-    write_json_atomic(summary, join(run, "stats.json"))
+    write_json_atomic(summary, layout.stats)
     write_json_atomic(
         {
             "steps": {k: round(v, 3) for k, v in timings.items()},
             "stage_seconds": {name: round(s.seconds, 3) for name, s in stats.items()},
             "skipped_parts": dict(skipped or {}),
         },
-        join(run, "timings.json"),
+        layout.timings,
     )
     from curate.html_report import funnel_png, write_report_html  # html_report reads run files
 
     funnel = funnel_markdown(stats) + quality_model_markdown(summary["quality_model"])
-    write_bytes_atomic(funnel.encode(), join(run, "funnel.md"))
-    write_bytes_atomic(funnel_png(list(stats.values())), join(run, "funnel.png"))
-    write_json_atomic(mixture, join(run, "mixture.json"))
-    write_bytes_atomic(mix.mixture_markdown(mixture).encode(), join(run, "mixture.md"))
-    write_bytes_atomic(mix.mixture_png(mixture), join(run, "mixture.png"))
+    write_bytes_atomic(funnel.encode(), layout.report_file("funnel.md"))
+    write_bytes_atomic(funnel_png(list(stats.values())), layout.report_file("funnel.png"))
+    write_json_atomic(mixture, layout.report_file("mixture.json"))
+    write_bytes_atomic(mix.mixture_markdown(mixture).encode(), layout.report_file("mixture.md"))
+    write_bytes_atomic(mix.mixture_png(mixture), layout.report_file("mixture.png"))
     write_report_html(run)  # reads back the files written above
     return {**summary, "funnel_markdown": funnel, "mixture_markdown": mix.mixture_markdown(mixture)}

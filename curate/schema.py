@@ -34,7 +34,6 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 # Removed documents keep every column of the batch plus these two.
-REMOVED_FIELDS = [pa.field("removed_by", pa.string()), pa.field("reason", pa.string())]
 
 
 def doc_id(source: str, offset: int = 0) -> str:

@@ -49,6 +49,8 @@ class StageStats:
     removed: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # kept documents the stage could not judge, by reason (toxicity: a language without a list)
+    unjudged: dict[str, int] = field(default_factory=dict)
 
     @property
     def removed_total(self) -> int:
@@ -80,6 +82,7 @@ class StageStats:
             removed=_add_counts(self.removed, other.removed),
             quarantined=_add_counts(self.quarantined, other.quarantined),
             seconds=self.seconds + other.seconds,
+            unjudged=_add_counts(self.unjudged, other.unjudged),
         )
         return merged
 
@@ -93,7 +96,7 @@ class StageStats:
             "removed": dict(sorted(self.removed.items())),
             "quarantined": dict(sorted(self.quarantined.items())),
             "seconds": round(self.seconds, 6),
-        }
+        } | ({"unjudged": dict(sorted(self.unjudged.items()))} if self.unjudged else {})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StageStats:
@@ -182,8 +185,10 @@ def _score_and_decide(
     score: Callable[[], pa.Table],
     rules: Callable[[pa.Table, Any], Rules] | None,
     cfg: Any,
+    unjudged: Callable[[pa.Table, Any], Mapping[str, int]] | None = None,
 ) -> StageResult:
-    """Score (same rows, new columns; checked), then decide with the rules; timed."""
+    """Score (same rows, new columns; checked), then decide with the rules; timed; count the
+    documents the stage could not judge (``unjudged``)."""
     start = time.perf_counter()
     scored = score()
     if scored.num_rows != table.num_rows:
@@ -191,24 +196,68 @@ def _score_and_decide(
             f"stage {name!r}: score returned {scored.num_rows} rows for {table.num_rows}"
         )
     result = decide(scored, rules(scored, cfg) if rules else {}, name)
+    if unjudged is not None:
+        result.stats.unjudged = {k: v for k, v in unjudged(scored, cfg).items() if v}
     result.stats.seconds = time.perf_counter() - start
     return result
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a :class:`Fit` learned: files (name → bytes, stored as ``<run>/<stage>/<name>``),
+    counters for its done marker, and the name of the file that identifies it (its hash goes
+    into the stage's config hash, so a refitted model re-runs the stage)."""
+
+    files: dict[str, bytes]
+    stats: dict[str, Any]
+    output: str
+
+
+@dataclass(frozen=True)
+class Fit(Generic[C]):
+    """Something a stage learns from the run's own documents before it runs (the quality model,
+    per-language thresholds): one reduce step ``<stage>.<name>`` over the kept parts of the
+    document stage ``reads``, run right after that stage; the executors know nothing more.
+
+    ``needed(cfg)``: whether this run fits at all (quality: only without a ``model_path``);
+    ``options(cfg)``: the part of the config the fit depends on (hashed into its marker);
+    ``fit(part_urls, cfg)``: the fit itself (deterministic); ``use(cfg, url)``: the stage's
+    config with the fitted files filled in (``url(name)``: where the fit's file ``name`` lies); ``check(cfg, input_files)``: a
+    problem with the options given the run's input files (``InputFile``), checked when the plan
+    is built, before anything runs, or None.
+    """
+
+    name: str
+    needed: Callable[[C], bool]
+    options: Callable[[C], Any]
+    fit: Callable[[list[str], C], FitResult]
+    use: Callable[[C, Callable[[str], str]], C]
+    check: Callable[[C, list[Any]], str | None] | None = None
+    reads: str = "extract"
+    modules: tuple[str, ...] = ()  # other modules the fit runs (their source is in its hash)
 
 
 @dataclass(frozen=True)
 class Stage(Generic[C]):
     """A per-document stage: ``score`` adds columns, ``rules`` turns thresholds into removals.
 
-    ``rules`` is None for stages that only annotate or rewrite (PII redaction, say).
+    ``rules`` is None for stages that only annotate or rewrite (PII redaction, say); ``fit``,
+    when set, is learned from the run's documents first (:class:`Fit`).
     """
 
     name: str
     config: type[C]
     score: Callable[[pa.Table, C], pa.Table]
     rules: Callable[[pa.Table, C], Rules] | None = None
+    # scored batch -> counts of documents it could not judge, by reason (StageStats.unjudged)
+    unjudged: Callable[[pa.Table, C], Mapping[str, int]] | None = None
+    fit: Fit[C] | None = None
+    modules: tuple[str, ...] = ()  # other modules score/rules run (their source is hashed)
 
     def run(self, table: pa.Table, cfg: C) -> StageResult:
-        return _score_and_decide(self.name, table, lambda: self.score(table, cfg), self.rules, cfg)
+        return _score_and_decide(
+            self.name, table, lambda: self.score(table, cfg), self.rules, cfg, self.unjudged
+        )
 
 
 @dataclass(frozen=True)
@@ -218,7 +267,8 @@ class GlobalStage(Generic[C]):
     ``map`` turns each part into a compact summary table (signatures, hashes), written beside the
     part; ``reduce`` reads all summaries, in part order, into one state table (duplicates, cluster
     ids); ``score`` adds columns to each part from that state, and ``rules``/decide work as for
-    :class:`Stage`. flows/ runs map per part and reduce once, as separate tasks.
+    :class:`Stage`. The plan (``curate.plan``) runs map per part and reduce once, as separate
+    steps.
     """
 
     name: str
@@ -227,6 +277,8 @@ class GlobalStage(Generic[C]):
     reduce: Callable[[list[str], C], pa.Table]  # URLs of the map outputs, in part order
     score: Callable[[pa.Table, pa.Table, C], pa.Table]  # (part, state, cfg) -> part + columns
     rules: Callable[[pa.Table, C], Rules] | None = None
+    fit: Fit[C] | None = None
+    modules: tuple[str, ...] = ()  # other modules map/reduce/score run (their source is hashed)
 
     def run(self, table: pa.Table, state: pa.Table, cfg: C) -> StageResult:
         return _score_and_decide(

@@ -90,16 +90,26 @@ def write_bytes_atomic(data: bytes, url: str) -> None:
     fs.mv(tmp, path)
 
 
-def write_parquet_atomic(table: pa.Table, url: str) -> None:
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as the parquet bytes every step writes (``PARQUET_OPTIONS``)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **PARQUET_OPTIONS)
-    write_bytes_atomic(sink.getvalue().to_pybytes(), url)
+    return sink.getvalue().to_pybytes()
 
 
 def read_parquet(url: str) -> pa.Table:
     fs, path = filesystem(url)
     with fs.open(path, "rb") as f:
         return pq.read_table(f)
+
+
+def read_columns(url: str, columns: list[str]) -> pa.Table:
+    """The given columns of a parquet file (those it has)."""
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        names = pq.read_schema(f).names
+        f.seek(0)
+        return pq.read_table(f, columns=[c for c in columns if c in names])
 
 
 def write_json_atomic(obj: Any, url: str) -> None:

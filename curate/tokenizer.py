@@ -17,7 +17,6 @@ UNK 3. The result is a plain ``.model`` file that ``sentencepiece`` loads on its
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -228,8 +227,3 @@ def bytes_per_token(
     n_bytes = sum(len(t.encode()) for t in texts)
     n_tokens = sum(len(ids) for ids in sp.encode(texts, num_threads=num_threads))
     return n_bytes / n_tokens if n_tokens else float("nan")
-
-
-def tokenizer_summary(path: str | Path) -> dict:
-    """The ``.json`` written next to the model by ``train_tokenizer``."""
-    return json.loads(Path(str(path) + ".json").read_text())

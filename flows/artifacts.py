@@ -10,6 +10,7 @@ listed under Artifacts by key).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from uuid import UUID
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -37,7 +38,7 @@ def publish_section(section: Section, prefix: str = "sluice", run_name: str = ""
 
 def publish_report_artifacts(
     run_dir: str,
-    train_dir: str | None = None,
+    extra: Sequence[Section] = (),
     prefix: str = "sluice",
     tables: bool = False,
 ) -> dict[str, UUID]:
@@ -47,7 +48,7 @@ def publish_report_artifacts(
     """
     run_name = run_dir.rstrip("/").rsplit("/", 1)[-1]
     ids: dict[str, UUID] = {}
-    for section in report_sections(run_dir, train_dir):
+    for section in report_sections(run_dir, extra):
         ids[section.key] = publish_section(section, prefix, run_name)
         if tables and section.header:
             create_table_artifact(

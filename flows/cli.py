@@ -74,12 +74,37 @@ def _print_summary(stats: dict) -> None:
         print(f"shards/{split}: {info['sequences']:,} sequences, {info['tokens']:,} tokens")
 
 
-def curate(cfg, local: bool = False, api_url: str | None = None) -> dict:
+def check_plan(cfg) -> None:
+    """The options that name data, checked before Prefect or Ray start: SystemExit with the
+    keys, what they name and what they matched."""
+    from curate.config import ConfigError
+    from curate.plan import check_data_options, list_parts
+
+    try:
+        check_data_options(cfg, list_parts(cfg))
+    except (ConfigError, ValueError) as e:
+        raise SystemExit(f"config error:\n{e}") from None
+
+
+def curate(cfg, local: bool = False, api_url: str | None = None, verify: bool = False) -> dict:
     """Run one curation job: Prefect flow on Ray, or in this process with ``local``."""
+    from curate.runner import RunLocked
+
+    check_plan(cfg)
+    try:
+        return _curate(cfg, local, api_url, verify)
+    except RunLocked as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def _curate(cfg, local: bool, api_url: str | None, verify: bool) -> dict:
     if local:
         from curate.runner import run_pipeline
 
-        return run_pipeline(cfg, on_step=lambda s, t: print(f"{s}: {t:.1f} s", flush=True))
+        def on_step(step: str, seconds: float) -> None:
+            print(f"{step}: {seconds:.1f} s", flush=True)
+
+        return run_pipeline(cfg, on_step=on_step, verify=verify)
     from flows.server import ensure_api
 
     url = ensure_api(api_url or cfg.prefect.api_url, start=cfg.prefect.start_server)
@@ -90,7 +115,7 @@ def curate(cfg, local: bool = False, api_url: str | None = None) -> dict:
     )
     from flows.curate import run_curate
 
-    return run_curate(cfg, url)
+    return run_curate(cfg, url, verify)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -111,7 +136,13 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config, args.set, args.run_name, args.ray_address)
-    stats = curate(cfg, local=args.local)
+    if args.dry_run:
+        from curate.plan import describe
+
+        check_plan(cfg)
+        print(describe(cfg))
+        return 0
+    stats = curate(cfg, local=args.local, verify=args.verify)
     _print_summary(stats)
     print(f"run directory: {cfg.run_url}")
     return 0
@@ -228,37 +259,34 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from curate.html_report import write_report_html
+    from curate.layout import RunLayout
+    from train.report import training_section
 
-    print(write_report_html(args.run, args.train, args.out))
+    train = training_section(args.train or RunLayout(args.run).path("train"))
+    extra = [train] if train is not None else []
+    print(write_report_html(args.run, extra, args.out))
     if args.publish:
         from flows.artifacts import publish_report_artifacts
         from flows.server import ensure_api
 
         ensure_api()
-        keys = publish_report_artifacts(args.run, args.train)
+        keys = publish_report_artifacts(args.run, extra)
         print(f"published {len(keys)} artifacts: {', '.join(keys)}")
     return 0
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from curate.config import PipelineConfig
-    from curate.runner import run_tokenizer, tokenizer_url
-    from curate.storage import read_json
+    from curate.layout import RunLayout
+    from curate.overrides import apply_overrides
+    from curate.runner import run_step
 
-    run = args.run.rstrip("/")
-    saved = read_json(f"{run}/config.json")["config"]
-    cfg = PipelineConfig.model_validate({**saved, "run_dir": run})
-    if args.set:
-        from curate.config import apply_override
-
-        data = cfg.model_dump(mode="json")
-        for o in args.set:
-            apply_override(data, o)
-        cfg = PipelineConfig.model_validate(data)
-    n_parts = len(read_json(f"{run}/parts.json")["parts"])
-    stats = run_tokenizer(cfg, n_parts)
+    layout = RunLayout(args.run)
+    data = {**layout.saved_config(), "run_dir": layout.root}
+    cfg = PipelineConfig.model_validate(apply_overrides(data, args.set))
+    stats = run_step(cfg, "tokenizer")  # the run's own step: skipped when it is done
     print(json.dumps(stats, indent=2))
-    print(f"tokenizer: {tokenizer_url(cfg)}")
+    print(f"tokenizer: {layout.tokenizer_model}")
     return 0
 
 
@@ -298,6 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="curate with the Prefect flow on Ray")
     r.add_argument("--config", required=True)
     r.add_argument("--ray-address", help="'auto' or ray://host:port (default: a local Ray)")
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan: steps, parts, what is done and what would run, and why",
+    )
+    r.add_argument(
+        "--verify",
+        action="store_true",
+        help="a finished step is skipped only if its outputs have the recorded sha256 "
+        "(default: the recorded sizes); a damaged one is recomputed",
+    )
     run_options(r)
     r.set_defaults(fn=cmd_run)
 
@@ -370,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands implemented elsewhere: `sluice <name> ARGS` calls `<module>.main(ARGS)`.
 FORWARDED = {
-    "train-quality": ("curate.filters.quality", "train the quality classifier"),
+    "train-quality": ("curate.filters.quality_cli", "train the quality classifier"),
     "train": ("train.cli", "pretrain a GPT on a run's shards"),
     "sweep": ("train.sweep_cli", "scaling sweep"),
 }

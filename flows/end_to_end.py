@@ -38,6 +38,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import MissingContextError
 
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
+from flows.runtime import as_task, in_prefect_run, in_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRAIN = str(REPO_ROOT / "configs" / "train" / "tiny.yaml")
@@ -146,17 +147,17 @@ def plan_main_run(
     steps for ≥ ``compute_factor`` × the largest sweep point's 6ND (N counted as the sweep's
     law counts it, ``param_count``); then the caller's own."""
     from curate.shards.format import load_manifest
-    from train.scaling import gpt_params, training_flops
+    from flows.pretrain import model_params
+    from train.scaling import training_flops
     from train.trainer import TrainConfig
 
     manifest = load_manifest(shards_dir)
     seq_len = manifest.seq_len
     base = [*sweep_set, "schedule=wsd", "decay_at=[]"]
     cfg = TrainConfig.from_yaml(train_config, [*base, *train_overrides])
-    m = cfg.model.model_copy(
-        update={"vocab_size": cfg.model.vocab_size or manifest.tokenizer.vocab_size}
-    )
-    by_count = {c: gpt_params(m, c) for c in ("total", "non_embedding")}
+    vocab = cfg.model.vocab_size or manifest.tokenizer.vocab_size
+    m = cfg.model.model_copy(update={"seq_len": seq_len, "vocab_size": vocab})
+    by_count = {c: model_params(m, c) for c in ("total", "non_embedding")}
     n_params = by_count[param_count]
     per_step = cfg.micro_batch_size * cfg.grad_accum * nproc * seq_len
     needed = math.ceil(compute_factor * largest_flops / training_flops(n_params, per_step))
@@ -201,7 +202,7 @@ def write_end_to_end_report(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """``<run>/report.{json,md,png}``: observed vs predicted, with the reference laws."""
-    from train.report import compare, read_prediction
+    from train.report import compare, plot_run, read_prediction, training_section
     from train.scaling import CHINCHILLA, EPOCH_AI
 
     train_dir = run_dir / "train"
@@ -251,11 +252,12 @@ def write_end_to_end_report(
     }
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
     paths["markdown"].write_text(report_markdown(report))
-    plot_end_to_end(prediction, result, references, paths["png"])
+    plot_run(prediction, result, paths["png"], references)
     from curate.html_report import write_report_html
 
     # the run's report.html again, now with the training run's loss vs prediction
-    paths["html"] = Path(write_report_html(str(run_dir), str(train_dir)))
+    extra = [s for s in [training_section(train_dir)] if s is not None]
+    paths["html"] = Path(write_report_html(str(run_dir), extra))
     return report | {"paths": {k: str(v) for k, v in paths.items()}}
 
 
@@ -310,47 +312,6 @@ def report_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_end_to_end(prediction: Any, result: dict[str, Any], references: dict, path: Path) -> None:
-    """Val loss vs tokens: observed, the fitted law with its interval (left axis), and the
-    published laws on their own scale (right axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from train.scaling import ScalingLaw
-
-    curve = result["val_curve"]
-    x_min = curve[0]["tokens"] / 2 if curve else prediction.tokens / 8
-    pts = [p for p in prediction.curve if p.tokens >= x_min] or prediction.curve
-    d = np.array([p.tokens for p in pts])
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    ax.plot(d, [p.loss for p in pts], "C0-", label="fitted law L(N, d)")
-    ax.fill_between(d, [p.lo for p in pts], [p.hi for p in pts], color="C0", alpha=0.2,
-                    label=f"{int(100 * prediction.level)}% interval")  # fmt: skip
-    if curve:
-        ax.plot([r["tokens"] for r in curve], [r["val_loss"] for r in curve], "C1o-", ms=3,
-                label="observed val loss")  # fmt: skip
-    ax.plot([result["tokens_observed"]], [result["observed"]], "C3*", ms=12, label="final")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens D")
-    ax.set_ylabel("val loss (nats/token)")
-    ref_ax = ax.twinx()
-    for i, (name, ref) in enumerate(references.items()):
-        law = ScalingLaw(**ref["law"])
-        ref_ax.plot(d, law.loss(prediction.n_params, d), f"C{i + 4}--", lw=1,
-                    label=f"{name} (right axis; other data/tokenizer)")  # fmt: skip
-    ref_ax.set_ylabel("published laws at this N (their own scale)", fontsize=8)
-    handles = ax.get_legend_handles_labels()
-    ref_handles = ref_ax.get_legend_handles_labels()
-    ax.legend(handles[0] + ref_handles[0], handles[1] + ref_handles[1], fontsize=7)
-    ax.set_title(f"N = {prediction.n_params:,}: observed vs predicted", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------- Prefect flow
 @task(name="sweep-and-fit", persist_result=False)
 def sweep_task(sweep_config: str, shards_dir: str, sweep_dir: str, n_bootstrap: int | None):
@@ -377,6 +338,8 @@ def report_task(
     run_dir: str, curation: dict, sweep: dict, plan: dict, timings: dict
 ) -> dict[str, Any]:
     report = write_end_to_end_report(Path(run_dir), curation, sweep, plan, timings)
+    if not in_prefect_run():
+        return report
     png = base64.b64encode(Path(report["paths"]["png"]).read_bytes()).decode()
     from flows.pretrain import artifact_key
 
@@ -412,13 +375,8 @@ def end_to_end(
 ) -> dict[str, Any]:
     """Curate ``config_path`` (``overrides``: ``key=value``), sweep, fit, train ≥
     ``compute_factor`` × the largest sweep point, report observed vs predicted."""
-    from curate.config import load_config
 
-    cfg = load_config(config_path, list(overrides or []))
-    run_dir = local_run_dir(cfg)
-    timings: dict[str, float] = {}
-
-    def curate_step() -> dict[str, Any]:
+    def curate(cfg: Any) -> dict[str, Any]:
         if local_curation:
             from curate.runner import run_pipeline
 
@@ -427,24 +385,13 @@ def end_to_end(
 
         return run_curate(cfg)  # a subflow: this flow's API, its own local Ray
 
-    stats = _timed(timings, "curate", curate_step)
-    curation = curation_summary(cfg, stats)
-    shards = run_dir / "shards"
-    sweep = _timed(timings, "sweep + fit", lambda: sweep_task(
-        sweep_config, str(shards), str(run_dir / "sweep"), n_bootstrap))  # fmt: skip
-    plan = plan_task(train_config, sweep["sweep_set"], list(train_overrides or []), str(shards),
-                     sweep["largest"]["flops"], compute_factor, nproc,
-                     sweep["param_count"])  # fmt: skip
-    train_dir = run_dir / "train"
-    if finished(train_dir, plan["steps"]):
-        _log(f"{train_dir}: trained already ({plan['steps']} steps), not trained again")
-    else:
+    def pretrain_run(*args: Any, **kwargs: Any) -> dict[str, Any]:
         from flows.pretrain import pretrain
 
-        _timed(timings, "pretrain", lambda: pretrain(
-            str(shards), train_config, str(train_dir), nproc=nproc, law=sweep["fit"],
-            overrides=plan["overrides"], launcher=launcher))  # fmt: skip
-    return report_task(str(run_dir), curation, sweep, plan, timings)
+        return pretrain(*args, **kwargs)  # a subflow
+
+    return _chain(config_path, train_config, sweep_config, nproc, overrides, train_overrides,
+                  compute_factor, n_bootstrap, launcher, curate, pretrain_run, as_task)  # fmt: skip
 
 
 def run_local(
@@ -456,34 +403,54 @@ def run_local(
     compute_factor: float = 4.0,
     n_bootstrap: int | None = None,
 ) -> dict[str, Any]:
-    """The same steps in this process, without Prefect or Ray (one training process)."""
-    from curate.config import load_config
+    """The same chain in this process, without Prefect or Ray (one training process)."""
     from curate.runner import run_pipeline
-    from train.report import predict_run, write_prediction, write_report
-    from train.trainer import TrainConfig, train
+    from flows.pretrain import pretrain_chain
+
+    def pretrain_run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return pretrain_chain(*args, **kwargs, call=in_process)
+
+    return _chain(config_path, train_config, sweep_config, 1, overrides, train_overrides,
+                  compute_factor, n_bootstrap, "inprocess", run_pipeline, pretrain_run,
+                  in_process)  # fmt: skip
+
+
+def _chain(
+    config_path: str,
+    train_config: str,
+    sweep_config: str,
+    nproc: int,
+    overrides: list[str] | None,
+    train_overrides: list[str] | None,
+    compute_factor: float,
+    n_bootstrap: int | None,
+    launcher: str,
+    curate: Callable[[Any], dict[str, Any]],
+    pretrain: Callable[..., dict[str, Any]],
+    call: Callable[..., Any],
+) -> dict[str, Any]:
+    """The end-to-end steps, once for both executors: ``curate`` (the curation executor),
+    ``pretrain`` (the pretrain flow or its chain in-process) and ``call(task, *args)`` for the
+    other steps (as Prefect tasks, or their plain functions)."""
+    from curate.config import load_config
+    from curate.layout import RunLayout
 
     cfg = load_config(config_path, list(overrides or []))
     run_dir = local_run_dir(cfg)
     timings: dict[str, float] = {}
-    stats = _timed(timings, "curate", lambda: run_pipeline(cfg))
+    stats = _timed(timings, "curate", lambda: curate(cfg))
     curation = curation_summary(cfg, stats)
-    shards = run_dir / "shards"
-    sweep = _timed(timings, "sweep + fit", lambda: sweep_and_fit(
-        sweep_config, shards, run_dir / "sweep", n_bootstrap))  # fmt: skip
-    plan = plan_main_run(train_config, sweep["sweep_set"], list(train_overrides or []), shards,
-                         sweep["largest"]["flops"], compute_factor, 1,
-                         sweep["param_count"])  # fmt: skip
+    shards = RunLayout(str(run_dir)).shards_dir
+    sweep = _timed(timings, "sweep + fit", lambda: call(
+        sweep_task, sweep_config, shards, str(run_dir / "sweep"), n_bootstrap))  # fmt: skip
+    plan = call(plan_task, train_config, sweep["sweep_set"], list(train_overrides or []), shards,
+                sweep["largest"]["flops"], compute_factor, nproc,
+                sweep["param_count"])  # fmt: skip
     train_dir = run_dir / "train"
     if finished(train_dir, plan["steps"]):
         _log(f"{train_dir}: trained already ({plan['steps']} steps), not trained again")
     else:
-
-        def pretrain_local() -> None:
-            tcfg = TrainConfig.from_yaml(train_config, plan["overrides"])
-            prediction = predict_run(sweep["fit"], plan["n_params_by_count"], plan["tokens"])
-            write_prediction(prediction, train_dir)
-            train(tcfg, shards, train_dir, resume=True)
-            write_report(train_dir, prediction)
-
-        _timed(timings, "pretrain", pretrain_local)
-    return write_end_to_end_report(run_dir, curation, sweep, plan, timings)
+        _timed(timings, "pretrain", lambda: pretrain(
+            shards, train_config, str(train_dir), nproc=nproc, law=sweep["fit"],
+            overrides=plan["overrides"], launcher=launcher))  # fmt: skip
+    return call(report_task, str(run_dir), curation, sweep, plan, timings)

@@ -36,10 +36,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import yaml  # noqa: E402
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
 
 from curate.shards.format import ShardFormatError, load_manifest  # noqa: E402
+from flows.runtime import as_task, in_prefect_run, in_process, run_log  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = ("train_loss", "val_loss", "lr", "tokens_per_s", "mfu")
@@ -72,6 +73,17 @@ def check_shards(shards_dir: str) -> dict[str, Any]:
     }
 
 
+def model_params(model: Any, count: str = "non_embedding") -> int:
+    """N, the model's non-embedding (or ``"total"``) parameters (``GPT.num_params``), counted on
+    a model built on the meta device (no memory, no initialisation)."""
+    import torch
+
+    from train.model import GPT
+
+    with torch.device("meta"):
+        return GPT(model).num_params(non_embedding=count == "non_embedding")
+
+
 @task(name="plan-run")
 def plan_run(
     train_config: str | dict[str, Any],
@@ -82,7 +94,6 @@ def plan_run(
 ) -> dict[str, Any]:
     """Resolve and write ``<out>/config.yaml``; N (non-embedding) and D of the run."""
     from train.model import GPTConfig
-    from train.scaling import gpt_params
     from train.trainer import TrainConfig, apply_overrides
 
     if isinstance(train_config, dict):
@@ -105,13 +116,14 @@ def plan_run(
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     # both counts: the prediction takes the one its law was fitted with (Fit.param_count)
-    by_count = {c: gpt_params(model, c) for c in ("total", "non_embedding")}
+    by_count = {c: model_params(model, c) for c in ("total", "non_embedding")}
     n_params = by_count["non_embedding"]
     tokens = cfg.steps * cfg.micro_batch_size * cfg.grad_accum * nproc * shards["seq_len"]
     if tokens > shards["train_tokens"]:
-        get_run_logger().warning(
+        run_log(
             f"the run reads {tokens:,} tokens, the shards hold {shards['train_tokens']:,}: "
-            "it repeats data, which the scaling law does not model"
+            "it repeats data, which the scaling law does not model",
+            "warning",
         )
     return {"config_path": str(config_path), "n_params": n_params,
             "n_params_by_count": by_count, "tokens": tokens}  # fmt: skip
@@ -128,24 +140,25 @@ def predict_loss(
     n, pct = prediction.n_params, int(100 * level)
     if prediction.identified:
         value = f"{prediction.loss:.4f} | [{prediction.lo:.4f}, {prediction.hi:.4f}]"
-        get_run_logger().info(
+        run_log(
             f"predicted final val loss {prediction.loss:.4f} [{prediction.lo:.4f}, "
-            f"{prediction.hi:.4f}] ({pct}%) for N={n:,}, D={tokens:,}"
+            f"{prediction.hi:.4f}] ({pct}%) for N={n:,} ({prediction.param_count}), D={tokens:,}"
         )
     else:
         from train.scaling import NOT_IDENTIFIED
 
         value = f"{NOT_IDENTIFIED} ({prediction.reason}) | –"
-        get_run_logger().warning(f"final val loss: {NOT_IDENTIFIED} ({prediction.reason})")
-    create_markdown_artifact(
-        markdown=(
-            f"# Predicted val loss (before training)\n\n| N ({prediction.param_count}) |"
-            f" D tokens | C = 6ND | predicted | {pct}% interval |\n|---:|---:|---:|---:|---|\n"
-            f"| {n:,} | {tokens:,} | {prediction.flops:.3g} | {value} |\n\nLaw: `{law}`\n"
-        ),
-        key=artifact_key("pretrain-prediction", Path(out_dir).name),
-        description=f"loss prediction for {out_dir}",
-    )
+        run_log(f"final val loss: {NOT_IDENTIFIED} ({prediction.reason})", "warning")
+    if in_prefect_run():
+        create_markdown_artifact(
+            markdown=(
+                f"# Predicted val loss (before training)\n\n| N ({prediction.param_count}) |"
+                f" D tokens | C = 6ND | predicted | {pct}% interval |\n|---:|---:|---:|---:|---|\n"
+                f"| {n:,} | {tokens:,} | {prediction.flops:.3g} | {value} |\n\nLaw: `{law}`\n"
+            ),
+            key=artifact_key("pretrain-prediction", Path(out_dir).name),
+            description=f"loss prediction for {out_dir}",
+        )
     return prediction.model_dump(mode="json") | {"path": str(path)}
 
 
@@ -172,13 +185,9 @@ class MetricsTail:
             data = f.read()
         end = data.rfind(b"\n") + 1  # leave a half-written line for the next call
         self.offset += end
-        rows = []
-        for line in data[:end].splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return rows
+        from train.report import metrics_rows
+
+        return metrics_rows(data[:end])
 
 
 @task(name="run-training")
@@ -191,7 +200,6 @@ def run_training(
     poll_s: float,
 ) -> dict[str, Any]:
     """Train and stream metrics.jsonl rows as log lines; returns final.json."""
-    logger = get_run_logger()
     out = Path(out_dir)
     tail = MetricsTail(out / "metrics.jsonl")
     tail.read()  # a resumed run: only new rows are news
@@ -215,7 +223,7 @@ def run_training(
         while worker.is_alive():
             worker.join(poll_s)
             for row in tail.read():
-                logger.info(_format_row(row))
+                run_log(_format_row(row))
         if error:
             raise error[0]
     else:
@@ -223,7 +231,7 @@ def run_training(
                shards_dir, "--out", out_dir, "--nproc", str(nproc)]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
-        logger.info("launching: " + " ".join(cmd))
+        run_log("launching: " + " ".join(cmd))
         log_path = out / "train.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -231,7 +239,7 @@ def run_training(
             while proc.poll() is None:
                 time.sleep(poll_s)
                 for row in tail.read():
-                    logger.info(_format_row(row))
+                    run_log(_format_row(row))
         if proc.returncode != 0:
             lines = log_path.read_text(errors="replace").splitlines()[-20:]
             raise RuntimeError(
@@ -239,9 +247,9 @@ def run_training(
                 + "\n".join(lines)
             )
     for row in tail.read():
-        logger.info(_format_row(row))
+        run_log(_format_row(row))
     final = json.loads((out / "final.json").read_text())
-    logger.info(
+    run_log(
         f"final val loss {final['final_val_loss']:.4f} after {final['tokens']:,} tokens "
         f"({final['wall_time_s']:.1f} s, {final['tokens_per_s']:.0f} tok/s)"
     )
@@ -257,18 +265,20 @@ def publish_report(out_dir: str) -> dict[str, Any]:
     result = json.loads(paths["json"].read_text())
     png = base64.b64encode(paths["png"].read_bytes()).decode()
     name = Path(out_dir).name
-    create_markdown_artifact(
-        markdown=paths["markdown"].read_text() + f"\n![loss vs prediction](data:image/png;base64,{png})\n",
-        key=artifact_key("pretrain-report", name),
-        description=f"val loss observed vs predicted, {out_dir}",
-    )  # fmt: skip
-    create_link_artifact(
-        link=paths["png"].resolve().as_uri(),
-        link_text="report.png",
-        key=artifact_key("pretrain-report-png", name),
-        description=f"loss vs prediction plot, {out_dir}",
-    )
-    get_run_logger().info(
+    if in_prefect_run():
+        markdown = paths["markdown"].read_text()
+        create_markdown_artifact(
+            markdown=f"{markdown}\n![loss vs prediction](data:image/png;base64,{png})\n",
+            key=artifact_key("pretrain-report", name),
+            description=f"val loss observed vs predicted, {out_dir}",
+        )
+        create_link_artifact(
+            link=paths["png"].resolve().as_uri(),
+            link_text="report.png",
+            key=artifact_key("pretrain-report-png", name),
+            description=f"loss vs prediction plot, {out_dir}",
+        )
+    run_log(
         f"observed {result['observed']:.4f} vs predicted {result['predicted']:.4f} "
         f"[{result['lo']:.4f}, {result['hi']:.4f}]: |pred − obs|/obs = "
         f"{100 * result['rel_error']:.2f}%"
@@ -290,18 +300,37 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train on ``shards_dir`` into ``out_dir``; with ``law`` (a ``fit.json`` from
     ``sluice sweep``) predict the final val loss first and report observed vs predicted."""
-    shards = check_shards(str(shards_dir))
-    plan = plan_run(train_config, list(overrides or []), shards, str(out_dir), nproc)
+    return pretrain_chain(
+        shards_dir, train_config, out_dir, nproc, law, overrides, launcher, level, poll_s, as_task
+    )
+
+
+def pretrain_chain(
+    shards_dir: str,
+    train_config: str | dict[str, Any],
+    out_dir: str,
+    nproc: int = 1,
+    law: str | None = None,
+    overrides: list[str] | None = None,
+    launcher: Literal["subprocess", "inprocess"] = "subprocess",
+    level: float = 0.9,
+    poll_s: float = 2.0,
+    call: Any = in_process,
+) -> dict[str, Any]:
+    """The steps of ``pretrain``, each run by ``call(task, *args)``: as Prefect tasks
+    (``as_task``, the flow) or as plain functions (``in_process``, ``sluice demo --local``)."""
+    shards = call(check_shards, str(shards_dir))
+    plan = call(plan_run, train_config, list(overrides or []), shards, str(out_dir), nproc)
     prediction = None
     if law:
-        prediction = predict_loss(
-            str(law), plan["n_params_by_count"], plan["tokens"], str(out_dir), level
+        prediction = call(
+            predict_loss, str(law), plan["n_params_by_count"], plan["tokens"], str(out_dir), level
         )
     else:
-        get_run_logger().info("no scaling law given: training without a loss prediction")
-    final = run_training(
-        plan["config_path"], str(shards_dir), str(out_dir), nproc, launcher, poll_s
+        run_log("no scaling law given: training without a loss prediction")
+    final = call(
+        run_training, plan["config_path"], str(shards_dir), str(out_dir), nproc, launcher, poll_s
     )
-    report = publish_report(str(out_dir)) if prediction else None
+    report = call(publish_report, str(out_dir)) if prediction else None
     return {"shards": shards, "plan": plan, "prediction": prediction, "final": final,
             "report": report}  # fmt: skip

@@ -49,6 +49,35 @@ def quiet_telemetry() -> None:
 quiet_telemetry()
 
 
+def run_log(message: str, level: str = "info") -> None:
+    """A Prefect log line inside a flow or task run; a printed line outside (the in-process
+    chains of ``sluice demo --local``)."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        getattr(get_run_logger(), level)(message)
+    except MissingContextError:
+        print(message, flush=True)
+
+
+def in_prefect_run() -> bool:
+    """True inside a Prefect flow or task run (where artifacts can be created)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def as_task(task: Any, *args: Any) -> Any:
+    """How a chain calls a step inside a flow: as the Prefect task."""
+    return task(*args)
+
+
+def in_process(task: Any, *args: Any) -> Any:
+    """How a chain calls a step outside Prefect: the task's plain function."""
+    return task.fn(*args)
+
+
 def ensure_ray_bootstrap_config(home: Path | None = None) -> Path:
     """Write ``~/ray_bootstrap_config.yaml`` (local provider) if absent: without it Ray probes
     a cloud metadata address at start."""

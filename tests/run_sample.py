@@ -20,16 +20,12 @@ from curate import mix
 from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig
 from curate.filters.pii import PII, PIIConfig
 from curate.filters.toxicity import TOXICITY, ToxicityConfig
+from curate.layout import RunLayout
+from curate.report import stage_counts
 from curate.schema import doc_id, docs_table
 from curate.shards.write import ShardConfig, encode_part, write_shards
 from curate.stage import StageResult, StageStats
-from curate.storage import (
-    config_hash,
-    join,
-    part_name,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from curate.storage import config_hash, parquet_bytes, write_bytes_atomic, write_json_atomic
 from curate.tokenizer import TokenizerConfig, train_tokenizer
 from tests.shards_sample import SAMPLE, sample_docs, split_parts
 
@@ -85,27 +81,39 @@ def input_docs(fortune_every: int = 8) -> pa.Table:
     return pa.concat_tables([base, fortunes, changelog_docs()])
 
 
+def write_table(table: pa.Table, url: str) -> None:
+    write_bytes_atomic(parquet_bytes(table), url)
+
+
 def _write_part(run: str, stage: str, index: int, result: StageResult, cfg_hash: str) -> None:
-    name = part_name(index)
-    write_parquet_atomic(result.kept, join(run, stage, f"{name}.parquet"))
-    write_parquet_atomic(result.removed, join(run, stage, f"{name}.removed.parquet"))
-    write_parquet_atomic(result.quarantine, join(run, stage, f"{name}.quarantine.parquet"))
+    layout = RunLayout(run)
+    for kind, table in zip(
+        ("kept", "removed", "quarantine"),
+        (result.kept, result.removed, result.quarantine),
+        strict=True,
+    ):
+        write_table(table, layout.part(stage, index, kind))
     write_json_atomic(
         {
             "input_fingerprint": f"test-{stage}-{index}",
             "config_hash": cfg_hash,
             "stats": result.stats.to_dict(),
         },
-        join(run, stage, f"{name}.done.json"),
+        layout.marker(stage, index),
     )
 
 
 def build_run(run: Path, pii: bool = True, shards: bool = True) -> dict:
     """Write a run into ``run``; returns what the tests compare against."""
     run_url = str(run)
+    layout = RunLayout(run_url)
     parts = split_parts(input_docs(), N_PARTS)
     stats: list[StageStats] = []
     stage_list = [(TOXICITY, ToxicityConfig())] + ([(PII, PIIConfig())] if pii else [])
+    names = [s.name for s, _ in stage_list] + [NEAR_DEDUP.name]
+    # what a run writes first: its config (the stage order) and its parts
+    write_json_atomic({"config": {"stages": [{"name": n} for n in names]}}, layout.config)
+    write_json_atomic({"parts": [[] for _ in parts]}, layout.parts)
     for stage, cfg in stage_list:
         total = None
         out = []
@@ -120,8 +128,8 @@ def build_run(run: Path, pii: bool = True, shards: bool = True) -> dict:
     ncfg = NearDedupConfig()
     map_urls = []
     for i, part in enumerate(parts):
-        url = join(run_url, NEAR_DEDUP.name, "map", f"{part_name(i)}.parquet")
-        write_parquet_atomic(NEAR_DEDUP.map(part, ncfg), url)
+        url = layout.map_part(NEAR_DEDUP.name, i)
+        write_table(NEAR_DEDUP.map(part, ncfg), url)
         map_urls.append(url)
     state = NEAR_DEDUP.reduce(map_urls, ncfg)
     total = None
@@ -133,7 +141,7 @@ def build_run(run: Path, pii: bool = True, shards: bool = True) -> dict:
         total = res.stats if total is None else total.merge(res.stats)
     stats.append(total)
     parts = out
-    write_json_atomic([s.to_dict() for s in stats], join(run_url, "stats.json"))
+    write_json_atomic({"stages": {s.stage: stage_counts(s) for s in stats}}, layout.stats)
     info: dict = {"stats": stats, "final_parts": parts}
     if not shards:
         return info
@@ -143,17 +151,17 @@ def build_run(run: Path, pii: bool = True, shards: bool = True) -> dict:
     mixed = [mix.apply_mixture(p, plan) for p in parts]
     achieved = mix.sum_counts(mix.selected_tokens(p, plan) for p in mixed)
     report = mix.mixture_report(plan, achieved)
-    write_json_atomic(report, join(run_url, "mix", "mixture.json"))
+    write_json_atomic(report, layout.report_file("mixture.json"))
     tok = train_tokenizer(
         mixed,
         TokenizerConfig(vocab_size=1000, sample_bytes=400_000, num_threads=1),
-        str(run / "tokenizer" / "sp.model"),
+        layout.tokenizer_model,
     )
     scfg = ShardConfig(seq_len=SEQ_LEN, sequences_per_file=2000, val_fraction=0.05)
     encoded = [encode_part(p, tok, scfg) for p in mixed]
     manifest = write_shards(
         encoded,
-        run / "shards",
+        layout.shards_dir,
         scfg,
         tok,
         mixture_target=plan.target_weights,

@@ -78,6 +78,8 @@ def test_bad_stage_option_value_and_unknown_stage(tmp_path):
     ],
 )
 def test_bad_values_name_the_key(override, key):
+    import flows.settings  # noqa: F401 - the ray and prefect sections are flows/'s
+
     with pytest.raises(ConfigError) as e:
         load_config(DEFAULT, [override])
     assert key in str(e.value)
@@ -85,6 +87,8 @@ def test_bad_values_name_the_key(override, key):
 
 
 def test_overrides_set_nested_and_list_items():
+    import flows.settings  # noqa: F401 - the ray section is flows/'s
+
     i = _index("toxicity")
     cfg = load_config(
         DEFAULT,

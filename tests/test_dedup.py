@@ -19,15 +19,16 @@ from curate.dedup.exact import EXACT_DEDUP, ExactDedupConfig
 from curate.dedup.minhash import (
     NEAR_DEDUP,
     NearDedupConfig,
+    band_keys,
     exact_jaccard,
-    lsh_candidate_pairs,
+    lsh_pairs_from_keys,
     minhash_signatures,
     signature_matrix,
 )
 from curate.dedup.text import split_words, text_shingles, words
 from curate.schema import doc_id, docs_table
 from curate.stage import GlobalStage, StageStats
-from curate.storage import read_parquet, write_parquet_atomic
+from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 LLVM = SAMPLE / "rst"
@@ -64,7 +65,7 @@ def run_global(
     urls = []
     for i, part in enumerate(parts):
         url = str(tmp_path / f"{stage.name}-map-{i:05d}.parquet")
-        write_parquet_atomic(stage.map(part, cfg), url)
+        write_bytes_atomic(parquet_bytes(stage.map(part, cfg)), url)
         urls.append(url)
     state = stage.reduce(urls, cfg)
     return state, [stage.run(part, state, cfg) for part in parts]
@@ -175,7 +176,8 @@ def test_lsh_candidates_equal_datasketch_minhashlsh(tmp_path: Path) -> None:
     table = NEAR_DEDUP.map(docs_table(llvm_docs()), cfg)
     sig = signature_matrix(table["signature"], cfg.num_perm)
     bands, rows = cfg.lsh_params()
-    ours = {tuple(p) for p in lsh_candidate_pairs(sig, bands, rows, np.arange(len(sig))).tolist()}
+    pairs = lsh_pairs_from_keys(band_keys(sig, bands, rows), np.arange(len(sig)))
+    ours = {tuple(p) for p in pairs.tolist()}
     lsh = MinHashLSH(num_perm=cfg.num_perm, params=(bands, rows))
     for i, s in enumerate(sig):
         lsh.insert(i, LeanMinHash(seed=cfg.seed, hashvalues=s, scheme="affine32"))

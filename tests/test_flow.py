@@ -4,6 +4,8 @@ the CLI around it."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -210,3 +212,32 @@ def test_background_server_starts_answers_and_stops(tmp_path, monkeypatch):
     while server.healthy(url) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not server.healthy(url)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_flow_and_in_process_executors_write_the_same_bytes_with_a_plugin_fit(
+    harness, tmp_path, monkeypatch
+):
+    """The two executors over one plan: the small golden job plus a plugin stage with its own
+    config and fit step (tests/plugin_stage.py), on Ray and in-process: every output file the
+    same (timing files aside)."""
+    from curate.runner import run_pipeline
+    from flows.curate import run_curate
+    from tests.golden import hash_run
+    from tests.test_plan import plugin_config
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the Ray workers import tests.plugin_stage
+    flow_cfg = plugin_config(tmp_path / "flow")
+    local_cfg = plugin_config(tmp_path / "local")
+    ray_tmp = tempfile.mkdtemp(prefix="sluice-t-", dir="/tmp")  # short: Ray's unix sockets
+    flow_cfg.ray.temp_dir = local_cfg.ray.temp_dir = ray_tmp  # the same config.json
+    try:
+        stats = run_curate(flow_cfg)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert stats["stages"]["short_for_domain"]["removed"]["short_for_domain"] > 0
+    run_pipeline(local_cfg)
+    flow, local = hash_run(Path(flow_cfg.run_url)), hash_run(Path(local_cfg.run_url))
+    assert "short_for_domain/medians.json" in flow and "quality/model.bin" in flow
+    assert flow == local

@@ -17,15 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.filters.quality import (
-    QUALITY,
-    QualityConfig,
-    QualityTrainConfig,
-    examples,
-    main,
-    read_texts,
-    train_quality_model,
-)
+from curate.filters.quality import QUALITY, QualityConfig
+from curate.filters.quality_cli import main, read_texts
+from curate.filters.quality_train import QualityTrainConfig, examples, train_quality_model
 from curate.schema import doc_id, docs_table
 from tests.shards_sample import sample_docs
 from tests.test_toxicity import fortune_entries
@@ -119,6 +113,7 @@ def test_cli_reads_dirs_and_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     run = tmp_path / "runs" / "r1"
     (run / "extract").mkdir(parents=True)
     neg = negatives()
+    (run / "parts.json").write_text(json.dumps({"parts": [[], []]}))  # the run's layout
     for i in range(2):  # two parts, as the extract stage writes them
         part = neg[i::2]
         pq.write_table(pa.table({"text": part}), run / "extract" / f"part-{i:05d}.parquet")
@@ -197,7 +192,7 @@ def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.Monk
     import sys
     import unicodedata
 
-    from curate.filters import quality
+    from curate.filters import quality_text
     from curate.filters.quality import fasttext_line, fasttext_lines
     from curate.readers.text import decode_text
 
@@ -217,7 +212,7 @@ def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.Monk
     # sliced and chunked Arrow input, and the numpy pass cut into many small chunks
     assert fasttext_lines(pa.chunked_array([texts[:5], texts[5:9]])) == got[:9]
     assert fasttext_lines(pa.array(texts).slice(3, 4)) == got[3:7]
-    monkeypatch.setattr(quality, "_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(quality_text, "_CHUNK_BYTES", 1000)
     assert fasttext_lines(texts) == got
     # what the stage predicts on: the same tokens for fastText (it splits on ' \t\n\v\f\r\0')
     import re

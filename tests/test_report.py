@@ -57,7 +57,7 @@ def test_report_html_is_self_contained(run):
 
 def test_funnel_and_removals_match_the_counters(run):
     path, info = run
-    stats = json.loads((path / "stats.json").read_text())
+    stats = list(json.loads((path / "stats.json").read_text())["stages"].values())
     assert [s.stage for s in load_stats(str(path))] == ["toxicity", "pii", "near_dedup"]
     assert stage_order(str(path)) == ["toxicity", "pii", "near_dedup"]
     sec = _sections(path)
@@ -119,6 +119,8 @@ def test_partial_runs_and_training_section(run, tmp_path):
     partial = tmp_path / "partial"
     for stage in ("toxicity", "pii"):
         shutil.copytree(path / stage, partial / stage)
+    for name in ("config.json", "parts.json"):  # written when the run starts
+        shutil.copy(path / name, partial / name)
     sec = _sections(partial)
     assert set(sec) == {"funnel", "removed-by-reason", "lang-histogram", "domain-histogram"}
     assert [r[0] for r in sec["funnel"].rows] == ["toxicity", "pii"]
@@ -148,7 +150,12 @@ def test_partial_runs_and_training_section(run, tmp_path):
         )
     )
     (train / "final.json").write_text(json.dumps({"final_val_loss": 3.05, "tokens": 200704}))
-    loss = _sections(partial)["loss-vs-prediction"]
+    from train.report import training_section
+
+    loss = training_section(train)  # train/ draws it; the flows pass it to the HTML report
+    assert loss is not None and loss.key == "loss-vs-prediction"
+    page = Path(write_report_html(str(partial), [loss])).read_text()
+    assert '<section id="loss-vs-prediction">' in page
     assert loss.png
     by_what = {(r[0], r[1]): r[2:] for r in loss.rows}
     assert by_what[("train_loss", "last measured")] == [45 * 4096, round(9.0 / 46**0.3, 4)]

@@ -13,12 +13,13 @@ import pyarrow.compute as pc
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from curate import plan as plan_module
 from curate import runner
 from curate.config import PipelineConfig, load_config
 from curate.shards.format import load_manifest
 from curate.stage import ConservationError, GlobalStage, Stage
 from curate.stages import STAGES
-from curate.storage import read_parquet, write_parquet_atomic
+from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -104,7 +105,7 @@ def test_rerun_of_a_finished_run_does_no_work(finished, tmp_path, monkeypatch):
         raise AssertionError("a finished step ran again")
 
     for name in ("extract_part", "train_tokenizer", "encode_part", "write_shards"):
-        monkeypatch.setattr(runner, name, boom)
+        monkeypatch.setattr(plan_module, name, boom)
     monkeypatch.setattr(Stage, "run", boom)
     monkeypatch.setattr(GlobalStage, "run", boom)
     runner.run_pipeline(cfg)
@@ -176,10 +177,10 @@ def test_conservation_mismatch_raises_naming_the_stage(finished, tmp_path):
     # a part file lost a row that its counters still claim
     url = str(run / "pii" / "part-00002.parquet")
     table = read_parquet(url)
-    write_parquet_atomic(table.slice(1), url)
+    write_bytes_atomic(parquet_bytes(table.slice(1)), url)
     with pytest.raises(ConservationError, match="stage 'pii'.*counters"):
         runner.check_stage(cfg, "pii", n)
-    write_parquet_atomic(table, url)
+    write_bytes_atomic(parquet_bytes(table), url)
     # counters that do not add up
     marker = run / "toxicity" / "part-00000.done.json"
     m = json.loads(marker.read_text())
@@ -196,7 +197,7 @@ def test_conservation_mismatch_raises_naming_the_stage(finished, tmp_path):
     m["stats"]["docs_in"] -= 1
     m["stats"]["kept"] -= 1
     marker.write_text(json.dumps(m))
-    write_parquet_atomic(table.slice(1), url)
+    write_bytes_atomic(parquet_bytes(table.slice(1)), url)
     names = runner.stage_names(cfg)
     before = names[names.index("pii") - 1]
     with pytest.raises(ConservationError, match=f"stage 'pii'.*previous stage '{before}'"):
@@ -295,33 +296,28 @@ def test_document_stages_on_an_fsspec_run_dir():
             *RUN_TRAINED_QUALITY,
         ],
     )
-    parts = runner.plan_run(cfg)
-    n = len(parts)
-    for i, files in enumerate(parts):
-        assert not runner.run_extract_part(cfg, i, files)["skipped"]
-    trained = runner.run_quality_train(cfg, n)
+    plan = runner.plan_run(cfg)
+    n = plan.n_parts
+    fitted = {}
+    for step in plan.steps:
+        if step.name == "mix.plan":  # the document stages end here
+            break
+        results = [runner.run_step(plan, step.name, i) for i in plan.indices(step)]
+        assert not any(r["skipped"] for r in results), step.name
+        fitted[step.name] = results[0]
+    trained = fitted["quality.train"]  # the quality stage's fit, right after extract
     assert trained["trained"] and trained["held_out"]["f1"] > 0.8
-    for k in range(len(cfg.stages)):
-        if runner.stage_is_global(cfg, k):
-            for i in range(n):
-                runner.run_global_map(cfg, k, i)
-            runner.run_global_reduce(cfg, k, n)
-            for i in range(n):
-                runner.run_global_apply(cfg, k, i)
-        else:
-            for i in range(n):
-                runner.run_stage_part(cfg, k, i)
+    assert [s.name for s in plan.steps].index("quality.train") == 1
     stats = {s: runner.check_stage(cfg, s, n) for s in runner.stage_names(cfg)}
     assert stats["toxicity"].removed  # offensive Italian fortunes, read from memory://
     scored = pa.concat_tables(
-        read_parquet(runner.part_url(cfg, "quality", i)) for i in range(n)
+        read_parquet(plan.layout.part("quality", i)) for i in range(n)
     ).to_pylist()
     prose = [r["quality_score"] for r in scored if r["domain"] == "prose"]
     assert len(prose) > 200 and min(prose) > 0.5  # the dictionary (positives), scored
     assert all(r["quality_score"] is None for r in scored if r["domain"] == "fortune")  # skipped
-    assert runner.run_extract_part(cfg, 0, parts[0])["skipped"]
-    assert runner.run_quality_train(cfg, n)["skipped"]
-    assert runner.run_stage_part(cfg, 0, 0)["skipped"]
+    for name in ("extract", "quality.train", "langid"):
+        assert runner.run_step(cfg, name, None if "." in name else 0)["skipped"]
 
 
 def test_whole_run_on_an_fsspec_run_dir_matches_the_local_run(finished):
@@ -346,20 +342,21 @@ def test_code_changes_invalidate_markers(finished, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     import sluice_code_v
 
-    before = runner.code_version(sluice_code_v.score)
+    before = plan_module.code_version(sluice_code_v.score)
     module.write_text("def score(t, c):\n    return t  # changed\n")
-    runner._module_source_hash.cache_clear()
-    assert runner.code_version(sluice_code_v.score) != before
-    assert runner.code_version("curate.readers") != runner.code_version("curate.mix")
+    plan_module._module_source_hash.cache_clear()
+    assert plan_module.code_version(sluice_code_v.score) != before
+    assert plan_module.code_version("curate.readers") != plan_module.code_version("curate.mix")
     # a step whose code changed is not skipped
     run = tmp_path / "h"
     shutil.copytree(finished["run"], run)
     cfg = _cfg(run)
-    assert runner.run_stage_part(cfg, 0, 0)["skipped"]
-    real = runner.code_version
-    monkeypatch.setattr(runner, "code_version", lambda *o: real(*o) + "-edited")
-    assert not runner.run_stage_part(cfg, 0, 0)["skipped"]
-    assert not runner.run_extract_part(cfg, 0, runner.plan_run(cfg)[0])["skipped"]
+    first = cfg.stages[0].name
+    assert runner.run_step(cfg, first, 0)["skipped"]
+    real = plan_module.code_version
+    monkeypatch.setattr(plan_module, "code_version", lambda *o: real(*o) + "-edited")
+    assert not runner.run_step(cfg, first, 0)["skipped"]
+    assert not runner.run_step(cfg, "extract", 0)["skipped"]
 
 
 # --- the default job's funnel on the sample ----------------------------------------------------

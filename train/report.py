@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,9 @@ from train.scaling import (
 )
 
 PREDICTION_NAME = "prediction.json"
+
+if TYPE_CHECKING:
+    from curate.html_report import Section
 
 
 class CurvePoint(BaseModel):
@@ -132,21 +135,28 @@ def read_prediction(out_dir: str | Path) -> Prediction:
     return Prediction.model_validate_json((Path(out_dir) / PREDICTION_NAME).read_text())
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl`` (a torn last line from a live run is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
+def metrics_rows(data: bytes | str) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl`` text (the one parser of the trainer's metrics; a torn
+    line from a live run is skipped)."""
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in data.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``<run_dir>/metrics.jsonl`` ([] when there is none yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return metrics_rows(path.read_bytes()) if path.exists() else []
+
+
 def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def compare(prediction: Prediction, run_dir: str | Path) -> dict[str, Any]:
@@ -204,34 +214,54 @@ def report_markdown(result: dict[str, Any]) -> str:
     )
 
 
-def plot_run(prediction: Prediction, result: dict[str, Any], path: str | Path) -> Path:
-    import matplotlib
+def plot_run(
+    prediction: Prediction,
+    result: dict[str, Any],
+    path: str | Path,
+    references: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """The loss-vs-prediction figure: the law's curve with its interval, the observed val
+    curve and the final loss; with ``references`` (name → ``{"law": ScalingLaw fields}``), the
+    published laws at the same N on a right axis of their own (other data, other tokenizer)."""
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from curate.plots import pyplot
+    from train.scaling import ScalingLaw
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    d = [p.tokens for p in prediction.curve]
-    ax.plot(d, [p.loss for p in prediction.curve], "C0-", label="law L(N, d) (annealed at d)")
-    ax.fill_between(
-        d, [p.lo for p in prediction.curve], [p.hi for p in prediction.curve], color="C0",
-        alpha=0.2, label=f"{int(100 * prediction.level)}% interval",
-    )  # fmt: skip
-    if result["val_curve"]:
-        ax.plot(
-            [r["tokens"] for r in result["val_curve"]],
-            [r["val_loss"] for r in result["val_curve"]],
-            "C1o-", ms=3, label="observed val loss",
-        )  # fmt: skip
+    plt = pyplot()
+    curve = result["val_curve"]
+    pts = prediction.curve
+    if references:  # zoom on the tokens the run saw
+        x_min = curve[0]["tokens"] / 2 if curve else prediction.tokens / 8
+        pts = [p for p in prediction.curve if p.tokens >= x_min] or prediction.curve
+    d = np.array([p.tokens for p in pts])
+    fig, ax = plt.subplots(figsize=(7.2, 4.4) if references else (6.4, 4.2))
+    ax.plot(d, [p.loss for p in pts], "C0-", label="law L(N, d) (annealed at d)")
+    ax.fill_between(d, [p.lo for p in pts], [p.hi for p in pts], color="C0", alpha=0.2,
+                    label=f"{int(100 * prediction.level)}% interval")  # fmt: skip
+    if curve:
+        ax.plot([r["tokens"] for r in curve], [r["val_loss"] for r in curve], "C1o-", ms=3,
+                label="observed val loss")  # fmt: skip
     ax.plot([result["tokens_observed"]], [result["observed"]], "C3*", ms=12, label="final")
     ax.set_xscale("log")
     ax.set_xlabel("tokens D")
     ax.set_ylabel("val loss (nats/token)")
+    handles, labels = ax.get_legend_handles_labels()
+    if references:
+        ref_ax = ax.twinx()
+        for i, (name, ref) in enumerate(references.items()):
+            law = ScalingLaw(**ref["law"])
+            ref_ax.plot(d, law.loss(prediction.n_params, d), f"C{i + 4}--", lw=1,
+                        label=f"{name} (right axis; other data/tokenizer)")  # fmt: skip
+        ref_ax.set_ylabel("published laws at this N (their own scale)", fontsize=8)
+        ref_handles, ref_labels = ref_ax.get_legend_handles_labels()
+        handles, labels = handles + ref_handles, labels + ref_labels
+    ax.legend(handles, labels, fontsize=7 if references else 8)
     ax.set_title(
-        f"N = {prediction.n_params:,} ({prediction.param_count} params)"
-        + ("" if prediction.identified else f": {NOT_IDENTIFIED}")
+        f"N = {prediction.n_params:,} ({prediction.param_count} params): "
+        + ("observed vs predicted" if prediction.identified else NOT_IDENTIFIED),
+        fontsize=10,
     )
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -252,6 +282,119 @@ def write_report(run_dir: str | Path, prediction: Prediction | None = None) -> d
     paths["markdown"].write_text("# Val loss: observed vs predicted\n\n" + report_markdown(result))
     plot_run(prediction, result, paths["png"])
     return paths
+
+
+def training_section(train_dir: str | Path) -> Section | None:
+    """The HTML report's section of a training run (or a folder of runs, a sweep): loss curves
+    from ``metrics.jsonl`` next to the scaling-law prediction, if any exist (None otherwise);
+    the flows pass it to ``curate.html_report``.
+
+    Reads what train/ writes: ``metrics.jsonl`` rows (``step``, ``tokens``, ``train_loss``,
+    ``val_loss``, ...), ``prediction.json`` (``loss``, ``lo``, ``hi``, ``tokens`` and a
+    ``curve`` of ``{tokens, loss, lo, hi}``) and ``final.json`` (``final_val_loss``).
+    """
+    from curate.html_report import Section
+    from curate.plots import png_bytes, pyplot
+
+    base = Path(train_dir)
+    if not base.is_dir():
+        return None
+    metrics_files = sorted(base.rglob("metrics.jsonl"))
+    preds = sorted(base.rglob("*prediction*.json"))
+    finals = sorted(base.rglob("final.json"))
+    if not metrics_files and not preds:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    rows: list[list[Any]] = []
+    plotted = False
+    xkey = "tokens"
+    for mf in metrics_files:
+        recs = read_metrics(mf.parent)
+        xkey = next((k for k in ("tokens", "step") if any(k in r for r in recs)), xkey)
+        for ykey in sorted({k for r in recs for k in r if "loss" in k}):
+            pts = [
+                (r[xkey], r[ykey]) for r in recs if _finite(r.get(xkey)) and _finite(r.get(ykey))
+            ]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            label = f"{mf.parent.name}/{ykey}" if len(metrics_files) > 1 else ykey
+            ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
+            plotted = True
+            rows.append([label, "last measured", xs[-1], round(float(ys[-1]), 4)])
+    for ff in finals:
+        try:
+            final = json.loads(ff.read_text())
+        except ValueError:
+            continue
+        if isinstance(final, dict) and _finite(final.get("final_val_loss")):
+            rows.append(
+                [
+                    ff.parent.name,
+                    "final val loss",
+                    final.get("tokens", ""),
+                    round(float(final["final_val_loss"]), 4),
+                ]
+            )
+    for pf in preds:
+        try:
+            pred = json.loads(pf.read_text())
+        except ValueError:
+            continue
+        if not isinstance(pred, dict):
+            continue
+        if pred.get("identified") is False:
+            rows.append([pf.stem, f"{NOT_IDENTIFIED} ({pred.get('reason') or 'no law'})", "", ""])
+        curve = [
+            c
+            for c in pred.get("curve") or []
+            if isinstance(c, dict) and _finite(c.get("tokens")) and _finite(c.get("loss"))
+        ]
+        if curve:
+            xs = [c["tokens"] for c in curve]
+            ax.plot(xs, [c["loss"] for c in curve], "--", color="gray", label="predicted")
+            if all(_finite(c.get("lo")) and _finite(c.get("hi")) for c in curve):
+                ax.fill_between(
+                    xs, [c["lo"] for c in curve], [c["hi"] for c in curve], color="gray", alpha=0.2
+                )
+            plotted = True
+        if _finite(pred.get("loss")):
+            x = pred.get("tokens") if _finite(pred.get("tokens")) else None
+            interval = (
+                f" [{pred['lo']:.4g}, {pred['hi']:.4g}]"
+                if _finite(pred.get("lo")) and _finite(pred.get("hi"))
+                else ""
+            )
+            rows.append(
+                [pf.stem, f"predicted final loss{interval}", x or "", round(float(pred["loss"]), 4)]
+            )
+            if x is not None:
+                ax.plot([x], [pred["loss"]], "o", color="black")
+            else:
+                ax.axhline(float(pred["loss"]), linestyle="--", color="gray")
+            plotted = True
+        for k, v in sorted(pred.items()):
+            if k != "loss" and "loss" in k and _finite(v):
+                ax.axhline(float(v), linestyle=":", color="gray")
+                rows.append([pf.stem, k, "", round(float(v), 4)])
+                plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_xlabel(xkey)
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Loss vs prediction")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return Section(
+        key="loss-vs-prediction",
+        title="Loss vs prediction",
+        summary=f"{len(metrics_files)} metrics file(s), {len(preds)} prediction file(s) in {base}.",
+        header=["series", "what", xkey, "loss"],
+        rows=rows,
+        png=png_bytes(fig),
+    )
 
 
 # ---------------------------------------------------------------- sweep-level checks

@@ -7,9 +7,9 @@ Conventions (stated once, used everywhere in train/):
   parameters (Kaplan et al. 2020). A fit records which (``Fit.param_count``).
 - ``D`` is the number of training tokens.
 - Training compute is ``C = 6 N D`` FLOPs (2 per parameter per token forward, 4 backward).
-  ``flops_per_token(..., attention=True)`` adds the attention score/value matmuls,
-  ``12 · n_layer · seq_len · d_model`` per token (PaLM's MFU convention, no causal discount);
-  the law below is fitted and inverted with the plain ``6 N D``.
+  ``GPT.flops_per_token`` (train/model.py) adds the attention score/value matmuls for MFU
+  (PaLM's convention, no causal discount); the law below is fitted and inverted with the plain
+  ``6 N D``.
 
 Fitting follows Hoffmann et al. 2022, approach 3, as redone by Besiroglu et al. 2024
 ("Chinchilla Scaling: A replication attempt"): minimise
@@ -154,14 +154,6 @@ def gpt_params(model: GPTConfig, count: ParamCount = DEFAULT_PARAM_COUNT) -> int
     if count == "total":
         n += model.vocab_size * model.d_model * (1 if model.tie_embeddings else 2)
     return n
-
-
-def flops_per_token(
-    n_params: int, *, n_layer: int = 0, seq_len: int = 0, d_model: int = 0, attention: bool = False
-) -> float:
-    """Training FLOPs per token: 6N, plus 12·n_layer·seq_len·d_model with ``attention``."""
-    extra = 12.0 * n_layer * seq_len * d_model if attention else 0.0
-    return 6.0 * n_params + extra
 
 
 def training_flops(n_params: float, tokens: float) -> float:

@@ -44,6 +44,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from curate.overrides import apply_overrides  # one --set parser for every config
 from curate.shards.format import Manifest, ShardFormatError, load_manifest, sha256_file
 from train.checkpoint import (
     CheckpointError,
@@ -140,22 +141,6 @@ class TrainConfig(BaseModel):
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         data = yaml.safe_load(Path(path).read_text()) or {}
         return cls.model_validate(apply_overrides(data, overrides or []))
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``key=value`` / ``model.n_layer=4``: value parsed as YAML (numbers, lists, bools)."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value")
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {p} is not a mapping")
-        node[leaf] = yaml.safe_load(raw)
-    return data
 
 
 class DataMismatchError(ValueError):

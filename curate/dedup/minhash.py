@@ -288,13 +288,6 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def lsh_candidate_pairs(
-    sig: np.ndarray, bands: int, rows: int, rank: np.ndarray, max_bucket: int = 64
-) -> np.ndarray:
-    """Distinct ``(i, j)`` row pairs (i < j) whose signatures share at least one band."""
-    return lsh_pairs_from_keys(band_keys(sig, bands, rows), rank, max_bucket)
-
-
 def lsh_pairs_from_keys(keys: np.ndarray, rank: np.ndarray, max_bucket: int = 64) -> np.ndarray:
     """Distinct ``(i, j)`` row pairs (i < j) sharing a key in at least one band (column).
 

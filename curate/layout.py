@@ -1,0 +1,165 @@
+"""The run directory's layout: every path of a run, for the steps that write it and for the
+readers (reports, ``inspect``, ``status``, the trainer's shard lookup) alike.
+
+Run directory (``cfg.run_url``, a local path or any fsspec URL)::
+
+    config.json                      the resolved config (+ hash)
+    parts.json                       the input files of every part
+    run.lock                         the run that owns the directory now (pid, host)
+    extract/part-NNNNN.parquet       kept documents (DOC_SCHEMA + score columns)
+            part-NNNNN.removed.parquet     removed documents + removed_by + reason
+            part-NNNNN.quarantine.parquet  QUARANTINE_SCHEMA
+            part-NNNNN.done.json           marker: input_fingerprint, config_hash, stats, output
+    <stage>/...                      the same for every configured stage, in order
+    <stage>/<file>, <stage>/<fit>.done.json   files a stage fits on the run's data (quality:
+                                     model.bin + quality_stats.json, marker train.done.json)
+    <global stage>/map/part-NNNNN.parquet (+ .done.json)   per-part summaries
+                  /state.parquet (+ state.done.json)      the reduce's state table
+    mix/plan.json (+ plan.done.json), mix/part-NNNNN.parquet (selected docs + repeats)
+    tokenizer/tokenizer.model (+ .json summary, done.json)
+    encoded/part-NNNNN.parquet       token ids per document (curate.shards.write.ENCODED_SCHEMA)
+    shards/manifest.json, shards/{train,val}/shard-NNNNN.arrow, shards/tokenizer.model
+    stats.json, timings.json, funnel.md, funnel.png, mixture.{json,md,png}, report.html
+    tasks.json                       which Ray node ran each task (the flow only)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from curate.storage import exists, join, part_name, read_json
+
+EXTRACT_STAGE = "extract"
+MIX, TOKENIZER, ENCODED, SHARDS = "mix", "tokenizer", "encoded", "shards"
+# Directories of the steps after the filter stages (a stage may not take one of these names).
+TAIL_STEPS = (MIX, TOKENIZER, ENCODED, SHARDS)
+PART_KINDS = ("kept", "removed", "quarantine")
+TOKENIZER_FILE = "tokenizer.model"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run directory (``root``: a local path or fsspec URL)."""
+
+    root: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", str(self.root).rstrip("/"))
+
+    def path(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    def relative(self, url: str) -> str:
+        """``url`` relative to the run directory (as done markers record their outputs)."""
+        if not url.startswith(self.root + "/"):
+            raise ValueError(f"{url} is not inside the run directory {self.root}")
+        return url[len(self.root) + 1 :]
+
+    # --- run-level files ---
+    @property
+    def config(self) -> str:
+        return self.path("config.json")
+
+    @property
+    def parts(self) -> str:
+        return self.path("parts.json")
+
+    @property
+    def lock(self) -> str:
+        return self.path("run.lock")
+
+    @property
+    def stats(self) -> str:
+        return self.path("stats.json")
+
+    @property
+    def timings(self) -> str:
+        return self.path("timings.json")
+
+    @property
+    def tasks(self) -> str:
+        return self.path("tasks.json")
+
+    @property
+    def report_html(self) -> str:
+        return self.path("report.html")
+
+    def report_file(self, name: str) -> str:
+        """funnel.md, funnel.png, mixture.json, mixture.md, mixture.png."""
+        return self.path(name)
+
+    # --- document stages (and mix/encoded parts) ---
+    def part(self, step: str, index: int, kind: str = "kept") -> str:
+        """``<step>/part-NNNNN[.removed|.quarantine].parquet``."""
+        suffix = "" if kind in ("", "kept") else f".{kind}"
+        return self.path(step, f"{part_name(index)}{suffix}.parquet")
+
+    def marker(self, step: str, index: int) -> str:
+        return self.path(step, f"{part_name(index)}.done.json")
+
+    # --- global stages ---
+    def map_part(self, stage: str, index: int) -> str:
+        return self.path(stage, "map", f"{part_name(index)}.parquet")
+
+    def map_marker(self, stage: str, index: int) -> str:
+        return self.path(stage, "map", f"{part_name(index)}.done.json")
+
+    def state(self, stage: str) -> str:
+        return self.path(stage, "state.parquet")
+
+    def state_marker(self, stage: str) -> str:
+        return self.path(stage, "state.done.json")
+
+    # --- what a stage fits on the run's data ---
+    def fit_file(self, stage: str, name: str) -> str:
+        return self.path(stage, name)
+
+    def fit_marker(self, stage: str, fit: str) -> str:
+        return self.path(stage, f"{fit}.done.json")
+
+    # --- tail steps ---
+    @property
+    def mix_plan(self) -> str:
+        return self.path(MIX, "plan.json")
+
+    @property
+    def mix_plan_marker(self) -> str:
+        return self.path(MIX, "plan.done.json")
+
+    @property
+    def tokenizer_model(self) -> str:
+        return self.path(TOKENIZER, TOKENIZER_FILE)
+
+    @property
+    def tokenizer_marker(self) -> str:
+        return self.path(TOKENIZER, "done.json")
+
+    @property
+    def shards_dir(self) -> str:
+        return self.path(SHARDS)
+
+    @property
+    def shards_marker(self) -> str:
+        return self.path(SHARDS, "done.json")
+
+    # --- readers' helpers (tolerate a run that stopped early) ---
+    def n_parts(self) -> int:
+        """Parts of the run (``parts.json``); 0 before the run was planned."""
+        return len(read_json(self.parts)["parts"]) if exists(self.parts) else 0
+
+    def saved_config(self) -> dict:
+        """The run's resolved config (``config.json``: ``config``); {} when absent."""
+        if not exists(self.config):
+            return {}
+        data = read_json(self.config)
+        return data.get("config", data) if isinstance(data, dict) else {}
+
+    def document_stages(self) -> list[str]:
+        """``extract`` and the configured stages, in order (from ``config.json``)."""
+        stages = self.saved_config().get("stages", [])
+        return [EXTRACT_STAGE, *(s["name"] if isinstance(s, dict) else str(s) for s in stages)]
+
+    def part_files(self, stage: str, kind: str = "kept") -> list[str]:
+        """The existing part files of one kind of a stage, in part order."""
+        urls = (self.part(stage, i, kind) for i in range(self.n_parts()))
+        return [u for u in urls if exists(u)]

@@ -1,0 +1,187 @@
+"""The plan (curate/plan.py) on the small real job: a plugin stage with its own config and a
+fit step runs without any executor knowing it; --dry-run says what is done and what will run,
+and why; options that name data fail before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from curate import runner
+from curate.config import ConfigError, PipelineConfig
+from curate.plan import build_plan, describe
+from tests.golden import REPO_ROOT as ROOT
+from tests.golden import file_hash, golden_config, hash_run
+
+PLUGIN = "tests.plugin_stage"
+
+
+def plugin_config(tmp_path: Path, name: str = "plugin"):
+    """The golden job with the test plugin stage (its fit reads extract) after langid."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = golden_config(tmp_path, name).model_dump(mode="json")
+    data["plugins"] = [PLUGIN]
+    data["stages"].insert(1, {"name": "short_for_domain", "options": {"fraction": 0.1}})
+    return PipelineConfig.model_validate(data)
+
+
+def test_a_plugin_stage_with_a_fit_runs_in_process(tmp_path):
+    cfg = plugin_config(tmp_path)
+    names = [s.name for s in build_plan(cfg).steps]
+    # each fit right after the stage it reads (extract), in the order of the stages
+    assert names[:4] == ["extract", "short_for_domain.medians", "quality.train", "langid"]
+    stats = runner.run_pipeline(cfg)
+    run = tmp_path / "runs" / "plugin"
+    medians = json.loads((run / "short_for_domain" / "medians.json").read_text())
+    assert set(medians) == {"code", "meta", "rst"}
+    s = stats["stages"]["short_for_domain"]
+    assert s["removed"].get("short_for_domain", 0) > 0
+    assert s["docs_in"] == stats["stages"]["langid"]["kept"]
+    runner.run_pipeline(cfg)  # a rerun does nothing
+    skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
+    assert skipped["short_for_domain"] == skipped["extract"] > 0
+
+
+def test_dry_run_says_what_is_done_and_what_will_run(tmp_path):
+    cfg = golden_config(tmp_path)
+    fresh = describe(cfg)
+    assert "extract" in fresh and "missing" in fresh and " done " not in fresh
+    assert not (tmp_path / "runs" / "golden").exists()  # a dry run writes nothing
+    runner.run_pipeline(cfg)
+    lines = describe(cfg).splitlines()[1:]
+    assert lines and all(" done " in line for line in lines), lines
+    data = cfg.model_dump(mode="json")
+    k = [s["name"] for s in data["stages"]].index("toxicity")
+    data["stages"][k]["options"] = {"threshold": 0.5}
+    changed = {
+        line.split()[0]: line
+        for line in describe(PipelineConfig.model_validate(data)).splitlines()[1:]
+    }
+    assert " done " in changed["pii"] or "after toxicity" in changed["pii"]
+    assert "config or code changed" in changed["toxicity"]
+    assert " done " in changed["langid"] and "will run" in changed["shards"]
+
+
+def test_options_that_name_data_fail_before_anything_runs(tmp_path):
+    data = golden_config(tmp_path).model_dump(mode="json")
+    q = [s["name"] for s in data["stages"]].index("quality")
+    d = [s["name"] for s in data["stages"]].index("decontam")
+    data["stages"][q]["options"]["train"]["positive_sources"] = ["*/no-such-doc/*"]
+    data["stages"][d]["options"]["eval_files"] = ["data/eval/no-such-file.txt"]
+    cfg = PipelineConfig.model_validate(data)
+    with pytest.raises(ConfigError) as e:
+        runner.run_pipeline(cfg)
+    message = str(e.value)
+    assert f"stages[{q}].options.train.positive_sources" in message and "no-such-doc" in message
+    assert f"stages[{d}].options.eval_files: not found: data/eval/no-such-file.txt" in message
+    assert not (tmp_path / "runs" / "golden" / "extract").exists()  # nothing ran
+
+
+# --- what a rerun trusts: outputs checked, temporaries cleaned, one run per directory -------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The golden job, run once; tests copy its run directory."""
+    tmp = tmp_path_factory.mktemp("plan")
+    cfg = golden_config(tmp)
+    runner.run_pipeline(cfg)
+    return {"run": tmp / "runs" / "golden", "hashes": hash_run(tmp / "runs" / "golden")}
+
+
+def _copy(finished, tmp_path) -> tuple[Path, PipelineConfig]:
+    cfg = golden_config(tmp_path)
+    shutil.copytree(finished["run"], tmp_path / "runs" / "golden")
+    return tmp_path / "runs" / "golden", cfg
+
+
+def _flip_a_byte(path: Path, at: int = 64) -> None:
+    """One byte of a data page (the footer, which counts rows, stays readable)."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_part_deleted_under_its_marker_is_recomputed(finished, tmp_path):
+    run, cfg = _copy(finished, tmp_path)
+    (run / "toxicity" / "part-00001.parquet").unlink()
+    (run / "shards" / "train" / "shard-00000.arrow").unlink()
+    (run / "tokenizer" / "tokenizer.model").write_bytes(b"truncated")
+    runner.run_pipeline(cfg)
+    skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
+    assert skipped["toxicity"] == skipped["extract"] - 1  # that part only
+    assert hash_run(run) == finished["hashes"]
+
+
+def test_verify_recomputes_a_corrupt_part_and_a_corrupt_input_is_never_carried_on(
+    finished, tmp_path
+):
+    run, cfg = _copy(finished, tmp_path)
+    _flip_a_byte(run / "pii" / "part-00002.parquet")  # same size: only a hash sees it
+    runner.run_pipeline(cfg, verify=True)
+    assert hash_run(run) == finished["hashes"]
+    # without --verify the skip is cheap, but a step that computes checks its inputs fully:
+    # the mix re-runs here (new seed) and must not read the corrupt final part
+    _flip_a_byte(run / "decontam" / "part-00001.parquet")
+    data = cfg.model_dump(mode="json")
+    data["mix"]["seed"] = 1
+    runner.run_pipeline(PipelineConfig.model_validate(data))
+    assert (
+        file_hash(run / "decontam" / "part-00001.parquet", run)
+        == (finished["hashes"]["decontam/part-00001.parquet"])
+    )
+    markers = [json.loads(p.read_text()) for p in sorted(run.rglob("*done.json"))]
+    assert markers and all(m["outputs"] for m in markers)
+    shards = json.loads((run / "shards" / "done.json").read_text())
+    assert "shards/manifest.json" in shards["outputs"] and shards["output"]
+
+
+def test_leftover_temporaries_are_removed(finished, tmp_path):
+    run, cfg = _copy(finished, tmp_path)
+    left = [
+        run / "extract" / f"part-00000.parquet.tmp-{'a' * 32}",
+        run / f"shards.tmp-{'b' * 32}" / "train" / "shard-00000.arrow",
+    ]
+    for p in left:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half written")
+    runner.run_pipeline(cfg)
+    assert not any(p.exists() for p in left) and not left[1].parent.parent.exists()
+    assert hash_run(run) == finished["hashes"]
+
+
+def test_a_run_directory_is_owned_by_one_run(finished, tmp_path):
+    run, cfg = _copy(finished, tmp_path)
+    lock = run / "run.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": 0}))
+    with pytest.raises(runner.RunLocked, match=f"in use by pid {os.getpid()} on host"):
+        runner.run_pipeline(cfg)
+    assert lock.exists()  # the other run's lock stays
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": 0}))
+    runner.run_pipeline(cfg)  # a dead run's lock is taken over
+    assert not lock.exists()  # and released at the end
+    assert hash_run(run) == finished["hashes"]
+
+
+def test_two_runs_at_once_on_one_directory_one_is_refused(tmp_path):
+    cfg = golden_config(tmp_path)
+    command = [sys.executable, "-m", "flows.cli", "run", "--local", "--config"]
+    path = str(tmp_path / "golden.yaml")
+    first = subprocess.Popen([*command, path], cwd=ROOT, stdout=subprocess.DEVNULL)
+    lock = Path(cfg.run_url) / "run.lock"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run([*command, path], cwd=ROOT, capture_output=True, text=True)
+    assert first.wait(timeout=600) == 0
+    assert second.returncode != 0 and "is in use by pid" in second.stderr, second.stderr[-2000:]
