@@ -55,6 +55,7 @@ MIN_SPAN = 4.0  # max/min of N and of D
 MAX_CONDITION = 1e8  # condition number of the column-normalised Gauss-Newton Hessian
 MAX_EXPONENT_WIDTH = 0.4  # 90% bootstrap interval width of α and of β
 MAX_E_WIDTH = 0.5  # 90% bootstrap interval width of E, as a fraction of the smallest loss
+MIN_TERM_CHANGE = 1e-3  # the N and D terms must each move the loss by ≥ this × min loss
 
 # Which N the law is fitted on. "total" counts the token embedding (= the tied LM head) too.
 # Pearce & Song 2024 ("Reconciling Kaplan and Chinchilla Scaling Laws") trace most of the gap
@@ -467,7 +468,8 @@ def identification(
 ) -> tuple[list[str], dict[str, float]]:
     """Reasons the points do not identify L(N, D) (empty: identified) and the diagnostics.
 
-    Checks: ≥ MIN_DISTINCT distinct N and D spanning ≥ MIN_SPAN×; no estimate at a bound; the
+    Checks: ≥ MIN_DISTINCT distinct N and D spanning ≥ MIN_SPAN×; no estimate at a bound; the N
+    and D terms each move the loss by ≥ MIN_TERM_CHANGE × min loss over the points; the
     Gauss-Newton Hessian's condition number ≤ MAX_CONDITION; with a bootstrap, 90% intervals
     of α and β no wider than MAX_EXPONENT_WIDTH and E's no wider than MAX_E_WIDTH × min loss.
     """
@@ -488,6 +490,17 @@ def identification(
     l_min = float(np.min(losses))
     if math.exp(LOG_E_MIN) * 1.01 >= law.E or l_min * (1 - 1e-4) <= law.E:
         reasons.append(f"E = {law.E:.3g} at its bound [0, {l_min:.4g}) (the smallest loss)")
+    for name, var, term in (
+        ("alpha", "N", law.A / np.asarray(n_params, dtype=float) ** law.alpha),
+        ("beta", "D", law.B / np.asarray(tokens, dtype=float) ** law.beta),
+    ):
+        change = float(np.max(term) - np.min(term))
+        diag[f"{var}_term_change"] = change
+        if change < MIN_TERM_CHANGE * l_min:
+            reasons.append(
+                f"{name} not identified: the {var} term moves the loss by only {change:.2g}"
+                f" over the sweep's {var} (< {MIN_TERM_CHANGE:g} × the smallest loss)"
+            )
     cond = _condition_number(law, np.log(n_params), np.log(tokens))
     diag["condition"] = cond
     if not cond <= MAX_CONDITION:
