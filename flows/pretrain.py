@@ -278,11 +278,14 @@ def publish_report(out_dir: str) -> dict[str, Any]:
             key=artifact_key("pretrain-report-png", name),
             description=f"loss vs prediction plot, {out_dir}",
         )
-    run_log(
-        f"observed {result['observed']:.4f} vs predicted {result['predicted']:.4f} "
-        f"[{result['lo']:.4f}, {result['hi']:.4f}]: |pred − obs|/obs = "
-        f"{100 * result['rel_error']:.2f}%"
-    )
+    if result.get("identified", True):
+        run_log(
+            f"observed {result['observed']:.4f} vs predicted {result['predicted']:.4f} "
+            f"[{result['lo']:.4f}, {result['hi']:.4f}]: |pred − obs|/obs = "
+            f"{100 * result['rel_error']:.2f}%"
+        )
+    else:
+        run_log(f"observed {result['observed']:.4f}; {result['prediction']}")
     return result | {"paths": {k: str(v) for k, v in paths.items()}}
 
 
