@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from curate import mix
 from curate.config import PipelineConfig
+from curate.dedup.common import BUCKET_OPTIONS
 from curate.layout import ENCODED, EXTRACT_STAGE, MIX, RunLayout
 from curate.readers import InputFile, extract_part, list_inputs, plan_parts
 from curate.shards.write import encode_part, write_shards
@@ -57,7 +58,7 @@ from curate.storage import (
 )
 from curate.tokenizer import train_tokenizer
 
-MAP, REDUCE = "map", "reduce"
+MAP, REDUCE, BUCKETS = "map", "reduce", "buckets"
 
 
 # --- fingerprints ------------------------------------------------------------------------------
@@ -126,15 +127,17 @@ class Output:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the plan; ``index`` is the part for a map, None for a reduce."""
+    """One step of the plan; ``index`` is the part for a map, None for a reduce, the bucket for
+    a ``buckets`` step (``tasks()`` of them: the shards of a global reduce)."""
 
     name: str
-    kind: Literal["map", "reduce"]
+    kind: Literal["map", "reduce", "buckets"]
     inputs: tuple[str, ...]
     marker: Callable[[int | None], str]
     fingerprint: Callable[[int | None], tuple[str, str]]  # (input fingerprint, config hash)
     compute: Callable[[int | None], Output]
     checks: str | None = None  # the document stage whose conservation is checked afterwards
+    tasks: Callable[[], int] | None = None  # how many calls a ``buckets`` step makes
 
 
 @dataclass
@@ -164,6 +167,8 @@ class Plan:
         return len(self.parts)
 
     def indices(self, step: Step) -> list[int | None]:
+        if step.kind == BUCKETS and step.tasks is not None:
+            return list(range(step.tasks()))
         return list(range(self.n_parts)) if step.kind == MAP else [None]
 
 
@@ -478,6 +483,10 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
     functions = (getattr(stage, f, None) for f in ("score", "rules", "map", "reduce"))
     code = code_version(*functions, *stage.modules)
 
+    sharded = isinstance(stage, GlobalStage) and stage.bucket is not None
+    # how a sharded reduce is cut changes how it runs, not its result: not in the stage's hash
+    options = {k: v for k, v in info.options.items() if not (sharded and k in BUCKET_OPTIONS)}
+
     def stage_cfg() -> tuple[BaseModel, str]:
         """The stage's config (with its fitted files) and its config hash."""
         extra: dict[str, str] = {}
@@ -486,7 +495,7 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
             fit = stage.fit
             cfg = fit.use(cfg, lambda file: lay.fit_file(name, file))
             extra = {"model": output_hash(lay.fit_marker(name, fit.name))}
-        return cfg, config_hash({"stage": name, "options": info.options, "code": code, **extra})
+        return cfg, config_hash({"stage": name, "options": options, "code": code, **extra})
 
     def prev_hash(i: int | None) -> str:
         return output_hash(lay.marker(previous, i))
@@ -525,7 +534,10 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
         result = stage.run(table, read_parquet(lay.state(name)), stage_cfg()[0])
         return _doc_output(lay, name, i, result)
 
-    plan.steps += [
+    def maps_hash() -> str:
+        return _digest(*(output_hash(lay.map_marker(name, i)) for i in range(plan.n_parts)))
+
+    plan.steps.append(
         Step(
             f"{name}.map",
             MAP,
@@ -533,18 +545,22 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
             lambda i: lay.map_marker(name, i),
             lambda i: (prev_hash(i), stage_cfg()[1]),
             map_compute,
-        ),
-        Step(
-            f"{name}.reduce",
-            REDUCE,
-            (f"{name}.map",),
-            lambda _: lay.state_marker(name),
-            lambda _: (
-                _digest(*(output_hash(lay.map_marker(name, i)) for i in range(plan.n_parts))),
-                stage_cfg()[1],
-            ),
-            reduce_compute,
-        ),
+        )
+    )
+    if sharded:
+        _add_bucket_steps(plan, info, stage_cfg, maps_hash)
+    else:
+        plan.steps.append(
+            Step(
+                f"{name}.reduce",
+                REDUCE,
+                (f"{name}.map",),
+                lambda _: lay.state_marker(name),
+                lambda _: (maps_hash(), stage_cfg()[1]),
+                reduce_compute,
+            )
+        )
+    plan.steps += [
         Step(
             name,
             MAP,
@@ -553,6 +569,77 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
             apply_fp,
             apply_compute,
             name,
+        ),
+    ]
+
+
+def n_buckets(plan: Plan, stage: str, cfg: Any) -> int:
+    """The bucket tasks of a sharded reduce: the stage's ``buckets``, else one per
+    ``docs_per_bucket`` documents of its map outputs (1 before the map has run)."""
+    if cfg.buckets:
+        return cfg.buckets
+    try:
+        docs = 0
+        for i in range(plan.n_parts):
+            marker = plan.layout.map_marker(stage, i)
+            if not exists(marker):
+                return 1
+            docs += int(read_json(marker)["stats"]["rows"])
+    except NotDone:
+        return 1
+    return cfg.n_buckets(docs)
+
+
+def _add_bucket_steps(
+    plan: Plan,
+    info: _StageInfo,
+    stage_cfg: Callable[[], tuple[BaseModel, str]],
+    maps_hash: Callable[[], str],
+) -> None:
+    """A sharded reduce: ``<stage>.buckets`` (one task per bucket of keys: an edge list each)
+    and ``<stage>.reduce`` (the components over all edge lists -> the state), so that both
+    executors run it as they run any step."""
+    lay, stage, name = plan.layout, info.stage, info.name
+
+    def tasks() -> int:
+        return n_buckets(plan, name, info.cfg)
+
+    def map_urls() -> list[str]:
+        return [lay.map_part(name, i) for i in range(plan.n_parts)]
+
+    def bucket_fp(b: int | None) -> tuple[str, str]:
+        return maps_hash(), _digest(stage_cfg()[1], f"bucket {b} of {tasks()}")
+
+    def bucket_compute(b: int | None) -> Output:
+        edges = stage.bucket(map_urls(), stage_cfg()[0], b, tasks())
+        return Output({lay.bucket_edges(name, b): edges}, {"edges": edges.num_rows})
+
+    def components_fp(_: int | None) -> tuple[str, str]:
+        edges = _digest(*(output_hash(lay.bucket_marker(name, b)) for b in range(tasks())))
+        return _digest(maps_hash(), edges), stage_cfg()[1]
+
+    def components_compute(_: int | None) -> Output:
+        edges = [lay.bucket_edges(name, b) for b in range(tasks())]
+        table = stage.components(map_urls(), edges, stage_cfg()[0])
+        return Output({lay.state(name): table}, {"rows": table.num_rows, "buckets": len(edges)})
+
+    plan.steps += [
+        Step(
+            f"{name}.buckets",
+            BUCKETS,
+            (f"{name}.map",),
+            lambda b: lay.bucket_marker(name, b),
+            bucket_fp,
+            bucket_compute,
+            tasks=tasks,
+        ),
+        Step(
+            f"{name}.reduce",
+            REDUCE,
+            (f"{name}.map", f"{name}.buckets"),
+            lambda _: lay.state_marker(name),
+            components_fp,
+            components_compute,
         ),
     ]
 
@@ -629,7 +716,8 @@ def describe(cfg: PipelineConfig) -> str:
             counts[status] = counts.get(status, 0) + 1
         if any(s != "done" for s in counts):
             running.add(step.name)
-        kind = f"{step.kind} × {len(plan.indices(step))}" if step.kind == MAP else step.kind
+        n = len(plan.indices(step))
+        kind = f"{step.kind} × {n}" if step.kind in (MAP, BUCKETS) else step.kind
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         verdict = "done" if step.name not in running else "will run"
         lines.append(f"  {step.name:<22} {kind:<10} {verdict:<9} ({summary})")

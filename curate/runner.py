@@ -104,6 +104,8 @@ def _input_markers(plan: Plan, step: Step, index: int | None) -> list[tuple[str,
         source = plan.step(name)
         if source.kind == "reduce":
             out.append((name, None))
+        elif source.kind == "buckets":
+            out += [(name, b) for b in plan.indices(source)]
         elif step.kind == "map":
             out.append((name, index))
         else:
@@ -379,9 +381,9 @@ def execute(
 
 
 def _in_process(plan: Plan, step: Step, indices: list[int | None]) -> list[dict[str, Any]]:
-    if step.kind != "map":
+    if step.kind == "reduce":
         return [run_step(plan, step.name, None, plan.verify)]
-    calls = progress(indices, step.name, unit="part")
+    calls = progress(indices, step.name, unit="part" if step.kind == "map" else "bucket")
     return [run_step(plan, step.name, i, plan.verify) for i in calls]
 
 
