@@ -366,9 +366,11 @@ def execute(
         for step in plan.steps:
             start = time.perf_counter()
             results[step.name] = run_calls(plan, step, plan.indices(step))
-            if step.kind == "map":
+            if step.kind != "reduce":  # per part, or per bucket of a sharded reduce
                 skipped[step.name] = sum(bool(r.get("skipped")) for r in results[step.name])
-                log(f"{step.name}: {plan.n_parts} parts ({skipped[step.name]} already done)")
+                unit = "parts" if step.kind == "map" else "buckets"
+                calls = len(results[step.name])
+                log(f"{step.name}: {calls} {unit} ({skipped[step.name]} already done)")
             timed(step.name, start)
             if step.checks:
                 s = stats[step.checks] = check_stage(plan, step.checks, plan.n_parts)

@@ -445,3 +445,39 @@ def test_default_job_funnel_is_sane(finished):
     assert held_out["precision"] > 0.7
     assert (run / "quality" / "model.bin").stat().st_size > 0
     assert "held-out precision" in (run / "funnel.md").read_text()
+
+
+def test_sharded_dedup_reduces_give_the_same_run_and_a_lost_bucket_is_redone(finished, tmp_path):
+    """exact and near dedup cut into bucket tasks: the same state and outputs as one task;
+    a bucket's edge list lost (a crashed task) is recomputed and changes nothing."""
+    run = tmp_path / "buckets"
+    shutil.copytree(finished["run"], run)
+    names = [s.name for s in finished["cfg"].stages]
+    sharded = [
+        f"stages[{names.index('exact_dedup')}].options.buckets=2",
+        f"stages[{names.index('near_dedup')}].options.buckets=3",
+    ]
+
+    def outputs() -> dict[str, bytes]:
+        return {k: v for k, v in data_files(run).items() if "/buckets/" not in k}
+
+    runner.run_pipeline(_cfg(run, *sharded))
+    skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
+    n = len(json.loads((run / "parts.json").read_text())["parts"])
+    # bucketing is not part of the stage's hash: the maps and the applies are not redone
+    assert skipped["near_dedup.map"] == n and skipped["near_dedup"] == n
+    assert skipped["near_dedup.buckets"] == 0 and skipped["exact_dedup.buckets"] == 0
+    assert len(list((run / "near_dedup" / "buckets").glob("bucket-*.parquet"))) == 3
+    assert outputs() == {k: v for k, v in finished["files"].items() if "/buckets/" not in k}
+    edges = sum(
+        read_parquet(str(p)).num_rows for p in (run / "near_dedup" / "buckets").glob("*.parquet")
+    )
+    assert edges > 0  # the sample has near duplicates: the buckets found them
+
+    (run / "near_dedup" / "buckets" / "bucket-00001.parquet").unlink()
+    state = (run / "near_dedup" / "state.parquet").read_bytes()
+    runner.run_pipeline(_cfg(run, *sharded))
+    skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
+    assert skipped["near_dedup.buckets"] == 2 and skipped["exact_dedup.buckets"] == 2
+    assert (run / "near_dedup" / "state.parquet").read_bytes() == state
+    assert outputs() == {k: v for k, v in finished["files"].items() if "/buckets/" not in k}
