@@ -85,11 +85,12 @@ def test_sharded_exact_dedup_on_100k_hashes(tmp_path: Path) -> None:
     repeat = np.flatnonzero(rng.random(n) < 0.25)
     repeat = repeat[repeat > 0]
     hashes[repeat] = hashes[rng.integers(0, repeat)]
+    names = [f"d{k:07d}" for k in rng.permutation(n)]  # ids in another order than the rows
     urls = []
     for p, chunk in enumerate(np.array_split(np.arange(n), 4)):
         table = pa.table(
             {
-                "id": pa.array([f"d{i:07d}" for i in chunk]),
+                "id": pa.array([names[i] for i in chunk]),
                 "text_hash": pa.array(hashes[chunk], pa.uint64()),
             }
         )
@@ -99,6 +100,11 @@ def test_sharded_exact_dedup_on_100k_hashes(tmp_path: Path) -> None:
     single = EXACT_DEDUP.reduce(urls, cfg)
     _, first = np.unique(hashes, return_index=True)
     assert single.num_rows == n - len(first)
-    kept = {int(d[1:]) for d in single["duplicate_of"].to_pylist()}
+    row_of = {name: i for i, name in enumerate(names)}
+    kept = {row_of[d] for d in single["duplicate_of"].to_pylist()}
     assert kept <= set(first.tolist())
     assert _sharded(EXACT_DEDUP, urls, cfg, 6).equals(single)
+    by_id = ExactDedupConfig(priority=["id"])  # bucket tasks then rank by the ids they hold
+    single = EXACT_DEDUP.reduce(urls, by_id)
+    assert _sharded(EXACT_DEDUP, urls, by_id, 6).equals(single)
+    assert not single.equals(EXACT_DEDUP.reduce(urls, cfg))

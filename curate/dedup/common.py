@@ -227,6 +227,11 @@ def keep_rank(
     return rank
 
 
+def ranks_by_id(policy: KeepPolicy) -> bool:
+    """Whether the policy ranks by ``id`` (else a reduce need not hold the ids to rank)."""
+    return any(k.name == ID for k in policy.keep_keys())
+
+
 def read_keys(table: pa.Table, policy: KeepPolicy) -> dict[str, np.ndarray]:
     """The key columns of a map output as float64 arrays (null -> NaN)."""
     return {

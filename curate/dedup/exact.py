@@ -25,6 +25,7 @@ from curate.dedup.common import (
     keep_rank,
     keep_values,
     part_offsets,
+    ranks_by_id,
     read_columns,
     read_edges,
     read_keys,
@@ -92,14 +93,17 @@ def bucket_edges(urls: list[str], cfg: ExactDedupConfig, bucket: int, n_buckets:
     mine, hashes, ids = [], [], []
     policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in cfg.key_columns()}
     for p, url in enumerate(urls):
-        t = read_columns(url, ["id", TEXT_HASH, *cfg.key_columns()])
+        t = read_columns(
+            url, [TEXT_HASH, *cfg.key_columns(), *(["id"] if ranks_by_id(cfg) else [])]
+        )
         h = t[TEXT_HASH].combine_chunks()
         valid = h.is_valid().to_numpy(zero_copy_only=False)
         values = h.fill_null(0).to_numpy()
         rows = np.flatnonzero(valid & (bucket_of(values, n_buckets) == bucket))
         mine.append(offsets[p] + rows)
         hashes.append(values[rows])
-        ids.append(t["id"].combine_chunks().cast(pa.string()).take(pa.array(rows)))
+        if ranks_by_id(cfg):
+            ids.append(t["id"].combine_chunks().cast(pa.string()).take(pa.array(rows)))
         for name, v in read_keys(t, cfg).items():
             policy_keys[name].append(v[rows])
         del t
@@ -111,7 +115,7 @@ def bucket_edges(urls: list[str], cfg: ExactDedupConfig, bucket: int, n_buckets:
     # the rank among these documents orders them as the rank among all documents would
     rank = keep_rank(
         {k: np.concatenate(v) for k, v in policy_keys.items()},
-        pa.concat_arrays(ids),
+        pa.concat_arrays(ids) if ids else pa.nulls(len(members), pa.string()),
         part,
         members - offsets[part],
         cfg,

@@ -46,6 +46,7 @@ from curate.dedup.common import (
     keep_rank,
     keep_values,
     part_offsets,
+    ranks_by_id,
     read_columns,
     read_edges,
     read_keys,
@@ -466,7 +467,8 @@ def bucket_edges(urls: list[str], cfg: NearDedupConfig, bucket: int, n_buckets: 
     entry_doc, entry_band, entry_key, docs, ids = [], [], [], [], []
     policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in cfg.key_columns()}
     for p, url in enumerate(urls):
-        t = read_columns(url, ["id", SIGNATURE, N_SHINGLES, *cfg.key_columns()])
+        columns = [SIGNATURE, N_SHINGLES, *cfg.key_columns(), *(["id"] if ranks_by_id(cfg) else [])]
+        t = read_columns(url, columns)
         keys = band_keys(signature_matrix(t[SIGNATURE], cfg.num_perm), bands, rows)
         eligible = t[N_SHINGLES].to_numpy() > 0  # empty: no one's near duplicate
         r, c = np.nonzero((bucket_of(keys, n_buckets) == bucket) & eligible[:, None])
@@ -475,7 +477,8 @@ def bucket_edges(urls: list[str], cfg: NearDedupConfig, bucket: int, n_buckets: 
         entry_key.append(keys[r, c])
         here = np.unique(r)
         docs.append(offsets[p] + here)
-        ids.append(t["id"].combine_chunks().cast(pa.string()).take(pa.array(here)))
+        if ranks_by_id(cfg):
+            ids.append(t["id"].combine_chunks().cast(pa.string()).take(pa.array(here)))
         for name, values in read_keys(t, cfg).items():
             policy_keys[name].append(values[here])
         del t, keys
@@ -486,7 +489,7 @@ def bucket_edges(urls: list[str], cfg: NearDedupConfig, bucket: int, n_buckets: 
     # the rank among these documents orders them as the rank among all documents would
     rank = keep_rank(
         {k: np.concatenate(v) for k, v in policy_keys.items()},
-        pa.concat_arrays(ids),
+        pa.concat_arrays(ids) if ids else pa.nulls(len(members), pa.string()),
         part,
         members - offsets[part],
         cfg,
