@@ -434,7 +434,7 @@ def containment(args: argparse.Namespace) -> None:
         urls = []
         for k in range(0, len(rows), 500):
             url = f"{tmp}/map-{k // 500:05d}.parquet"
-            write_parquet_atomic(mapped.slice(k, 500), url)
+            write_bytes_atomic(parquet_bytes(mapped.slice(k, 500)), url)
             urls.append(url)
         t0 = time.perf_counter()
         state = NEAR_DEDUP.reduce(urls, cfg)
