@@ -41,7 +41,7 @@ class Buckets(BaseModel):
         None, ge=1, description="reduce tasks; None: one per docs_per_bucket documents"
     )
     docs_per_bucket: int = Field(
-        2_000_000, ge=1, description="documents per reduce task when buckets is None"
+        1_000_000, ge=1, description="documents per reduce task when buckets is None"
     )
 
     def n_buckets(self, n_docs: int) -> int:
