@@ -720,5 +720,5 @@ def describe(cfg: PipelineConfig) -> str:
         kind = f"{step.kind} × {n}" if step.kind in (MAP, BUCKETS) else step.kind
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         verdict = "done" if step.name not in running else "will run"
-        lines.append(f"  {step.name:<22} {kind:<10} {verdict:<9} ({summary})")
+        lines.append(f"  {step.name:<22} {kind:<12} {verdict:<9} ({summary})")
     return "\n".join(lines)
