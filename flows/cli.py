@@ -107,6 +107,19 @@ def check_plan(cfg) -> None:
         fail(str(e))
 
 
+def check_training_configs(train_config: str, train_set: Sequence[str], sweep_config: str) -> None:
+    """The training and sweep configs of an end-to-end run, validated before anything starts."""
+    from curate.config import ConfigError
+    from train.sweep import SweepConfig
+    from train.trainer import TrainConfig
+
+    try:
+        TrainConfig.from_yaml(train_config, list(train_set))
+        SweepConfig.from_yaml(sweep_config)
+    except ConfigError as e:
+        fail(str(e))
+
+
 def check_force(cfg, step: str | None) -> None:
     """``--force STEP`` names a step of the plan (exit 2 naming the steps, and the closest)."""
     import difflib
@@ -227,6 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _end_to_end(config: str | Path, args: argparse.Namespace, run_name: str | None = None) -> dict:
     """Run the ``end-to-end`` flow (Prefect server, curation on Ray), or ``run_local``."""
     cfg = _load(config, args.set, run_name or args.run_name)  # fails early on a config error
+    check_plan(cfg)
+    check_training_configs(args.train_config, args.train_set, args.sweep_config)
     overrides = [*args.set, f"name={cfg.name}"]
     kwargs = {
         "train_config": args.train_config,
@@ -350,7 +365,7 @@ def _validated(data: dict, overrides: Sequence[str]):
     except ConfigError as e:
         fail(str(e))
     except ValidationError as e:
-        fail(format_errors(e, " ".join(f"--set {s}" for s in overrides) or "config.json"))
+        fail(format_errors(e, "config.json", list(overrides), PipelineConfig))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

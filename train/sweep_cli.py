@@ -85,7 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "sweep":  # flows/cli.py may forward its argv with the subcommand
         argv = argv[1:]
     args = p.parse_args(argv)
-    cfg = SweepConfig.from_yaml(args.config)
+    from curate.config import ConfigError
+    from train.cli import shards_problem
+
+    try:
+        cfg = SweepConfig.from_yaml(args.config)
+    except ConfigError as e:
+        p.exit(2, f"sluice sweep: error: {e}\n")
+    problem = shards_problem(args.shards)
+    if problem:
+        p.exit(2, f"sluice sweep: error: {problem}\n")
     out = Path(args.out)
     table = collect_sweep(out) if args.no_train else run_sweep(cfg, args.shards, out)
     if table.num_rows == 0:

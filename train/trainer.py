@@ -38,11 +38,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from curate.overrides import apply_overrides  # one --set parser for every config
+from curate.overrides import apply_overrides  # noqa: F401 - one --set parser (train.sweep)
 from curate.shards.format import Manifest, ShardFormatError, load_manifest, sha256_file
 from train.checkpoint import (
     CheckpointError,
@@ -124,8 +123,9 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls.model_validate(apply_overrides(data, overrides or []))
+        from curate.config import load_model_yaml
+
+        return load_model_yaml(cls, path, overrides)  # ConfigError names the key and source
 
 
 class DataMismatchError(ValueError):
