@@ -137,7 +137,8 @@ def test_cli_parses_every_command():
 def test_cli_config_error_exits_with_the_key(capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--config", str(DEFAULT), "--local", "--set", "stages[0].options.nope=1"])
-    assert "stages[0].options.nope: Extra inputs are not permitted" in str(e.value)
+    assert e.value.code == 2
+    assert "stages[0].options.nope: Extra inputs are not permitted" in capsys.readouterr().err
 
 
 def test_cli_local_run_then_inspect_and_forwarding(tmp_path, capsys, monkeypatch):

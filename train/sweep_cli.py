@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = SweepConfig.from_yaml(args.config)
     except ConfigError as e:
         p.exit(2, f"sluice sweep: error: {e}\n")
-    problem = shards_problem(args.shards)
+    problem = None if args.no_train else shards_problem(args.shards)
     if problem:
         p.exit(2, f"sluice sweep: error: {problem}\n")
     out = Path(args.out)
