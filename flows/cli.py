@@ -200,27 +200,38 @@ def _curate(
 
 def _api_for(cfg, api_url: str | None = None) -> str:
     """The Prefect API of a run (``flows.server.ensure_api``), announced on one line."""
-    from flows.server import ensure_api
+    from flows.server import ServerError, ensure_api_started
 
-    url = ensure_api(api_url or cfg.prefect.api_url, start=cfg.prefect.start_server)
-    print(f"Prefect API {url}; UI {url.removesuffix('/api')}", flush=True)
+    try:
+        url, started = ensure_api_started(
+            api_url or cfg.prefect.api_url, start=cfg.prefect.start_server
+        )
+    except ServerError as e:
+        fail(str(e))
+    note = " (started here; it keeps running: `sluice server --stop` ends it)" if started else ""
+    print(f"Prefect API {url}; UI {url.removesuffix('/api')}{note}", flush=True)
     return url
 
 
 def cmd_server(args: argparse.Namespace) -> int:
     from flows import server
 
+    home = server.state_dir()
     if args.stop:
-        print("stopped" if server.stop_background() else "no background server")
+        stopped = server.stop_background()
+        print(f"stopped ({home})" if stopped else f"no background server of {home}")
         return 0
-    if args.background:
-        url = server.start_background(args.host, args.port)
-        print(
-            f"Prefect server running: UI http://{args.host}:{args.port}\n"
-            f"export PREFECT_API_URL={url}"
-        )
-        return 0
-    return server.run_foreground(args.host, args.port)
+    try:
+        if args.background:
+            url, started = server.start_background_owned(args.host, args.port)
+            print(
+                f"Prefect server {'started' if started else 'already running'} ({home}): "
+                f"UI http://{args.host}:{args.port}\nexport PREFECT_API_URL={url}"
+            )
+            return 0
+        return server.run_foreground(args.host, args.port)
+    except server.ServerError as e:
+        fail(str(e))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -451,8 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("server", help="Prefect server on 127.0.0.1 (UI + API)")
     s.add_argument("--host", default=runtime.LOCAL_HOST)
     s.add_argument("--port", type=int, default=4200)
-    s.add_argument("--background", action="store_true", help="detach; pid file in ~/.sluice")
-    s.add_argument("--stop", action="store_true", help="stop the background server")
+    s.add_argument(
+        "--background",
+        action="store_true",
+        help="detach; pid file, log and database in $SLUICE_HOME (default <checkout>/.sluice)",
+    )
+    s.add_argument(
+        "--stop", action="store_true", help="stop the background server of this SLUICE_HOME"
+    )
     s.set_defaults(fn=cmd_server)
 
     def run_options(q: argparse.ArgumentParser) -> None:

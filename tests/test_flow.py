@@ -204,7 +204,8 @@ def test_background_server_starts_answers_and_stops(tmp_path, monkeypatch):
     url = server.start_background(port=port, timeout=240)
     try:
         assert url == f"http://127.0.0.1:{port}/api" and server.healthy(url)
-        assert (tmp_path / "server.pid").exists()
+        assert (tmp_path / "prefect" / "server.pid").exists()  # Prefect's own place
+        assert server.start_background_owned(port=port) == (url, False)  # reused, not started
         monkeypatch.setenv("PREFECT_API_URL", url)
         assert server.ensure_api(start=False) == url
     finally:
