@@ -32,6 +32,7 @@ import contextlib
 import csv
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -417,6 +418,9 @@ def train(
                 f"config says {data_seed}: resuming would repeat and skip sequences"
             )
         prior_elapsed = float(meta.get("elapsed_s", 0.0)) if source.parent == ckpt_root else 0.0
+        if info.is_main:  # never silently: the run goes on from there
+            print(f"train {out.name}: resuming from {source} (step {start_step} of {cfg.steps}; "
+                  "--no-resume starts over)", file=sys.stderr, flush=True)  # fmt: skip
 
     B, A, W, T = cfg.micro_batch_size, cfg.grad_accum, info.world_size, model_cfg.seq_len
     tokens_per_step = B * A * W * T
@@ -535,6 +539,10 @@ def train(
                 row["elapsed_s"] = prior_elapsed + time.perf_counter() - t_start
                 log.write(row)
                 bar.set_postfix(loss=f"{last_train:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+                if bar.disable and info.is_main:  # no terminal (logs, CI): a line per interval
+                    val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
+                    print(f"train {out.name}: step {step}/{end} loss {last_train:.4f}{val} "
+                          f"lr {lr:.3g} {tps:,.0f} tok/s", file=sys.stderr, flush=True)  # fmt: skip
                 window_t0, window_tokens, window_stall = time.perf_counter(), 0, loader.stall_s
                 excluded = 0.0
             if last_step or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
