@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from curate import mix
 from curate.config import PipelineConfig
 from curate.layout import ENCODED, EXTRACT_STAGE, MIX, RunLayout
+from curate.progress import heartbeat
 from curate.readers import InputFile, extract_part, list_inputs, plan_parts
 from curate.shards.write import encode_part, write_shards
 from curate.stage import Fit, GlobalStage, StageResult
@@ -335,7 +336,8 @@ def build_plan(cfg: PipelineConfig) -> Plan:
     def tokenizer_compute(_: int | None) -> Output:
         urls = [lay.part(MIX, i) for i in range(plan.n_parts)]
         with tempfile.TemporaryDirectory(prefix="sluice-tokenizer-") as tmp:
-            path = train_tokenizer(tables_or_paths(urls), cfg.tokenizer, f"{tmp}/model")
+            with heartbeat(f"tokenizer (vocab {cfg.tokenizer.vocab_size})"):
+                path = train_tokenizer(tables_or_paths(urls), cfg.tokenizer, f"{tmp}/model")
             model, summary = Path(path).read_bytes(), Path(path + ".json").read_bytes()
         return Output(
             {lay.tokenizer_model: model, lay.tokenizer_model + ".json": summary},

@@ -40,7 +40,7 @@ from curate.plan import (
     json_bytes,
     list_parts,
 )
-from curate.progress import progress
+from curate.progress import heartbeat, progress
 from curate.readers import skipped_report
 from curate.stage import ConservationError, StageStats
 from curate.storage import (
@@ -379,7 +379,8 @@ def execute(
                     f"{step.checks}: {s.docs_in} in = {s.kept} kept + {s.removed_total} "
                     f"removed + {s.quarantined_total} quarantined"
                 )
-        report = write_report(cfg, stats, timings, results[MIX], skipped=skipped)
+        with heartbeat("report"):
+            report = write_report(cfg, stats, timings, results[MIX], skipped=skipped)
     return report, timings, skipped
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import textwrap
 import time
@@ -400,13 +401,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from curate.html_report import write_report_html
     from curate.layout import RunLayout
+    from curate.progress import heartbeat
     from train.report import training_section
 
     existing_run(args.run)
-
-    train = training_section(args.train or RunLayout(args.run).path("train"))
-    extra = [train] if train is not None else []
-    print(write_report_html(args.run, extra, args.out))
+    with heartbeat("report"):
+        train = training_section(args.train or RunLayout(args.run).path("train"))
+        extra = [train] if train is not None else []
+        path = write_report_html(args.run, extra, args.out)
+    print(path)
     if args.publish:
         from flows.artifacts import publish_report_artifacts
         from flows.server import ensure_api
@@ -457,7 +460,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 done, 2 a usage or config error, 1 a failed run",
     )
     p.add_argument("--version", action="version", version=f"sluice {version()}")
+    # -v/-q before the command (dest verbose/quiet) or after it (verbose_sub/quiet_sub)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="errors only")
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", dest="verbose_sub", action="count", default=0,
+                           help="more log lines (the sluice.* loggers at INFO)")  # fmt: skip
+    verbosity.add_argument("-q", "--quiet", dest="quiet_sub", action="count", default=0,
+                           help="errors only: no progress bars or heartbeats")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def sub_parser(*a, **kw):  # every command takes -v/-q
+        return add_parser(*a, **{"parents": [verbosity], **kw})
+
+    sub.add_parser = sub_parser
 
     s = sub.add_parser("server", help="Prefect server on 127.0.0.1 (UI + API)")
     s.add_argument("--host", default=runtime.LOCAL_HOST)
@@ -590,11 +607,31 @@ FORWARDED = {
 }
 
 
+VERBOSITY_FLAGS = {"-v": 1, "--verbose": 1, "-q": -1, "--quiet": -1}
+
+
+def set_verbosity(level: int) -> None:
+    """``-v`` (1): the ``sluice.*`` loggers at INFO; ``-q`` (-1): errors only, no progress bars
+    or heartbeats (``SLUICE_QUIET=1``, inherited by workers); 0: warnings and heartbeats."""
+    import logging
+
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logger = logging.getLogger("sluice")
+    logger.setLevel({1: logging.INFO, -1: logging.ERROR}.get(level, logging.WARNING))
+    if level < 0:
+        os.environ["SLUICE_QUIET"] = "1"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FORWARDED:  # argparse would eat their options
-        return int(importlib.import_module(FORWARDED[argv[0]][0]).main(argv[1:]) or 0)
+        rest = [a for a in argv[1:] if a not in VERBOSITY_FLAGS]
+        set_verbosity(sum(VERBOSITY_FLAGS[a] for a in argv[1:] if a in VERBOSITY_FLAGS))
+        return int(importlib.import_module(FORWARDED[argv[0]][0]).main(rest) or 0)
     args = build_parser().parse_args(argv)
+    set_verbosity(
+        args.verbose + getattr(args, "verbose_sub", 0) - args.quiet - getattr(args, "quiet_sub", 0)
+    )
     return int(args.fn(args) or 0)
 
 

@@ -155,6 +155,9 @@ def run_curate(
     """Run the flow with Ray tasks against the Prefect API ``api_url`` (default: the current
     settings'); returns stats.json as a dict. A local Ray's temp dir is removed afterwards."""
     own_temp = None
+    if cfg.ray.address is None:
+        cpus = cfg.ray.num_cpus or "all"
+        print(f"run {cfg.name}: starting a local Ray ({cpus} CPUs)", flush=True)
     if cfg.ray.address is None and cfg.ray.temp_dir is None:
         own_temp = tempfile.mkdtemp(prefix="sluice-ray-", dir="/tmp")  # short: unix sockets
     try:

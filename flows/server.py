@@ -109,7 +109,9 @@ def describe_process(pid: int) -> str:
     """``pid N (command ...; PREFECT_HOME ...)`` as far as /proc tells."""
     parts = [f"pid {pid}"]
     with contextlib.suppress(OSError):
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        cmd = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
         parts.append(" ".join(cmd.split())[:120])
     with contextlib.suppress(OSError):
         env = dict(

@@ -27,10 +27,14 @@ def summarize(
 ) -> dict[str, Any]:
     """Fit, held-out check, files; returns the summary written to sweep_summary.json."""
     fit_rows = table.filter(pc.equal(table["role"], "fit"))
-    fit = fit_table(fit_rows, n_bootstrap=n_bootstrap)
+    from curate.progress import heartbeat
+
+    with heartbeat(f"sweep fit ({n_bootstrap} bootstrap refits)"):
+        fit = fit_table(fit_rows, n_bootstrap=n_bootstrap)
     save_fit(fit, out / "fit.json")
     try:
-        holdout = holdout_check(table, factor=factor, n_bootstrap=n_bootstrap)
+        with heartbeat("sweep held-out check"):
+            holdout = holdout_check(table, factor=factor, n_bootstrap=n_bootstrap)
     except ValueError as e:
         holdout = {"skipped": str(e)}
     (out / "holdout.json").write_text(json.dumps(holdout, indent=2) + "\n")
