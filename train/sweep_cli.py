@@ -78,13 +78,18 @@ def summarize(
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sluice sweep", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="sweep YAML (configs/sweep/*.yaml)")
     p.add_argument("--shards", required=True, help="token shard directory (with manifest.json)")
     p.add_argument("--out", required=True, help="sweep output directory")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap refits (default: config)")
     p.add_argument("--no-train", action="store_true", help="only collect and fit finished runs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sweep":  # flows/cli.py may forward its argv with the subcommand
         argv = argv[1:]
