@@ -382,7 +382,10 @@ def test_default_job_funnel_is_sane(finished):
     removes more than half of a domain except by design (BY_DESIGN), measured on the sample."""
     run, cfg, stats = finished["run"], finished["cfg"], finished["stats"]
     names = runner.stage_names(cfg)
+    optional = {"paragraph_dedup"}  # registered, left out of the default job (README "Stages")
     builtin = {k for k, v in STAGES.items() if v.config.__module__.startswith("curate.")}
+    assert optional <= builtin and not optional & set(names)
+    builtin -= optional
     assert len(builtin) == 8 and builtin <= set(names)  # every built-in stage is in the job
     share: dict[tuple[str, str], float] = {}
     for stage in names[1:]:
@@ -414,9 +417,16 @@ def test_default_job_funnel_is_sane(finished):
     assert all_decontam == [
         "data/sample/html/python3.11-doc/usr/share/doc/python3.11/html/tutorial/errors.html"
     ]
-    # one copy of each of the 20 LLVM manuals survives dedup
-    rst = _by_domain(run, "near_dedup", "")["rst"]
-    assert rst >= 20
+    # one copy of each LLVM manual page survives dedup, never two: llvm-15's TestingGuide lies
+    # 97% in llvm-16's (Jaccard < 0.8) and goes as contained_in (was >= 20 kept before it)
+    pages = [
+        r["source"].split("/_sources/")[1]
+        for p in sorted((run / "near_dedup").glob("part-?????.parquet"))
+        for r in read_parquet(str(p)).select(["source", "domain"]).to_pylist()
+        if r["domain"] == "rst"
+    ]
+    assert len(pages) >= 19 and len(set(pages)) == len(pages)
+    assert stats["stages"]["near_dedup"]["removed"].get("contained_in", 0) >= 1
     # heuristics measures but does not rewrite (c4.rewrite off): texts pass through unchanged
     before = {
         r["id"]: r["text"]

@@ -25,12 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from curate.filters.quality_text import _spaced_lines, fasttext_line, fasttext_lines
 from curate.filters.quality_train import (
     MODEL_FILE,
     STATS_FILE,
     QualityTrainConfig,
     RunTrainingConfig,
-    fasttext_line,
     positive_probability,
     train_quality_model,
     training_texts,
@@ -38,7 +38,15 @@ from curate.filters.quality_train import (
 from curate.stage import FILE_OPTION, Fit, FitResult, Rules, Stage
 from curate.storage import exists, local_copy, read_columns
 
-__all__ = ["QUALITY", "QualityConfig", "QualityTrainConfig", "RunTrainingConfig", "fasttext_line"]
+__all__ = [
+    "QUALITY",
+    "QualityConfig",
+    "QualityTrainConfig",
+    "RunTrainingConfig",
+    "_spaced_lines",
+    "fasttext_line",
+    "fasttext_lines",
+]
 RUN_MODEL_FILE = "model.bin"  # the run's own model: <run>/quality/model.bin
 
 
@@ -92,10 +100,8 @@ def score(table: pa.Table, cfg: QualityConfig) -> pa.Table:
         i for i, (d, lang) in enumerate(zip(domains, langs, strict=True))
         if d not in skip and (not wanted or lang in wanted)
     ]  # fmt: skip
-    texts = table["text"].to_pylist()
-    probs = positive_probability(
-        load_model(cfg.model_path), [fasttext_line(texts[i]) for i in todo]
-    )
+    lines = _spaced_lines(table["text"].take(pa.array(todo, pa.int64())))
+    probs = positive_probability(load_model(cfg.model_path), lines)
     values: list[float | None] = [None] * n
     for j, i in enumerate(todo):
         values[i] = float(probs[j])
@@ -154,6 +160,14 @@ RUN_MODEL: Fit[QualityConfig] = Fit(
     fit=_fit_run_model,
     use=lambda cfg, url: cfg.model_copy(update={"model_path": url(RUN_MODEL_FILE)}),
     check=_check_sources,
+    modules=("curate.filters.quality_train", "curate.filters.quality_text"),
 )
 
-QUALITY = Stage(name="quality", config=QualityConfig, score=score, rules=rules, fit=RUN_MODEL)
+QUALITY = Stage(
+    name="quality",
+    config=QualityConfig,
+    score=score,
+    rules=rules,
+    fit=RUN_MODEL,
+    modules=("curate.filters.quality_text",),  # the text normalisation it scores on
+)
