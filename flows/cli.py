@@ -446,6 +446,21 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_tokenizer(args: argparse.Namespace) -> int:
+    from curate.storage import exists
+    from curate.tokenizer import HF_TOKENIZER_FILE, export_hf_tokenizer
+
+    layout = existing_run(args.run)
+    if not exists(layout.tokenizer_model):
+        fail(f"{args.run}: no tokenizer yet ({layout.tokenizer_model}); `sluice run` trains it")
+    out = args.out or layout.path("tokenizer", HF_TOKENIZER_FILE)
+    try:
+        print(export_hf_tokenizer(layout.tokenizer_model, out))
+    except RuntimeError as e:
+        fail(str(e))
+    return 0
+
+
 def _forward(module: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return int(importlib.import_module(module).main(args.argv) or 0)
@@ -589,6 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run", required=True)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.set_defaults(fn=cmd_train_tokenizer)
+
+    x = sub.add_parser(
+        "export-tokenizer",
+        help="write a run's tokenizer as a Hugging Face tokenizer.json (needs the hf extra)",
+    )
+    x.add_argument("run", help="run directory, e.g. runs/demo")
+    x.add_argument("--out", help="output file (default RUN/tokenizer/tokenizer.json)")
+    x.set_defaults(fn=cmd_export_tokenizer)
 
     for name, (module, help_text) in FORWARDED.items():
         f = sub.add_parser(

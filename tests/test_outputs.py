@@ -55,3 +55,29 @@ def test_shards_are_arrow_streams_both_readers_agree(run):
     ds = datasets.Dataset.from_file(shard)  # README: datasets.Dataset.from_file
     assert ds.num_rows == table.num_rows > 0
     assert ds[0]["input_ids"] == table.column("input_ids")[0].as_py()
+
+
+def test_the_tokenizer_exported_as_tokenizer_json_encodes_the_same(run, capsys):
+    import sentencepiece as spm
+    from transformers import PreTrainedTokenizerFast
+
+    from flows.cli import main
+
+    layout, _ = run
+    assert main(["export-tokenizer", layout.root]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path == f"{layout.root}/tokenizer/tokenizer.json"
+    hf = PreTrainedTokenizerFast(tokenizer_file=path)
+    sp = spm.SentencePieceProcessor(model_file=layout.tokenizer_model)
+    texts = [
+        t
+        for stage in ("mix", "extract")
+        for p in layout.part_files(stage)
+        for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()
+    ]
+    texts = texts[:400]  # real documents: the mixed ones first, then extracted ones
+    assert len(texts) > 100
+    texts += ["héllo  wörld\n\n\t 12345 ünïcödé 😀 漢字", "  two leading spaces", "x\u00a0y", ""]
+    for text in texts:
+        assert hf.encode(text, add_special_tokens=False) == sp.encode(text), text[:200]
+    assert hf.decode(sp.encode(texts[0])) == texts[0]
