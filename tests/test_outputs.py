@@ -81,3 +81,32 @@ def test_the_tokenizer_exported_as_tokenizer_json_encodes_the_same(run, capsys):
     for text in texts:
         assert hf.encode(text, add_special_tokens=False) == sp.encode(text), text[:200]
     assert hf.decode(sp.encode(texts[0])) == texts[0]
+
+
+def test_a_jsonl_inputs_own_fields_reach_the_kept_parts(tmp_path):
+    """Real reST documents as JSONL records with their own ``id`` and ``url``: every kept
+    document of the last stage carries them in its ``meta`` column (JSON)."""
+    from curate.config import PipelineConfig
+    from tests.golden import REPO_ROOT
+
+    files = sorted((REPO_ROOT / "data/sample/rst/llvm-16-doc").rglob("*.txt"))[:30]
+    records = [
+        {"text": f.read_text(), "id": f"doc-{k}", "url": f"https://llvm.org/docs/{f.name}"}
+        for k, f in enumerate(files)
+    ]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = golden_config(tmp_path, "jsonl").model_dump(mode="json")
+    data["inputs"] = [{"path": str(tmp_path / "in"), "format": "jsonl", "domain": "rst"}]
+    data["stages"] = [s for s in data["stages"] if s["name"] in ("langid", "exact_dedup")]
+    data["mix"]["weights"] = {"rst": 1}
+    cfg = PipelineConfig.model_validate(data)
+    stats = runner.run_pipeline(cfg)
+    layout = RunLayout(cfg.run_url)
+    kept = pa.concat_tables(pq.read_table(p) for p in layout.part_files("exact_dedup"))
+    assert kept.num_rows == stats["stages"]["exact_dedup"]["kept"] > 10
+    by_id = {r["id"]: r for r in records}
+    for meta, text in zip(kept["meta"].to_pylist(), kept["text"].to_pylist(), strict=True):
+        fields = json.loads(meta)
+        assert set(fields) == {"id", "url"}  # the text is the document, not metadata
+        assert by_id[fields["id"]]["url"] == fields["url"] and by_id[fields["id"]]["text"] == text
