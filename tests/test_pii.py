@@ -445,7 +445,8 @@ def test_wrapped_email_in_a_pdf_is_redacted() -> None:
         "lists.debian.org instead.",
     ]
     text = extract_pdf(_pdf(lines)).text
-    assert "control@bugs.debian.\norg" in text  # the wrap survived extraction
+    # the PDF reader already joins an address cut at a line end (curate/readers/pdf.py)
+    assert "control@bugs.debian.org and debian-mentors@lists.debian.org" in text
     out, counts = redact(text)
     assert counts["email"] == 4, out
     assert "@" not in out and "debian.org" not in out and "\norg " not in out

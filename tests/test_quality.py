@@ -149,6 +149,43 @@ def test_examples_and_too_little_data(tmp_path: Path) -> None:
         train_quality_model(positives()[:1], ["short"], str(tmp_path), QualityTrainConfig())
 
 
+def test_shipped_model_scores_only_english_and_keeps_reference_text() -> None:
+    """The default quality model (curate/filters/models, trained on Debian reference text, not
+    on the sample's LLVM manuals) keeps English manuals, leaves other languages unscored (its
+    card says en), and scores the same manual's words in random order (word salad) low."""
+    import random
+
+    from curate.filters.quality import QUALITY, SHIPPED_MODEL, QualityConfig, model_languages
+
+    assert model_languages(SHIPPED_MODEL) == ["en"]
+    rst = sample_docs(("rst",)).to_pylist()[:20]
+    rng = random.Random(0)
+    salad = []
+    for r in rst[:10]:
+        words = r["text"].split()
+        rng.shuffle(words)
+        salad.append(" ".join(words[:300]))
+    german = fortune_entries("fortunes-de")[:5]
+    rows = (
+        [(r["text"], "en") for r in rst] + [(t, "en") for t in salad] + [(t, "de") for t in german]
+    )
+    table = docs_table(
+        [
+            {"id": doc_id(f"q{i}", i), "text": t, "source": f"q{i}", "offset": i, "domain": "rst",
+             "format": "text", "lang": lang}
+            for i, (t, lang) in enumerate(rows)
+        ]
+    )  # fmt: skip
+    cfg = QualityConfig(model_path=SHIPPED_MODEL)  # langs empty: the card's languages
+    scores = QUALITY.score(table, cfg)["quality_score"].to_pylist()
+    manuals, shuffled, other = scores[:20], scores[20:30], scores[30:]
+    assert other == [None] * 5
+    assert sum(s >= cfg.threshold for s in manuals) >= 18
+    assert (
+        np.median(shuffled) < np.median(manuals) and sum(s < cfg.threshold for s in shuffled) >= 5
+    )
+
+
 def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """fasttext_lines (Arrow, one pass per batch) gives fasttext_line's output on real pages
     in many scripts and on every code point of Python's Unicode tables."""
