@@ -19,9 +19,10 @@ are as a link artifact (``sluice-<name>-shards``).
 directory, or the id of a completed ``sluice-curate`` flow run (whose shards artifact names
 them); the training settings are a pydantic model, so the UI shows them as a form. With
 ``--flow curate --then pretrain``, a Prefect deployment trigger (an automation owned by the
-pretrain deployment, listed and switchable under Automations) runs ``sluice-pretrain`` on every
-``prefect.flow-run.Completed`` event of the curate deployment, with ``curate_run`` set from the
-event. Deploying ``pretrain`` alone removes that trigger (Prefect re-creates a deployment's
+pretrain deployment, listed and switchable under Automations) runs ``sluice-pretrain`` when a run
+of the curate deployment is Completed: ``sluice-curate``'s ``on_completion`` hook emits
+``sluice.curate.completed`` with the shards URL in its payload, and the trigger's parameters
+(``shards``, ``curate_run``) are templated from that event. Deploying ``pretrain`` alone removes that trigger (Prefect re-creates a deployment's
 triggers at every deploy).
 """
 
@@ -45,29 +46,73 @@ DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "default.yaml")
 DEFAULT_POOL_TYPE = "process"
 DEFAULT_TRAIN_CONFIG = "configs/train/tiny.yaml"
 SHARDS_ARTIFACT = "shards"  # curate_job's link artifact: sluice-<name>-shards
+CURATE_COMPLETED = "sluice.curate.completed"  # emitted once a sluice-curate run is Completed
 
 
-@flow(name="sluice-curate", log_prints=True)
+def job_config(config: str, overrides: Sequence[str] | None) -> Any:
+    """The PipelineConfig of a ``sluice-curate`` run (``config`` relative to the repository
+    if not absolute)."""
+    from curate.config import load_config
+
+    path = Path(config)
+    return load_config(path if path.is_absolute() else REPO_ROOT / path, list(overrides or []))
+
+
+def shards_url(cfg: Any) -> str:
+    """Where a curation run's shards are, as a URL (``file://`` for a local run directory)."""
+    from curate.layout import RunLayout
+
+    shards = RunLayout(cfg.run_url).shards_dir
+    return shards if "://" in shards else Path(shards).resolve().as_uri()
+
+
+def announce_shards(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_completion`` hook of ``sluice-curate``: once the run is Completed, emit
+    ``sluice.curate.completed`` (resource: this flow run; related: its deployment; payload: the
+    shards URL), the event the chained ``sluice-pretrain`` trigger listens for.
+
+    Why not Prefect's own ``prefect.flow-run.Completed``: the server links each state event to
+    the previous state's event, and a run the scheduler created less than 5 minutes before it
+    started has no ``Scheduled`` event, so the trigger service holds its later state events for
+    15 minutes (``prefect.server.events.ordering``). This event has no such link."""
+    from prefect.events import emit_event
+
+    params = flow_run.parameters or {}
+    cfg = job_config(params.get("config", DEFAULT_CONFIG), params.get("overrides"))
+    related = [{"prefect.resource.id": f"prefect.flow.{flow_run.flow_id}",
+                "prefect.resource.role": "flow"}]  # fmt: skip
+    if flow_run.deployment_id:
+        related.append({"prefect.resource.id": f"prefect.deployment.{flow_run.deployment_id}",
+                        "prefect.resource.role": "deployment"})  # fmt: skip
+    emit_event(
+        event=CURATE_COMPLETED,
+        resource={
+            "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+            "prefect.resource.name": flow_run.name,
+        },  # fmt: skip
+        related=related,
+        payload={"shards": shards_url(cfg), "run": cfg.name, "flow_run_id": str(flow_run.id)},
+    )
+
+
+@flow(name="sluice-curate", log_prints=True, on_completion=[announce_shards])
 def curate_job(
     config: str = DEFAULT_CONFIG,
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Curate with ``config`` (path, relative to the repository if not absolute) and
-    ``key=value`` overrides; publish the run report as artifacts; returns stats.json."""
+    ``key=value`` overrides; publish the run report as artifacts, and where the shards are;
+    returns stats.json."""
     from prefect.artifacts import create_link_artifact
 
-    from curate.config import load_config
-    from curate.layout import RunLayout
     from flows.artifacts import artifact_key
     from flows.curate import run_curate
 
-    path = Path(config)
-    cfg = load_config(path if path.is_absolute() else REPO_ROOT / path, list(overrides or []))
+    cfg = job_config(config, overrides)
     stats = run_curate(cfg)  # writes report.html and publishes it as artifacts
-    shards = RunLayout(cfg.run_url).shards_dir
     create_link_artifact(
-        link=shards if "://" in shards else Path(shards).resolve().as_uri(),
-        link_text=shards,
+        link=shards_url(cfg),
+        link_text=shards_url(cfg),
         key=artifact_key("sluice", cfg.name, SHARDS_ARTIFACT),
         description=f"token shards of run {cfg.name} (what sluice-pretrain trains on)",
     )
@@ -118,12 +163,7 @@ def shards_of_curate_run(run_id: str) -> str:
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterType,
-        FlowRunFilter,
-        FlowRunFilterId,
-    )
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     try:
         uid = UUID(run_id.removeprefix("prefect.flow-run."))
@@ -134,10 +174,7 @@ def shards_of_curate_run(run_id: str) -> str:
         if not (run.state and run.state.is_completed()):
             state = run.state.name if run.state else "not started"
             raise ValueError(f"curate run {run.name} ({uid}) is {state}, not Completed")
-        links = client.read_artifacts(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uid])),
-            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["link"])),
-        )
+        links = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uid])))
     for art in links:
         found = re.search(r"\]\((.+)\)\s*$", str(art.data or ""))
         if art.key and art.key.endswith(f"-{SHARDS_ARTIFACT}") and found:
@@ -250,17 +287,21 @@ async def ensure_work_pool(name: str, pool_type: str = DEFAULT_POOL_TYPE) -> Non
 
 def chain_trigger(curate_deployment_id: Any, curate_name: str) -> Any:
     """A deployment trigger for ``sluice-pretrain``: run it when a flow run of the curate
-    deployment ``curate_deployment_id`` completes, on that run's shards (``curate_run`` is
-    templated from the event; the other parameters are the pretrain deployment's)."""
+    deployment ``curate_deployment_id`` is Completed (``sluice.curate.completed``), on that
+    run's shards (``shards`` and ``curate_run`` templated from the event; the other parameters
+    are the pretrain deployment's)."""
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
     return DeploymentEventTrigger(
         name=f"sluice-pretrain after {curate_name}",
         description="train on the shards of every completed curation run of this deployment",
-        expect={"prefect.flow-run.Completed"},
+        expect={CURATE_COMPLETED},
         match={"prefect.resource.id": "prefect.flow-run.*"},
         match_related={"prefect.resource.id": f"prefect.deployment.{curate_deployment_id}"},
-        parameters={"curate_run": "{{ event.resource.id | replace('prefect.flow-run.', '') }}"},
+        parameters={
+            "shards": "{{ event.payload.shards }}",
+            "curate_run": "{{ event.payload.flow_run_id }}",
+        },
     )
 
 

@@ -246,10 +246,11 @@ def test_curation_completed_triggers_pretrain_on_its_shards(tmp_path):
     # the link: the pretrain run names a completed curate run, and an automation created it
     assert train_dep.schedules == [] and [s.schedule.cron for s in curate_dep.schedules] == [CRON]
     (automation,) = automations
-    assert automation.enabled and automation.trigger.expect == {"prefect.flow-run.Completed"}
+    assert automation.enabled and automation.trigger.expect == {"sluice.curate.completed"}
     first = min(chained, key=lambda r: r.start_time)
     source = curate_runs[first.parameters["curate_run"]]
-    assert source.state.is_completed()
+    assert source.state.is_completed() and source.end_time <= first.start_time
+    assert first.parameters["shards"] == (run_dir / "shards").resolve().as_uri()
     assert first.created_by is not None and first.created_by.type == "AUTOMATION"
     assert first.parameters["training"]["overrides"] == FAST_TRAIN
     # it trained on that run's shards, into <run>/pretrain/<its name>
