@@ -22,8 +22,8 @@ them); the training settings are a pydantic model, so the UI shows them as a for
 pretrain deployment, listed and switchable under Automations) runs ``sluice-pretrain`` when a run
 of the curate deployment is Completed: ``sluice-curate``'s ``on_completion`` hook emits
 ``sluice.curate.completed`` with the shards URL in its payload, and the trigger's parameters
-(``shards``, ``curate_run``) are templated from that event. Deploying ``pretrain`` alone removes that trigger (Prefect re-creates a deployment's
-triggers at every deploy).
+(``shards``, ``curate_run``) are templated from that event. Deploying ``pretrain`` alone
+removes that trigger (Prefect re-creates a deployment's triggers at every deploy).
 """
 
 from __future__ import annotations
