@@ -26,8 +26,8 @@ of the curate deployment is Completed: ``sluice-curate``'s ``on_completion`` hoo
 removes that trigger (Prefect re-creates a deployment's triggers at every deploy).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: a served flow may run from a pickled copy of
+# pretrain_job, whose globals need not hold TrainingSettings to resolve a string annotation
 import argparse
 import asyncio
 import importlib
@@ -135,7 +135,7 @@ class TrainingSettings(BaseModel):
     )
     law: str = Field(
         "",
-        description="fit.json written by `sluice sweep` (default: <run dir>/sweep/fit.json)",
+        description="fit.json written by `sluice sweep` (default: `RUN_DIR/sweep/fit.json`)",
     )
 
 
@@ -211,7 +211,7 @@ def pretrain_job(
         curate_run: id of a completed sluice-curate flow run (set by the chained trigger)
         training: the training config, its overrides, processes, and whether to predict
         out_dir: where the run writes checkpoints and metrics (default:
-            <run dir>/pretrain/<this flow run's name>)
+            `RUN_DIR/pretrain/FLOW_RUN_NAME`)
     """
     from prefect.runtime import flow_run
 

@@ -260,7 +260,7 @@ def test_curation_completed_triggers_pretrain_on_its_shards(tmp_path):
     manifest = json.loads((run_dir / "shards" / "manifest.json").read_text())
     assert final["tokens"] <= manifest["splits"]["train"]["tokens"] * 8
     # and its progress showed in the UI as artifacts of that run
-    mine = {a.key: a for a in arts if a.flow_run_id == first.id}
+    mine = {a.key: a for a in sorted(arts, key=lambda a: a.created) if a.flow_run_id == first.id}
     assert mine[f"pretrain-progress-{first.name}"].data == 100.0
     table = json.loads(mine[f"pretrain-metrics-{first.name}"].data)
     assert table[-1]["step"] == 8 and len(table) >= 4

@@ -189,9 +189,16 @@ def test_ui_pretrain_form_runs_to_completed_with_progress_artifact(tmp_path, bro
                      if not f.get_attribute("value")]  # fmt: skip
             items[1].send_keys("steps=6")  # [shards filled, new override, law, out_dir...]
             _shot(browser, "ui-pretrain-form.png")
-            browser.find_element(By.XPATH, "//button[@type='submit']").click()
+            submit = browser.find_element(By.XPATH, "//button[@type='submit']")
+            browser.execute_script("arguments[0].scrollIntoView(true);", submit)
+            submit.click()
+            deadline = time.monotonic() + 30  # a submitted form leaves the /run page
+            while browser.current_url.endswith("/run") and time.monotonic() < deadline:
+                time.sleep(1)
+            _shot(browser, "ui-pretrain-submitted.png")
+            assert not browser.current_url.endswith("/run"), _wait_text(browser, ["no such"], 1)
 
-            run = None
+            run, progress_seen_running = None, 0.0
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 with get_client(sync_client=True) as client:
@@ -199,6 +206,13 @@ def test_ui_pretrain_form_runs_to_completed_with_progress_artifact(tmp_path, bro
                 run = next((r for r in runs if r.deployment_id == dep.id), None)
                 if run and run.state and run.state.is_final():
                     break
+                if run and run.state and run.state.is_running():
+                    with get_client(sync_client=True) as client:
+                        progress_seen_running = max(
+                            [progress_seen_running]
+                            + [a.data for a in client.read_artifacts() if a.type == "progress"
+                               and a.flow_run_id == run.id and a.data < 100]
+                        )  # fmt: skip
                 time.sleep(2)
             assert run is not None and run.state.is_completed(), (
                 f"{run and run.state}\n{log.read_text(errors='replace')[-4000:]}"
@@ -213,11 +227,15 @@ def test_ui_pretrain_form_runs_to_completed_with_progress_artifact(tmp_path, bro
         browser.get(f"{server.ui}/runs/flow-run/{run.id}")
         _wait_text(browser, [run.name, "Completed"])
         _shot(browser, "ui-pretrain-run.png")
-        browser.get(f"{server.ui}/runs/flow-run/{run.id}?tab=Artifacts")
+        tab = [e for e in browser.find_elements(By.XPATH, "//*[normalize-space(text())='Artifacts']")
+               if e.is_displayed()]  # fmt: skip
+        tab[-1].click()
         _wait_text(browser, [f"pretrain-progress-{run.name}", f"pretrain-metrics-{run.name}"])
         _shot(browser, "ui-pretrain-artifacts.png")
         with get_client(sync_client=True) as client:
-            arts = {a.key: a for a in client.read_artifacts() if a.flow_run_id == run.id}
+            mine = [a for a in client.read_artifacts() if a.flow_run_id == run.id]
+        arts = {a.key: a for a in sorted(mine, key=lambda a: a.created)}  # the latest versions
+        assert 0 < progress_seen_running, "no progress while training ran"
         assert arts[f"pretrain-progress-{run.name}"].data == 100.0
         table = arts[f"pretrain-metrics-{run.name}"]
         browser.get(f"{server.ui}/artifacts/artifact/{table.id}")
