@@ -227,7 +227,7 @@ def test_ui_pretrain_form_runs_to_completed_with_progress_artifact(tmp_path, bro
         browser.get(f"{server.ui}/runs/flow-run/{run.id}")
         _wait_text(browser, [run.name, "Completed"])
         _shot(browser, "ui-pretrain-run.png")
-        tab = [e for e in browser.find_elements(By.XPATH, "//*[normalize-space(text())='Artifacts']")
+        tab = [e for e in browser.find_elements(By.XPATH, "//*[normalize-space(.)='Artifacts']")
                if e.is_displayed()]  # fmt: skip
         tab[-1].click()
         _wait_text(browser, [f"pretrain-progress-{run.name}", f"pretrain-metrics-{run.name}"])
@@ -235,7 +235,7 @@ def test_ui_pretrain_form_runs_to_completed_with_progress_artifact(tmp_path, bro
         with get_client(sync_client=True) as client:
             mine = [a for a in client.read_artifacts() if a.flow_run_id == run.id]
         arts = {a.key: a for a in sorted(mine, key=lambda a: a.created)}  # the latest versions
-        assert 0 < progress_seen_running, "no progress while training ran"
+        assert progress_seen_running > 0, "no progress while training ran"
         assert arts[f"pretrain-progress-{run.name}"].data == 100.0
         table = arts[f"pretrain-metrics-{run.name}"]
         browser.get(f"{server.ui}/artifacts/artifact/{table.id}")
