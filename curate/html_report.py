@@ -7,7 +7,8 @@ them into ``<run>/report.html`` with inline CSS and base64 PNGs (no external URL
 
 Sections, each present only when the run has the data: funnel (stats.json or done markers),
 removals by reason, languages and domains of the last stage's kept documents, near-duplicate
-cluster sizes (``minhash_cluster``), mixture target vs achieved, tokenizer compression
+cluster sizes (``minhash_cluster``), dedup by kind (exact / near / contained / paragraph, with
+bytes), mixture target vs achieved, tokenizer compression
 (bytes/token measured on a sample of kept documents per domain), loss vs prediction
 (``metrics.jsonl`` and ``*prediction*.json`` of ``<run>/train`` or a given training dir).
 """
@@ -304,6 +305,81 @@ def cluster_section(run_dir: str, stages: Sequence[str]) -> Section | None:
     return None
 
 
+# (kind, removal reason, column naming the group a removed document belongs to)
+DEDUP_KINDS = (
+    ("exact", "exact_duplicate", "duplicate_of"),
+    ("near", "near_duplicate", "minhash_cluster"),
+    ("contained", "contained_in", "contained_in"),
+    ("paragraph", "only_repeated_paragraphs", None),
+)
+
+
+def _utf8_bytes(column) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    return pc.binary_length(column.cast("large_binary")).fill_null(0).to_numpy(zero_copy_only=False)
+
+
+def dedup_kinds_section(run_dir: str, stages: Sequence[str]) -> Section | None:
+    """Dedup by kind (exact / near / contained / paragraph): groups, documents and bytes removed
+    per stage, and for paragraph dedup the bytes cut per domain."""
+    rows: list[list[Any]] = []
+    for stage in stages:
+        removed = read_columns(
+            part_files(run_dir, stage, "removed"),
+            ["reason", "text", "domain", *{c for _, _, c in DEDUP_KINDS if c}],
+        )
+        if removed is not None and "reason" in removed.column_names and removed.num_rows:
+            reasons = np.asarray(removed.column("reason").to_pylist(), dtype=object)
+            nbytes = _utf8_bytes(removed.column("text")) if "text" in removed.column_names else None
+            for kind, reason, group in DEDUP_KINDS:
+                hit = reasons == reason
+                if not hit.any() or nbytes is None:
+                    continue
+                groups = ""
+                if group and group in removed.column_names:
+                    values = removed.column(group).to_pylist()
+                    groups = len({v for v, h in zip(values, hit.tolist(), strict=True) if h})
+                rows.append([kind, stage, "all", groups, int(hit.sum()), 0, int(nbytes[hit].sum())])
+        urls = part_files(run_dir, stage, "kept")
+        if urls and has_column(urls, "paragraph_bytes_removed"):
+            kept = read_columns(urls, ["domain", "paragraph_bytes_removed", "paragraphs_removed"])
+            domains = kept.column("domain").to_pylist()
+            cut = kept.column("paragraph_bytes_removed").to_numpy(zero_copy_only=False)
+            count = kept.column("paragraphs_removed").to_numpy(zero_copy_only=False)
+            for domain in sorted(set(domains)):
+                mine = np.asarray([d == domain for d in domains]) & (cut > 0)
+                if mine.any():
+                    rows.append(
+                        [
+                            "paragraph",
+                            stage,
+                            domain,
+                            int(count[mine].sum()),
+                            0,
+                            int(mine.sum()),
+                            int(cut[mine].sum()),
+                        ]
+                    )
+    if not rows:
+        return None
+    by_kind: Counter = Counter()
+    for r in rows:
+        by_kind[r[0]] += r[6]
+    table = [[*r[:6], round(r[6] / 1e6, 3)] for r in rows]
+    kinds = [k for k, _, _ in DEDUP_KINDS if k in by_kind]
+    return Section(
+        key="dedup-kinds",
+        title="Dedup by kind",
+        summary="Removed by dedup: "
+        + ", ".join(f"{k} {by_kind[k] / 1e6:.2f} MB" for k in kinds)
+        + ". Groups: clusters (exact, near), containers (contained), paragraph occurrences cut.",
+        header=["kind", "stage", "domain", "groups", "docs removed", "docs trimmed", "MB removed"],
+        rows=table,
+        png=bars_png(kinds, [by_kind[k] / 1e6 for k in kinds], "Bytes removed by dedup kind", "MB"),
+    )
+
+
 def find_mixture_report(run_dir: str) -> dict | None:
     """The run's ``mixture.json`` (``curate.mix.mixture_report``), None before it is written."""
     url = RunLayout(run_dir).report_file("mixture.json")
@@ -466,6 +542,7 @@ def report_sections(
         histogram_section(run_dir, "lang", stage),
         histogram_section(run_dir, "domain", stage),
         cluster_section(run_dir, stages),
+        dedup_kinds_section(run_dir, stages),
         mixture_section(run_dir),
         tokenizer_section(run_dir, stage),
         *extra,

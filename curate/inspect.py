@@ -3,8 +3,11 @@
 ``inspect_run(run_dir)`` returns plain text: for every stage (or one), its counters, then up to
 ``per_reason`` documents it kept, up to ``per_reason`` for each removal reason and each
 quarantine reason, each with its id, source, domain, language, the stage's score columns and
-a snippet of its text. The sample is drawn by a stable hash of (seed, id), so the same seed
-shows the same documents and another seed shows others. ``sluice inspect RUN`` prints it.
+a snippet of its text. A document a dedup stage removed in favour of another (``duplicate_of``,
+``contained_in``) also shows that survivor: its id, source and rendition, followed along the
+chain to the copy the stage kept. The sample is drawn by a stable hash of (seed, id), so the
+same seed shows the same documents and another seed shows others. ``sluice inspect RUN``
+prints it.
 """
 
 from __future__ import annotations
@@ -74,6 +77,35 @@ def sample_rows(urls: list[str], per_reason: int, seed: int, kept: bool) -> dict
     return out
 
 
+SURVIVOR_COLUMNS = ("duplicate_of", "contained_in")  # dedup stages: the id a removed doc defers to
+
+
+def survivor_index(urls: list[str]) -> dict[str, tuple[str, str | None]]:
+    """id -> (source, id it defers to or None) over a stage's kept and removed files."""
+    index: dict[str, tuple[str, str | None]] = {}
+    for url in urls:
+        t = read_parquet(url)
+        links = [c for c in SURVIVOR_COLUMNS if c in t.column_names]
+        for r in t.select(["id", "source", *links]).to_pylist():
+            index[r["id"]] = (r["source"], next((r[c] for c in links if r[c]), None))
+    return index
+
+
+def _survivor_lines(row: dict, index: dict[str, tuple[str, str | None]]) -> list[str]:
+    """``survivor: ...`` lines for a removed dedup document (the chain to the kept copy)."""
+    from curate.dedup.common import rendition
+
+    target = next((row[c] for c in SURVIVOR_COLUMNS if row.get(c)), None)
+    lines, seen = [], set()
+    while target and target not in seen and len(lines) < 5:
+        seen.add(target)
+        source, further = index.get(target, ("(not in this stage's output)", None))
+        state = "removed by this stage too" if further else "kept"
+        lines.append(f"    survivor: {target}  {source} [{rendition(source, None)}]  ({state})")
+        target = further
+    return lines
+
+
 def _doc_lines(row: dict, chars: int) -> list[str]:
     head = f"  - {row.get('id')}  {row.get('source')}"
     if row.get("offset"):
@@ -109,6 +141,10 @@ def inspect_stage(
     for kind, label in (("kept", "kept"), ("removed", "removed"), ("quarantine", "quarantined")):
         urls = part_files(run_dir, stage, kind)
         groups = sample_rows(urls, per_reason, seed, kept=kind == "kept")
+        links = kind == "removed" and any(
+            r.get(c) for rows in groups.values() for r in rows for c in SURVIVOR_COLUMNS
+        )
+        index = survivor_index(part_files(run_dir, stage, "kept") + urls) if links else {}
         for reason, rows in groups.items():
             count = ""
             if s is not None and kind != "kept":
@@ -118,6 +154,8 @@ def inspect_stage(
             lines.append(title)
             for row in rows:
                 lines += _doc_lines(row, chars)
+                if links:
+                    lines += _survivor_lines(row, index)
     return "\n".join(lines)
 
 

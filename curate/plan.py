@@ -167,9 +167,7 @@ class Plan:
         return list(range(self.n_parts)) if step.kind == MAP else [None]
 
 
-def list_parts(
-    cfg: PipelineConfig, skipped: list[Any] | None = None
-) -> list[list[InputFile]]:
+def list_parts(cfg: PipelineConfig, skipped: list[Any] | None = None) -> list[list[InputFile]]:
     """List the inputs and cut them into parts (writes nothing); entries the listing passed
     over are appended to ``skipped`` (``curate.readers.skipped_report``)."""
     files = list_inputs(cfg.inputs, cfg.domain_rules, [] if skipped is None else skipped)
@@ -459,7 +457,8 @@ def _add_fit_step(plan: Plan, info: _StageInfo, fit: Fit) -> str:
 
     def fp(_: int | None) -> tuple[str, str]:
         inputs = _digest(*(output_hash(lay.marker(fit.reads, i)) for i in range(plan.n_parts)))
-        return inputs, _digest(config_hash(fit.options(info.cfg)), code_version(fit.fit))
+        code = code_version(fit.fit, *fit.modules)
+        return inputs, _digest(config_hash(fit.options(info.cfg)), code)
 
     def compute(_: int | None) -> Output:
         result = fit.fit([lay.part(fit.reads, i) for i in range(plan.n_parts)], info.cfg)
@@ -476,7 +475,8 @@ def _add_fit_step(plan: Plan, info: _StageInfo, fit: Fit) -> str:
 def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None:
     """A per-part stage: one map step; a global stage: map, reduce, apply."""
     lay, stage, name, previous = plan.layout, info.stage, info.name, info.previous
-    code = code_version(*(getattr(stage, f, None) for f in ("score", "rules", "map", "reduce")))
+    functions = (getattr(stage, f, None) for f in ("score", "rules", "map", "reduce"))
+    code = code_version(*functions, *stage.modules)
 
     def stage_cfg() -> tuple[BaseModel, str]:
         """The stage's config (with its fitted files) and its config hash."""

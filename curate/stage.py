@@ -227,6 +227,7 @@ class Fit(Generic[C]):
     use: Callable[[C, Callable[[str], str]], C]
     check: Callable[[C, list[Any]], str | None] | None = None
     reads: str = "extract"
+    modules: tuple[str, ...] = ()  # other modules the fit runs (their source is in its hash)
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class Stage(Generic[C]):
     score: Callable[[pa.Table, C], pa.Table]
     rules: Callable[[pa.Table, C], Rules] | None = None
     fit: Fit[C] | None = None
+    modules: tuple[str, ...] = ()  # other modules score/rules run (their source is hashed)
 
     def run(self, table: pa.Table, cfg: C) -> StageResult:
         return _score_and_decide(self.name, table, lambda: self.score(table, cfg), self.rules, cfg)
@@ -265,6 +267,7 @@ class GlobalStage(Generic[C]):
     score: Callable[[pa.Table, pa.Table, C], pa.Table]  # (part, state, cfg) -> part + columns
     rules: Callable[[pa.Table, C], Rules] | None = None
     fit: Fit[C] | None = None
+    modules: tuple[str, ...] = ()  # other modules map/reduce/score run (their source is hashed)
 
     def run(self, table: pa.Table, state: pa.Table, cfg: C) -> StageResult:
         return _score_and_decide(

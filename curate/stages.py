@@ -32,6 +32,7 @@ def _register_builtin() -> None:
     from curate.dedup.decontam import DECONTAM
     from curate.dedup.exact import EXACT_DEDUP
     from curate.dedup.minhash import NEAR_DEDUP
+    from curate.dedup.paragraph import PARAGRAPH_DEDUP
     from curate.filters.heuristics import HEURISTICS
     from curate.filters.langid import LANGID
     from curate.filters.pii import PII
@@ -40,6 +41,7 @@ def _register_builtin() -> None:
 
     for stage in (LANGID, HEURISTICS, QUALITY, TOXICITY, PII, EXACT_DEDUP, NEAR_DEDUP, DECONTAM):
         register(stage)
+    register(PARAGRAPH_DEDUP)
 
 
 _register_builtin()

@@ -108,3 +108,28 @@ def test_resume_with_another_batch_or_world_size_continues_the_stream(train_shar
     stream = TrainLoader(split, 1, 1, seed=5)  # one sequence per step: the plain stream
     expect = np.concatenate([stream.indices(s, 0) for s in range(24 + 18)])
     assert np.array_equal(np.concatenate([seen, later]), expect)
+
+
+def test_shards_are_hashed_once_per_file_and_again_when_they_change(
+    train_shards, tmp_path, monkeypatch
+):
+    import shutil
+
+    import train.data as data
+
+    copy = tmp_path / "shards"
+    shutil.copytree(train_shards, copy)
+    calls: list[str] = []
+    real = data.sha256_file
+    monkeypatch.setattr(data, "sha256_file", lambda p: calls.append(p.name) or real(p))
+    files = load_manifest(copy).splits["train"].files
+    ShardSplit(copy, "train")
+    assert sorted(calls) == sorted(f.path.split("/")[-1] for f in files)
+    ShardSplit(copy, "train")  # verified already: not hashed again
+    assert len(calls) == len(files)
+    first = copy / files[0].path
+    blob = bytearray(first.read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # one bit, in place: hashed again, refused
+    first.write_bytes(bytes(blob))
+    with pytest.raises(data.ShardCorruptError, match=f"{first.name}: sha256"):
+        ShardSplit(copy, "train")

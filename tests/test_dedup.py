@@ -206,7 +206,8 @@ def test_exact_dedup_normalisation_priority_conservation(tmp_path: Path) -> None
     rows += copies + [punct, fullwidth, _doc("empty/0", ""), _doc("empty/1", "   ")]
     parts = split_parts(rows, 3)
 
-    state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(), tmp_path)
+    # input order decides (the default policy would prefer the copies' quality_score)
+    state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(priority=["order"]), tmp_path)
     stats = StageStats(stage="exact_dedup")
     for res in results:
         stats = stats.merge(res.stats)
@@ -228,14 +229,15 @@ def test_exact_dedup_normalisation_priority_conservation(tmp_path: Path) -> None
     state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(nfkc=False), tmp_path)
     assert sum(r.stats.removed.get("exact_duplicate", 0) for r in results) == 7
 
-    # prefer the higher quality_score: the copies survive, the originals go
-    cfg = ExactDedupConfig(priority="quality_score")
-    state, results = run_global(EXACT_DEDUP, parts, cfg, tmp_path)
-    removed = pa.concat_tables([r.removed for r in results]).filter(
-        pa.compute.field("source") != "nfkc/0"
-    )
-    assert set(removed["id"].to_pylist()) == first_ids
-    assert set(removed["duplicate_of"].to_pylist()) == {c["id"] for c in copies}
+    # prefer the higher quality_score (the default policy's first key, or named): the copies
+    # survive, the originals go
+    for cfg in (ExactDedupConfig(priority="quality_score"), ExactDedupConfig()):
+        state, results = run_global(EXACT_DEDUP, parts, cfg, tmp_path)
+        removed = pa.concat_tables([r.removed for r in results]).filter(
+            pa.compute.field("source") != "nfkc/0"
+        )
+        assert set(removed["id"].to_pylist()) == first_ids
+        assert set(removed["duplicate_of"].to_pylist()) == {c["id"] for c in copies}
 
 
 # --- near dedup: ground truth on the llvm manuals ------------------------------------------
@@ -299,9 +301,22 @@ def test_near_dedup_llvm_versions_recall_precision(tmp_path: Path, verify: bool)
     assert sum(s.kept + s.removed_total + s.quarantined_total for s in stats) == len(rows)
     kept_ids = {i for r in results for i in r.kept["id"].to_pylist()}
     removed = pa.concat_tables([r.removed for r in results])
-    assert set(removed["reason"].to_pylist()) == {"near_duplicate"}
-    assert set(removed["duplicate_of"].to_pylist()) <= kept_ids  # every removed copy's keeper stays
-    assert state.schema.names == ["id", "minhash_cluster", "duplicate_of"]
+    assert set(removed["reason"].to_pylist()) == {"near_duplicate", "contained_in"}
+    near = removed.filter(pa.compute.field("reason") == "near_duplicate")
+    contained = removed.filter(pa.compute.field("reason") == "contained_in")
+    assert near["contained_in"].null_count == near.num_rows
+    assert contained["duplicate_of"].null_count == contained.num_rows
+    # every removed copy's keeper stays, or lies in a container that stays
+    assert set(contained["contained_in"].to_pylist()) <= kept_ids
+    assert set(near["duplicate_of"].to_pylist()) <= kept_ids | set(contained["id"].to_pylist())
+    assert min(contained["containment"].to_pylist()) >= 0.8
+    assert state.schema.names == [
+        "id",
+        "minhash_cluster",
+        "duplicate_of",
+        "contained_in",
+        "containment",
+    ]
 
 
 def test_near_dedup_is_deterministic_and_part_independent(tmp_path: Path) -> None:
@@ -340,15 +355,15 @@ def test_near_dedup_cjk_priority_and_empty(tmp_path: Path) -> None:
         _doc("empty-b", "!!!"),
     ]
     parts = split_parts(rows, 2)
-    state, results = run_global(NEAR_DEDUP, parts, NearDedupConfig(), tmp_path)
+    cfg = NearDedupConfig(priority=["order"])
+    state, results = run_global(NEAR_DEDUP, parts, cfg, tmp_path)
     removed = pa.concat_tables([r.removed for r in results])
     assert removed["source"].to_pylist() == ["ja-edit"]  # later in source order
-    state, results = run_global(
-        NEAR_DEDUP, parts, NearDedupConfig(priority="quality_score"), tmp_path
-    )
-    removed = pa.concat_tables([r.removed for r in results])
-    assert removed["source"].to_pylist() == ["ja"]  # the better-scored copy is kept
-    assert removed["duplicate_of"].to_pylist() == [doc_id("ja-edit")]
+    for cfg in (NearDedupConfig(priority="quality_score"), NearDedupConfig()):
+        state, results = run_global(NEAR_DEDUP, parts, cfg, tmp_path)
+        removed = pa.concat_tables([r.removed for r in results])
+        assert removed["source"].to_pylist() == ["ja"]  # the better-scored copy is kept
+        assert removed["duplicate_of"].to_pylist() == [doc_id("ja-edit")]
 
 
 # --- decontamination -----------------------------------------------------------------------
@@ -418,3 +433,338 @@ def test_big_buckets_empty_parts_and_empty_state(tmp_path: Path) -> None:
     assert state.num_rows == 0 and results[0].stats.kept == 3
     assert NEAR_DEDUP.reduce([], NearDedupConfig()).num_rows == 0
     assert EXACT_DEDUP.reduce([], ExactDedupConfig()).num_rows == 0
+
+
+# --- which copy survives: the keep policy ---------------------------------------------------
+
+
+def test_keep_policy_keys_and_renditions() -> None:
+    from pydantic import ValidationError
+
+    from curate.dedup.common import KeepKey, format_rank, rendition
+
+    assert NearDedupConfig().keep_keys() == [
+        KeepKey("quality_score", True),
+        KeepKey("format", False),
+        KeepKey("length", True),
+        KeepKey("order", False),
+    ]
+    # a bare column name: that column first, then the default tail
+    assert [k.name for k in ExactDedupConfig(priority="toxicity").keep_keys()] == [
+        "toxicity",
+        "quality_score",
+        "format",
+        "length",
+        "order",
+    ]
+    assert ExactDedupConfig(priority=["length asc", "id"]).keep_keys() == [
+        KeepKey("length", False),
+        KeepKey("id", False),
+        KeepKey("order", False),
+    ]
+    for bad in (["format desc"], ["a b c"], ["score sideways"]):
+        with pytest.raises(ValidationError):
+            NearDedupConfig(priority=bad)
+    assert rendition("doc/debian-reference.en.txt.gz", "text") == "txt"
+    assert rendition("https://x.org/a/b.HTML?x=1", "warc") == "html"
+    assert rendition("gen", "pdf") == "pdf" and rendition("gen", None) == ""
+    order = NearDedupConfig().format_order
+    ranks = format_rank(
+        ["a.html", "a.txt", "a.pdf", "a.py", "a"], [None, None, None, "code", "rst"], order
+    )
+    assert ranks[0] < ranks[1] < ranks[3] < ranks[2] and ranks[4] < ranks[1]
+
+
+def _reflow(pdf_text: str) -> str:
+    """The clean txt rendition of a PDF's text: lines joined into paragraphs, the table of
+    contents' dot leaders and lone page numbers dropped."""
+    lines = [
+        line
+        for line in pdf_text.splitlines()
+        if not re.fullmatch(r"\s*\d*\s*", line) and ". . ." not in line
+    ]
+    return re.sub(r"(?<=[a-z,])\n(?=[a-z])", " ", "\n".join(lines))
+
+
+def test_same_text_as_pdf_and_txt_keeps_the_txt(tmp_path: Path) -> None:
+    from curate.readers.pdf import extract_pdf
+
+    pdf = SAMPLE / "pdf/texlive-fonts-recommended-doc/usr/share/doc/texlive-doc/latex/euro/euro.pdf"
+    pdf_text = extract_pdf(pdf.read_bytes()).text
+    txt_text = _reflow(pdf_text)
+    assert txt_text != pdf_text and len(txt_text) > 20_000
+    other = llvm_docs()[:3]
+    # no quality score (null, as for non-English documents); the PDF comes first in input order
+    parts = [
+        table_of(other + [dict(_doc("euro/euro.pdf", pdf_text), format="pdf")]),
+        table_of([dict(_doc("euro/euro.txt", txt_text), format="text")]),
+    ]
+    state, results = run_global(NEAR_DEDUP, parts, NearDedupConfig(), tmp_path)
+    removed = pa.concat_tables([r.removed for r in results])
+    assert removed["source"].to_pylist() == ["euro/euro.pdf"]
+    survivor = removed["duplicate_of"][0].as_py() or removed["contained_in"][0].as_py()
+    assert survivor == doc_id("euro/euro.txt")
+    # input order would have kept the PDF
+    state, results = run_global(NEAR_DEDUP, parts, NearDedupConfig(priority=["order"]), tmp_path)
+    removed = pa.concat_tables([r.removed for r in results])
+    assert removed["source"].to_pylist() == ["euro/euro.txt"]
+    # the same bytes as pdf and txt: exact dedup keeps the txt too
+    parts = [
+        table_of([dict(_doc("same/euro.pdf", pdf_text), format="pdf")]),
+        table_of([dict(_doc("same/euro.txt", pdf_text), format="text")]),
+    ]
+    state, results = run_global(EXACT_DEDUP, parts, ExactDedupConfig(), tmp_path)
+    removed = pa.concat_tables([r.removed for r in results])
+    assert removed["source"].to_pylist() == ["same/euro.pdf"]
+    assert removed["duplicate_of"].to_pylist() == [doc_id("same/euro.txt")]
+
+
+# --- containment ----------------------------------------------------------------------------
+
+
+def _manual(pages: list[dict], source: str) -> dict:
+    """The single-page rendition of a manual: a title, then every page in order."""
+    body = "\n\n".join(p["text"] for p in pages)
+    return _doc(source, "LLVM 16 documentation (all pages)\n\n" + body)
+
+
+def test_ensemble_candidates_equal_datasketch_lsh_ensemble() -> None:
+    from datasketch import LeanMinHash, MinHashLSHEnsemble
+
+    from curate.dedup.containment import ensemble_candidates
+
+    rows = llvm_docs()
+    rows.append(_manual([r for r in rows if "llvm-16-doc" in r["source"]], "llvm-16/manual.txt"))
+    cfg = NearDedupConfig()
+    mapped = NEAR_DEDUP.map(docs_table(rows), cfg)
+    sig = signature_matrix(mapped["signature"], cfg.num_perm)
+    sizes = mapped["n_shingles"].to_numpy().astype(np.int64)
+    queries = np.arange(len(rows))
+    ours = {tuple(p) for p in ensemble_candidates(sig, sizes, queries, 0.8).tolist()}
+    index = MinHashLSHEnsemble(threshold=0.8, num_perm=cfg.num_perm, num_part=16, m=8)
+    lean = [LeanMinHash(seed=cfg.seed, hashvalues=s, scheme="affine32") for s in sig]
+    index.index([(i, lean[i], int(sizes[i])) for i in range(len(rows))])
+    theirs = {
+        (i, k) for i in range(len(rows)) for k in index.query(lean[i], int(sizes[i])) if k != i
+    }
+    assert ours == theirs and len(ours) > 100
+
+
+def test_chapters_beside_their_single_page_manual_are_removed(tmp_path: Path) -> None:
+    rows = llvm_docs()
+    chapters = [r for r in rows if "llvm-16-doc" in r["source"]]
+    manual = _manual(chapters, "llvm-16/manual.txt")
+    # the manual last in input order, chapters spread over parts: order must not matter
+    parts = split_parts(chapters + [manual], 3)
+    state, results = run_global(NEAR_DEDUP, parts, NearDedupConfig(), tmp_path)
+    removed = pa.concat_tables([r.removed for r in results])
+    kept = pa.concat_tables([r.kept for r in results])
+    assert kept["id"].to_pylist() == [manual["id"]]
+    assert set(removed["reason"].to_pylist()) == {"contained_in"}
+    assert sorted(removed["id"].to_pylist()) == sorted(r["id"] for r in chapters)
+    assert set(removed["contained_in"].to_pylist()) == {manual["id"]}
+    assert min(removed["containment"].to_pylist()) > 0.95
+    # a chapter alone with another version's manual: contained where the text really is
+    state, results = run_global(NEAR_DEDUP, split_parts(chapters, 2), NearDedupConfig(), tmp_path)
+    assert sum(r.stats.removed_total for r in results) == 0  # pages do not contain each other
+    off = NearDedupConfig(containment=None)
+    state, results = run_global(NEAR_DEDUP, parts, off, tmp_path)
+    assert sum(r.stats.removed_total for r in results) == 0
+    assert state.num_rows == 0
+
+
+def word_containment(a: set, b: set) -> float:
+    return len(a & b) / len(a) if a else 0.0
+
+
+def test_containment_agrees_with_exact_ground_truth(tmp_path: Path) -> None:
+    """The 80 llvm pages (4 versions: later pages often hold most of an earlier one) plus a
+    single-page manual: every pair checked by exact containment of word 5-gram strings."""
+    from curate.dedup.containment import choose_containers
+
+    rows = llvm_docs()
+    rows.append(_manual([r for r in rows if "llvm-16-doc" in r["source"]], "llvm-16/manual.txt"))
+    grams = [word_ngrams(r["text"], 5) for r in rows]
+    truth = {
+        (a, b)
+        for a, b in itertools.permutations(range(len(rows)), 2)
+        if len(grams[a]) >= 10 and word_containment(grams[a], grams[b]) >= 0.8
+    }
+    # the stage, containment on and off
+    cfg = NearDedupConfig()
+    state, results = run_global(NEAR_DEDUP, split_parts(rows, 4), cfg, tmp_path)
+    removed = pa.concat_tables([r.removed for r in results])
+    kept = pa.concat_tables([r.kept for r in results])
+    index = {r["id"]: i for i, r in enumerate(rows)}
+    near = {
+        index[i]
+        for i in removed.filter(pa.compute.field("reason") == "near_duplicate")["id"].to_pylist()
+    }
+    contained = removed.filter(pa.compute.field("reason") == "contained_in")
+    found = {
+        index[i]: index[c]
+        for i, c in zip(
+            contained["id"].to_pylist(), contained["contained_in"].to_pylist(), strict=True
+        )
+    }
+    # every named container really holds >= 80% of the document, and is kept
+    assert all((a, b) in truth for a, b in found.items()) and len(found) >= 20
+    assert set(contained["contained_in"].to_pylist()) <= set(kept["id"].to_pylist())
+    # the same decision rule over the exact pairs among near dedup's survivors gives the same set
+    alive = [i for i in range(len(rows)) if i not in near]
+    pos = {g: k for k, g in enumerate(alive)}
+    pairs = np.array([(pos[a], pos[b]) for a, b in truth if a in pos and b in pos]).reshape(-1, 2)
+    rank = np.arange(len(alive))  # no scores; formats and lengths differ: rank as the stage did
+    from curate.dedup.common import keep_rank, read_keys
+
+    mapped = NEAR_DEDUP.map(table_of(rows), cfg)
+    rank = keep_rank(
+        read_keys(mapped, cfg),
+        mapped["id"].combine_chunks(),
+        np.zeros(len(rows), np.int64),
+        np.arange(len(rows)),
+        cfg,
+    )[alive]
+    chosen = choose_containers(pairs, rank)
+    expected = {alive[k] for k in np.flatnonzero(chosen >= 0)}
+    recall = len(expected & set(found)) / len(expected)
+    precision = len(expected & set(found)) / len(found)
+    print(
+        f"\ncontainment: {len(truth)} true pairs, {len(expected)} docs to remove, found {len(found)}: recall {recall:.3f} precision {precision:.3f}"
+    )
+    assert recall >= 0.97 and precision >= 0.95
+    assert index[_manual([], "llvm-16/manual.txt")["id"]] not in found  # the manual stays
+
+
+def test_choose_containers_chains_and_mutual() -> None:
+    from curate.dedup.containment import choose_containers
+
+    # 0 in 1 in 2 (a chain), 0 also in 2; 3 and 4 contain each other; 5 in 4 only
+    pairs = np.array([[0, 1], [1, 2], [0, 2], [3, 4], [4, 3], [5, 4]])
+    rank = np.array([0, 1, 2, 4, 3, 5])  # 4 ranks better than 3
+    got = choose_containers(pairs, rank)
+    assert got.tolist() == [2, 2, -1, 4, -1, 4]
+    # without 0 -> 2, the chain keeps 0 (its only container is removed)
+    got = choose_containers(np.array([[0, 1], [1, 2]]), np.arange(3))
+    assert got.tolist() == [-1, 2, -1]
+    # a three-cycle never removes every member
+    got = choose_containers(np.array([[0, 1], [1, 2], [2, 0]]), np.arange(3))
+    assert (got == -1).sum() >= 1 and all(got[g] == -1 for g in got[got >= 0])
+
+
+# --- paragraph dedup ------------------------------------------------------------------------
+
+
+def licence_paragraph() -> str:
+    """The GPL permission paragraph of Debian Reference's copyright file (real text)."""
+    text = (SAMPLE / "LICENSES/debian-reference-en.copyright").read_text(encoding="utf-8")
+    block = text.split("Permission is granted to make", 1)[1].split("[See", 1)[0]
+    lines = [line.strip() for line in block.splitlines() if line.strip() not in ("", ".")]
+    return "Permission is granted to make " + " ".join(lines)
+
+
+def test_shared_licence_paragraph_keeps_both_and_paragraph_dedup_cuts_only_it(
+    tmp_path: Path,
+) -> None:
+    from curate.dedup.paragraph import PARAGRAPH_DEDUP, ParagraphDedupConfig
+
+    licence = licence_paragraph()
+    assert len(licence) > 500
+    coding = next(
+        r for r in llvm_docs() if r["source"].endswith("16-doc/html/_sources/FAQ.rst.txt")
+    )
+    guide = html_text(next((SAMPLE / "html/debian-reference-en").rglob("*.html")))
+    a = _doc("llvm/FAQ.rst.txt", coding["text"] + "\n\n" + licence)
+    b = dict(_doc("debian-reference/ch08.en.html", guide + "\n\n" + licence), domain="web")
+    parts = [table_of([a]), table_of([b])]
+    state, results = run_global(NEAR_DEDUP, parts, NearDedupConfig(), tmp_path)
+    assert [r.stats.kept for r in results] == [1, 1] and state.num_rows == 0
+    # paragraph dedup: each loses exactly the licence paragraph, counted in bytes per domain
+    cfg = ParagraphDedupConfig(min_docs=2)
+    state, results = run_global(PARAGRAPH_DEDUP, parts, cfg, tmp_path)
+    assert state.num_rows == 1 and state["docs"].to_pylist() == [2]
+    for res, doc in zip(results, (a, b), strict=True):
+        assert res.stats.kept == 1
+        row = res.kept.to_pylist()[0]
+        assert licence not in row["text"] and "Permission is granted" not in row["text"]
+        assert row["paragraphs_removed"] == 1
+        assert row["paragraph_bytes_removed"] == len(licence.encode())
+        before = [q for q in re.split(r"\n\s*\n", doc["text"]) if q.strip()]
+        after = [q for q in re.split(r"\n\s*\n", row["text"]) if q.strip()]
+        assert [q.strip() for q in before if q != licence] == [q.strip() for q in after]
+    # three documents needed by default: nothing cut; a document of licence only is removed
+    state, results = run_global(PARAGRAPH_DEDUP, parts, ParagraphDedupConfig(), tmp_path)
+    assert state.num_rows == 0 and all(
+        r.kept["paragraphs_removed"].to_pylist() == [0] for r in results
+    )
+    only = _doc("licence.txt", licence)
+    state, results = run_global(
+        PARAGRAPH_DEDUP, [*parts, table_of([only])], ParagraphDedupConfig(), tmp_path
+    )
+    assert results[2].stats.removed == {"only_repeated_paragraphs": 1}
+    assert results[2].removed["text"].to_pylist() == [licence]  # its text is kept in the record
+
+
+# --- inspect and the report on a run ---------------------------------------------------------
+
+
+def test_inspect_names_the_survivor_and_report_shows_dedup_by_kind(tmp_path: Path) -> None:
+    from curate.dedup.paragraph import PARAGRAPH_DEDUP, ParagraphDedupConfig
+    from curate.html_report import dedup_kinds_section
+    from curate.inspect import inspect_run
+    from curate.rundir import stage_order
+    from curate.storage import write_json_atomic
+    from tests.run_sample import _write_part
+
+    rows = llvm_docs()
+    manual = _manual([r for r in rows if "llvm-16-doc" in r["source"]], "llvm-16/manual.txt")
+    licence = licence_paragraph()
+    rows.append(manual)
+    rows.append(dict(rows[0], id=doc_id("copy"), source="copy/CodingStandards.rst.txt"))
+    # three unrelated pages (three languages) that carry the same licence paragraph
+    for lang in ("en", "de", "fr"):
+        page = next((SAMPLE / f"html/debian-reference-{lang}").rglob("*.html"))
+        text = html_text(page) + "\n\n" + licence
+        rows.append(dict(_doc(f"debian-reference-{lang}/{page.name}", text), domain="web"))
+    parts = split_parts(rows, 3)
+    run = tmp_path / "run"
+    stats = []
+    for stage, cfg in (
+        (EXACT_DEDUP, ExactDedupConfig()),
+        (NEAR_DEDUP, NearDedupConfig()),
+        (PARAGRAPH_DEDUP, ParagraphDedupConfig()),
+    ):
+        state, results = run_global(stage, parts, cfg, tmp_path / stage.name)
+        merged = StageStats(stage=stage.name)
+        for i, res in enumerate(results):
+            _write_part(str(run), stage.name, i, res, "test")
+            merged = merged.merge(res.stats)
+        stats.append(merged)
+        parts = [res.kept for res in results]
+    write_json_atomic([s.to_dict() for s in stats], str(run / "stats.json"))
+
+    text = inspect_run(str(run), per_reason=50, stage="near_dedup")
+    contained = text.split("-- removed: contained_in", 1)[1].split("\n-- ", 1)[0]
+    assert f"survivor: {manual['id']}  llvm-16/manual.txt [txt]  (kept)" in contained
+    near = text.split("-- removed: near_duplicate", 1)[1].split("\n-- ", 1)[0]
+    assert near.count("survivor: ") >= near.count("\n  - ")
+    exact = inspect_run(str(run), per_reason=50, stage="exact_dedup")
+    assert f"survivor: {rows[0]['id']}" in exact
+
+    section = dedup_kinds_section(str(run), stage_order(str(run)))
+    by_kind = {(r[0], r[2]): r for r in section.rows}
+    n_contained = stats[1].removed["contained_in"]
+    assert (
+        by_kind["exact", "all"][4] == stats[0].removed["exact_duplicate"]
+        and by_kind["contained", "all"][4] == n_contained
+    )
+    assert (
+        by_kind["contained", "all"][3] >= 1
+        and by_kind["near", "all"][4] == stats[1].removed["near_duplicate"]
+    )
+    # the licence paragraph, in every llvm page still kept: cut from each, bytes per domain
+    para = by_kind["paragraph", "web"]
+    # the licence, and command lines the three translations share: 3 pages trimmed, none emptied
+    assert para[5] == 3 and para[3] >= 3 and para[4] == 0 and stats[2].kept == stats[2].docs_in
+    assert para[6] >= round(3 * len(licence.encode()) / 1e6, 3)
+    assert section.png and "contained" in section.summary

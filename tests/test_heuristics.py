@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,7 @@ from curate.filters.heuristics import (
     rules,
 )
 from curate.schema import doc_id, docs_table
-from curate.text import normalize, split_words, words
+from curate.text import count_sentences, rule_tokens
 from tests.shards_sample import sample_docs, split_parts
 from tests.test_toxicity import fortune_entries
 
@@ -58,9 +59,15 @@ def clean_docs() -> list[str]:
     return texts
 
 
-def fired(text: str, lang: str | None = "en", cfg: HeuristicsConfig = CFG) -> set[str]:
-    masks = rules(HEURISTICS.score(_table([(text, lang)]), cfg), cfg)
+def fired(
+    text: str, lang: str | None = "en", cfg: HeuristicsConfig = CFG, domain: str = "prose"
+) -> set[str]:
+    masks = rules(HEURISTICS.score(_table([(text, lang)], domain), cfg), cfg)
     return {name for name, mask in masks.items() if mask[0]}
+
+
+def words(text: str) -> list[str]:
+    return rule_tokens(text).words
 
 
 def _lines(text: str) -> list[str]:
@@ -121,21 +128,68 @@ def test_stop_words_follow_the_language() -> None:
     assert "gopher_stop_words" in fired(german, None)  # null lang counts as lang_if_null = en
 
 
-def test_unspaced_languages_skip_word_rules() -> None:
+def _page(pattern: str) -> str:
     import trafilatura
 
     from tests.test_toxicity import HTML
 
-    page = next(HTML.glob("debian-reference-ja/**/*.html"))
-    text = trafilatura.extract(page.read_text("utf-8")) or ""
+    page = next(HTML.glob(pattern))
+    return trafilatura.extract(page.read_text("utf-8")) or ""
+
+
+def test_unspaced_languages_split_by_character() -> None:
+    text = _page("debian-reference-ja/**/*.html")
     assert len(text) > 5000
     word_rules = {"gopher_word_count", "gopher_mean_word_length", "gopher_stop_words",
-                  "gopher_symbol_ratio"}  # fmt: skip
+                  "gopher_symbol_ratio", "gopher_alpha_words"}  # fmt: skip
     assert "gopher_stop_words" in fired(text, "fr")  # measured as if it were French: no stop words
     assert not word_rules & fired(text, "ja")
+    scored = HEURISTICS.score(_table([(text, "ja")]), CFG)
+    assert scored["gopher_mean_word_length"][0].as_py() is None  # characters: cannot judge
+    assert scored["gopher_words"][0].as_py() > 2000 and scored["gopher_stop_words"][0].as_py() >= 6
     cjk_only = "".join(re.findall(r"[\u3040-\u30ff\u4e00-\u9fff]+", text))[:3000]
-    assert {"gopher_word_count", "gopher_mean_word_length"} <= fired(cjk_only, "de")
+    assert "gopher_stop_words" in fired(cjk_only, "de")  # not German: no German stop words
+    assert "gopher_mean_word_length" not in fired(cjk_only, "de")  # characters: cannot judge
+    mixed = cjk_only[:1500] + "\n" + " ".join(["extraordinarily"] * 200)
+    assert "gopher_mean_word_length" in fired(mixed, "en")  # judged on its spaced words
     assert not word_rules & fired(cjk_only, "ja")
+
+
+def default_heuristics() -> HeuristicsConfig:
+    """The heuristics options of configs/default.yaml."""
+    from curate.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
+    (entry,) = [e for e in cfg.stages if e.name == "heuristics"]
+    return HeuristicsConfig(**entry.options)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "lang"),
+    [("debian-reference-ja/**/*.html", "ja"), ("debian-reference-zh-cn/**/*.html", "zh")],
+)
+def test_japanese_and_chinese_pages_keep_their_sentences(pattern: str, lang: str) -> None:
+    """C4 knew no 。！？ and needed 3 space-separated words per line: a real page counted 0 or 1
+    sentence and went as c4_too_few_sentences."""
+    text = _page(pattern)
+    cfg = default_heuristics()
+    scored = HEURISTICS.score(_table([(text, lang)], domain="web"), cfg)
+    assert scored["c4_sentences"][0].as_py() >= 50
+    assert fired(text, lang, cfg, domain="web") == set()
+
+
+def test_a_manual_with_one_curly_bracket_is_kept() -> None:
+    """One `{` (a shell brace expansion) in a long English page is not code; a page of code
+    lines still is (configs/default.yaml's curly_bracket_min_lines)."""
+    text = _page("debian-reference-en/**/*.html")
+    cfg = default_heuristics()
+    lines = _lines(text)
+    brace = "Unpack it with tar -xf file.tar.{gz,bz2,xz} before you build it."
+    doc = "\n".join([*lines[:40], brace, *lines[40:]])
+    assert "c4_curly_bracket" in fired(doc, "en", HeuristicsConfig())  # C4's rule: any `{`
+    assert fired(doc, "en", cfg, domain="web") == set()
+    code = "\n".join(f"Then if (x > {i}) {{ y = {i}; }} holds." for i in range(60))
+    assert "c4_curly_bracket" in fired(text + "\n" + code, "en", cfg, domain="web")
 
 
 def test_ngram_repetition_matches_brute_force() -> None:
@@ -209,11 +263,16 @@ def test_sample_counters_code_skipped_and_columns() -> None:
 
 
 def test_text_helpers() -> None:
-    tok = split_words("The (quick), brown — fox 42 jumped… «over»\n$ 3.14")
+    tok = rule_tokens("The (quick), brown — fox 42 jumped… «over»\n$ 3.14")
     assert tok.words == ["the", "quick", "brown", "fox", "42", "jumped", "over", "3.14"]
     assert tok.non_alpha_tokens == 4  # —, 42, $, 3.14
-    assert normalize("Ｆｕｌｌ-width  TEXT,\n\tspaced!") == "full width text spaced"
-    assert re.fullmatch(r"[a-z0-9 ]+", normalize(clean_docs()[0][:500]))
+    # unspaced scripts: one word per character; dot leaders are no tokens at all
+    assert rule_tokens("日本語の文。").words == ["日", "本", "語", "の", "文"]
+    toc = rule_tokens("1.2 Введение . . . . . . . . . . 7\nГлава ........ 9")
+    assert toc.words == ["1.2", "введение", "7", "глава", "9"] and toc.non_alpha_tokens == 3
+    assert (
+        count_sentences("一つ。二つ！三つ？") == 3 and count_sentences("Один. Два? ثلاثة؟ x") == 3
+    )
 
 
 def test_config_rejects_unknown_keys() -> None:

@@ -128,3 +128,96 @@ def test_train_configs_use_the_named_sizes(size):
         m = GPT(cfg.model.model_copy(update={"vocab_size": 32000, "seq_len": 2048}))
     expect = {"tiny": 0.1e6, "gpt2-124m": 85e6, "350m": 308e6, "1b": 973e6}[size]
     assert abs(m.num_params(non_embedding=True) - expect) / expect < 0.02
+
+
+# --------------------------------------------------------------------------- GPU-path options
+
+
+def _grads(m: GPT, idx: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+    m.zero_grad(set_to_none=True)
+    loss = m(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+
+def test_chunked_loss_and_activation_checkpointing_give_the_same_loss_and_gradients():
+    from train.parallel import apply_activation_checkpointing
+
+    cfg = TINY.model_copy(update={"n_kv_head": 2})
+    idx = torch.randint(0, 96, (3, 21), generator=torch.Generator().manual_seed(1))
+    ref_loss, ref = _grads(model(cfg).train(), idx)
+    torch.manual_seed(0)
+    chunked = GPT(cfg, loss_chunk=7).train()  # 60 tokens: 8 full chunks + one of 4
+    loss, got = _grads(chunked, idx)
+    assert abs(loss - ref_loss) < 1e-5
+    for n in ref:
+        torch.testing.assert_close(got[n], ref[n], rtol=1e-4, atol=1e-6)
+    recomputed = apply_activation_checkpointing(model(cfg).train())
+    loss, got = _grads(recomputed, idx)
+    assert abs(loss - ref_loss) < 1e-6
+    for n, g in got.items():
+        torch.testing.assert_close(g, ref[n.replace("_checkpoint_wrapped_module.", "")])
+
+
+def test_sdpa_backend_reports_the_kernel_the_dispatcher_picks():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from train.model import forced_flash_check, sdpa_backend
+
+    cfg = TINY.model_copy(update={"n_kv_head": 2})
+    picked = sdpa_backend(cfg, 2, torch.device("cpu"), torch.float32)
+    assert picked in {"FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"}
+    if picked == "FLASH_ATTENTION":  # torch's CPU flash kernel takes fp32 + GQA
+        assert forced_flash_check(cfg, 2, torch.device("cpu"), torch.float32) is None
+    # a fall-back to the math kernel is reported as such, not as flash
+    with sdpa_kernel(SDPBackend.MATH):
+        assert sdpa_backend(cfg, 2, torch.device("cpu"), torch.float32) == "MATH"
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):  # no such CPU kernel: not called flash
+        assert sdpa_backend(cfg, 2, torch.device("cpu"), torch.float32) != "FLASH_ATTENTION"
+
+
+@pytest.fixture
+def gloo_group(monkeypatch):
+    """A single-rank gloo process group (FSDP2 at world size 1 on CPU), torn down after."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_fsdp2_keeps_rope_fp32_in_blocks_and_the_root_unsharded(gloo_group, monkeypatch):
+    from torch.distributed.tensor import DTensor
+
+    import train.model as tm
+    from train.parallel import DistInfo, apply_fsdp, make_mesh
+
+    cfg = TINY.model_copy(update={"n_layer": 3, "n_kv_head": 2})
+    m = model(cfg).train()
+    seen: list[tuple[torch.dtype, torch.dtype, torch.dtype]] = []
+    real = tm.apply_rope
+
+    def spy(x, cos, sin):
+        seen.append((x.dtype, cos.dtype, sin.dtype))
+        return real(x, cos, sin)
+
+    monkeypatch.setattr(tm, "apply_rope", spy)
+    apply_fsdp(m, make_mesh(DistInfo()), param_dtype=torch.bfloat16, reshard_after_forward=True)
+    idx = torch.randint(0, 96, (2, 17))
+    loss = m(idx[:, :-1], idx[:, 1:])
+    # inside every block: bf16 activations, fp32 rotation tables (cast, they are off by 2e-3)
+    assert len(seen) == 2 * cfg.n_layer
+    assert all(s == (torch.bfloat16, torch.float32, torch.float32) for s in seen), seen
+    # after forward: the root (embedding + tied head) stays unsharded for backward, the
+    # blocks but the last are resharded (their parameters are DTensor shards again)
+    assert not isinstance(m.tok_emb.weight, DTensor)
+    assert [isinstance(b.attn.wq.weight, DTensor) for b in m.layers] == [True, True, False]
+    loss.backward()
+    assert torch.isfinite(m.tok_emb.weight.grad.full_tensor()).all()

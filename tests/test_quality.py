@@ -147,3 +147,81 @@ def test_examples_and_too_little_data(tmp_path: Path) -> None:
     assert all(10 <= len(e.split()) <= 50 for e in ex) and all("\n" not in e for e in ex)
     with pytest.raises(ValueError, match="too little data"):
         train_quality_model(positives()[:1], ["short"], str(tmp_path), QualityTrainConfig())
+
+
+def test_shipped_model_scores_only_english_and_keeps_reference_text() -> None:
+    """The default quality model (curate/filters/models, trained on Debian reference text, not
+    on the sample's LLVM manuals) keeps English manuals, leaves other languages unscored (its
+    card says en), and scores the same manual's words in random order (word salad) low."""
+    import random
+
+    from curate.filters.quality import QUALITY, SHIPPED_MODEL, QualityConfig, model_languages
+
+    assert model_languages(SHIPPED_MODEL) == ["en"]
+    rst = sample_docs(("rst",)).to_pylist()[:20]
+    rng = random.Random(0)
+    salad = []
+    for r in rst[:10]:
+        words = r["text"].split()
+        rng.shuffle(words)
+        salad.append(" ".join(words[:300]))
+    german = fortune_entries("fortunes-de")[:5]
+    rows = (
+        [(r["text"], "en") for r in rst] + [(t, "en") for t in salad] + [(t, "de") for t in german]
+    )
+    table = docs_table(
+        [
+            {"id": doc_id(f"q{i}", i), "text": t, "source": f"q{i}", "offset": i, "domain": "rst",
+             "format": "text", "lang": lang}
+            for i, (t, lang) in enumerate(rows)
+        ]
+    )  # fmt: skip
+    cfg = QualityConfig(model_path=SHIPPED_MODEL)  # langs empty: the card's languages
+    scores = QUALITY.score(table, cfg)["quality_score"].to_pylist()
+    manuals, shuffled, other = scores[:20], scores[20:30], scores[30:]
+    assert other == [None] * 5
+    assert sum(s >= cfg.threshold for s in manuals) >= 18
+    assert (
+        np.median(shuffled) < np.median(manuals) and sum(s < cfg.threshold for s in shuffled) >= 5
+    )
+
+
+def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fasttext_lines (Arrow, one pass per batch) gives fasttext_line's output on real pages
+    in many scripts and on every code point of Python's Unicode tables."""
+    import sys
+    import unicodedata
+
+    from curate.filters import quality_text
+    from curate.filters.quality import fasttext_line, fasttext_lines
+    from curate.readers.text import decode_text
+
+    texts = [decode_text(p.read_bytes()) for p in sorted((SAMPLE / "html").rglob("*.html"))]
+    texts += fortune_entries("fortunes-de")[:200]
+    points = [
+        chr(c)
+        for c in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(c)) not in ("Cn", "Cs")
+    ]
+    texts += ["a" + "".join(points[i : i + 97]) + "Z" for i in range(0, len(points), 97)]
+    texts += ["ΣΟΦΟΣ Σ·Σ İstanbul'DA", "  x\u00a0\u2028y\x1c\x85 ", "", "«¿Qué?» — 1,5 €"]
+    got = fasttext_lines(texts)
+    assert got == [fasttext_line(t) for t in texts]
+    assert got[-1] == "« ¿ qué ? » — 1 , 5 €"
+    assert fasttext_lines(pa.array(["A,b", None])) == ["a , b", ""]
+    # sliced and chunked Arrow input, and the numpy pass cut into many small chunks
+    assert fasttext_lines(pa.chunked_array([texts[:5], texts[5:9]])) == got[:9]
+    assert fasttext_lines(pa.array(texts).slice(3, 4)) == got[3:7]
+    monkeypatch.setattr(quality_text, "_CHUNK_BYTES", 1000)
+    assert fasttext_lines(texts) == got
+    # what the stage predicts on: the same tokens for fastText (it splits on ' \t\n\v\f\r\0')
+    import re
+
+    from curate.filters.quality import _spaced_lines
+
+    fasttext_split = re.compile(r"[ \t\n\v\f\r\0]+")
+    for line, spaced in zip(got, _spaced_lines(texts), strict=True):
+        assert "\n" not in spaced
+        assert [t for t in fasttext_split.split(spaced) if t] == [
+            t for t in fasttext_split.split(line) if t
+        ]

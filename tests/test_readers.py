@@ -279,3 +279,55 @@ def test_parts_are_sized_by_decompressed_bytes(tmp_path: Path) -> None:
     files = list_inputs([InputSpec(path=str(tmp_path))])
     assert all(f.size < 100_000 for f in files)
     assert [len(p) for p in plan_parts(files, 10, 3 << 19)] == [1, 1]
+
+
+# --- PDF text cleaning (before filters and PII) ------------------------------------------------
+
+EURO_PDF = (
+    SAMPLE / "pdf/texlive-fonts-recommended-doc/usr/share/doc/texlive-doc/latex/euro/euro.pdf"
+)
+
+
+def test_pdf_paragraphs_are_joined_and_page_numbers_dropped() -> None:
+    import pypdfium2 as pdfium
+
+    from curate.readers.pdf import extract_pdf
+
+    data = EURO_PDF.read_bytes()
+    doc = pdfium.PdfDocument(data)
+    raw = [
+        doc[i].get_textpage().get_text_range().replace("\r\n", "\n").replace("\ufffe", "")
+        for i in range(len(doc))
+    ]
+    doc.close()
+    assert all(page.rstrip().split("\n")[-1].strip().isdigit() for page in raw[1:5])  # footers
+    text = extract_pdf(data).text
+    lines = text.split("\n")
+    assert not [x for x in lines if x.strip().isdigit()]  # page numbers are gone
+    assert len(lines) < 0.8 * sum(page.count("\n") + 1 for page in raw)
+    # a sentence that pdfium cut over two lines is one line again, words intact
+    first = raw[0].split("\n")
+    cut = next(i for i, x in enumerate(first) if len(x) > 60 and not x.endswith((".", ":")))
+    assert f"{first[cut]} {first[cut + 1]}" in text
+    assert "currency" in text and "calculations" in text and "\ufffe" not in text
+
+
+def test_pdf_running_headers_dot_leaders_and_cut_words() -> None:
+    from curate.readers.pdf import clean_pages
+
+    body = (
+        "The {} maintainer answers questions sent to the bug tracking sys-\n"
+        "tem and reads the mailing list, which is archived at control@bugs.\n"
+        "debian.org for everyone, {} included.\n"
+        "Short last line about {}."
+    )
+    names = ["apt", "dpkg", "tar", "gzip", "bash"]
+    pages = [f"Debian Guide {n} / 40\n{body.format(w, w, w)}" for n, w in enumerate(names)]
+    pages[0] = "Contents\n1 Introduction . . . . . . . . . . . . 1\n2 Setup ........ 7"
+    cleaned = clean_pages(pages)
+    assert cleaned[0] == "Contents\n1 Introduction 1\n2 Setup 7"
+    for page, name in zip(cleaned[1:], names[1:], strict=True):
+        assert "Debian Guide" not in page  # a running header (digits compared as #)
+        assert "bug tracking system and reads" in page  # de-hyphenated, joined
+        assert "control@bugs.debian.org for everyone" in page  # an address cut at a line end
+        assert page.endswith(f"{name} included.\nShort last line about {name}.")  # a short line

@@ -210,7 +210,7 @@ inputs:
   - {{path: {sample}/meta, format: text, domain: meta}}
 parts: {{files_per_part: 40, bytes_per_part: 3000000}}
 stages:
-  - {{name: toxicity, options: {{}}}}
+  - {{name: toxicity, options: {{fallback_langs: ["*"]}}}}  # no langid: every list judges
   - {{name: pii, options: {{}}}}
 mix: {{weights: {{code: 1, fortune: 1, meta: 1}}, total_tokens: 200000, max_epochs: 3}}
 tokenizer: {{vocab_size: 600, sample_bytes: 200000, num_threads: 1}}

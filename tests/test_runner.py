@@ -284,15 +284,16 @@ def test_global_stage_map_reduce_apply(finished, tmp_path, monkeypatch):
 
 
 def test_document_stages_on_an_fsspec_run_dir():
-    """Every document stage of the default job, the run's quality model included, on a
-    memory:// run directory (fortunes are the negatives, the dictionary the positives)."""
+    """Every document stage of the default job, with a quality model the run trains itself,
+    on a memory:// run directory (fortunes are the negatives, the dictionary the positives)."""
     cfg = load_config(
         DEFAULT,
         [
             "run_dir=memory://sluice-test/run",
             "inputs=[{path: data/sample/fortune/fortunes-it-off, format: fortune, domain: fortune},"
             " {path: data/sample/prose, domain: prose}]",
-            "mix.weights={fortune: 1, prose: 1}",  # the domains these inputs have
+            "mix.weights={fortune: 1, prose: 1}",  # only the domains these inputs have
+            *RUN_TRAINED_QUALITY,
         ],
     )
     plan = runner.plan_run(cfg)
@@ -374,7 +375,12 @@ def _by_domain(run: Path, stage: str, kind: str) -> dict[str, int]:
 # Removed share per (stage, domain) allowed beyond 50%, by design (measured on data/sample):
 # near_dedup keeps one of the four LLVM versions (13-16) of each rst manual; quality removes two
 # of the three PDFs, the marvosym/wasysym font manuals (tables of glyph commands).
-BY_DESIGN = {("near_dedup", "rst"): 0.75, ("quality", "pdf"): 0.67}
+BY_DESIGN = {("near_dedup", "rst"): 0.75}
+# the quality stage trains on the run's own data instead of the shipped model
+RUN_TRAINED_QUALITY = [
+    "stages[2].options.model_path=null",
+    'stages[2].options.train={positive_sources: ["*/dict-devil/*"], negative_domains: [fortune]}',
+]
 
 
 def test_default_job_funnel_is_sane(finished):
@@ -382,7 +388,10 @@ def test_default_job_funnel_is_sane(finished):
     removes more than half of a domain except by design (BY_DESIGN), measured on the sample."""
     run, cfg, stats = finished["run"], finished["cfg"], finished["stats"]
     names = runner.stage_names(cfg)
+    optional = {"paragraph_dedup"}  # registered, left out of the default job (README "Stages")
     builtin = {k for k, v in STAGES.items() if v.config.__module__.startswith("curate.")}
+    assert optional <= builtin and not optional & set(names)
+    builtin -= optional
     assert len(builtin) == 8 and builtin <= set(names)  # every built-in stage is in the job
     share: dict[tuple[str, str], float] = {}
     for stage in names[1:]:
@@ -401,7 +410,10 @@ def test_default_job_funnel_is_sane(finished):
     # the rules that remove, per stage
     removed = {s: stats["stages"][s]["removed"] for s in names}
     assert set(removed["langid"]) == {"lang_low_score"} and share["langid", "fortune"] < 0.05
-    assert set(removed["quality"]) == {"quality_low"} and removed["quality"]["quality_low"] == 2
+    # the shipped quality model (coherent reference prose vs word salad, not trained on the
+    # sample) keeps the sample's curated text; a model trained on the run's own data removed
+    # 2 PDFs of glyph-command tables (README: "The run's quality model")
+    assert set(removed["quality"]) <= {"quality_low"} and sum(removed["quality"].values()) <= 5
     assert {r.split(":")[0] for r in removed["toxicity"]} == {"toxic"}
     assert removed["exact_dedup"] and removed["near_dedup"]
     decontam = read_parquet(str(run / "decontam" / "part-00000.removed.parquet"))
@@ -414,9 +426,16 @@ def test_default_job_funnel_is_sane(finished):
     assert all_decontam == [
         "data/sample/html/python3.11-doc/usr/share/doc/python3.11/html/tutorial/errors.html"
     ]
-    # one copy of each of the 20 LLVM manuals survives dedup
-    rst = _by_domain(run, "near_dedup", "")["rst"]
-    assert rst >= 20
+    # one copy of each LLVM manual page survives dedup, never two: llvm-15's TestingGuide lies
+    # 97% in llvm-16's (Jaccard < 0.8) and goes as contained_in (was >= 20 kept before it)
+    pages = [
+        r["source"].split("/_sources/")[1]
+        for p in sorted((run / "near_dedup").glob("part-?????.parquet"))
+        for r in read_parquet(str(p)).select(["source", "domain"]).to_pylist()
+        if r["domain"] == "rst"
+    ]
+    assert len(pages) >= 19 and len(set(pages)) == len(pages)
+    assert stats["stages"]["near_dedup"]["removed"].get("contained_in", 0) >= 1
     # heuristics measures but does not rewrite (c4.rewrite off): texts pass through unchanged
     before = {
         r["id"]: r["text"]
@@ -426,12 +445,5 @@ def test_default_job_funnel_is_sane(finished):
     for p in sorted((run / "heuristics").glob("part-?????.parquet")):
         for r in read_parquet(str(p)).select(["id", "text"]).to_pylist():
             assert r["text"] == before[r["id"]]
-    # the run trained its quality model; held-out precision/recall are in stats.json and the funnel
-    model = stats["quality_model"]
-    # measured: recall 0.95, false positives 3.8% of 2,192 held-out fortunes (precision 0.76
-    # against 277 positives: the held-out set is 8:1 negative)
-    held_out = model["held_out"]
-    assert held_out["recall"] > 0.9 and held_out["false_positive_rate"] < 0.06
-    assert held_out["precision"] > 0.7
-    assert (run / "quality" / "model.bin").stat().st_size > 0
-    assert "held-out precision" in (run / "funnel.md").read_text()
+    # the default job uses the shipped quality model: no training step, no run model
+    assert stats.get("quality_model") is None and not (run / "quality" / "model.bin").exists()

@@ -97,7 +97,7 @@ def test_offensive_fortunes_score_higher_than_regular() -> None:
         assert rows[lang, "regular"]["flagged"] <= 0.01
 
 
-def test_reason_carries_the_language_and_null_lang_uses_all_lists() -> None:
+def test_reason_carries_the_language_and_null_lang_uses_the_named_fallback() -> None:
     entries = fortune_entries("fortunes-it-off")
     langs = ["it"] * 400 + [None] * (len(entries) - 400)
     table = docs_table(
@@ -107,17 +107,38 @@ def test_reason_carries_the_language_and_null_lang_uses_all_lists() -> None:
             for i, (t, lang) in enumerate(zip(entries, langs, strict=True))
         ]
     )  # fmt: skip
-    result = TOXICITY.run(table, ToxicityConfig())
+    result = TOXICITY.run(table, ToxicityConfig(fallback_langs=["*"]))
     assert set(result.stats.removed) == {"toxic:it", "toxic:und"}
     assert (
         result.removed["reason"].to_pylist().count("toxic:it") == result.stats.removed["toxic:it"]
     )
     # null lang with only the English list configured: Italian words are no longer seen
     english_only = TOXICITY.score(table, ToxicityConfig(fallback_langs=["en"]))
-    all_lists = TOXICITY.score(table, ToxicityConfig())
+    all_lists = TOXICITY.score(table, ToxicityConfig(fallback_langs=["*"]))
     hits_en = english_only["toxicity_hits"].to_numpy()[400:]
     hits_all = all_lists["toxicity_hits"].to_numpy()[400:]
     assert hits_all.sum() > 2 * hits_en.sum()
+    # without a named fallback, a null lang is not judged by any list: null scores, kept
+    default = TOXICITY.run(table, ToxicityConfig())
+    assert set(default.stats.removed) == {"toxic:it"}
+    unjudged = TOXICITY.score(table, ToxicityConfig())
+    assert unjudged["toxicity"].null_count == unjudged["toxicity_hits"].null_count
+    assert unjudged["toxicity"].null_count == len(entries) - 400
+
+
+def test_a_catalan_page_is_not_judged_by_other_languages_lists() -> None:
+    """Catalan has no LDNOOBW list; other lists hold everyday Catalan words (nl: del, pot)."""
+    import trafilatura
+
+    pages = sorted(HTML.glob("debian-handbook/**/ca-ES/*.html"))
+    texts = [trafilatura.extract(p.read_text("utf-8")) or "" for p in pages]
+    assert len(texts) == 2 and all(len(t) > 2000 for t in texts)
+    assert "ca" not in available_langs()
+    borrowed = TOXICITY.score(_table(texts, "ca"), ToxicityConfig(fallback_langs=["*"]))
+    assert max(borrowed["toxicity_hits"].to_pylist()) >= 2  # what borrowing every list sees
+    result = TOXICITY.run(_table(texts, "ca"), ToxicityConfig())
+    assert result.stats.kept == 2 and result.stats.removed_total == 0
+    assert TOXICITY.score(_table(texts, "ca"), ToxicityConfig())["toxicity"].null_count == 2
 
 
 def test_word_boundaries_multiword_and_case() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -202,3 +203,139 @@ def test_cli_builds_the_torchrun_command_for_several_processes_and_nodes():
             "--master-port=29400"} <= set(cmd)  # fmt: skip
     worker = cmd[cmd.index("train.cli") + 1 :]
     assert worker == ["--config", "c.yaml", "--shards", "s", "--out", "o", "--set", "steps=5"]
+
+
+def test_peak_flops_table_matches_whole_names():
+    from train.trainer import gpu_peak
+
+    expect = {
+        "NVIDIA H100 80GB HBM3": 989e12,
+        "NVIDIA H100 PCIe": 756e12,
+        "NVIDIA H100 NVL": 835e12,
+        "NVIDIA H200": 989e12,
+        "NVIDIA H200 NVL": 835e12,
+        "NVIDIA GH200 480GB": 989e12,
+        "NVIDIA A100-SXM4-80GB": 312e12,
+        "NVIDIA A10": 125e12,
+        "NVIDIA L4": 121e12,
+        "NVIDIA L40": 181e12,
+        "NVIDIA L40S": 362e12,
+    }
+    for name, peak in expect.items():
+        assert gpu_peak(name)[0] == peak, name
+    assert math.isnan(gpu_peak("NVIDIA A10G")[0])  # not in the table: no guess
+
+
+def test_fp32_matmuls_use_tf32_on_cuda_only():
+    import torch
+
+    from train.trainer import set_matmul_precision
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        assert set_matmul_precision(torch.device("cpu")) == before
+        assert set_matmul_precision(torch.device("cuda")) == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_nan_between_log_steps_is_found_at_the_next_log_step(train_shards, tmp_path):
+    cfg = tiny(steps=20, lr=3e3, grad_clip=0.0, warmup_steps=0, log_every=5, checkpoint_every=2,
+               keep_checkpoints=0)  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match=r"loss is (nan|inf) in step (\d+)") as e:
+        train(cfg, train_shards, tmp_path / "nan")
+    bad = int(re.search(r"in step (\d+)", str(e.value)).group(1))  # 1-based
+    # no checkpoint holds weights that a non-finite loss updated (steps >= bad)
+    saved = [int(p.name[5:]) for p in list_checkpoints(tmp_path / "nan" / "checkpoints")]
+    assert all(s < bad for s in saved), (saved, bad)
+    if "checkpointed in" not in str(e.value):  # found after the update: names the last good one
+        assert "checkpoint before it is" in str(e.value) or "no checkpoint precedes" in str(e.value)
+
+
+def _planted_pickle(path: Path, marker: Path) -> None:
+    """A pickle that, unpickled without restriction, creates ``marker`` (stands for os.system)."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path.write_bytes(pickle.dumps({"torch": Payload()}))
+
+
+def _rehash(ckpt: Path) -> None:
+    """What an attacker controlling the folder would do: make meta.json match the files."""
+    import hashlib
+
+    meta = json.loads((ckpt / "meta.json").read_text())
+    for name, rec in meta["files"].items():
+        blob = (ckpt / name).read_bytes()
+        rec.update(bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("target", ["rng-rank0.pt", ".metadata"])
+def test_planted_pickle_in_a_checkpoint_is_refused_not_run(train_shards, tmp_path, target):
+    out = tmp_path / "run"
+    train(tiny(steps=2), train_shards, out)
+    ckpt = list_checkpoints(out / "checkpoints")[-1]
+    marker = tmp_path / "code-ran"
+    _planted_pickle(ckpt / target, marker)
+    _rehash(ckpt)
+    with pytest.raises(CheckpointError):
+        train(tiny(steps=4), train_shards, out)
+    assert not marker.exists()
+
+
+def test_async_checkpoints_resume_the_same_trajectory(train_shards, tmp_path):
+    cfg = tiny(steps=6, checkpoint_every=2, keep_checkpoints=0, async_checkpoint=True)
+    full = train(cfg, train_shards, tmp_path / "full")
+    saved = list_checkpoints(tmp_path / "full" / "checkpoints")
+    assert [p.name for p in saved] == [f"step-{s:08d}" for s in (2, 4, 6)]
+    meta = json.loads((saved[-1] / "meta.json").read_text())
+    assert all(rec["sha256"] for rec in meta["files"].values())
+    assert not list(saved[-1].glob("files-rank*.json"))  # per-rank lists merged away
+    part = tmp_path / "part"
+    train(cfg, train_shards, part, stop_at=4)
+    train(cfg, train_shards, part)
+    a, b = losses(tmp_path / "full"), losses(part)
+    assert max(abs(a[s] - b[s]) for s in a) <= 1e-6
+    assert full["steps"] == 6
+
+
+def test_corrupt_or_out_of_vocab_shards_are_named_errors(train_shards, tmp_path):
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from train.data import ShardCorruptError, TokenRangeError
+
+    shards = tmp_path / "shards"
+    shutil.copytree(train_shards, shards)
+    m = load_manifest(shards)
+    target = shards / m.splits["train"].files[0].path
+    table = ipc.open_stream(target.read_bytes()).read_all()  # in memory: no mapping to break
+
+    def rewrite(fill: int) -> None:
+        ids = table.column("input_ids").combine_chunks()
+        values = np.full(len(ids.values), fill, dtype=np.uint16)
+        flat = pa.FixedSizeListArray.from_arrays(pa.array(values), m.seq_len + 1)
+        new = table.set_column(0, table.schema.field("input_ids"), flat)
+        tmp = target.with_suffix(".new")
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_stream(sink, new.schema) as w:
+            w.write_table(new)
+        tmp.replace(target)  # a new file: mappings of the old one stay valid
+
+    rewrite(0)  # a zeroed shard: valid Arrow, valid ids, wrong bytes
+    with pytest.raises(ShardCorruptError, match=rf"{target.name}: sha256 .* differs"):
+        train(tiny(steps=1), shards, tmp_path / "zeroed")
+    rewrite(0xFFFF)  # ids past the vocabulary, with a manifest that agrees on the hash
+    manifest = json.loads((shards / "manifest.json").read_text())
+    manifest["splits"]["train"]["files"][0]["sha256"] = hashlib.sha256(
+        target.read_bytes()
+    ).hexdigest()
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TokenRangeError, match=rf"{target.name}: row 0 holds token id 65535"):
+        train(tiny(steps=1), shards, tmp_path / "ff")

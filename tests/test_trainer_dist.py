@@ -109,13 +109,24 @@ def test_fsdp_at_world_size_one_matches_plain(train_shards, tmp_path):
     assert close(losses(plain), losses(fsdp), range(1, 4))
 
 
-def test_gpu_bench_script_runs_its_cpu_smoke_path(tmp_path):
-    out = tmp_path / "gpu.json"
-    args = [sys.executable, "bench/train_gpu.py", "--cpu-smoke", "--steps", "3", "--warmup", "10",
-            "--batch", "2", "--shard-mb", "0.2", "--json", str(out)]  # fmt: skip
-    env = {**os.environ, "DO_NOT_TRACK": "1"}
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+def test_gpu_run_script_dry_run_runs_every_code_path_on_cpu(tmp_path):
+    """bench/gpu/run.sh --dry-run: bench (3 variants x 2 runs), parity, tiny sweep + fit."""
+    out = tmp_path / "out"
+    env = {**os.environ, "DO_NOT_TRACK": "1", "OUT": str(out), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "bench/gpu/run.sh", "--dry-run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    log = (out / "run.log").read_text() if (out / "run.log").exists() else ""
+    assert done.returncode == 0, (done.stdout[-3000:], log[-3000:])
+    result = json.loads((out / "train_gpu.json").read_text())
     assert set(result["variants"]) == {"plain", "sluice", "sluice_fsdp_w1"}
-    assert all(v["tokens_per_s"] > 0 for v in result["variants"].values())
+    for runs in result["variants"].values():
+        assert len(runs) == 2 and all(r["tokens_per_s"] > 0 for r in runs)
+    assert result["sdpa"]["backend"] in {"FLASH_ATTENTION", "MATH", "EFFICIENT_ATTENTION"}
+    assert result["variants"]["sluice_fsdp_w1"][-1]["fsdp"] is True
+    parity = result["parity"]
+    assert parity["passed"] and len(parity["losses"]["fsdp"]) == parity["steps"]
+    sweep = json.loads((out / "sweep_summary.json").read_text())
+    assert sweep["points"] >= 9 and "rel_error" in sweep["holdout"]
+    summary = (out / "summary.md").read_text()
+    assert "| sluice_fsdp_w1 |" in summary and "Held-out" in summary
+    assert len(list(out.iterdir())) <= 8  # what the device tool brings back

@@ -17,6 +17,11 @@ run would have read from step ``s`` on (also with another world size or batch: t
 keeps the position ``p0``, not just the step), and one process with A=2 sees the same global
 batch as two processes with A=1. A background thread prepares the next batches (pinned memory on CUDA,
 copied with ``non_blocking``); the time the training loop waits for it is the *stall*.
+
+Nothing corrupt is trusted: on open, every shard file's sha256 is checked against the manifest
+(once per file and process: a file already verified, unchanged in size and mtime, is not
+hashed again) and every token id is checked < the tokenizer's vocab_size
+(``TokenRangeError`` naming the file, row and id, rather than an ``IndexError`` in torch).
 """
 
 from __future__ import annotations
@@ -30,13 +35,69 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curate.shards.format import Manifest, ShardFormatError, check_shard, load_manifest, open_shard
+from curate.shards.format import (
+    Manifest,
+    ShardFormatError,
+    check_shard,
+    load_manifest,
+    open_shard,
+    sha256_file,
+)
+
+
+class ShardCorruptError(ShardFormatError):
+    """A shard file's bytes differ from the sha256 its manifest recorded."""
+
+
+class TokenRangeError(ShardFormatError):
+    """A shard holds a token id >= the tokenizer's vocab_size."""
+
+
+# (path, size, mtime_ns, expected sha256) of files verified in this process
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def verify_shard_file(path: Path, expected_sha256: str) -> None:
+    """Raise ShardCorruptError unless the file hashes to ``expected_sha256`` (once per file)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, expected_sha256)
+    if key in _VERIFIED:
+        return
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise ShardCorruptError(
+            f"{path}: sha256 {actual[:12]}… differs from the manifest's {expected_sha256[:12]}… "
+            "(corrupt or replaced shard; rebuild the shards)"
+        )
+    _VERIFIED.add(key)
+
+
+def check_token_range(rows: np.ndarray, vocab_size: int, path: Path, first_row: int = 0) -> None:
+    """Raise TokenRangeError if any id in ``rows`` [n, seq_len + 1] is >= ``vocab_size``."""
+    if rows.size == 0:
+        return
+    top = int(rows.max())
+    if top >= vocab_size:
+        row = int(np.argmax((rows >= vocab_size).any(axis=1)))
+        raise TokenRangeError(
+            f"{path}: row {first_row + row} holds token id {top} >= tokenizer vocab_size "
+            f"{vocab_size} (corrupt shard, or shards of another tokenizer)"
+        )
 
 
 class ShardSplit:
-    """All rows of one split as memory-mapped [n, seq_len + 1] numpy views."""
+    """All rows of one split as memory-mapped [n, seq_len + 1] numpy views.
 
-    def __init__(self, shards_dir: str | Path, split: str, manifest: Manifest | None = None):
+    ``verify``: check each file's sha256 against the manifest before use (see module doc).
+    """
+
+    def __init__(
+        self,
+        shards_dir: str | Path,
+        split: str,
+        manifest: Manifest | None = None,
+        verify: bool = True,
+    ):
         self.dir = Path(shards_dir)
         self.manifest = manifest or load_manifest(self.dir)
         if split not in self.manifest.splits:
@@ -49,6 +110,8 @@ class ShardSplit:
             path = self.dir / f.path
             if not path.exists():
                 raise ShardFormatError(f"{path}: shard listed in the manifest is missing")
+            if verify:
+                verify_shard_file(path, f.sha256)
             table = open_shard(path)
             check_shard(table, self.manifest, path)
             if table.num_rows != f.sequences:
@@ -56,13 +119,15 @@ class ShardSplit:
                     f"{path}: {table.num_rows} sequences, manifest says {f.sequences}"
                 )
             self.tables.append(table)
+            first_row = 0
             for chunk in table.column("input_ids").chunks:
                 if len(chunk):
                     values = chunk.values.to_numpy(zero_copy_only=True)
                     start = chunk.offset * width
-                    self.chunks.append(
-                        values[start : start + len(chunk) * width].reshape(-1, width)
-                    )
+                    rows = values[start : start + len(chunk) * width].reshape(-1, width)
+                    check_token_range(rows, self.manifest.tokenizer.vocab_size, path, first_row)
+                    self.chunks.append(rows)
+                    first_row += len(rows)
         sizes = [len(c) for c in self.chunks]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.num_rows = int(self.starts[-1])

@@ -4,7 +4,14 @@ Pre-norm blocks: ``x + Attn(RMSNorm(x))`` then ``x + SwiGLU(RMSNorm(x))``; rotar
 embeddings (no learned positions, so nothing to resize); optional grouped-query attention
 (``n_kv_head < n_head``: fewer K/V heads, each shared by ``n_head // n_kv_head`` query heads);
 optional tied input/output embeddings. Attention is ``F.scaled_dot_product_attention`` with
-``is_causal=True``: PyTorch picks the flash kernel on GPU (bf16) and the math kernel on CPU.
+``is_causal=True`` (and ``enable_gqa`` for grouped K/V heads: no copy of K/V): PyTorch picks the
+flash kernel on GPU (bf16) and its CPU flash kernel on CPU; ``sdpa_backend`` says which one it
+picks for the model's shapes, ``forced_flash_check`` runs it under ``sdpa_kernel(FLASH)``.
+
+Two memory options (no effect on the numbers): ``loss_chunk`` computes the LM head + loss over
+chunks of tokens, each recomputed in backward, so the [tokens, vocab] fp32 logits never exist
+at once; ``train/parallel.py``'s ``apply_activation_checkpointing`` recomputes each block in
+backward.
 
 The model is kept free of parallelism and compilation: ``train/parallel.py`` applies FSDP2 and
 ``torch.compile`` from the outside (as torchtitan does), so this file stays a plain nn.Module.
@@ -24,6 +31,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as activation_ckpt
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
@@ -126,12 +134,10 @@ class Attention(nn.Module):
         k = self.wk(x).view(B, T, self.n_kv, self.q).transpose(1, 2)
         v = self.wv(x).view(B, T, self.n_kv, self.q).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.n_kv != self.n_head:
-            # GQA: every K/V head serves n_head // n_kv query heads. (SDPA's enable_gqa would
-            # avoid the copy, but not every backend takes it; the copy is small next to QK^T.)
-            rep = self.n_head // self.n_kv
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # GQA: every K/V head serves n_head // n_kv query heads; SDPA broadcasts (no copy)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_head
+        )
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * self.q))
 
 
@@ -162,30 +168,48 @@ class Block(nn.Module):
 
 
 class Head(nn.Module):
-    """Final norm + LM head + cross-entropy: one unit, so compile can fuse it (see module doc)."""
+    """Final norm + LM head + cross-entropy: one unit, so compile can fuse it (see module doc).
 
-    def __init__(self, cfg: GPTConfig):
+    ``loss_chunk > 0``: the loss is summed over chunks of that many tokens, each chunk's logits
+    recomputed in backward (activation checkpointing), so peak memory holds one chunk's logits.
+    """
+
+    def __init__(self, cfg: GPTConfig, loss_chunk: int = 0):
         super().__init__()
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.out = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.loss_chunk = loss_chunk
+
+    def _loss_sum(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.out(self.norm(h))
+        # the loss in fp32 whatever the compute dtype
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
 
     def forward(self, h: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.out(self.norm(h))
         if targets is None:
-            return logits
-        # mean over all tokens; the loss in fp32 whatever the compute dtype
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            return self.out(self.norm(h))
+        h, targets = h.flatten(0, 1), targets.flatten()
+        n = targets.numel()
+        if self.loss_chunk <= 0 or self.loss_chunk >= n:
+            return self._loss_sum(h, targets) / n  # mean over all tokens
+        total = h.new_zeros((), dtype=torch.float32)
+        for a in range(0, n, self.loss_chunk):
+            total = total + activation_ckpt.checkpoint(
+                self._loss_sum, h[a : a + self.loss_chunk], targets[a : a + self.loss_chunk],
+                use_reentrant=False,
+            )  # fmt: skip
+        return total / n
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, loss_chunk: int = 0):
         super().__init__()
         if cfg.vocab_size <= 0 or cfg.seq_len <= 0:
             raise ValueError("GPTConfig needs vocab_size and seq_len (resolve them first)")
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.head = Head(cfg)
+        self.head = Head(cfg, loss_chunk)
         if cfg.tie_embeddings:
             self.head.out.weight = self.tok_emb.weight
         cos, sin = rope_tables(cfg.head_dim, cfg.seq_len, cfg.rope_theta)
@@ -239,3 +263,52 @@ class GPT(nn.Module):
         if include_head:
             n += c.d_model * c.vocab_size
         return 6 * n + 12 * c.n_layer * c.n_head * c.head_dim * T
+
+
+def _sdpa_probe(
+    cfg: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    shape = (batch, cfg.n_head, cfg.seq_len, cfg.head_dim)
+    kv = (batch, cfg.kv_heads, cfg.seq_len, cfg.head_dim)
+    g = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(shape, device=device, dtype=dtype, generator=g)
+    k = torch.randn(kv, device=device, dtype=dtype, generator=g)
+    v = torch.randn(kv, device=device, dtype=dtype, generator=g)
+    return q, k, v
+
+
+def sdpa_backend(
+    cfg: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype = torch.bfloat16
+) -> str:
+    """The SDPA kernel PyTorch dispatches to for this model's attention (shapes, dtype, GQA):
+    ``FLASH_ATTENTION``, ``EFFICIENT_ATTENTION``, ``CUDNN_ATTENTION`` or ``MATH`` (the slow
+    fall-back). Asked of the dispatcher itself (``torch._fused_sdp_choice``)."""
+    from torch.nn.attention import SDPBackend
+
+    q, k, v = _sdpa_probe(cfg, batch, device, dtype)
+    try:
+        choice = torch._fused_sdp_choice(
+            q, k, v, None, 0.0, True, enable_gqa=cfg.kv_heads != cfg.n_head
+        )
+        return SDPBackend(choice).name
+    except Exception as e:  # a private API: say so rather than guess
+        return f"unknown ({type(e).__name__}: {e})"
+
+
+def forced_flash_check(
+    cfg: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype = torch.bfloat16
+) -> str | None:
+    """Run the model's attention forward + backward under ``sdpa_kernel(FLASH_ATTENTION)``:
+    None if the flash kernel takes it, else the error (PyTorch raises rather than falls back)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (t.requires_grad_() for t in _sdpa_probe(cfg, batch, device, dtype))
+    try:
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=cfg.kv_heads != cfg.n_head
+            )
+            y.float().sum().backward()
+        return None
+    except RuntimeError as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__

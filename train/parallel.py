@@ -1,8 +1,9 @@
 """Distributed setup, FSDP2 and torch.compile, applied to the model from the outside.
 
 Kept apart from ``train/model.py`` as in torchtitan: the model stays a plain nn.Module and this
-module wraps it. Order matters: compile each block first, then shard (FSDP2's hooks sit around
-the compiled blocks, so its all-gathers and reduce-scatters stay outside the graphs).
+module wraps it. Order matters (torchtitan's): activation checkpointing, then compile each
+block, then shard (FSDP2's hooks sit around the compiled blocks, so its all-gathers and
+reduce-scatters stay outside the graphs).
 """
 
 from __future__ import annotations
@@ -82,16 +83,38 @@ def apply_fsdp(
     ``param_dtype=bf16, reduce_dtype=fp32``: compute in bf16 (no autocast needed) while
     gradients are reduced and the sharded master weights and optimizer state stay fp32.
     The tied embedding/LM-head weight must live in a single unit, hence the root.
-    The last block is not resharded after forward: backward needs it right away.
+    The last block is not resharded after forward: backward needs it right away. The root is
+    never resharded after forward (FSDP2's default for the root, kept by passing nothing):
+    its embedding/head is the largest unit and backward starts with it.
+    The blocks do not cast their forward inputs (``cast_forward_inputs=False``): the hidden
+    state already arrives in bf16 from the root, and the RoPE cos/sin tables must stay fp32
+    (cast to bf16 they are off by up to 2e-3 and FSDP and plain runs diverge).
     """
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    mp_root = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    mp_block = MixedPrecisionPolicy(
+        param_dtype=param_dtype, reduce_dtype=reduce_dtype, cast_forward_inputs=False
+    )
     layers = list(model.layers)  # type: ignore[attr-defined]
     for i, block in enumerate(layers):
         last = i == len(layers) - 1
         fully_shard(
-            block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward and not last
+            block,
+            mesh=mesh,
+            mp_policy=mp_block,
+            reshard_after_forward=reshard_after_forward and not last,
         )
-    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=mp_root)
+    return model
+
+
+def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
+    """Recompute every block in backward instead of keeping its activations (less memory,
+    about one more forward of compute). Apply before ``apply_compile`` and ``apply_fsdp``."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    layers = model.layers  # type: ignore[attr-defined]
+    for i, block in enumerate(list(layers)):
+        layers[i] = checkpoint_wrapper(block, preserve_rng_state=False)
     return model
 
 
@@ -115,6 +138,27 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_reduce_min(value: int) -> int:
+    """The smallest ``value`` over all ranks (``value`` itself in a single process)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def barrier() -> None:

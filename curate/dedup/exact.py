@@ -1,7 +1,7 @@
 """Exact dedup: xxh3-64 of the normalised text; the best copy of each hash is kept.
 
-map (per part) -> ``id: string, text_hash: uint64 (null: text too short to judge), priority:
-float64`` (only with ``priority`` set). reduce (once) -> state ``id, duplicate_of`` with one row
+map (per part) -> ``id: string, text_hash: uint64 (null: text too short to judge)`` plus the
+keep-policy keys ``keep_<i>: float64`` (``length`` = normalised characters). reduce (once) -> state ``id, duplicate_of`` with one row
 per removed copy. score -> the part plus ``duplicate_of`` (string, null when kept); rule
 ``exact_duplicate`` removes rows whose ``duplicate_of`` is set.
 """
@@ -16,13 +16,13 @@ from pydantic import ConfigDict, Field
 
 from curate.dedup.common import (
     DUPLICATE_OF,
-    PRIORITY,
     KeepPolicy,
     has_duplicate_of,
     join_state,
     keep_rank,
-    priority_column,
+    keep_values,
     read_columns,
+    read_keys,
 )
 from curate.dedup.text import normalize
 from curate.stage import GlobalStage, Rules
@@ -49,6 +49,12 @@ class ExactDedupConfig(KeepPolicy):
 
 def text_hashes(texts: pa.Array | pa.ChunkedArray, cfg: ExactDedupConfig) -> pa.Array:
     """uint64 hash of each normalised text (null when shorter than ``min_length``)."""
+    return _hashes_and_lengths(texts, cfg)[0]
+
+
+def _hashes_and_lengths(
+    texts: pa.Array | pa.ChunkedArray, cfg: ExactDedupConfig
+) -> tuple[pa.Array, np.ndarray]:
     norm = normalize(
         texts,
         cfg.lowercase,
@@ -57,30 +63,26 @@ def text_hashes(texts: pa.Array | pa.ChunkedArray, cfg: ExactDedupConfig) -> pa.
         cfg.strip_digits,
         cfg.nfkc,
     )
-    long_enough = pc.greater_equal(pc.utf8_length(norm), cfg.min_length).to_numpy(
-        zero_copy_only=False
-    )
+    length = pc.utf8_length(norm).to_numpy(zero_copy_only=False)
+    long_enough = length >= cfg.min_length
     digest = xxhash.xxh3_64_intdigest
     hashes = np.fromiter(
         (digest(t.encode("utf-8", "surrogatepass")) for t in norm.to_pylist()),
         dtype=np.uint64,
         count=len(norm),
     )
-    return pa.array(hashes, pa.uint64(), mask=~long_enough)
+    return pa.array(hashes, pa.uint64(), mask=~long_enough), length
 
 
 def map_part(table: pa.Table, cfg: ExactDedupConfig) -> pa.Table:
-    """The compact summary of one part: id, text hash (and the priority score)."""
-    columns = {"id": table["id"], TEXT_HASH: text_hashes(table["text"], cfg)}
-    priority = priority_column(table, cfg)
-    if priority is not None:
-        columns[PRIORITY] = priority
-    return pa.table(columns)
+    """The compact summary of one part: id, text hash and the keep-policy keys."""
+    hashes, length = _hashes_and_lengths(table["text"], cfg)
+    return pa.table({"id": table["id"], TEXT_HASH: hashes, **keep_values(table, cfg, length)})
 
 
 def reduce_parts(urls: list[str], cfg: ExactDedupConfig) -> pa.Table:
     """Read every part's summary (in part order) and name the copy each duplicate is one of."""
-    columns = ["id", TEXT_HASH] + ([PRIORITY] if cfg.priority else [])
+    columns = ["id", TEXT_HASH, *cfg.key_columns()]
     tables = [read_columns(url, columns) for url in urls]
     if not tables:
         return STATE_SCHEMA.empty_table()
@@ -90,10 +92,7 @@ def reduce_parts(urls: list[str], cfg: ExactDedupConfig) -> pa.Table:
     ids = summary["id"].combine_chunks()
     hashes = summary[TEXT_HASH].combine_chunks()
     valid = hashes.is_valid().to_numpy(zero_copy_only=False)
-    priority = (
-        summary[PRIORITY].combine_chunks().to_numpy(zero_copy_only=False) if cfg.priority else None
-    )
-    rank = keep_rank(priority, part, row, cfg.priority_descending)
+    rank = keep_rank(read_keys(summary, cfg), ids, part, row, cfg)
 
     cand = np.flatnonzero(valid)
     h = hashes.fill_null(0).to_numpy()[cand]

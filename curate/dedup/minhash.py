@@ -8,14 +8,21 @@ batch of documents at once: one ``(shingles, num_perm)`` uint32 matrix product a
 min (``np.minimum.reduceat``), never per token.
 
 map (per part) -> ``id: string, signature: fixed_size_list<uint32>[num_perm], n_shingles: int32``
-plus ``priority: float64`` (with ``priority`` set) and ``shingles: large_list<uint64>`` (each
-document's distinct shingle hashes, with ``verify``).
-reduce (once) -> state ``id: string, minhash_cluster: int64, duplicate_of: string`` for every
-document with a near duplicate (``duplicate_of`` null for the copy kept; the cluster id is the
-kept copy's ordinal in part order). Candidate pairs are documents sharing one LSH band (the
-band layout of ``datasketch.MinHashLSH``); with ``verify`` a pair joins a cluster only if the
-exact Jaccard of the two shingle sets reaches ``threshold``.
-score -> the part plus ``minhash_cluster`` and ``duplicate_of``; rule ``near_duplicate``.
+plus the keep-policy keys ``keep_<i>: float64`` (``length`` = distinct shingles) and
+``shingles: large_list<uint64>`` (each document's distinct shingle hashes, with ``verify``) and
+``sampled_shingles: large_list<uint64>`` (those with ``hash % containment_sample == 0``, with
+``containment``).
+reduce (once) -> state ``id: string, minhash_cluster: int64, duplicate_of: string,
+contained_in: string, containment: float32`` for every document with a near duplicate or a
+container (``duplicate_of`` null for the copy kept; the cluster id is the kept copy's ordinal in
+part order). Candidate pairs are documents sharing one LSH band (the band layout of
+``datasketch.MinHashLSH``); with ``verify`` a pair joins a cluster only if the exact Jaccard of
+the two shingle sets reaches ``threshold``. Then, among the copies kept, containment
+(``curate.dedup.containment``): a document with at least ``containment`` of its shingles in one
+other kept document is removed, ``contained_in`` naming that container (LSH Ensemble over the
+same signatures, verified exactly with ``verify``). Which copy is kept, in both decisions, is
+the :class:`~curate.dedup.common.KeepPolicy`.
+score -> the part plus those columns; rules ``near_duplicate``, then ``contained_in``.
 """
 
 from __future__ import annotations
@@ -29,28 +36,40 @@ from pydantic import ConfigDict, Field, model_validator
 from curate.dedup.clusters import clusters
 from curate.dedup.common import (
     DUPLICATE_OF,
-    PRIORITY,
     KeepPolicy,
     has_duplicate_of,
     join_state,
     keep_rank,
-    priority_column,
+    keep_values,
     read_columns,
+    read_keys,
     take_or_null,
+)
+from curate.dedup.containment import (
+    choose_containers,
+    ensemble_candidates,
+    estimated_containment,
+    exact_containment,
+    sampled_candidates,
 )
 from curate.dedup.text import fmix64, text_shingles
 from curate.stage import GlobalStage, Rules
 
 REASON = "near_duplicate"
+CONTAINED_IN = "contained_in"  # removal reason, and the column naming the container's id
+CONTAINMENT = "containment"  # share of the document's shingles found in its container
 CLUSTER = "minhash_cluster"
 SIGNATURE = "signature"
 N_SHINGLES = "n_shingles"
 SHINGLES = "shingles"
+SAMPLED = "sampled_shingles"
 STATE_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string()),
         pa.field(CLUSTER, pa.int64()),
         pa.field(DUPLICATE_OF, pa.string()),
+        pa.field(CONTAINED_IN, pa.string()),
+        pa.field(CONTAINMENT, pa.float32()),
     ]
 )
 _EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's value for "no shingle seen"
@@ -81,6 +100,31 @@ class NearDedupConfig(KeepPolicy):
         64, ge=2, description="LSH buckets larger than this pair along a chain, not all pairs"
     )
     batch_bytes: int = Field(1 << 20, ge=1 << 10, description="text bytes hashed per batch")
+    containment: float | None = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="remove a kept document when this share of its shingles lies in one other "
+        "kept document (reason contained_in); None: off",
+    )
+    containment_min_shingles: int = Field(
+        10, ge=1, description="documents with fewer distinct shingles are never judged contained"
+    )
+    containment_sample: int = Field(
+        16, ge=1, description="1 in this many shingles (by hash) goes into the sampled index"
+    )
+    ensemble_partitions: int = Field(16, ge=1, description="LSH Ensemble size partitions")
+    ensemble_max_rows: int = Field(8, ge=2, description="LSH Ensemble's m: most rows per band")
+    containment_false_negative_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="weight of missed pairs in LSH Ensemble's parameters"
+    )
+    containment_prefilter: float = Field(
+        0.75,
+        ge=0.0,
+        le=1.0,
+        description="with verify, only candidates whose estimate (MinHash, or the sampled "
+        "share) reaches this fraction of containment are checked exactly",
+    )
 
     @model_validator(mode="after")
     def _bands_fit(self) -> NearDedupConfig:
@@ -168,7 +212,7 @@ def _slices_by_bytes(texts: pa.ChunkedArray | pa.Array, budget: int) -> list[tup
 def map_part(table: pa.Table, cfg: NearDedupConfig) -> pa.Table:
     """Signatures (and, with ``verify``, distinct shingle hashes) of one part's documents."""
     texts = table["text"]
-    sigs, counts, shingle_lists = [], [], []
+    sigs, counts, shingle_lists, samples = [], [], [], []
     for start, stop in _slices_by_bytes(texts, cfg.batch_bytes):
         sh = text_shingles(texts.slice(start, stop - start), cfg.ngram, cfg.lowercase)
         sigs.append(minhash_signatures(sh.hashes, sh.offsets, cfg.num_perm, cfg.seed))
@@ -177,21 +221,31 @@ def map_part(table: pa.Table, cfg: NearDedupConfig) -> pa.Table:
             shingle_lists.append(
                 pa.LargeListArray.from_arrays(pa.array(sh.offsets), pa.array(sh.hashes))
             )
+        if cfg.containment is not None:
+            picked = sh.hashes % np.uint64(cfg.containment_sample) == 0
+            offsets = np.zeros(len(sh.offsets), np.int64)
+            picked_per_doc = np.bincount(sh.doc_of()[picked], minlength=len(sh.offsets) - 1)
+            np.cumsum(picked_per_doc, out=offsets[1:])
+            samples.append(
+                pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(sh.hashes[picked]))
+            )
     sig = np.concatenate(sigs) if sigs else np.zeros((0, cfg.num_perm), np.uint32)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "id": table["id"],
         SIGNATURE: pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), cfg.num_perm),
         N_SHINGLES: pa.array(np.concatenate(counts) if counts else np.zeros(0, np.int32)),
     }
-    priority = priority_column(table, cfg)
-    if priority is not None:
-        columns[PRIORITY] = priority
-    if cfg.verify:
-        columns[SHINGLES] = (
-            pa.chunked_array(shingle_lists, pa.large_list(pa.uint64()))
-            if shingle_lists
-            else pa.array([], pa.large_list(pa.uint64()))
-        )
+    columns.update(keep_values(table, cfg, columns[N_SHINGLES].to_numpy()))
+    for name, lists, wanted in (
+        (SHINGLES, shingle_lists, cfg.verify),
+        (SAMPLED, samples, cfg.containment is not None),
+    ):
+        if wanted:
+            columns[name] = (
+                pa.chunked_array(lists, pa.large_list(pa.uint64()))
+                if lists
+                else pa.array([], pa.large_list(pa.uint64()))
+            )
     return pa.table(columns)
 
 
@@ -272,7 +326,7 @@ def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _load_shingles(
-    urls: list[str], part: np.ndarray, row: np.ndarray, wanted: np.ndarray
+    urls: list[str], part: np.ndarray, row: np.ndarray, wanted: np.ndarray, name: str = SHINGLES
 ) -> dict[int, np.ndarray]:
     """Distinct shingle hashes of the ``wanted`` documents (global indices), one part at a time."""
     out: dict[int, np.ndarray] = {}
@@ -280,7 +334,7 @@ def _load_shingles(
         mine = wanted[part[wanted] == p]
         if len(mine) == 0:
             continue
-        column = read_columns(url, [SHINGLES])[SHINGLES].combine_chunks()
+        column = read_columns(url, [name])[name].combine_chunks()
         taken = column.take(pa.array(row[mine]))
         offsets = taken.offsets.to_numpy()
         values = taken.flatten().to_numpy()
@@ -290,21 +344,112 @@ def _load_shingles(
     return out
 
 
+def _load_signatures(
+    urls: list[str], part: np.ndarray, row: np.ndarray, wanted: np.ndarray, num_perm: int
+) -> np.ndarray:
+    """``(len(wanted), num_perm)`` signatures of the ``wanted`` documents, one part at a time."""
+    out = np.zeros((len(wanted), num_perm), np.uint32)
+    for p, url in enumerate(urls):
+        mine = np.flatnonzero(part[wanted] == p)
+        if len(mine):
+            sig = signature_matrix(read_columns(url, [SIGNATURE])[SIGNATURE], num_perm)
+            out[mine] = sig[row[wanted[mine]]]
+    return out
+
+
+def contained_documents(
+    urls: list[str],
+    cfg: NearDedupConfig,
+    candidates: np.ndarray,
+    n_shingles: np.ndarray,
+    rank: np.ndarray,
+    part: np.ndarray,
+    row: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Container (global index, -1: none) and containment of each document, among the global
+    indices ``candidates`` (the copies near dedup keeps)."""
+    n = len(rank)
+    container = np.full(n, -1, np.int64)
+    share = np.full(n, np.nan, np.float32)
+    if cfg.containment is None:
+        return container, share
+    docs = candidates[n_shingles[candidates] > 0]
+    sizes = n_shingles[docs].astype(np.int64)
+    queries = np.flatnonzero(sizes >= cfg.containment_min_shingles)
+    if len(docs) < 2 or len(queries) == 0:
+        return container, share
+    sig = _load_signatures(urls, part, row, docs, cfg.num_perm)
+    by_lsh = ensemble_candidates(
+        sig,
+        sizes,
+        queries,
+        cfg.containment,
+        cfg.ensemble_partitions,
+        cfg.ensemble_max_rows,
+        cfg.containment_false_negative_weight,
+    )
+    sampled = _load_shingles(urls, part, row, docs, SAMPLED)
+    lengths = np.array([len(sampled[d]) for d in docs.tolist()], np.int64)
+    offsets = np.zeros(len(docs) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate([sampled[d] for d in docs.tolist()]) if len(docs) else lengths
+    del sampled
+    by_sample, sample_share = sampled_candidates(offsets, values, queries, cfg.containment)
+    n_local = len(docs)
+    codes = np.concatenate(
+        [by_lsh[:, 0] * n_local + by_lsh[:, 1], by_sample[:, 0] * n_local + by_sample[:, 1]]
+    )
+    code = np.unique(codes)
+    local = np.stack([code // n_local, code % n_local], axis=1)
+    local = local[sizes[local[:, 1]] >= cfg.containment * sizes[local[:, 0]]]  # |B| >= c |A|
+    # estimates: the sampled share where the pair has samples, else from MinHash
+    c = estimated_containment(sig, sizes, local)
+    s_code = by_sample[:, 0] * n_local + by_sample[:, 1]
+    order = np.argsort(s_code)
+    s_code, s_share = s_code[order], sample_share[order]
+    l_code = local[:, 0] * n_local + local[:, 1]
+    at = np.minimum(np.searchsorted(s_code, l_code), max(len(s_code) - 1, 0))
+    found = (s_code[at] == l_code) if len(s_code) else np.zeros(len(l_code), bool)
+    sample_est = np.where(found, s_share[at] if len(s_code) else 0.0, np.nan)
+    if cfg.verify and len(local):
+        likely = np.fmax(c, sample_est) >= cfg.containment_prefilter * cfg.containment
+        local = local[likely]
+        pairs = docs[local]
+        sets = _load_shingles(urls, part, row, np.unique(pairs))
+        c = np.array([exact_containment(sets[a], sets[b]) for a, b in pairs.tolist()])
+        del sets
+    else:
+        c = np.where(np.isnan(sample_est), c, sample_est)
+    del sig
+    hit = c >= cfg.containment
+    local, c = local[hit], c[hit]
+    chosen = choose_containers(local, rank[docs])
+    removed = np.flatnonzero(chosen >= 0)
+    container[docs[removed]] = docs[chosen[removed]]
+    if len(removed):
+        by_edge = {(a, b): v for (a, b), v in zip(local.tolist(), c.tolist(), strict=True)}
+        share[docs[removed]] = [by_edge[(a, chosen[a])] for a in removed.tolist()]
+    return container, share
+
+
 def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
-    """Cluster near-duplicates over every part's signatures; name the copy each one keeps."""
+    """Cluster near-duplicates over every part's signatures; name the copy each one keeps; then
+    name the container of each kept copy that lies in another kept copy."""
     if not urls:
         return STATE_SCHEMA.empty_table()
     bands, rows = cfg.lsh_params()
-    columns = ["id", SIGNATURE, N_SHINGLES] + ([PRIORITY] if cfg.priority else [])
+    key_columns = cfg.key_columns()
+    columns = ["id", SIGNATURE, N_SHINGLES, *key_columns]
     # one part at a time: only the band keys (8 bytes per band) of a signature are kept
-    keys, ids, n_shingles, priority, part, row = [], [], [], [], [], []
+    keys, ids, n_shingles, part, row = [], [], [], [], []
+    policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in key_columns}
     for p, url in enumerate(urls):
         t = read_columns(url, columns)
         keys.append(band_keys(signature_matrix(t[SIGNATURE], cfg.num_perm), bands, rows))
         ids.append(t["id"].combine_chunks().cast(pa.string()))
         n_shingles.append(t[N_SHINGLES].to_numpy())
-        if cfg.priority:
-            priority.append(t[PRIORITY].to_numpy(zero_copy_only=False))
+        for name, values in read_keys(t, cfg).items():
+            policy_keys[name].append(values)
         part.append(np.full(t.num_rows, p, np.int64))
         row.append(np.arange(t.num_rows, dtype=np.int64))
         del t
@@ -312,11 +457,10 @@ def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
     del keys
     ids = pa.concat_arrays(ids)
     part, row = np.concatenate(part), np.concatenate(row)
-    rank = keep_rank(
-        np.concatenate(priority) if cfg.priority else None, part, row, cfg.priority_descending
-    )
+    n_shingles = np.concatenate(n_shingles)
+    rank = keep_rank({k: np.concatenate(v) for k, v in policy_keys.items()}, ids, part, row, cfg)
 
-    eligible = np.flatnonzero(np.concatenate(n_shingles) > 0)  # empty: no one's near duplicate
+    eligible = np.flatnonzero(n_shingles > 0)  # empty: no one's near duplicate
     local = lsh_pairs_from_keys(all_keys[eligible], rank[eligible], cfg.max_bucket)
     pairs = eligible[local] if len(local) else np.zeros((0, 2), np.int64)
     del all_keys
@@ -324,32 +468,43 @@ def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
         sets = _load_shingles(urls, part, row, np.unique(pairs))
         similar = [exact_jaccard(sets[a], sets[b]) >= cfg.threshold for a, b in pairs.tolist()]
         pairs = pairs[np.asarray(similar, bool)]
+        del sets
 
     # union in rank space: the root (smallest rank) of each cluster is the copy kept
     by_rank = np.argsort(rank)
     root_rank = clusters(len(rank), rank[pairs]) if len(pairs) else np.arange(len(rank))
     kept = by_rank[root_rank[rank]]  # global index of the kept copy of every document
     size = np.bincount(kept, minlength=len(rank))
-    members = np.flatnonzero(size[kept] > 1)
+    container, share = contained_documents(
+        urls, cfg, np.flatnonzero(kept == np.arange(len(rank))), n_shingles, rank, part, row
+    )
+    members = np.flatnonzero((size[kept] > 1) | (container >= 0))
+    in_cluster = size[kept[members]] > 1
     duplicate = kept[members] != members
-    dup_ids = ids.take(pa.array(kept[members]))
+    contained = container[members]
     return pa.table(
         {
             "id": ids.take(pa.array(members)),
-            CLUSTER: pa.array(kept[members], pa.int64()),
-            DUPLICATE_OF: take_or_null(dup_ids, np.where(duplicate, np.arange(len(members)), -1)),
+            CLUSTER: pa.array(kept[members], pa.int64(), mask=~in_cluster),
+            DUPLICATE_OF: take_or_null(ids, np.where(duplicate, kept[members], -1)),
+            CONTAINED_IN: take_or_null(ids, contained),
+            CONTAINMENT: pa.array(share[members], pa.float32(), from_pandas=True),
         },
         schema=STATE_SCHEMA,
     )
 
 
 def score(table: pa.Table, state: pa.Table, cfg: NearDedupConfig) -> pa.Table:
-    """The part plus ``minhash_cluster`` and ``duplicate_of`` (null when no near duplicate)."""
-    return join_state(table, state, [CLUSTER, DUPLICATE_OF])
+    """The part plus ``minhash_cluster``, ``duplicate_of``, ``contained_in`` and
+    ``containment`` (null when the document has no near duplicate, or no container)."""
+    return join_state(table, state, [CLUSTER, DUPLICATE_OF, CONTAINED_IN, CONTAINMENT])
 
 
 def rules(table: pa.Table, cfg: NearDedupConfig) -> Rules:
-    return {REASON: has_duplicate_of(table)}
+    return {
+        REASON: has_duplicate_of(table),
+        CONTAINED_IN: table[CONTAINED_IN].is_valid().to_numpy(zero_copy_only=False),
+    }
 
 
 NEAR_DEDUP = GlobalStage(

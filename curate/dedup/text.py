@@ -1,6 +1,7 @@
 """Word splitting, normalisation and n-gram hashing for dedup, vectorised over Arrow columns.
 
-One definition of a "word" serves exact dedup, near dedup, decontamination and the tests:
+One definition of a "word" serves exact dedup, near dedup, decontamination and the tests (the
+heuristic rules count words their own way, Gopher's: :func:`curate.text.rule_tokens`):
 runs of letters, digits, marks and ``_`` (RE2 ``[\\pL\\pN\\pM_]+``), with every character of an
 unspaced script (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar) a word of its own, so word
 n-grams over Chinese or Japanese text are character n-grams and mixed text needs no switch.
@@ -205,8 +206,8 @@ def normalize(
     """Normalised texts for exact matching, vectorised: NFKC, lower-case, digits removed,
     punctuation (anything not a letter, digit, mark or space) to a space, whitespace collapsed.
 
-    The steps of the filters' per-string ``curate.text.normalize`` (where that module exists),
-    for whole columns; punctuation here is a Unicode class rather than a fixed list.
+    (The filters' :mod:`curate.text` splits one document for the heuristic rules, Gopher's
+    way; this module is the one normalisation and word split that dedup compares and hashes.)
     """
     texts = _as_large_string(texts)
     if nfkc:

@@ -35,13 +35,20 @@ Differences from datatrove, on purpose:
 - top n-gram: only an n-gram that occurs at least twice counts (a text of unique n-grams has no
   "top duplicate"); duplicate n-gram characters are the words covered by any later occurrence of
   an n-gram (a union, so overlaps count once), computed with rolling hashes in numpy;
-- C4 sentences: counted with a regex (terminal punctuation followed by a space or the end),
-  not with NLTK punkt;
-- language: the Gopher stop-word rule uses the document's ``lang`` (a list per language in
-  ``stop_words``; languages without one skip the rule; null ``lang`` counts as
-  ``lang_if_null``); languages written without spaces (``unspaced_langs``: ja, zh, th, ...) skip
-  the word-count, mean-word-length, symbol-ratio, alpha-words and stop-word rules, which assume
-  spaces (a run of Han characters is one "token", so a few ASCII symbols outweigh it);
+- C4 sentences: counted with a regex (terminal punctuation followed by a space or the end;
+  ``。！？`` anywhere, ``؟ । ॥`` too), not with NLTK punkt; C4's line rule also ends a line at
+  ``。！？؟।`` and counts an unspaced-script character as one word (:mod:`curate.text`);
+- language (FineWeb-2 style): words are split per script (each CJK/Thai character a word, dot
+  leaders no token: :mod:`curate.text`); the Gopher stop-word rule uses the document's ``lang``
+  (a list per language in ``stop_words``; languages without one: null, not removed; null
+  ``lang`` counts as ``lang_if_null``); the mean-word-length rule cannot judge languages written
+  without spaces (``unspaced_langs``: ja, zh, th, ...): null, not removed. Every family's
+  thresholds can be set per language (``by_lang``: lang -> field -> value); Gopher quality ships
+  ``lang_thresholds.json``, computed by ``bench/lang_thresholds.py`` from parallel reference
+  text (the word-count limits scaled by each language's words per English word, ...);
+- C4's curly-bracket rule flags only when ``curly_bracket_min_lines`` of the kept lines hold a
+  ``{`` (default 0: any line, as C4; configs/default.yaml asks for more, so one ``{`` in a
+  manual is not code);
 - domains in ``skip_domains`` (code, by default) are not measured: null scores, never removed;
   a family with ``domains`` set measures only documents of those domains (null scores, so no
   removal by its rules, elsewhere). C4's line rule and FineWeb's line rules assume one
@@ -53,7 +60,10 @@ Differences from datatrove, on purpose:
 
 from __future__ import annotations
 
+import json
 import re
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,11 +72,19 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.stage import ERROR_COLUMN, Rules, Stage
-from curate.text import Tokens, split_words
+from curate.text import (
+    NON_LATIN_TERMINAL,
+    UNSPACED_CHAR,
+    Tokens,
+    count_sentences,
+    line_words,
+    rule_tokens,
+)
 
 # Gopher (Rae et al. 2021, A.1.1): "the, be, to, of, and, that, have, with" — at least two present.
-# The other lists hold the same kind of words (article/copula/common prepositions and
-# conjunctions), eight per language, for the languages of the sample corpus.
+# The other lists hold the same kind of words (article/copula/common prepositions, conjunctions,
+# particles), eight per language; ja/zh/th entries are single characters (each one a word of the
+# split, see curate.text).
 STOP_WORDS: dict[str, list[str]] = {
     "en": ["the", "be", "to", "of", "and", "that", "have", "with"],
     "de": ["der", "die", "das", "und", "ist", "zu", "von", "mit"],
@@ -76,6 +94,24 @@ STOP_WORDS: dict[str, list[str]] = {
     "pt": ["o", "a", "de", "que", "e", "é", "para", "com"],
     "nl": ["de", "het", "een", "en", "van", "is", "dat", "met"],
     "id": ["yang", "dan", "di", "ini", "itu", "dengan", "untuk", "dari"],
+    "ca": ["el", "la", "de", "i", "que", "amb", "per", "és"],
+    "ro": ["și", "de", "în", "a", "la", "cu", "că", "pe"],
+    "sv": ["och", "i", "att", "det", "som", "en", "på", "är"],
+    "da": ["og", "i", "at", "det", "en", "til", "er", "som"],
+    "no": ["og", "i", "det", "på", "som", "er", "en", "til"],
+    "pl": ["i", "w", "na", "nie", "się", "z", "do", "że"],
+    "cs": ["a", "v", "se", "na", "je", "že", "s", "to"],
+    "hr": ["i", "je", "u", "na", "da", "se", "za", "od"],
+    "tr": ["ve", "bir", "bu", "da", "de", "için", "ile", "olarak"],
+    "vi": ["và", "của", "là", "có", "các", "được", "cho", "trong"],
+    "ru": ["и", "в", "не", "на", "что", "с", "по", "это"],
+    "uk": ["і", "в", "на", "що", "з", "не", "до", "та"],
+    "el": ["και", "το", "να", "του", "η", "της", "με", "για"],
+    "ar": ["في", "من", "على", "أن", "إلى", "التي", "هذا", "عن"],
+    "fa": ["و", "در", "به", "از", "که", "این", "را", "با"],
+    "hi": ["के", "है", "में", "की", "और", "को", "से", "का"],
+    "ja": ["の", "に", "は", "を", "た", "が", "で", "て"],
+    "zh": ["的", "是", "在", "了", "和", "有", "不", "这"],
 }
 UNSPACED_LANGS = ["ja", "zh", "th", "lo", "km", "my", "bo"]
 BULLETS = ("-", "•", "‣", "◦", "●", "▪", "*")
@@ -86,9 +122,37 @@ C4_POLICY = (
     "use cookies",
 )  # fmt: skip
 C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
-C4_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
 FINEWEB_TERMINAL = (".", "!", "?", "…", '"', "'", "”", "»", "。", "！", "？", "؟", "।", "॥")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
+LANG_THRESHOLDS = Path(__file__).with_name("lang_thresholds.json")
+
+
+@cache
+def _lang_thresholds() -> dict[str, Any]:
+    if not LANG_THRESHOLDS.exists():
+        return {}
+    return json.loads(LANG_THRESHOLDS.read_text(encoding="utf-8")).get("families", {})
+
+
+def lang_thresholds(family: str) -> dict[str, dict[str, float | None]]:
+    """The shipped per-language thresholds of ``family`` (``lang_thresholds.json``, written by
+    ``bench/lang_thresholds.py`` from corpus statistics; a copy, safe to change)."""
+    return {lang: dict(v) for lang, v in _lang_thresholds().get(family, {}).items()}
+
+
+# the distinct languages of a batch and, for each row, the index of its language among them
+Langs = tuple[list[str | None], np.ndarray]
+
+
+def batch_langs(table: pa.Table) -> Langs:
+    """The distinct values of ``lang`` and each row's index into them (one pass over the
+    column, so a per-language threshold costs one lookup per language, not per row)."""
+    if "lang" not in table.column_names or table.num_rows == 0:
+        return [None], np.zeros(table.num_rows, dtype=np.intp)
+    encoded = pc.dictionary_encode(table["lang"]).combine_chunks()
+    names = encoded.dictionary.to_pylist() + [None]
+    index = pc.fill_null(encoded.indices, len(names) - 1).to_numpy(zero_copy_only=False)
+    return names, index.astype(np.intp)
 
 
 class RuleFamilyConfig(BaseModel):
@@ -98,6 +162,22 @@ class RuleFamilyConfig(BaseModel):
 
     enabled: bool = True
     domains: list[str] | None = Field(None, description="only these domains (None: all)")
+    by_lang: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict,
+        description="thresholds of this family per language (lang -> field -> value)",
+    )
+
+    def limits(self, field: str, langs: Langs, base: Any = ...) -> np.ndarray:
+        """``field``'s threshold for each document's language (NaN: rule off); ``base``: the
+        value where ``by_lang`` has none (default: the field's)."""
+        base = getattr(self, field) if base is ... else base
+        names, index = langs
+
+        def value(lang: str | None) -> float:
+            v = self.by_lang.get(lang or "", {}).get(field, base) if self.by_lang else base
+            return np.nan if v is None else float(v)
+
+        return np.asarray([value(lang) for lang in names], dtype=float)[index]
 
 
 class GopherQualityConfig(RuleFamilyConfig):
@@ -115,10 +195,15 @@ class GopherQualityConfig(RuleFamilyConfig):
     stop_words: dict[str, list[str]] = Field(default_factory=lambda: dict(STOP_WORDS))
     lang_if_null: str | None = "en"
     unspaced_langs: list[str] = Field(default_factory=lambda: list(UNSPACED_LANGS))
+    by_lang: dict[str, dict[str, float | None]] = Field(
+        default_factory=lambda: lang_thresholds("gopher_quality"),
+        description="per language: from corpus statistics (bench/lang_thresholds.py)",
+    )
 
 
 class GopherRepetitionConfig(RuleFamilyConfig):
-    """Gopher repetition rules (Rae et al. 2021, table A1): maxima of duplicate fractions."""
+    """Gopher repetition rules (Rae et al. 2021, table A1): maxima of duplicate fractions
+    (``by_lang`` keys of the n-gram rules: ``top_ngrams.2``, ``dup_ngrams.5``, ...)."""
 
     max_dup_line_frac: float | None = 0.3
     max_dup_para_frac: float | None = 0.3
@@ -127,6 +212,10 @@ class GopherRepetitionConfig(RuleFamilyConfig):
     top_ngrams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
     dup_ngrams: dict[int, float] = Field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+    by_lang: dict[str, dict[str, float | None]] = Field(
+        default_factory=lambda: lang_thresholds("gopher_repetition"),
+        description="per language: from corpus statistics (bench/lang_thresholds.py)",
     )
 
 
@@ -142,6 +231,12 @@ class C4Config(RuleFamilyConfig):
     lorem_ipsum: bool = True
     javascript: bool = True
     curly_bracket: bool = True
+    curly_bracket_min_lines: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="flag only when at least this fraction of kept lines holds '{' (0: any, C4)",
+    )
     policy: bool = True
 
 
@@ -178,16 +273,28 @@ def gopher_quality(text: str, lines: list[str], tok: Tokens, lang: str | None,
     """Gopher quality measurements of one document."""
     n_words = len(tok.words)
     stop = cfg.stop_words.get(lang or cfg.lang_if_null or "")
-    if stop is None or lang in cfg.unspaced_langs:
+    if stop is None:
         stop_count = None
     else:
         present = set(tok.words)
         stop_count = sum(1 for s in stop if s in present)
+    # words of unspaced scripts are characters: their length says nothing; a mixed document's
+    # mean length is that of its other words (none: cannot judge)
+    spaced_words = (
+        [w for w in tok.words if not UNSPACED_CHAR.match(w)] if tok.unspaced else tok.words
+    )
+    unspaced = lang in cfg.unspaced_langs or not spaced_words
     hashes = text.count("#")
     ellipses = text.count("...") + text.count("…")
     return {
         "gopher_words": n_words,
-        "gopher_mean_word_length": (sum(map(len, tok.words)) / n_words if n_words else 0.0),
+        "gopher_mean_word_length": (
+            None
+            if unspaced and n_words
+            else sum(map(len, spaced_words)) / len(spaced_words)
+            if spaced_words
+            else 0.0
+        ),
         "gopher_symbol_ratio": max(hashes, ellipses) / max(n_words, 1),
         "gopher_bullet_lines": _fraction(
             sum(1 for line in lines if line.lstrip().startswith(BULLETS)), len(lines)
@@ -279,8 +386,8 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
     """C4's line filter: the kept lines and the document flags (lorem ipsum, curly bracket,
     sentences in the kept lines)."""
     kept: list[str] = []
-    lorem = curly = False
-    sentences = 0
+    lorem = False
+    curly_lines = sentences = 0
     for raw in lines:
         line = raw.strip()
         words = line.split()
@@ -288,9 +395,15 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
             continue
         if cfg.remove_citations and "[" in line:
             line = C4_CITATION.sub("", line)
-        if cfg.terminal_punct and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
+        if cfg.terminal_punct and (
+            not line.endswith(C4_END_PUNCTUATION + NON_LATIN_TERMINAL) or line.endswith("...")
+        ):
             continue
-        if cfg.min_words_per_line is not None and len(words) < cfg.min_words_per_line:
+        if (  # an unspaced-script character counts as a word
+            cfg.min_words_per_line is not None
+            and len(words) < cfg.min_words_per_line
+            and (UNSPACED_CHAR.search(line) is None or line_words(line) < cfg.min_words_per_line)
+        ):
             continue
         low = line.lower()
         if cfg.lorem_ipsum and "lorem ipsum" in low:
@@ -298,16 +411,17 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
         if cfg.javascript and "javascript" in low:
             continue
         if cfg.curly_bracket and "{" in line:
-            curly = True
+            curly_lines += 1
         if cfg.policy and any(p in low for p in C4_POLICY):
             continue
-        sentences += max(len(C4_SENTENCE_END.findall(line)), 1)
+        sentences += max(count_sentences(line), 1)
         kept.append(line)
     flags = {
         "c4_lines_removed": len(lines) - len(kept),
         "c4_sentences": sentences,
         "c4_lorem_ipsum": lorem,
-        "c4_curly_bracket": curly,
+        "c4_curly_bracket": curly_lines > 0
+        and curly_lines >= cfg.curly_bracket_min_lines * len(kept),
     }
     return kept, flags
 
@@ -338,7 +452,7 @@ def measure(
     """The measurements of every family that applies to ``domain`` (enabled, and ``domain`` in
     its ``domains``), and the text after the C4 rewrite."""
     lines = [line for line in text.split("\n") if line.strip()]
-    tok = split_words(text)
+    tok = rule_tokens(text)
     row: dict[str, Any] = {}
     if _applies(cfg.gopher_quality, domain):
         row.update(gopher_quality(text, lines, tok, lang, cfg.gopher_quality))
@@ -420,66 +534,81 @@ def _col(table: pa.Table, name: str, fill: float) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False)
 
 
-def _above(table: pa.Table, name: str, limit: float | None) -> np.ndarray:
+def _above(table: pa.Table, name: str, limit: float | np.ndarray | None) -> np.ndarray:
+    """Score above ``limit`` (one value, or one per row with NaN for "rule off")."""
     if limit is None:
         return np.zeros(table.num_rows, dtype=bool)
-    return _col(table, name, -np.inf) > limit
+    with np.errstate(invalid="ignore"):
+        return _col(table, name, -np.inf) > limit  # NaN compares False
 
 
-def _below(table: pa.Table, name: str, limit: float | None) -> np.ndarray:
+def _below(table: pa.Table, name: str, limit: float | np.ndarray | None) -> np.ndarray:
     if limit is None:
         return np.zeros(table.num_rows, dtype=bool)
-    return _col(table, name, np.inf) < limit
+    with np.errstate(invalid="ignore"):
+        return _col(table, name, np.inf) < limit
 
 
 def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
-    """One reason per rule, Gopher quality → Gopher repetition → C4 → FineWeb."""
+    """One reason per rule, Gopher quality → Gopher repetition → C4 → FineWeb; a family's
+    thresholds follow the document's language where its ``by_lang`` sets one."""
     out: dict[str, np.ndarray] = {}
-    n = table.num_rows
+    langs = batch_langs(table)
     q = cfg.gopher_quality
     if q.enabled:
-        langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
-        spaced = np.asarray([lang not in q.unspaced_langs for lang in langs], dtype=bool)
-        out["gopher_word_count"] = spaced & (
-            _below(table, "gopher_words", q.min_words) | _above(table, "gopher_words", q.max_words)
+
+        def lim(field: str) -> np.ndarray:
+            return q.limits(field, langs)
+
+        out["gopher_word_count"] = _below(table, "gopher_words", lim("min_words")) | _above(
+            table, "gopher_words", lim("max_words")
         )
-        out["gopher_mean_word_length"] = spaced & (
-            _below(table, "gopher_mean_word_length", q.min_mean_word_length)
-            | _above(table, "gopher_mean_word_length", q.max_mean_word_length)
+        out["gopher_mean_word_length"] = _below(
+            table, "gopher_mean_word_length", lim("min_mean_word_length")
+        ) | _above(table, "gopher_mean_word_length", lim("max_mean_word_length"))
+        out["gopher_symbol_ratio"] = _above(table, "gopher_symbol_ratio", lim("max_symbol_ratio"))
+        out["gopher_bullet_lines"] = _above(table, "gopher_bullet_lines", lim("max_bullet_lines"))
+        out["gopher_ellipsis_lines"] = _above(
+            table, "gopher_ellipsis_lines", lim("max_ellipsis_lines")
         )
-        out["gopher_symbol_ratio"] = spaced & _above(
-            table, "gopher_symbol_ratio", q.max_symbol_ratio
-        )
-        out["gopher_bullet_lines"] = _above(table, "gopher_bullet_lines", q.max_bullet_lines)
-        out["gopher_ellipsis_lines"] = _above(table, "gopher_ellipsis_lines", q.max_ellipsis_lines)
-        out["gopher_alpha_words"] = spaced & _below(table, "gopher_alpha_words", q.min_alpha_words)
-        out["gopher_stop_words"] = _below(table, "gopher_stop_words", q.min_stop_words)
+        out["gopher_alpha_words"] = _below(table, "gopher_alpha_words", lim("min_alpha_words"))
+        out["gopher_stop_words"] = _below(table, "gopher_stop_words", lim("min_stop_words"))
     r = cfg.gopher_repetition
     if r.enabled:
-        for name, limit in [
-            ("gopher_dup_para_frac", r.max_dup_para_frac),
-            ("gopher_dup_para_char_frac", r.max_dup_para_char_frac),
-            ("gopher_dup_line_frac", r.max_dup_line_frac),
-            ("gopher_dup_line_char_frac", r.max_dup_line_char_frac),
+        for name, field in [
+            ("gopher_dup_para_frac", "max_dup_para_frac"),
+            ("gopher_dup_para_char_frac", "max_dup_para_char_frac"),
+            ("gopher_dup_line_frac", "max_dup_line_frac"),
+            ("gopher_dup_line_char_frac", "max_dup_line_char_frac"),
         ]:
-            out[name] = _above(table, name, limit)
-        for k, limit in sorted(r.top_ngrams.items()):
-            out[f"gopher_top_{k}gram"] = _above(table, f"gopher_top_{k}gram", limit)
-        for k, limit in sorted(r.dup_ngrams.items()):
-            out[f"gopher_dup_{k}gram"] = _above(table, f"gopher_dup_{k}gram", limit)
+            out[name] = _above(table, name, r.limits(field, langs))
+        for kind, grams in (("top", r.top_ngrams), ("dup", r.dup_ngrams)):
+            for k, limit in sorted(grams.items()):
+                per_lang = r.limits(f"{kind}_ngrams.{k}", langs, limit)
+                out[f"gopher_{kind}_{k}gram"] = _above(table, f"gopher_{kind}_{k}gram", per_lang)
     c4 = cfg.c4
     if c4.enabled:
         out["c4_lorem_ipsum"] = _above(table, "c4_lorem_ipsum", 0.5 if c4.lorem_ipsum else None)
         out["c4_curly_bracket"] = _above(
             table, "c4_curly_bracket", 0.5 if c4.curly_bracket else None
         )
-        out["c4_too_few_sentences"] = _below(table, "c4_sentences", c4.min_sentences)
+        out["c4_too_few_sentences"] = _below(
+            table, "c4_sentences", c4.limits("min_sentences", langs)
+        )
     f = cfg.fineweb
     if f.enabled:
-        out["fineweb_line_punct"] = _below(table, "fineweb_line_punct", f.min_line_punct)
-        out["fineweb_short_lines"] = _above(table, "fineweb_short_lines", f.max_short_lines)
-        out["fineweb_dup_chars"] = _above(table, "fineweb_dup_chars", f.max_dup_chars)
-        out["fineweb_list_ratio"] = _above(table, "fineweb_list_ratio", f.max_list_ratio)
+        out["fineweb_line_punct"] = _below(
+            table, "fineweb_line_punct", f.limits("min_line_punct", langs)
+        )
+        out["fineweb_short_lines"] = _above(
+            table, "fineweb_short_lines", f.limits("max_short_lines", langs)
+        )
+        out["fineweb_dup_chars"] = _above(
+            table, "fineweb_dup_chars", f.limits("max_dup_chars", langs)
+        )
+        out["fineweb_list_ratio"] = _above(
+            table, "fineweb_list_ratio", f.limits("max_list_ratio", langs)
+        )
     return out
 
 

@@ -7,18 +7,25 @@ bindings. Nothing is ever downloaded; ``model_path`` may point to another fastTe
 
 The whole text is classified, not a prefix: newlines become spaces (fastText reads one line) and
 a text longer than ``chunk_chars`` is cut at line ends into chunks of about that size (at most
-``max_chunks``, spread evenly over the text). Each chunk's top-``top_k`` probabilities are
-weighted by the chunk's characters and summed; ``lang`` is the heaviest label, ``lang_score``
-its weight / all characters. So a page that is 70 % English and 30 % Danish comes out ``en``
-with a score ≤ 0.7 instead of whatever its first lines are, and one fastText call classifies all
-chunks of a batch.
+``max_chunks``, spread evenly over the text). ``lang`` is the label with the most probability
+mass over the chunks (each chunk's top-``top_k`` probabilities weighted by its characters), so a
+page that is 70 % English and 30 % Danish comes out ``en`` instead of whatever its first lines
+are, and one fastText call classifies all chunks of a batch.
+
+``lang_score`` is the evidence for that language, aggregated over the chunks whose top label it
+is, by length: ``1 - prod((1 - p_c) ** (chars_c / unit))`` with ``unit`` the smaller of
+``chunk_chars`` and the document's length (one chunk: its probability). So a long, consistent
+document passes even when each technical chunk alone is unsure (4 chunks all saying ``en`` at
+0.42 give 0.89), and a translated page that keeps some paragraphs in English (the Debian
+handbook's ar/fa/ca locales) is not removed for being two languages; a short, unclear text still
+scores what fastText says. ``min_score_by_lang`` sets a threshold per language.
 
 Columns: ``lang`` (ISO 639 code as the model labels it: en, de, zh, no, ...; null when the text
 has no letters to classify), ``lang_score`` (float32, 0 when null). Documents of
 ``skip_domains`` (code by default) are not classified: ``lang = skip_label`` ("code"; null when
-set to None), score null, never removed. Reasons: ``lang_low_score`` (score < ``min_score``,
-including texts with nothing to classify), then ``lang_not_allowed`` (``allowed_langs`` non-empty
-and the language not in it).
+set to None), score null, never removed. Reasons: ``lang_low_score`` (score < the language's
+``min_score_by_lang`` or ``min_score``, including texts with nothing to classify), then
+``lang_not_allowed`` (``allowed_langs`` non-empty and the language not in it).
 """
 
 from __future__ import annotations
@@ -48,10 +55,13 @@ class LangIdConfig(BaseModel):
 
     allowed_langs: list[str] = Field(default_factory=list, description="empty = every language")
     min_score: float = Field(0.5, ge=0.0, le=1.0)
+    min_score_by_lang: dict[str, float] = Field(
+        default_factory=dict, description="thresholds per language (others: min_score)"
+    )
     skip_domains: list[str] = Field(default_factory=lambda: ["code"])
     skip_label: str | None = Field("code", description="lang of skipped domains (None = null)")
-    chunk_chars: int = Field(2000, ge=100, description="texts longer than this are chunked")
-    max_chunks: int = Field(16, ge=1, description="chunks classified per document at most")
+    chunk_chars: int = Field(500, ge=100, description="texts longer than this are chunked")
+    max_chunks: int = Field(64, ge=1, description="chunks classified per document at most")
     top_k: int = Field(3, ge=1, description="labels per chunk that enter the weighted vote")
     model_path: str | None = Field(
         None,
@@ -109,7 +119,7 @@ def chunks(text: str, chunk_chars: int, max_chunks: int) -> list[str]:
 
 
 def identify(texts: list[str], cfg: LangIdConfig) -> tuple[list[str | None], np.ndarray]:
-    """Language and score of each text (chunk-weighted vote, see module doc)."""
+    """Language and score of each text (chunk mass vote, length-weighted evidence; module doc)."""
     owner: list[int] = []
     pieces: list[str] = []
     for i, text in enumerate(texts):
@@ -122,17 +132,23 @@ def identify(texts: list[str], cfg: LangIdConfig) -> tuple[list[str | None], np.
         return langs, scores
     labels, probs = load_model(cfg.model_path).predict(pieces, k=cfg.top_k)
     votes: list[dict[str, float]] = [defaultdict(float) for _ in texts]
-    weight = np.zeros(len(texts))
+    chars = np.zeros(len(texts))
+    for i, piece in zip(owner, pieces, strict=True):
+        chars[i] += len(piece)
+    # log(1 - p) of each chunk's top label, weighted by its length in units
+    log_miss: list[dict[str, float]] = [defaultdict(float) for _ in texts]
     for i, piece, labs, ps in zip(owner, pieces, labels, probs, strict=True):
         w = len(piece)
-        weight[i] += w
         for lab, p in zip(labs, ps, strict=True):
             votes[i][lab.removeprefix(_LABEL)] += w * float(p)
+        unit = min(cfg.chunk_chars, chars[i])
+        top_p = min(float(ps[0]), 1.0 - 1e-6)
+        log_miss[i][labs[0].removeprefix(_LABEL)] += (w / unit) * np.log1p(-top_p)
     for i, vote in enumerate(votes):
         if vote:
-            lang, mass = max(vote.items(), key=lambda kv: kv[1])
+            lang = max(vote.items(), key=lambda kv: kv[1])[0]
             langs[i] = lang
-            scores[i] = min(mass / weight[i], 1.0)
+            scores[i] = -np.expm1(log_miss[i][lang]) if lang in log_miss[i] else 0.0
     return langs, scores
 
 
@@ -163,7 +179,10 @@ def rules(table: pa.Table, cfg: LangIdConfig) -> Rules:
     """``lang_low_score`` then ``lang_not_allowed``; skipped domains (null score) never go."""
     measured = pc.is_valid(table["lang_score"]).to_numpy(zero_copy_only=False)
     score_values = pc.fill_null(table["lang_score"], 1.0).to_numpy(zero_copy_only=False)
-    low = measured & (score_values < cfg.min_score)
+    limits = np.asarray(
+        [cfg.min_score_by_lang.get(lang, cfg.min_score) for lang in table["lang"].to_pylist()]
+    )
+    low = measured & (score_values < limits)
     if cfg.allowed_langs:
         allowed = pc.is_in(table["lang"], pa.array(cfg.allowed_langs, pa.string()))
         not_allowed = measured & ~pc.fill_null(allowed, False).to_numpy(zero_copy_only=False)

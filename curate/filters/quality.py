@@ -10,11 +10,18 @@ when unset, the run's own, which the stage declares as its fit step (:data:`RUN_
 after ``extract`` on the run's extracted documents (``train``: :class:`RunTrainingConfig`:
 positives by source pattern, negatives by domain) into ``<run>/quality/model.bin`` +
 ``quality_stats.json`` (``curate.filters.quality_train``).
+
+Shipped model (``SHIPPED_MODEL``, ``curate/filters/models/quality-en.ftz``, what
+configs/default.yaml uses): trained by ``bench/quality_model.py`` on Debian/Python reference
+text vs its own words shuffled, word salad and changelogs, nothing from the user's corpus; data
+card and held-out scores in ``curate/filters/models/README.md``. A model with a card next to it
+(``<model>.json`` with ``languages``) scores only those languages when ``langs`` is empty.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import tempfile
 from functools import cache
@@ -25,12 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from curate.filters.quality_text import _spaced_lines, fasttext_line, fasttext_lines
 from curate.filters.quality_train import (
     MODEL_FILE,
     STATS_FILE,
     QualityTrainConfig,
     RunTrainingConfig,
-    fasttext_line,
     positive_probability,
     train_quality_model,
     training_texts,
@@ -38,8 +45,17 @@ from curate.filters.quality_train import (
 from curate.stage import FILE_OPTION, Fit, FitResult, Rules, Stage
 from curate.storage import exists, local_copy, read_columns
 
-__all__ = ["QUALITY", "QualityConfig", "QualityTrainConfig", "RunTrainingConfig", "fasttext_line"]
+__all__ = [
+    "QUALITY",
+    "QualityConfig",
+    "QualityTrainConfig",
+    "RunTrainingConfig",
+    "_spaced_lines",
+    "fasttext_line",
+    "fasttext_lines",
+]
 RUN_MODEL_FILE = "model.bin"  # the run's own model: <run>/quality/model.bin
+SHIPPED_MODEL = str(Path(__file__).with_name("models") / "quality-en.ftz")
 
 
 class QualityConfig(BaseModel):
@@ -78,24 +94,30 @@ def _load(path: str, mtime_ns: int) -> Any:
     return fasttext.load_model(path)
 
 
+def model_languages(path: str) -> list[str]:
+    """The languages a model was trained on, from its card ``<model>.json`` (empty: unknown)."""
+    card = Path(path).with_suffix(".json")
+    if "://" in path or not card.exists():
+        return []
+    return list(json.loads(card.read_text(encoding="utf-8")).get("languages") or [])
+
+
 def score(table: pa.Table, cfg: QualityConfig) -> pa.Table:
-    """Add ``quality_score`` (P(reference-like)), null for skipped domains and, when ``langs``
-    is set, for other languages."""
+    """Add ``quality_score`` (P(reference-like)), null for skipped domains and for languages
+    other than ``langs`` (empty: the model card's languages, else all)."""
     if cfg.model_path is None:
         raise ValueError("quality: no model_path (a run fills in the model it trained)")
     n = table.num_rows
     domains = table["domain"].to_pylist() if "domain" in table.column_names else [None] * n
     langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
     skip = set(cfg.skip_domains)
-    wanted = set(cfg.langs)
+    wanted = set(cfg.langs or model_languages(cfg.model_path))
     todo = [
         i for i, (d, lang) in enumerate(zip(domains, langs, strict=True))
         if d not in skip and (not wanted or lang in wanted)
     ]  # fmt: skip
-    texts = table["text"].to_pylist()
-    probs = positive_probability(
-        load_model(cfg.model_path), [fasttext_line(texts[i]) for i in todo]
-    )
+    lines = _spaced_lines(table["text"].take(pa.array(todo, pa.int64())))
+    probs = positive_probability(load_model(cfg.model_path), lines)
     values: list[float | None] = [None] * n
     for j, i in enumerate(todo):
         values[i] = float(probs[j])
@@ -154,6 +176,14 @@ RUN_MODEL: Fit[QualityConfig] = Fit(
     fit=_fit_run_model,
     use=lambda cfg, url: cfg.model_copy(update={"model_path": url(RUN_MODEL_FILE)}),
     check=_check_sources,
+    modules=("curate.filters.quality_train", "curate.filters.quality_text"),
 )
 
-QUALITY = Stage(name="quality", config=QualityConfig, score=score, rules=rules, fit=RUN_MODEL)
+QUALITY = Stage(
+    name="quality",
+    config=QualityConfig,
+    score=score,
+    rules=rules,
+    fit=RUN_MODEL,
+    modules=("curate.filters.quality_text",),  # the text normalisation it scores on
+)

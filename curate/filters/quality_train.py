@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,11 +31,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from curate.filters.quality_text import fasttext_line
+
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
 MODEL_FILE = "quality.bin"
 STATS_FILE = "quality_stats.json"
-_PUNCT = re.compile(r"([^\w\s])")
 
 
 class QualityTrainConfig(BaseModel):
@@ -73,11 +73,6 @@ class RunTrainingConfig(BaseModel):
     )
     negative_domains: list[str] = Field(default_factory=lambda: ["web"])
     params: QualityTrainConfig = Field(default_factory=QualityTrainConfig)
-
-
-def fasttext_line(text: str) -> str:
-    """One fastText input line: lower-cased, punctuation split off, whitespace collapsed."""
-    return " ".join(_PUNCT.sub(r" \1 ", text.lower()).split())
 
 
 def examples(text: str, chunk_words: int, min_words: int) -> list[str]:

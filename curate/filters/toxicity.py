@@ -11,7 +11,11 @@ entries match across any run of whitespace.
 
 ``toxicity`` = word-list hits per word (CJK/kana/Thai characters count as one word each);
 ``toxicity_hits`` = the number of hits. The list used is the one of the document's ``lang``
-(set by the langid stage); a null ``lang``, or one without a list, uses ``fallback_langs``.
+(set by the langid stage). A list never judges another language: a null ``lang``, or one
+without a list (Catalan has none, and Dutch ``del``, ``pot`` are Catalan "of", "can"), is not
+judged by word lists — ``toxicity`` and ``toxicity_hits`` null, never removed, counted in the
+run's kept parquet by those nulls — unless ``fallback_langs`` names the lists to use for them
+(``["*"]``: every list).
 
 Removals: reason ``toxic:<lang>`` (and ``toxic_classifier:<lang>``), ``<lang>`` being the
 document's language or ``und`` when null. The stage counters count by reason, so the language
@@ -63,8 +67,9 @@ class ToxicityConfig(BaseModel):
 
     threshold: float = Field(0.01, ge=0.0, description="remove when hits/words ≥ this …")
     min_hits: int = Field(2, ge=1, description="… and at least this many hits")
-    fallback_langs: list[str] | None = Field(
-        None, description="lists used when lang is null or has no list; None = all lists"
+    fallback_langs: list[str] = Field(
+        default_factory=list,
+        description="lists for a null lang or one without a list ('*': all); empty: not judged",
     )
     extra_langs: list[str] = Field(
         default_factory=list, description="lists applied to every document besides its own"
@@ -155,11 +160,14 @@ def _pattern(langs: tuple[str, ...], ignore: frozenset[str]) -> re.Pattern[str] 
 
 
 def _langs_for(lang: str | None, cfg: ToxicityConfig, known: Sequence[str]) -> tuple[str, ...]:
+    """The lists that judge a document of ``lang``; empty: it is not judged."""
     if lang in known:
         own = [lang]
+    elif "*" in cfg.fallback_langs:
+        own = list(known)
     else:
-        own = list(known) if cfg.fallback_langs is None else cfg.fallback_langs
-    return tuple(sorted(set(own) | set(cfg.extra_langs)))
+        own = list(cfg.fallback_langs)
+    return tuple(sorted(set(own) | set(cfg.extra_langs))) if own else ()
 
 
 def count_words(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -192,13 +200,18 @@ def score(table: pa.Table, cfg: ToxicityConfig) -> pa.Table:
     known = available_langs()
     ignore = frozenset(_normalize(w) for w in cfg.ignore_words)
     hits = np.zeros(len(texts), dtype=np.int32)
+    judged = np.zeros(len(texts), dtype=bool)
     for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
-        hits[i] = count_hits(text, _pattern(_langs_for(lang, cfg, known), ignore))
+        lists = _langs_for(lang, cfg, known)
+        if lists:
+            judged[i] = True
+            hits[i] = count_hits(text, _pattern(lists, ignore))
     words = count_words(table["text"]) if table.num_rows else np.zeros(0, np.int64)
+    mask = ~judged
     out = table.append_column(
         pa.field("toxicity", pa.float32()),
-        pa.array(hits / np.maximum(words, 1), type=pa.float32()),
-    ).append_column(pa.field("toxicity_hits", pa.int32()), pa.array(hits))
+        pa.array(hits / np.maximum(words, 1), type=pa.float32(), mask=mask),
+    ).append_column(pa.field("toxicity_hits", pa.int32()), pa.array(hits, mask=mask))
     if cfg.classifier == "profanity_check":
         out = out.append_column(
             pa.field("toxicity_clf", pa.float32()), pa.array(profanity_check_scores(texts))
@@ -208,9 +221,9 @@ def score(table: pa.Table, cfg: ToxicityConfig) -> pa.Table:
 
 def rules(table: pa.Table, cfg: ToxicityConfig) -> Rules:
     """``toxic:<lang>`` (word list) and ``toxic_classifier:<lang>``, one mask per language."""
-    toxic = (table["toxicity"].to_numpy() >= cfg.threshold) & (
-        table["toxicity_hits"].to_numpy() >= cfg.min_hits
-    )
+    rate = pc.fill_null(table["toxicity"], 0.0).to_numpy(zero_copy_only=False)
+    hits = pc.fill_null(table["toxicity_hits"], 0).to_numpy(zero_copy_only=False)
+    toxic = (rate >= cfg.threshold) & (hits >= cfg.min_hits)  # unjudged (null) never go
     flagged = {"toxic": toxic}
     if cfg.classifier != "none":
         flagged["toxic_classifier"] = table["toxicity_clf"].to_numpy() >= cfg.classifier_threshold

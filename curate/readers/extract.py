@@ -12,11 +12,14 @@ path as written in the config, see :mod:`curate.readers.files`; files are read f
   line), consecutive entries joined into documents of at least ``dict_block_chars`` characters
   (a single entry is mostly too short to be a training document); offset = the index of the
   document's first entry.
-- ``warc``: one document per ``response``/``resource``/``conversion`` record; offset = the
-  record's index in the file (all record types counted, so offsets match the file). ``request``,
-  ``warcinfo``, ``metadata`` and ``revisit`` records are not documents (counter
-  ``warc_records_skipped``). HTML payloads go through trafilatura, ``text/plain`` is decoded,
-  PDF payloads go through pdfium; other content types are removed as ``unsupported_type``.
+- ``warc``: one document per ``response``/``resource``/``conversion`` record, streamed with
+  FastWARC (:mod:`curate.readers.warc`); offset = the record's index in the file (all record
+  types counted, so offsets match the file). ``request``, ``warcinfo``, ``metadata`` and
+  ``revisit`` records are not documents (counter ``warc_records_skipped``). HTML payloads go
+  through the HTML extractor (``html.extractor``: trafilatura or resiliparse; the HTTP charset
+  is used to decode), ``text/plain`` is decoded, PDF payloads go through pdfium; other content
+  types are removed as ``unsupported_type``; a record cut short is quarantined as
+  ``truncated``.
 - ``jsonl``: one document per non-blank line (offset = line index), text from ``text_field``.
 - ``parquet``: one document per row (offset = row index), text from ``text_field``.
 
@@ -30,8 +33,8 @@ the rest of a part once its documents hold ``max_part_bytes`` of text), ``invali
 ``binary_file``,
 ``invalid_utf8``, ``mixed_encoding``, ``corrupt_gzip``, ``corrupt_pdf``, ``encrypted_pdf``,
 ``not_pdf``, ``timeout``, ``out_of_memory``, ``extract_crash``, ``extract_error``,
-``warc_error``, ``invalid_json`` (also a line nested too deeply to parse: that line only),
-``missing_text_field``, ``corrupt_parquet``, ``read_error``.
+``truncated`` (a WARC record that ends before its Content-Length), ``warc_error``,
+``invalid_json`` (also a line nested too deeply to parse: that line only), ``missing_text_field``, ``corrupt_parquet``, ``read_error``.
 A container (WARC, JSONL, Parquet) that breaks midway keeps the records read so far and adds
 one quarantine record at the offset where it broke. Nothing raises for bad input.
 
@@ -76,6 +79,7 @@ from curate.readers.text import (
     split_dictd,
     split_fortunes,
 )
+from curate.readers.warc import WarcPayload, warc_payloads
 from curate.readers.worker import run_isolated, run_job
 from curate.schema import DOC_SCHEMA, doc_id
 from curate.stage import ERROR_COLUMN, StageResult, decide
@@ -110,13 +114,18 @@ class ExtractConfig(BaseModel):
         "the rest of the file and the part's next files are too_large",
     )
     min_text_chars: int = Field(10, ge=0, description="shorter (non-blank) text → too_short")
-    html: HtmlOptions = HtmlOptions()
+    html: HtmlOptions = Field(
+        HtmlOptions(),
+        description="HTML extractor and its options; a name alone (trafilatura | resiliparse) "
+        "picks the extractor with its defaults",
+    )
     max_pdf_pages: int | None = Field(None, description="read at most this many pages per PDF")
     dict_block_chars: int = Field(
         1000, ge=0, description="dictd: entries per document until this many characters"
     )
     isolate: bool = Field(
-        True, description="run trafilatura/pdfium in worker processes (timeout, memory limit)"
+        True,
+        description="run the HTML extractor/pdfium in worker processes (timeout, memory limit)",
     )
     worker_memory_mb: int | None = Field(
         4096, description="address-space limit of a worker process (None: unlimited)"
@@ -209,10 +218,11 @@ class _Part:
             )
         return run_job(kind, payload, options)
 
-    def html(self, data: bytes) -> str:
+    def html(self, data: bytes, charset: str | None = None) -> str:
+        """``charset``: the one an HTTP header gave (else the page's own declaration)."""
         if looks_binary(data):
             raise ReadError("binary_file", "control bytes in an HTML file")
-        html = decode_text(data, declared_charset(data))
+        html = decode_text(data, charset or declared_charset(data))
         self.count("html_docs")
         return str(self._job("html", html, self.cfg.html.model_dump()))
 
@@ -271,54 +281,28 @@ def _dictd(part: _Part, f: InputFile) -> Iterator[_Record]:
 
 
 def _warc(part: _Part, f: InputFile) -> Iterator[_Record]:
-    from warcio.archiveiterator import ArchiveIterator
-
-    cfg = part.cfg
-    with fsspec.open(f.url, "rb") as fh:
-        index = -1
-        try:
-            for index, record in enumerate(ArchiveIterator(fh, arc2warc=True)):
-                if record.rec_type not in ("response", "resource", "conversion"):
-                    part.count("warc_records_skipped")
-                    continue
-                yield _warc_record(part, index, record, cfg)
-        except ReadError:
-            raise
-        except Exception as e:  # noqa: BLE001 - warcio raises many kinds on broken input
-            raise ReadError("warc_error", f"record {index + 1}: {type(e).__name__}: {e}") from e
+    for rec in warc_payloads(f.url, part.cfg.max_bytes, part.count):
+        part.read(len(rec.payload))  # max_file_bytes: raises for the rest of the file
+        yield _warc_record(part, rec)
 
 
-def _warc_record(part: _Part, index: int, record: object, cfg: ExtractConfig) -> _Record:
-    rec = record  # warcio ArcWarcRecord
-    part.count("warc_records")
-    http = rec.http_headers  # type: ignore[attr-defined]
-    ctype = (http.get_header("Content-Type") if http else None) or rec.rec_headers.get_header(  # type: ignore[attr-defined]
-        "Content-Type", ""
-    )
-    ctype = ctype.split(";")[0].strip().lower()
-    length = int(rec.rec_headers.get_header("Content-Length", "0") or 0)  # type: ignore[attr-defined]
+def _warc_record(part: _Part, rec: WarcPayload) -> _Record:
+    """One WARC document record → text by its content type (see :mod:`curate.readers.warc`)."""
+    if rec.reason is not None:
+        return _Record(rec.index, reason=rec.reason, detail=rec.detail)
+    ctype = rec.content_type
     try:
-        if length > cfg.max_bytes:
-            raise ReadError("too_large", f"WARC record of {length} bytes")
-        payload = rec.content_stream().read(cfg.max_bytes + 1)  # type: ignore[attr-defined]
-        part.read(len(payload))
-        if len(payload) > cfg.max_bytes:
-            raise ReadError("too_large", f"payload decodes to more than {cfg.max_bytes} bytes")
         if ctype in ("text/html", "application/xhtml+xml", "") or ctype.endswith("+xml"):
-            text = part.html(payload)
+            text = part.html(rec.payload, rec.charset)
         elif ctype == "application/pdf":
-            text = part.pdf(payload)
+            text = part.pdf(rec.payload)
         elif ctype.startswith("text/"):
-            text = part.plain(payload)
+            text = part.plain(rec.payload)
         else:
-            return _Record(index, removed="unsupported_type")
-    except FileOverCap:
-        raise
+            return _Record(rec.index, removed="unsupported_type")
     except ReadError as e:
-        return _Record(index, reason=e.reason, detail=e.detail)
-    except Exception as e:  # noqa: BLE001 - a broken record (bad gzip body, ...)
-        return _Record(index, reason="warc_error", detail=f"{type(e).__name__}: {e}")
-    return _Record(index, text)
+        return _Record(rec.index, reason=e.reason, detail=e.detail)
+    return _Record(rec.index, text)
 
 
 def _jsonl(part: _Part, f: InputFile) -> Iterator[_Record]:

@@ -1,6 +1,6 @@
 """Extraction worker processes: a per-document timeout and memory limit that hold anywhere.
 
-trafilatura and pdfium can hang or balloon on pathological input, and neither can be
+HTML extractors and pdfium can hang or balloon on pathological input, and neither can be
 interrupted from Python: ``signal.setitimer`` works only on the main thread (not in a Ray
 worker's task thread, not in a thread pool) and a stuck thread cannot be killed. So HTML and PDF
 extraction run in a small child process (``python -m curate.readers._worker_main``, started with
@@ -192,6 +192,7 @@ def serve() -> None:
     inp = sys.stdin.buffer
     # warm up the imports before the first timed job
     import pypdfium2  # noqa: F401
+    import resiliparse.extract.html2text  # noqa: F401
     import trafilatura  # noqa: F401
 
     hello = pickle.dumps(("ready",))

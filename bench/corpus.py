@@ -1,7 +1,8 @@
 """Build a corpus of real documents from Debian's DFSG-free documentation packages.
 
 Packages are fetched with ``apt-get download`` and unpacked with ``dpkg -x`` (no install, no
-root needed for the unpack). Tiers:
+root needed for the unpack); a fetcher for the benchmarks, not part of the library
+(``PYTHONPATH=. python -m bench.corpus --tier full --out /work/corpus/full``). Tiers:
 
 - ``sample``: the few-MB selection committed under ``data/sample`` (the default run and the tests
   use it, so neither needs apt).
