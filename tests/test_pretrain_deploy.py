@@ -117,3 +117,16 @@ def test_progress_outside_prefect_keeps_rows_and_interpolates_the_prediction(tmp
     (row,) = progress.table_rows()
     assert row["predicted_val_loss"] == pytest.approx(4.5)
     assert row["mfu"] is None and row["val_loss"] is None and row["step"] == 2
+
+
+def test_sluice_deploy_parses_the_chain_options():
+    from flows.cli import build_parser as sluice_parser
+
+    a = sluice_parser().parse_args(
+        ["deploy", "--flow", "curate", "--cron", "0 3 * * *", "--then", "pretrain",
+         "--train-config", "configs/train/tiny.yaml", "--train-set", "steps=9", "--nproc", "2",
+         "--predict", "--work-pool", "sluice"]
+    )  # fmt: skip
+    assert (a.flow, a.then, a.train_set, a.nproc, a.predict, a.work_pool) == (
+        "curate", "pretrain", ["steps=9"], 2, True, "sluice"
+    )  # fmt: skip
