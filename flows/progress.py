@@ -5,8 +5,9 @@ Two artifacts of the flow run, keyed by the run directory's name:
 - ``pretrain-progress-<name>``: a progress artifact, percent of the planned steps done,
   updated in place (``update_progress_artifact``) at every new ``metrics.jsonl`` row;
 - ``pretrain-metrics-<name>``: a table (step, tokens, train loss, val loss, predicted val loss
-  at those tokens, tokens/s, MFU, lr), one new version at most every ``table_every_s`` seconds
-  while rows arrive, and a last one when training ends.
+  at those tokens, tokens/s, MFU, lr) of the last ``TABLE_ROWS`` rows, one new version at most
+  every ``table_every_s`` seconds while rows arrive (each version is stored: a long run must not
+  write thousands), and a last one when training ends.
 
 Outside a Prefect run (``sluice demo --local``) nothing is published.
 """
@@ -22,6 +23,7 @@ from flows.artifacts import artifact_key
 
 TABLE_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "predicted_val_loss",
                  "tokens_per_s", "mfu", "lr")  # fmt: skip
+TABLE_ROWS = 500
 
 
 def _in_prefect_run() -> bool:
@@ -54,7 +56,7 @@ def _number(value: Any, digits: int = 4) -> float | int | None:
 class TrainingProgress:
     """Publishes a training run's ``metrics.jsonl`` rows as it grows (see module doc)."""
 
-    def __init__(self, out_dir: str | Path, total_steps: int, table_every_s: float = 10.0):
+    def __init__(self, out_dir: str | Path, total_steps: int, table_every_s: float = 30.0):
         self.out = Path(out_dir)
         self.total_steps = max(int(total_steps), 1)
         self.table_every_s = table_every_s
@@ -86,7 +88,7 @@ class TrainingProgress:
 
     def table_rows(self) -> list[dict[str, Any]]:
         out = []
-        for row in self.rows:
+        for row in self.rows[-TABLE_ROWS:]:
             values = {**row, "predicted_val_loss": self.predicted(row.get("tokens"))}
             out.append({k: _number(values.get(k), 6 if k == "lr" else 4) for k in TABLE_COLUMNS})
         return out
