@@ -8,7 +8,9 @@ domains) changed; then prints per language (the corpus's label rule: language fr
 documents extracted, removed by langid / heuristics (per rule) / quality / toxicity, the share
 of documents those four removed, and the e-mail addresses left (a ``local@domain.`` pattern, so
 an address broken by a line wrap counts too) in the texts after the last stage and in the
-decoded token shards.
+decoded token shards. Removed pages that were read and judged boilerplate
+(:data:`JUDGED_BOILERPLATE`: licence/version front pages) are counted apart ("judged
+boilerplate") and left out of "clean removed %"; every other removal is listed.
 
     PYTHONPATH=. python -m bench.generalise --corpus ~/.cache/sluice/evalcorpus --run /tmp/gen
 
@@ -38,6 +40,40 @@ INPUTS = [
     {"kind": "pdf", "format": "pdf", "domain": "pdf"},
     {"kind": "txt", "format": "text", "domain": "prose"},
 ]
+
+# Removed pages read one by one and judged boilerplate, so removing them is right: the front
+# pages (index.*.html) of three packages are a licence notice and a version/copyright list
+# (debian-faq: three "Permission is granted to ..." paragraphs; maint-guide: "Version 1.2.53,
+# Copyright © ... Josip Rodin ..., GPL 2"; debian-handbook ar: title, ISBNs, copyright years,
+# licence notices). They are reported apart and not counted as clean documents.
+JUDGED_BOILERPLATE = {
+    f"html/{lang}/{pkg}/index.{suffix}html": "front page: licence notice / version, copyrights"
+    for lang, pkg, suffix in [
+        ("ar", "debian-handbook", ""),
+        ("de", "debian-faq-de", "de."),
+        ("en", "debian-faq", "en."),
+        ("fr", "debian-faq-fr", "fr."),
+        ("it", "debian-faq-it", "it."),
+        ("ja", "debian-faq-ja", "ja."),
+        ("ru", "debian-faq-ru", "ru."),
+        ("ca", "maint-guide-ca", "ca."),
+        ("es", "maint-guide-es", "es."),
+        ("ja", "maint-guide-ja", "ja."),
+        ("ru", "maint-guide-ru", "ru."),
+        ("zh", "maint-guide-zh-cn", "zh-cn."),
+    ]
+}
+
+
+def _corpus_path(source: str) -> str:
+    """``html/<lang>/...`` of a source path (or the path itself)."""
+    match = re.search(r"/((?:html|pdf|txt)/.*)$", source)
+    return match.group(1) if match else source
+
+
+def judged_boilerplate(source: str) -> bool:
+    """Whether ``source`` is one of :data:`JUDGED_BOILERPLATE` (path relative to the corpus)."""
+    return any(source.endswith("/" + path) for path in JUDGED_BOILERPLATE)
 
 
 def write_config(corpus: Path, run: Path, quality_model: str | None = None) -> Path:
@@ -101,10 +137,16 @@ def report(run: Path, stages: list[str]) -> str:
     for r in _rows(run, "extract", "", ["source"]):
         docs[label_of(r["source"]) or "?"] += 1
     removed: dict[str, Counter[str]] = defaultdict(Counter)  # lang -> stage or stage:rule
+    judged: Counter[str] = Counter()  # lang -> removed pages judged boilerplate by reading
+    still_removed: list[tuple[str, str, str]] = []  # (lang, reason, source) of clean pages
     for stage in FILTER_STAGES:
         for r in _rows(run, stage, "removed", ["source", "reason"]):
             lang = label_of(r["source"]) or "?"
             removed[lang][stage] += 1
+            if judged_boilerplate(r["source"]):
+                judged[lang] += 1
+            else:
+                still_removed.append((lang, r["reason"], _corpus_path(r["source"])))
             if stage == "heuristics":
                 removed[lang][f"heuristics:{r['reason']}"] += 1
     emails_final: Counter[str] = Counter()
@@ -112,9 +154,9 @@ def report(run: Path, stages: list[str]) -> str:
         emails_final[label_of(r["source"]) or "?"] += len(EMAIL.findall(r["text"]))
     shard_emails = sum(len(EMAIL.findall(t)) for t in shard_texts(run))
     lines = [
-        "| lang | docs | langid | heuristics | quality | toxicity | removed % | heuristic rules "
-        "| e-mails after last stage |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| lang | docs | langid | heuristics | quality | toxicity | removed % | judged "
+        "boilerplate | clean removed % | heuristic rules | e-mails after last stage |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for lang in sorted(docs):
         rm = removed[lang]
@@ -126,15 +168,20 @@ def report(run: Path, stages: list[str]) -> str:
         )
         lines.append(
             f"| {lang} | {docs[lang]} | {rm['langid']} | {rm['heuristics']} | {rm['quality']} | "
-            f"{rm['toxicity']} | {100 * total / docs[lang]:.1f} | {rules} | {emails_final[lang]} |"
+            f"{rm['toxicity']} | {100 * total / docs[lang]:.1f} | {judged[lang]} | "
+            f"{100 * (total - judged[lang]) / max(docs[lang] - judged[lang], 1):.1f} | {rules} | "
+            f"{emails_final[lang]} |"
         )
     all_docs = sum(docs.values())
     all_removed = sum(removed[lang][s] for lang in removed for s in FILTER_STAGES)
     lines.append(
         f"\nall: {all_docs} documents, {all_removed} removed by the filter stages "
         f"({100 * all_removed / max(all_docs, 1):.1f} %); e-mail addresses in the decoded "
-        f"shards: {shard_emails}"
+        f"shards: {shard_emails}; judged boilerplate by reading: {sum(judged.values())} "
+        f"({', '.join(sorted(JUDGED_BOILERPLATE))})"
     )
+    lines.append("\nclean documents removed (lang, reason, source):")
+    lines += [f"- {lang} {reason} {source}" for lang, reason, source in sorted(still_removed)]
     return "\n".join(lines)
 
 

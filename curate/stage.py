@@ -49,6 +49,8 @@ class StageStats:
     removed: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # kept documents the stage could not judge, by reason (toxicity: a language without a list)
+    unjudged: dict[str, int] = field(default_factory=dict)
 
     @property
     def removed_total(self) -> int:
@@ -80,6 +82,7 @@ class StageStats:
             removed=_add_counts(self.removed, other.removed),
             quarantined=_add_counts(self.quarantined, other.quarantined),
             seconds=self.seconds + other.seconds,
+            unjudged=_add_counts(self.unjudged, other.unjudged),
         )
         return merged
 
@@ -93,7 +96,7 @@ class StageStats:
             "removed": dict(sorted(self.removed.items())),
             "quarantined": dict(sorted(self.quarantined.items())),
             "seconds": round(self.seconds, 6),
-        }
+        } | ({"unjudged": dict(sorted(self.unjudged.items()))} if self.unjudged else {})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StageStats:
@@ -182,8 +185,10 @@ def _score_and_decide(
     score: Callable[[], pa.Table],
     rules: Callable[[pa.Table, Any], Rules] | None,
     cfg: Any,
+    unjudged: Callable[[pa.Table, Any], Mapping[str, int]] | None = None,
 ) -> StageResult:
-    """Score (same rows, new columns; checked), then decide with the rules; timed."""
+    """Score (same rows, new columns; checked), then decide with the rules; timed; count the
+    documents the stage could not judge (``unjudged``)."""
     start = time.perf_counter()
     scored = score()
     if scored.num_rows != table.num_rows:
@@ -191,6 +196,8 @@ def _score_and_decide(
             f"stage {name!r}: score returned {scored.num_rows} rows for {table.num_rows}"
         )
     result = decide(scored, rules(scored, cfg) if rules else {}, name)
+    if unjudged is not None:
+        result.stats.unjudged = {k: v for k, v in unjudged(scored, cfg).items() if v}
     result.stats.seconds = time.perf_counter() - start
     return result
 
@@ -242,11 +249,15 @@ class Stage(Generic[C]):
     config: type[C]
     score: Callable[[pa.Table, C], pa.Table]
     rules: Callable[[pa.Table, C], Rules] | None = None
+    # scored batch -> counts of documents it could not judge, by reason (StageStats.unjudged)
+    unjudged: Callable[[pa.Table, C], Mapping[str, int]] | None = None
     fit: Fit[C] | None = None
     modules: tuple[str, ...] = ()  # other modules score/rules run (their source is hashed)
 
     def run(self, table: pa.Table, cfg: C) -> StageResult:
-        return _score_and_decide(self.name, table, lambda: self.score(table, cfg), self.rules, cfg)
+        return _score_and_decide(
+            self.name, table, lambda: self.score(table, cfg), self.rules, cfg, self.unjudged
+        )
 
 
 @dataclass(frozen=True)

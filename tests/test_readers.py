@@ -331,3 +331,67 @@ def test_pdf_running_headers_dot_leaders_and_cut_words() -> None:
         assert "bug tracking system and reads" in page  # de-hyphenated, joined
         assert "control@bugs.debian.org for everyone" in page  # an address cut at a line end
         assert page.endswith(f"{name} included.\nShort last line about {name}.")  # a short line
+
+
+# a DocBook FAQ chapter whose source HTML is hard-wrapped (as debian-faq's French translation):
+# inline markup (<code>, <span>) ends lines short of the margin, mid-sentence
+WRAPPED_HTML = """<html><body><div class="chapter"><h1>Chapitre 10. Debian et le noyau</h1>
+<div class="section"><h2>10.1. Puis-je installer et compiler un noyau sans spécificité
+Debian ?</h2>
+<p>Oui.</p>
+<p>Debian ne comporte qu'une subtilité : les bibliothèques C de Debian sont
+construites avec la version stable la plus récente des
+<span class="emphasis">en-têtes</span> du noyau. Si vous devez compiler
+un programme avec des en-têtes de noyau plus récents que ceux de la branche
+stable, vous devrez alors soit mettre à niveau le paquet contenant les
+en-têtes (<code>linux-libc-dev</code>), soit
+employer les nouveaux en-têtes inclus dans l'arborescence des sources du
+nouveau noyau installé. Cela veut dire que si les sources du noyau sont dans
+<code>/usr/src/linux</code>, alors vous devriez ajouter
+<code>-I/usr/src/linux/include/</code> à votre ligne de commande pour
+la compilation.</p>
+<p>Les utilisateurs souhaitant (ou devant) construire un noyau personnalisé
+sont invités à utiliser le paquet Debian cible (target) inclus dans les
+versions récentes du système de construction du noyau. Après avoir configuré
+le noyau, lancez simplement la commande suivante :</p>
+<pre>make deb-pkg</pre>
+<p>Le nouveau paquet du noyau sera créé dans le répertoire parent de
+l'arborescence des sources du noyau et vous pouvez l'installer en utilisant
+<code>dpkg -i</code>.</p></div></div></body></html>"""
+
+
+def test_hard_wrapped_html_lines_are_joined_into_paragraphs() -> None:
+    import trafilatura
+
+    from curate.filters.heuristics import HeuristicsConfig, measure
+    from curate.readers.html import extract_html
+    from curate.readers.pdf import is_hard_wrapped
+
+    raw = trafilatura.extract(WRAPPED_HTML, output_format="txt", favor_recall=True) or ""
+    assert is_hard_wrapped(raw.split("\n"))
+    text = extract_html(WRAPPED_HTML)
+    assert (
+        "les bibliothèques C de Debian sont construites avec la version stable la plus récente "
+        "des en-têtes du noyau. Si vous devez compiler un programme" in text
+    )
+    assert "\nmake deb-pkg\n" in text  # a command on its own line stays a line
+    assert len(text.split("\n")) < len(raw.split("\n")) / 2
+    # C4's line rule now sees the sentences (it kept two of the wrapped lines)
+    cfg = HeuristicsConfig()
+    assert (
+        measure(text, "fr", cfg)[0]["c4_sentences"] > 2 * measure(raw, "fr", cfg)[0]["c4_sentences"]
+    )
+
+
+def test_html_with_one_paragraph_per_line_is_not_rejoined() -> None:
+    """Real pages of data/sample: extracted text is one paragraph per line, left as it is."""
+    import trafilatura
+
+    from curate.readers.html import extract_html
+
+    pages = sorted((SAMPLE / "html").rglob("*.html"))[::12]  # handbook, reference, python...
+    assert len(pages) >= 5
+    for page in pages:
+        html = page.read_text("utf-8", "replace")
+        raw = trafilatura.extract(html, output_format="txt", favor_recall=True, deduplicate=False)
+        assert extract_html(html) == (raw or ""), page

@@ -206,3 +206,22 @@ def test_classifier_score_is_optional() -> None:
 def test_config_forbids_unknown_keys() -> None:
     with pytest.raises(ValueError):
         ToxicityConfig(treshold=0.1)
+
+
+def test_unjudged_documents_are_counted_per_language_in_the_stats() -> None:
+    entries = fortune_entries("fortunes-it-off")[:30]
+    langs = ["it"] * 10 + ["ca"] * 15 + [None] * 5
+    table = docs_table(
+        [
+            {"id": str(i), "text": t, "source": "f", "offset": i, "domain": "prose",
+             "format": "text", "lang": lang}
+            for i, (t, lang) in enumerate(zip(entries, langs, strict=True))
+        ]
+    )  # fmt: skip
+    result = TOXICITY.run(table, ToxicityConfig())
+    assert result.stats.unjudged == {"no_word_list:ca": 15, "no_word_list:und": 5}
+    assert result.stats.to_dict()["unjudged"] == {"no_word_list:ca": 15, "no_word_list:und": 5}
+    merged = result.stats.merge(result.stats)
+    assert merged.unjudged == {"no_word_list:ca": 30, "no_word_list:und": 10}
+    # a named fallback judges them all: nothing left to count
+    assert TOXICITY.run(table, ToxicityConfig(fallback_langs=["*"])).stats.unjudged == {}

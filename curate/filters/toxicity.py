@@ -14,8 +14,8 @@ entries match across any run of whitespace.
 (set by the langid stage). A list never judges another language: a null ``lang``, or one
 without a list (Catalan has none, and Dutch ``del``, ``pot`` are Catalan "of", "can"), is not
 judged by word lists — ``toxicity`` and ``toxicity_hits`` null, never removed, counted in the
-run's kept parquet by those nulls — unless ``fallback_langs`` names the lists to use for them
-(``["*"]``: every list).
+stage's stats (``unjudged``: ``no_word_list:<lang>``) — unless ``fallback_langs`` names the
+lists to use for them (``["*"]``: every list).
 
 Removals: reason ``toxic:<lang>`` (and ``toxic_classifier:<lang>``), ``<lang>`` being the
 document's language or ``und`` when null. The stage counters count by reason, so the language
@@ -238,4 +238,21 @@ def rules(table: pa.Table, cfg: ToxicityConfig) -> Rules:
     return out
 
 
-TOXICITY = Stage(name="toxicity", config=ToxicityConfig, score=score, rules=rules)
+def unjudged(table: pa.Table, cfg: ToxicityConfig) -> dict[str, int]:
+    """Documents no word list judged (null ``toxicity``), per language: ``no_word_list:<lang>``."""
+    if table.num_rows == 0:
+        return {}
+    mask = pc.is_null(table["toxicity"])
+    if "lang" in table.column_names:
+        langs = pc.fill_null(table["lang"], UNKNOWN_LANG).filter(mask).to_pylist()
+    else:
+        langs = [UNKNOWN_LANG] * int(pc.sum(mask).as_py() or 0)
+    counts: dict[str, int] = {}
+    for lang in langs:
+        counts[f"no_word_list:{lang}"] = counts.get(f"no_word_list:{lang}", 0) + 1
+    return counts
+
+
+TOXICITY = Stage(
+    name="toxicity", config=ToxicityConfig, score=score, rules=rules, unjudged=unjudged
+)

@@ -12,7 +12,9 @@
 
 Both run inside the extraction worker process (:mod:`curate.readers.worker`), which enforces the
 per-document timeout and memory limit, with the same quarantine reasons and counters; both can
-also be called in-process.
+also be called in-process. Text whose lines were hard-wrapped in the HTML source (every line
+≤ 100 characters, see :func:`curate.readers.pdf.is_hard_wrapped`) has its wrapped lines joined
+with the PDF reader's line joining, so line-based rules (C4, FineWeb) see paragraphs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
+
+from curate.readers.pdf import unwrap_text
 
 HtmlExtractor = Literal["trafilatura", "resiliparse"]
 _RESILIPARSE_ONLY = ("main_content", "alt_texts", "list_bullets")
@@ -71,7 +75,7 @@ def extract_html(html: str, options: HtmlOptions | dict | None = None) -> str:
         deduplicate=False,
         **trafilatura_options(opts),
     )
-    return text or ""
+    return unwrap_text(text or "")
 
 
 def trafilatura_options(opts: HtmlOptions) -> dict[str, Any]:
@@ -91,4 +95,4 @@ def _resiliparse(html: str, opts: HtmlOptions) -> str:
         links=opts.include_links,
         comments=opts.include_comments,
     )
-    return text.strip()
+    return unwrap_text(text.strip())

@@ -71,9 +71,11 @@ def running_lines(pages: list[list[str]], min_share: float = 0.5) -> set[str]:
     return {shape for shape, n in seen.items() if n >= max(3, min_share * len(pages))}
 
 
-def _joins(prev: str, nxt: str, width: int) -> str | None:
+def _joins(prev: str, nxt: str, width: int, lowercase_continues: bool = False) -> str | None:
     """How the physical line ``prev`` and the next line ``nxt`` join inside a paragraph
-    ('', ' ', '-' for "drop the hyphen") or None (a line break)."""
+    ('', ' ', '-' for "drop the hyphen") or None (a line break). ``lowercase_continues``: a
+    line that stops short of the margin without terminal punctuation also joins a next line
+    that starts in lower case (hard-wrapped HTML, where inline markup shortens lines)."""
     if not prev or not nxt:
         return None
     if prev.endswith("-") and len(prev) > 1 and prev[-2] in "/" and not nxt[0].isspace():
@@ -82,8 +84,11 @@ def _joins(prev: str, nxt: str, width: int) -> str | None:
         return "-"  # a word broken at the line end: drop the hyphen
     if _CUT_ADDRESS.search(prev) and not _BULLET.match(nxt):
         return ""
-    if _BULLET.match(nxt) or len(prev) < 0.75 * width:
-        return None  # a new item, or a line that stops short of the margin ends its paragraph
+    if _BULLET.match(nxt):
+        return None  # a new item
+    short = len(prev) < 0.75 * width
+    if short and not (lowercase_continues and nxt[0].islower() and not prev.endswith(_TERMINAL)):
+        return None  # a line that stops short of the margin ends its paragraph
     cjk = UNSPACED_CHAR.match(prev[-1]) or UNSPACED_CHAR.match(nxt[0])
     return "" if cjk else " "
 
@@ -95,13 +100,24 @@ def clean_page(lines: list[str], running: set[str]) -> str:
         if _shape(line) in running or (line.strip() and _PAGE_NUMBER.fullmatch(line.strip())):
             continue
         kept.append(DOT_LEADER.sub(" ", line).rstrip() if "." in line else line.rstrip())
-    lengths = sorted(len(x) for x in kept if x.strip())
-    width = lengths[int(0.9 * (len(lengths) - 1))] if lengths else 0
+    return join_wrapped_lines(kept)
+
+
+def text_width(lines: list[str]) -> int:
+    """The text width of wrapped lines: the 90th percentile of the non-blank lines' lengths."""
+    lengths = sorted(len(x) for x in lines if x.strip())
+    return lengths[int(0.9 * (len(lengths) - 1))] if lengths else 0
+
+
+def join_wrapped_lines(lines: list[str], lowercase_continues: bool = False) -> str:
+    """The lines of each paragraph joined into one line (see :func:`_joins`; a line that fills
+    the text width continues on the next one)."""
+    width = text_width(lines)
     out: list[str] = []
     last = ""  # the previous physical line
-    for line in kept:
+    for line in lines:
         if out and line.strip():
-            glue = _joins(last, line.lstrip(), width)
+            glue = _joins(last, line.lstrip(), width, lowercase_continues)
             if glue is not None:
                 head = out[-1][:-1] if glue == "-" else out[-1] + glue
                 out[-1], last = head + line.lstrip(), line
@@ -109,6 +125,29 @@ def clean_page(lines: list[str], running: set[str]) -> str:
         out.append(line)
         last = line
     return "\n".join(out).strip("\n")
+
+
+HARD_WRAP_MAX_WIDTH = 100  # extracted HTML whose lines all fit in this many characters ...
+HARD_WRAP_MIN_LINES = 10  # ... over at least this many lines was wrapped in its source
+
+
+def is_hard_wrapped(lines: list[str]) -> bool:
+    """Text whose every line is at most :data:`HARD_WRAP_MAX_WIDTH` characters (at least
+    :data:`HARD_WRAP_MIN_LINES` non-blank lines, a third of them filling 75 % of the width):
+    lines wrapped in the source, not one paragraph per line."""
+    lengths = [len(x.rstrip()) for x in lines if x.strip()]
+    if len(lengths) < HARD_WRAP_MIN_LINES or max(lengths) > HARD_WRAP_MAX_WIDTH:
+        return False
+    width = text_width(lines)
+    return sum(n >= 0.75 * width for n in lengths) >= len(lengths) / 3
+
+
+def unwrap_text(text: str) -> str:
+    """``text`` with wrapped lines joined where it is clearly hard-wrapped (else unchanged)."""
+    lines = text.split("\n")
+    if not is_hard_wrapped(lines):
+        return text
+    return join_wrapped_lines([line.rstrip() for line in lines], lowercase_continues=True)
 
 
 def clean_pages(pages: list[str]) -> list[str]:
