@@ -597,7 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows import deploy
 
     deploy.build_parser(
-        sub.add_parser("deploy", help="the curation flow as a cron-scheduled Prefect deployment")
+        sub.add_parser(
+            "deploy", help="curation (and pretraining on its shards) as Prefect deployments"
+        )
     )
 
     t = sub.add_parser("train-tokenizer", help="(re)train the tokenizer of a run")
