@@ -717,7 +717,11 @@ class StepState:
     state: Literal["done", "stale", "pending"]
 
     def line(self) -> str:
-        kind = f"{self.step.kind} × {self.calls}" if self.step.kind in (MAP, BUCKETS) else self.step.kind
+        kind = (
+            f"{self.step.kind} × {self.calls}"
+            if self.step.kind in (MAP, BUCKETS)
+            else self.step.kind
+        )
         summary = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
         return f"  {self.step.name:<22} {kind:<10} {self.state:<8} ({summary})"
 
