@@ -8,10 +8,11 @@ the middle of a run.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +25,8 @@ from curate.readers.files import FALLBACK_DOMAIN
 from curate.shards.write import ShardConfig
 from curate.storage import config_hash, join
 from curate.tokenizer import TokenizerConfig
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class StageEntry(BaseModel):
@@ -65,7 +68,9 @@ def _section(name: str, value: Any) -> Any:
     try:
         return model.model_validate(value or {})
     except ValidationError as e:  # ".key: message": format_errors prefixes the section
-        lines = [f"{_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
+        lines = [
+            f"{_loc(err['loc'])}: {err['msg']}{_did_you_mean(err, model)}" for err in e.errors()
+        ]
         raise ValueError("; ".join(lines)) from None
 
 
@@ -154,8 +159,10 @@ class PipelineConfig(BaseModel):
             try:
                 STAGES[entry.name].config.model_validate(entry.options)
             except ValidationError as e:
+                model = STAGES[entry.name].config
                 problems += [
-                    f"{where}.options{_loc(err['loc'])}: {err['msg']}" for err in e.errors()
+                    f"{where}.options{_loc(err['loc'])}: {err['msg']}{_did_you_mean(err, model)}"
+                    for err in e.errors()
                 ]
         if problems:
             raise ValueError("; ".join(problems))
@@ -263,12 +270,60 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def format_errors(err: ValidationError, source: str = "") -> str:
-    """One line per error: ``<source>: <key path>: <message>``."""
+def _field_names(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
+    """Every key name of ``model`` and of the models nested in it (for "did you mean")."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    stack = [f.annotation for f in model.model_fields.values()]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            names |= _field_names(t, seen)
+        stack += list(get_args(t))
+    return names
+
+
+def _did_you_mean(error: dict[str, Any], model: type[BaseModel] | None) -> str:
+    """`` (did you mean 'x'?)`` for an unknown key close to a known one; "" otherwise."""
+    if model is None or error["type"] != "extra_forbidden" or not error["loc"]:
+        return ""
+    unknown = str(error["loc"][-1])
+    close = difflib.get_close_matches(unknown, sorted(_field_names(model)), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _override_for(key: str, overrides: list[str]) -> str | None:
+    """The last ``--set`` override that set ``key`` (or a key above or below it)."""
+    for o in reversed(overrides):
+        k = o.split("=", 1)[0].strip()
+        if (
+            key == k
+            or key.startswith(k + ".")
+            or key.startswith(k + "[")
+            or k.startswith(key + ".")
+        ):
+            return o
+    return None
+
+
+def format_errors(
+    err: ValidationError,
+    source: str = "",
+    overrides: list[str] | None = None,
+    model: type[BaseModel] | None = None,
+) -> str:
+    """One line per error: ``<source>: <key path>: <message>``, ``(from --set k=v)`` when an
+    override set the key, and "did you mean" for an unknown key close to a key of ``model``."""
     lines = []
     for e in err.errors():
         key = _loc(e["loc"]).lstrip(".")
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = e["msg"].removeprefix("Value error, ") + _did_you_mean(e, model)
+        override = _override_for(key, overrides or []) if key else None
+        if override:
+            msg += f" (from --set {override})"
         prefix = f"{source}: " if source else ""
         if key and msg.startswith("."):  # a registered section's errors: ".key: message"
             lines += [f"{prefix}{key}{m.removeprefix('Value error, ')}" for m in msg.split("; ")]
@@ -277,6 +332,30 @@ def format_errors(err: ValidationError, source: str = "") -> str:
         else:  # model-level errors already name their keys (stage options)
             lines += [f"{prefix}{m}" for m in msg.split("; ")]
     return "\n".join(lines)
+
+
+def load_model_yaml(
+    model: type[ModelT], path: str | Path, overrides: list[str] | None = None
+) -> ModelT:
+    """A YAML file (with ``key=value`` overrides) validated as ``model``: the loader of the
+    training and sweep configs. ConfigError, one line per problem naming the key and the file
+    or the ``--set`` it came from."""
+    from curate.overrides import apply_overrides
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, str(path), list(overrides or []), model)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
@@ -296,7 +375,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_errors(e, str(path))) from None
+        raise ConfigError(format_errors(e, str(path), overrides, PipelineConfig)) from None
     cfg.locate_stage_files(path.parent)
     return cfg
 

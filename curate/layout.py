@@ -104,6 +104,12 @@ class RunLayout:
     def map_marker(self, stage: str, index: int) -> str:
         return self.path(stage, "map", f"{part_name(index)}.done.json")
 
+    def bucket_edges(self, stage: str, bucket: int) -> str:
+        return self.path(stage, "buckets", f"bucket-{bucket:05d}.parquet")
+
+    def bucket_marker(self, stage: str, bucket: int) -> str:
+        return self.path(stage, "buckets", f"bucket-{bucket:05d}.done.json")
+
     def state(self, stage: str) -> str:
         return self.path(stage, "state.parquet")
 

@@ -38,7 +38,9 @@ from pydantic import BaseModel
 
 from curate import mix
 from curate.config import PipelineConfig
+from curate.dedup.common import BUCKET_OPTIONS
 from curate.layout import ENCODED, EXTRACT_STAGE, MIX, RunLayout
+from curate.progress import heartbeat
 from curate.readers import InputFile, extract_part, list_inputs, plan_parts
 from curate.shards.write import encode_part, write_shards
 from curate.stage import Fit, GlobalStage, StageResult
@@ -57,7 +59,7 @@ from curate.storage import (
 )
 from curate.tokenizer import train_tokenizer
 
-MAP, REDUCE = "map", "reduce"
+MAP, REDUCE, BUCKETS = "map", "reduce", "buckets"
 
 
 # --- fingerprints ------------------------------------------------------------------------------
@@ -126,15 +128,17 @@ class Output:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the plan; ``index`` is the part for a map, None for a reduce."""
+    """One step of the plan; ``index`` is the part for a map, None for a reduce, the bucket for
+    a ``buckets`` step (``tasks()`` of them: the shards of a global reduce)."""
 
     name: str
-    kind: Literal["map", "reduce"]
+    kind: Literal["map", "reduce", "buckets"]
     inputs: tuple[str, ...]
     marker: Callable[[int | None], str]
     fingerprint: Callable[[int | None], tuple[str, str]]  # (input fingerprint, config hash)
     compute: Callable[[int | None], Output]
     checks: str | None = None  # the document stage whose conservation is checked afterwards
+    tasks: Callable[[], int] | None = None  # how many calls a ``buckets`` step makes
 
 
 @dataclass
@@ -144,6 +148,14 @@ class Plan:
     steps: list[Step]
     stages: list[str]  # document stages in order: extract, then the configured ones
     verify: bool = False  # a skipped step checks its outputs' sha256 (not only their sizes)
+    force_from: str | None = None  # this step and every one after it recompute (``--force``)
+
+    def forced(self, name: str) -> bool:
+        """True when ``--force`` recomputes step ``name`` (it is the forced step or after it)."""
+        if self.force_from is None:
+            return False
+        names = [s.name for s in self.steps]
+        return names.index(name) >= names.index(self.force_from)
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -164,6 +176,8 @@ class Plan:
         return len(self.parts)
 
     def indices(self, step: Step) -> list[int | None]:
+        if step.kind == BUCKETS and step.tasks is not None:
+            return list(range(step.tasks()))
         return list(range(self.n_parts)) if step.kind == MAP else [None]
 
 
@@ -327,7 +341,8 @@ def build_plan(cfg: PipelineConfig) -> Plan:
     def tokenizer_compute(_: int | None) -> Output:
         urls = [lay.part(MIX, i) for i in range(plan.n_parts)]
         with tempfile.TemporaryDirectory(prefix="sluice-tokenizer-") as tmp:
-            path = train_tokenizer(tables_or_paths(urls), cfg.tokenizer, f"{tmp}/model")
+            with heartbeat(f"tokenizer (vocab {cfg.tokenizer.vocab_size})"):
+                path = train_tokenizer(tables_or_paths(urls), cfg.tokenizer, f"{tmp}/model")
             model, summary = Path(path).read_bytes(), Path(path + ".json").read_bytes()
         return Output(
             {lay.tokenizer_model: model, lay.tokenizer_model + ".json": summary},
@@ -478,6 +493,10 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
     functions = (getattr(stage, f, None) for f in ("score", "rules", "map", "reduce"))
     code = code_version(*functions, *stage.modules)
 
+    sharded = isinstance(stage, GlobalStage) and stage.bucket is not None
+    # how a sharded reduce is cut changes how it runs, not its result: not in the stage's hash
+    options = {k: v for k, v in info.options.items() if not (sharded and k in BUCKET_OPTIONS)}
+
     def stage_cfg() -> tuple[BaseModel, str]:
         """The stage's config (with its fitted files) and its config hash."""
         extra: dict[str, str] = {}
@@ -486,7 +505,7 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
             fit = stage.fit
             cfg = fit.use(cfg, lambda file: lay.fit_file(name, file))
             extra = {"model": output_hash(lay.fit_marker(name, fit.name))}
-        return cfg, config_hash({"stage": name, "options": info.options, "code": code, **extra})
+        return cfg, config_hash({"stage": name, "options": options, "code": code, **extra})
 
     def prev_hash(i: int | None) -> str:
         return output_hash(lay.marker(previous, i))
@@ -525,7 +544,10 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
         result = stage.run(table, read_parquet(lay.state(name)), stage_cfg()[0])
         return _doc_output(lay, name, i, result)
 
-    plan.steps += [
+    def maps_hash() -> str:
+        return _digest(*(output_hash(lay.map_marker(name, i)) for i in range(plan.n_parts)))
+
+    plan.steps.append(
         Step(
             f"{name}.map",
             MAP,
@@ -533,18 +555,22 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
             lambda i: lay.map_marker(name, i),
             lambda i: (prev_hash(i), stage_cfg()[1]),
             map_compute,
-        ),
-        Step(
-            f"{name}.reduce",
-            REDUCE,
-            (f"{name}.map",),
-            lambda _: lay.state_marker(name),
-            lambda _: (
-                _digest(*(output_hash(lay.map_marker(name, i)) for i in range(plan.n_parts))),
-                stage_cfg()[1],
-            ),
-            reduce_compute,
-        ),
+        )
+    )
+    if sharded:
+        _add_bucket_steps(plan, info, stage_cfg, maps_hash)
+    else:
+        plan.steps.append(
+            Step(
+                f"{name}.reduce",
+                REDUCE,
+                (f"{name}.map",),
+                lambda _: lay.state_marker(name),
+                lambda _: (maps_hash(), stage_cfg()[1]),
+                reduce_compute,
+            )
+        )
+    plan.steps += [
         Step(
             name,
             MAP,
@@ -553,6 +579,77 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
             apply_fp,
             apply_compute,
             name,
+        ),
+    ]
+
+
+def n_buckets(plan: Plan, stage: str, cfg: Any) -> int:
+    """The bucket tasks of a sharded reduce: the stage's ``buckets``, else one per
+    ``docs_per_bucket`` documents of its map outputs (1 before the map has run)."""
+    if cfg.buckets:
+        return cfg.buckets
+    try:
+        docs = 0
+        for i in range(plan.n_parts):
+            marker = plan.layout.map_marker(stage, i)
+            if not exists(marker):
+                return 1
+            docs += int(read_json(marker)["stats"]["rows"])
+    except NotDone:
+        return 1
+    return cfg.n_buckets(docs)
+
+
+def _add_bucket_steps(
+    plan: Plan,
+    info: _StageInfo,
+    stage_cfg: Callable[[], tuple[BaseModel, str]],
+    maps_hash: Callable[[], str],
+) -> None:
+    """A sharded reduce: ``<stage>.buckets`` (one task per bucket of keys: an edge list each)
+    and ``<stage>.reduce`` (the components over all edge lists -> the state), so that both
+    executors run it as they run any step."""
+    lay, stage, name = plan.layout, info.stage, info.name
+
+    def tasks() -> int:
+        return n_buckets(plan, name, info.cfg)
+
+    def map_urls() -> list[str]:
+        return [lay.map_part(name, i) for i in range(plan.n_parts)]
+
+    def bucket_fp(b: int | None) -> tuple[str, str]:
+        return maps_hash(), _digest(stage_cfg()[1], f"bucket {b} of {tasks()}")
+
+    def bucket_compute(b: int | None) -> Output:
+        edges = stage.bucket(map_urls(), stage_cfg()[0], b, tasks())
+        return Output({lay.bucket_edges(name, b): edges}, {"edges": edges.num_rows})
+
+    def components_fp(_: int | None) -> tuple[str, str]:
+        edges = _digest(*(output_hash(lay.bucket_marker(name, b)) for b in range(tasks())))
+        return _digest(maps_hash(), edges), stage_cfg()[1]
+
+    def components_compute(_: int | None) -> Output:
+        edges = [lay.bucket_edges(name, b) for b in range(tasks())]
+        table = stage.components(map_urls(), edges, stage_cfg()[0])
+        return Output({lay.state(name): table}, {"rows": table.num_rows, "buckets": len(edges)})
+
+    plan.steps += [
+        Step(
+            f"{name}.buckets",
+            BUCKETS,
+            (f"{name}.map",),
+            lambda b: lay.bucket_marker(name, b),
+            bucket_fp,
+            bucket_compute,
+            tasks=tasks,
+        ),
+        Step(
+            f"{name}.reduce",
+            REDUCE,
+            (f"{name}.map", f"{name}.buckets"),
+            lambda _: lay.state_marker(name),
+            components_fp,
+            components_compute,
         ),
     ]
 
@@ -605,32 +702,132 @@ def step_status(plan: Plan, step: Step, index: int | None) -> str:
     return "done"
 
 
+STALE_REASONS = ("config or code changed", "input changed")
+
+
+@dataclass
+class StepState:
+    """Where one step of a run stands: ``state`` is ``done`` (every call's marker matches),
+    ``stale`` (a call ran with another config, code or input, or a step it reads is stale)
+    or ``pending`` (a call never ran); ``counts``: calls per reason."""
+
+    step: Step
+    calls: int
+    counts: dict[str, int]
+    state: Literal["done", "stale", "pending"]
+
+    def line(self) -> str:
+        kind = (
+            f"{self.step.kind} × {self.calls}"
+            if self.step.kind in (MAP, BUCKETS)
+            else self.step.kind
+        )
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
+        return f"  {self.step.name:<22} {kind:<10} {self.state:<8} ({summary})"
+
+
+def step_states(plan: Plan, other_inputs: bool = False) -> list[StepState]:
+    """Every step's :class:`StepState`, in order: the one place ``--dry-run``, ``status`` and
+    ``run``'s stale-step warning read. A done step after one that will run is ``stale``
+    (``after <step>``); ``other_inputs``: the input files changed, every call is stale."""
+    out: list[StepState] = []
+    running: dict[str, str] = {}  # step -> its state, for the steps that will run
+    for step in plan.steps:
+        counts: dict[str, int] = {}
+        for i in plan.indices(step):
+            status = "input changed" if other_inputs else step_status(plan, step, i)
+            upstream = sorted(set(step.inputs) & set(running))
+            if status.startswith("after") or (status == "done" and upstream):
+                status = f"after {', '.join(upstream) or 'inputs'}"
+            counts[status] = counts.get(status, 0) + 1
+        if set(counts) == {"done"}:
+            state = "done"
+        elif "missing" in counts or any(
+            s.startswith("after")
+            and running.get(s.removeprefix("after ").split(", ")[0]) == "pending"
+            for s in counts
+        ):
+            state = "pending"
+        else:
+            state = "stale"
+        if state != "done":
+            running[step.name] = state
+        out.append(StepState(step, len(plan.indices(step)), counts, state))
+    return out
+
+
+def _planned_parts(cfg: PipelineConfig, plan: Plan, parts: list[list[InputFile]]) -> bool:
+    """Give ``plan`` the parts ``parts``; True when they differ from the recorded ones."""
+    planned = [[f.model_dump(mode="json") for f in p] for p in parts]
+    recorded = read_json(plan.layout.parts)["parts"] if exists(plan.layout.parts) else None
+    plan.__dict__["parts"] = parts
+    return recorded is not None and recorded != planned
+
+
 def describe(cfg: PipelineConfig) -> str:
     """``sluice run --dry-run``: the parts, then every step with what is done and what will
     run, and why (a step after one that runs runs too, unless its inputs come out the same)."""
     parts = list_parts(cfg)
     check_data_options(cfg, parts)
     plan = build_plan(cfg)
-    planned = [[f.model_dump(mode="json") for f in p] for p in parts]
-    recorded = read_json(plan.layout.parts)["parts"] if exists(plan.layout.parts) else None
-    other_inputs = recorded is not None and recorded != planned
-    plan.__dict__["parts"] = parts  # the parts this run would have
+    other_inputs = _planned_parts(cfg, plan, parts)
     n_files = sum(len(p) for p in parts)
     lines = [f"run {cfg.name}: {n_files} input files in {len(parts)} parts → {cfg.run_url}"]
     if other_inputs:
         lines.append("  the input files changed since the last run: every step runs")
-    running: set[str] = set()
-    for step in plan.steps:
-        counts: dict[str, int] = {}
-        for i in plan.indices(step):
-            status = "input changed" if other_inputs else step_status(plan, step, i)
-            if status.startswith("after") or (status == "done" and running & set(step.inputs)):
-                status = f"after {', '.join(sorted(running & set(step.inputs))) or 'inputs'}"
-            counts[status] = counts.get(status, 0) + 1
-        if any(s != "done" for s in counts):
-            running.add(step.name)
-        kind = f"{step.kind} × {len(plan.indices(step))}" if step.kind == MAP else step.kind
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        verdict = "done" if step.name not in running else "will run"
-        lines.append(f"  {step.name:<22} {kind:<10} {verdict:<9} ({summary})")
+    for s in step_states(plan, other_inputs):
+        verdict = "done" if s.state == "done" else "will run"
+        summary = ", ".join(f"{n} {r}" for r, n in sorted(s.counts.items()))
+        kind = f"{s.step.kind} × {s.calls}" if s.step.kind in (MAP, BUCKETS) else s.step.kind
+        lines.append(f"  {s.step.name:<22} {kind:<10} {verdict:<9} ({summary})")
+    return "\n".join(lines)
+
+
+def run_states(cfg: PipelineConfig) -> tuple[Plan, list[StepState], bool]:
+    """The states of the steps of ``cfg``'s run directory as it stands (the recorded parts
+    unless the inputs can be listed again); returns (plan, states, input files changed)."""
+    plan = build_plan(cfg)
+    recorded = plan.parts if exists(plan.layout.parts) else None
+    try:
+        parts = list_parts(cfg)
+    except (OSError, ValueError):
+        parts = recorded
+    if parts is None:
+        raise NotDone(f"{cfg.run_url} has not been run (no {plan.layout.parts})")
+    other_inputs = _planned_parts(cfg, plan, parts)
+    return plan, step_states(plan, other_inputs), other_inputs
+
+
+def _doc_counts(plan: Plan, step: Step) -> str:
+    """``N in → K kept, R removed, Q quarantined`` over the done parts of a document stage."""
+    totals = {"docs_in": 0, "kept": 0, "removed": 0, "quarantined": 0}
+    for i in plan.indices(step):
+        marker = step.marker(i)
+        if not exists(marker):
+            continue
+        stats = read_json(marker).get("stats", {})
+        for k in totals:
+            v = stats.get(k, 0)
+            totals[k] += sum(v.values()) if isinstance(v, dict) else int(v or 0)
+    return (
+        f"{totals['docs_in']:,} in → {totals['kept']:,} kept, {totals['removed']:,} removed, "
+        f"{totals['quarantined']:,} quarantined"
+    )
+
+
+def describe_status(cfg: PipelineConfig) -> str:
+    """``sluice status RUN``: every step done / stale / pending, with its calls per reason and
+    (document stages) the documents in, kept, removed and quarantined."""
+    plan, states, other_inputs = run_states(cfg)
+    lines = [f"run {cfg.name}: {plan.n_parts} parts in {cfg.run_url}"]
+    if other_inputs:
+        lines.append("  the input files changed since the last run: every step is stale")
+    for s in states:
+        line = s.line()
+        if s.step.checks and s.state != "pending":
+            line += f"  {_doc_counts(plan, s.step)}"
+        lines.append(line)
+    stale = [s.step.name for s in states if s.state == "stale"]
+    if stale:
+        lines.append(f"stale: {', '.join(stale)} (`sluice run` recomputes them)")
     return "\n".join(lines)

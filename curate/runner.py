@@ -40,7 +40,7 @@ from curate.plan import (
     json_bytes,
     list_parts,
 )
-from curate.progress import progress
+from curate.progress import heartbeat, progress
 from curate.readers import skipped_report
 from curate.stage import ConservationError, StageStats
 from curate.storage import (
@@ -104,6 +104,8 @@ def _input_markers(plan: Plan, step: Step, index: int | None) -> list[tuple[str,
         source = plan.step(name)
         if source.kind == "reduce":
             out.append((name, None))
+        elif source.kind == "buckets":
+            out += [(name, b) for b in plan.indices(source)]
         elif step.kind == "map":
             out.append((name, index))
         else:
@@ -310,7 +312,7 @@ def clean_temporaries(layout: RunLayout) -> list[str]:
 RunCalls = Callable[[Plan, Step, list[int | None]], list[dict[str, Any]]]
 
 
-def plan_run(cfg: PipelineConfig, verify: bool = False) -> Plan:
+def plan_run(cfg: PipelineConfig, verify: bool = False, force_from: str | None = None) -> Plan:
     """Build the plan, list the parts, check the options that name data, and record the run
     (``config.json``, ``parts.json``)."""
     skipped: list[Any] = []
@@ -318,6 +320,9 @@ def plan_run(cfg: PipelineConfig, verify: bool = False) -> Plan:
     check_data_options(cfg, parts)
     plan = build_plan(cfg)
     plan.verify = verify
+    if force_from is not None:
+        plan.step(force_from)  # KeyError names the steps
+        plan.force_from = force_from
     write_json_atomic(
         {"hash": cfg.hash(), "config": cfg.model_dump(mode="json")}, plan.layout.config
     )
@@ -337,11 +342,13 @@ def execute(
     log: Callable[[str], None] = lambda message: None,
     on_step: Callable[[str, float], None] | None = None,
     verify: bool = False,
+    force_from: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
     """Run every step of ``cfg``'s plan in order with ``run_calls``, check conservation after
     every document stage, write the report; returns (stats.json, timings, parts skipped).
     ``verify``: a step that is done is skipped only when its outputs have the recorded sha256
-    (by default, their recorded sizes)."""
+    (by default, their recorded sizes). ``force_from``: that step and every one after it
+    recompute even when done."""
     from curate.report import write_report
 
     timings: dict[str, float] = {}
@@ -358,15 +365,17 @@ def execute(
     layout = RunLayout(cfg.run_url)
     with run_lock(layout):
         clean_temporaries(layout)
-        plan = plan_run(cfg, verify)
+        plan = plan_run(cfg, verify, force_from)
         timed("plan", start)
         log(f"run {cfg.name}: {plan.n_parts} parts → {cfg.run_url}")
         for step in plan.steps:
             start = time.perf_counter()
             results[step.name] = run_calls(plan, step, plan.indices(step))
-            if step.kind == "map":
+            if step.kind != "reduce":  # per part, or per bucket of a sharded reduce
                 skipped[step.name] = sum(bool(r.get("skipped")) for r in results[step.name])
-                log(f"{step.name}: {plan.n_parts} parts ({skipped[step.name]} already done)")
+                unit = "parts" if step.kind == "map" else "buckets"
+                calls = len(results[step.name])
+                log(f"{step.name}: {calls} {unit} ({skipped[step.name]} already done)")
             timed(step.name, start)
             if step.checks:
                 s = stats[step.checks] = check_stage(plan, step.checks, plan.n_parts)
@@ -374,20 +383,25 @@ def execute(
                     f"{step.checks}: {s.docs_in} in = {s.kept} kept + {s.removed_total} "
                     f"removed + {s.quarantined_total} quarantined"
                 )
-        report = write_report(cfg, stats, timings, results[MIX], skipped=skipped)
+        with heartbeat("report"):
+            report = write_report(cfg, stats, timings, results[MIX], skipped=skipped)
     return report, timings, skipped
 
 
 def _in_process(plan: Plan, step: Step, indices: list[int | None]) -> list[dict[str, Any]]:
-    if step.kind != "map":
-        return [run_step(plan, step.name, None, plan.verify)]
-    calls = progress(indices, step.name, unit="part")
-    return [run_step(plan, step.name, i, plan.verify) for i in calls]
+    force = plan.forced(step.name)
+    if step.kind == "reduce":
+        return [run_step(plan, step.name, None, plan.verify, force)]
+    calls = progress(indices, step.name, unit="part" if step.kind == "map" else "bucket")
+    return [run_step(plan, step.name, i, plan.verify, force) for i in calls]
 
 
 def run_pipeline(
-    cfg: PipelineConfig, on_step: Callable[[str, float], None] | None = None, verify: bool = False
+    cfg: PipelineConfig,
+    on_step: Callable[[str, float], None] | None = None,
+    verify: bool = False,
+    force_from: str | None = None,
 ) -> dict[str, Any]:
     """Run every step in this process, in order (what the flow does on Ray); returns the
     per-stage counters (stats.json) and writes the report (``curate.report``)."""
-    return execute(cfg, _in_process, on_step=on_step, verify=verify)[0]
+    return execute(cfg, _in_process, on_step=on_step, verify=verify, force_from=force_from)[0]

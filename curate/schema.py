@@ -19,6 +19,10 @@ DOC_FIELDS: list[pa.Field] = [
     pa.field("format", pa.string(), nullable=False),  # html, pdf, code, text, warc, jsonl, ...
     pa.field("lang", pa.string()),  # filled by the langid stage
     pa.field("lang_score", pa.float32()),
+    # a JSONL record's other keys / a Parquet row's other columns (the input's own id, url, ...)
+    # as one JSON object (sorted keys); null for other formats. One column, so every part has
+    # the same schema whatever fields its inputs carry.
+    pa.field("meta", pa.string()),
 ]
 DOC_SCHEMA = pa.schema(DOC_FIELDS)
 

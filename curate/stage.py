@@ -268,7 +268,7 @@ class GlobalStage(Generic[C]):
     part; ``reduce`` reads all summaries, in part order, into one state table (duplicates, cluster
     ids); ``score`` adds columns to each part from that state, and ``rules``/decide work as for
     :class:`Stage`. The plan (``curate.plan``) runs map per part and reduce once, as separate
-    steps.
+    steps (or, with ``bucket``/``components``, as bucket tasks and a components step).
     """
 
     name: str
@@ -279,6 +279,11 @@ class GlobalStage(Generic[C]):
     rules: Callable[[pa.Table, C], Rules] | None = None
     fit: Fit[C] | None = None
     modules: tuple[str, ...] = ()  # other modules map/reduce/score run (their source is hashed)
+    # a sharded reduce (both or neither): ``bucket(map urls, cfg, b, n_buckets)`` -> edge list of
+    # the keys in bucket b; ``components(map urls, edge lists, cfg)`` -> the state; the plan then
+    # runs ``cfg.n_buckets(docs)`` bucket tasks and one components step instead of ``reduce``
+    bucket: Callable[[list[str], C, int, int], pa.Table] | None = None
+    components: Callable[[list[str], list, C], pa.Table] | None = None
 
     def run(self, table: pa.Table, state: pa.Table, cfg: C) -> StageResult:
         return _score_and_decide(

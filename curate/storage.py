@@ -91,9 +91,15 @@ def write_bytes_atomic(data: bytes, url: str) -> None:
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
-    """``table`` as the parquet bytes every step writes (``PARQUET_OPTIONS``)."""
+    """``table`` as the parquet bytes every step writes (``PARQUET_OPTIONS``). A table without
+    rows is written without row groups (schema only): readers that size their batches by the
+    first row group (``datasets``' parquet loader) skip it instead of failing."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    if table.num_rows == 0:
+        options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
+        pq.ParquetWriter(sink, table.schema, **options).close()
+    else:
+        pq.write_table(table, sink, **PARQUET_OPTIONS)
     return sink.getvalue().to_pybytes()
 
 

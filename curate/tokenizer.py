@@ -17,9 +17,10 @@ UNK 3. The result is a plain ``.model`` file that ``sentencepiece`` loads on its
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -227,3 +228,34 @@ def bytes_per_token(
     n_bytes = sum(len(t.encode()) for t in texts)
     n_tokens = sum(len(ids) for ids in sp.encode(texts, num_threads=num_threads))
     return n_bytes / n_tokens if n_tokens else float("nan")
+
+
+HF_TOKENIZER_FILE = "tokenizer.json"
+
+
+def export_hf_tokenizer(model_path: str | Path, out_path: str | Path) -> str:
+    """Write a SentencePiece model as a Hugging Face ``tokenizers`` file (``tokenizer.json``,
+    for ``PreTrainedTokenizerFast(tokenizer_file=...)``) that encodes as the model does:
+    transformers' own converter (``SpmConverter.build_tokenizer_from_spm_proto``) follows the
+    model's normalizer spec, BPE merges ranked by piece score, and byte fallback. Needs the
+    ``hf`` extra (``pip install 'sluice[hf]'``)."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+        from transformers.convert_slow_tokenizer import SpmConverter
+    except ImportError as e:
+        raise RuntimeError(
+            f"exporting a tokenizer.json needs transformers: pip install 'sluice[hf]' ({e})"
+        ) from None
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(Path(local_copy(str(model_path))).read_bytes())
+    if proto.trainer_spec.model_type != 2:  # 2: BPE (the converter's unigram path needs scores)
+        vocab: Any = [(p.piece, p.score) for p in proto.pieces]
+    else:
+        vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    tokenizer = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
+    if tokenizer is None:
+        raise RuntimeError(f"{model_path}: cannot convert this SentencePiece model")
+    with tempfile.TemporaryDirectory(prefix="sluice-hf-") as tmp:
+        tokenizer.save(f"{tmp}/{HF_TOKENIZER_FILE}")
+        write_bytes_atomic(Path(f"{tmp}/{HF_TOKENIZER_FILE}").read_bytes(), str(out_path))
+    return str(out_path)

@@ -2,11 +2,14 @@
 
 sluice server [--background|--stop]        Prefect server on 127.0.0.1:4200 (UI + API)
 sluice run --config F [--set k=v]...        curate with Prefect tasks on Ray
+sluice status RUN                           every step: done / stale / pending, with counts
 sluice demo                                 end-to-end on data/sample (configs/default.yaml)
 sluice end-to-end --config F                curate → sweep → fit → train → report
 sluice inspect RUN                          sample kept/removed/quarantined docs per reason
 sluice train-tokenizer --run R              (re)train a run's tokenizer
 sluice train-quality|train|sweep ...        forwarded to their own modules
+
+Exit codes: 0 done, 2 a usage or config error (found before anything starts), 1 a failed run.
 """
 
 from __future__ import annotations
@@ -14,16 +17,35 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from flows import runtime  # noqa: F401 - telemetry off first
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+USAGE_ERROR = 2  # a usage or config error, found before anything starts (argparse's code too)
+
+
+def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
+    """Print ``sluice: error: <message>`` on stderr and exit with ``code``."""
+    print(f"sluice: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("sluice")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _load(
@@ -42,7 +64,7 @@ def _load(
     try:
         return load_config(config, sets)
     except ConfigError as e:
-        raise SystemExit(f"config error:\n{e}") from None
+        fail(str(e))
 
 
 def _print_summary(stats: dict) -> None:
@@ -82,56 +104,135 @@ def check_plan(cfg) -> None:
 
     try:
         check_data_options(cfg, list_parts(cfg))
-    except (ConfigError, ValueError) as e:
-        raise SystemExit(f"config error:\n{e}") from None
+    except (ConfigError, ValueError, OSError) as e:
+        fail(str(e))
 
 
-def curate(cfg, local: bool = False, api_url: str | None = None, verify: bool = False) -> dict:
-    """Run one curation job: Prefect flow on Ray, or in this process with ``local``."""
+def check_training_configs(train_config: str, train_set: Sequence[str], sweep_config: str) -> None:
+    """The training and sweep configs of an end-to-end run, validated before anything starts."""
+    from curate.config import ConfigError
+    from train.sweep import SweepConfig
+    from train.trainer import TrainConfig
+
+    try:
+        TrainConfig.from_yaml(train_config, list(train_set))
+        SweepConfig.from_yaml(sweep_config)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def check_force(cfg, step: str | None) -> None:
+    """``--force STEP`` names a step of the plan (exit 2 naming the steps, and the closest)."""
+    import difflib
+
+    from curate.plan import build_plan
+
+    if step is None:
+        return
+    names = [s.name for s in build_plan(cfg).steps]
+    if step not in names:
+        close = difflib.get_close_matches(step, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        fail(f"--force {step}: no such step{hint}; steps: {', '.join(names)}")
+
+
+def warn_stale(cfg) -> None:
+    """Before a run into an existing run directory: say which steps are stale (ran with
+    another config, code or input) and will be recomputed."""
+    from curate.layout import RunLayout
+    from curate.plan import NotDone, run_states
+    from curate.storage import exists
+
+    if not exists(RunLayout(cfg.run_url).parts):
+        return
+    try:
+        states = run_states(cfg)[1]
+    except (NotDone, OSError, ValueError):
+        return
+    stale = [s for s in states if s.state == "stale"]
+    if stale:
+        why = "; ".join(
+            f"{s.step.name} ({', '.join(sorted(r for r in s.counts if r != 'done'))})"
+            for s in stale
+        )
+        print(
+            f"sluice: warning: run {cfg.name}: {len(stale)} stale step(s) will be recomputed: "
+            f"{why}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def curate(
+    cfg,
+    local: bool = False,
+    api_url: str | None = None,
+    verify: bool = False,
+    force_from: str | None = None,
+) -> dict:
+    """Run one curation job: Prefect flow on Ray, or in this process with ``local``. Every
+    check that can fail before a step runs (config, input files, ``--force``) runs first."""
     from curate.runner import RunLocked
 
     check_plan(cfg)
+    check_force(cfg, force_from)
+    warn_stale(cfg)
     try:
-        return _curate(cfg, local, api_url, verify)
+        return _curate(cfg, local, api_url, verify, force_from)
     except RunLocked as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
 
 
-def _curate(cfg, local: bool, api_url: str | None, verify: bool) -> dict:
+def _curate(
+    cfg, local: bool, api_url: str | None, verify: bool, force_from: str | None = None
+) -> dict:
     if local:
         from curate.runner import run_pipeline
 
         def on_step(step: str, seconds: float) -> None:
             print(f"{step}: {seconds:.1f} s", flush=True)
 
-        return run_pipeline(cfg, on_step=on_step, verify=verify)
-    from flows.server import ensure_api
-
-    url = ensure_api(api_url or cfg.prefect.api_url, start=cfg.prefect.start_server)
-    print(
-        f"Prefect API {url}; UI {url.removesuffix('/api')} (a server started here keeps "
-        "running: `sluice server --stop` ends it)",
-        flush=True,
-    )
+        return run_pipeline(cfg, on_step=on_step, verify=verify, force_from=force_from)
+    url = _api_for(cfg, api_url)
     from flows.curate import run_curate
 
-    return run_curate(cfg, url, verify)
+    return run_curate(cfg, url, verify, force_from)
+
+
+def _api_for(cfg, api_url: str | None = None) -> str:
+    """The Prefect API of a run (``flows.server.ensure_api``), announced on one line."""
+    from flows.server import ServerError, ensure_api_started
+
+    try:
+        url, started = ensure_api_started(
+            api_url or cfg.prefect.api_url, start=cfg.prefect.start_server
+        )
+    except ServerError as e:
+        fail(str(e))
+    note = " (started here; it keeps running: `sluice server --stop` ends it)" if started else ""
+    print(f"Prefect API {url}; UI {url.removesuffix('/api')}{note}", flush=True)
+    return url
 
 
 def cmd_server(args: argparse.Namespace) -> int:
     from flows import server
 
+    home = server.state_dir()
     if args.stop:
-        print("stopped" if server.stop_background() else "no background server")
+        stopped = server.stop_background()
+        print(f"stopped ({home})" if stopped else f"no background server of {home}")
         return 0
-    if args.background:
-        url = server.start_background(args.host, args.port)
-        print(
-            f"Prefect server running: UI http://{args.host}:{args.port}\n"
-            f"export PREFECT_API_URL={url}"
-        )
-        return 0
-    return server.run_foreground(args.host, args.port)
+    try:
+        if args.background:
+            url, started = server.start_background_owned(args.host, args.port)
+            print(
+                f"Prefect server {'started' if started else 'already running'} ({home}): "
+                f"UI http://{args.host}:{args.port}\nexport PREFECT_API_URL={url}"
+            )
+            return 0
+        return server.run_foreground(args.host, args.port)
+    except server.ServerError as e:
+        fail(str(e))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -142,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_plan(cfg)
         print(describe(cfg))
         return 0
-    stats = curate(cfg, local=args.local, verify=args.verify)
+    stats = curate(cfg, local=args.local, verify=args.verify, force_from=args.force)
     _print_summary(stats)
     print(f"run directory: {cfg.run_url}")
     return 0
@@ -151,6 +252,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _end_to_end(config: str | Path, args: argparse.Namespace, run_name: str | None = None) -> dict:
     """Run the ``end-to-end`` flow (Prefect server, curation on Ray), or ``run_local``."""
     cfg = _load(config, args.set, run_name or args.run_name)  # fails early on a config error
+    check_plan(cfg)
+    check_training_configs(args.train_config, args.train_set, args.sweep_config)
     overrides = [*args.set, f"name={cfg.name}"]
     kwargs = {
         "train_config": args.train_config,
@@ -163,14 +266,7 @@ def _end_to_end(config: str | Path, args: argparse.Namespace, run_name: str | No
         from flows.end_to_end import run_local
 
         return run_local(str(config), **kwargs)
-    from flows.server import ensure_api
-
-    url = ensure_api(cfg.prefect.api_url, start=cfg.prefect.start_server)
-    print(
-        f"Prefect API {url}; UI {url.removesuffix('/api')} (a server started here keeps "
-        "running: `sluice server --stop` ends it)",
-        flush=True,
-    )
+    url = _api_for(cfg)
     from flows.curate import _api
     from flows.end_to_end import end_to_end
 
@@ -247,24 +343,74 @@ def _sample_rows(table, n: int, width: int) -> list[str]:
     return out
 
 
+def existing_run(run: str):
+    """The layout of run directory ``run``; exit 2 when it holds no run (no config.json)."""
+    from curate.layout import RunLayout
+    from curate.storage import exists
+
+    layout = RunLayout(run)
+    if not exists(layout.config):
+        fail(f"{run}: not a run directory (no config.json); runs are made by `sluice run`")
+    return layout
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from curate.inspect import inspect_run
 
+    existing_run(args.run)
     try:
         print(inspect_run(args.run, args.n, args.stage, args.seed, args.width), end="")
     except ValueError as e:
-        raise SystemExit(str(e)) from None
+        fail(str(e))
+    return 0
+
+
+def _validated(data: dict, overrides: Sequence[str]):
+    """A run's saved config with ``--set`` overrides, validated (exit 2 naming the key)."""
+    from pydantic import ValidationError
+
+    import flows.settings  # noqa: F401 - the ray/prefect sections of a saved config
+    from curate.config import ConfigError, PipelineConfig, format_errors
+    from curate.overrides import apply_overrides
+
+    try:
+        return PipelineConfig.model_validate(apply_overrides(data, list(overrides)))
+    except ConfigError as e:
+        fail(str(e))
+    except ValidationError as e:
+        fail(format_errors(e, "config.json", list(overrides), PipelineConfig))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from curate.config import ConfigError
+    from curate.plan import NotDone, describe_status
+
+    layout = existing_run(args.run)
+    saved = layout.saved_config()
+    pinned = [f"run_dir={layout.root}", f"name={saved.get('name', Path(layout.root).name)}"]
+    if args.config:  # compare the run against this config
+        cfg = _load(args.config, [*args.set, *pinned])
+    else:
+        cfg = _validated({**saved, "run_dir": layout.root}, args.set)
+    try:
+        print(describe_status(cfg))
+    except (ConfigError, NotDone, ValueError) as e:
+        fail(f"{args.run}: {e}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from curate.html_report import write_report_html
     from curate.layout import RunLayout
+    from curate.progress import heartbeat
     from train.report import training_section
 
-    train = training_section(args.train or RunLayout(args.run).path("train"))
-    extra = [train] if train is not None else []
-    print(write_report_html(args.run, extra, args.out))
+    existing_run(args.run)
+    with heartbeat("report"):
+        train = training_section(args.train or RunLayout(args.run).path("train"))
+        extra = [train] if train is not None else []
+        path = write_report_html(args.run, extra, args.out)
+    print(path)
     if args.publish:
         from flows.artifacts import publish_report_artifacts
         from flows.server import ensure_api
@@ -276,17 +422,43 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    from curate.config import PipelineConfig
-    from curate.layout import RunLayout
-    from curate.overrides import apply_overrides
+    from curate.plan import run_states
     from curate.runner import run_step
+    from curate.storage import write_json_atomic
 
-    layout = RunLayout(args.run)
-    data = {**layout.saved_config(), "run_dir": layout.root}
-    cfg = PipelineConfig.model_validate(apply_overrides(data, args.set))
+    layout = existing_run(args.run)
+    cfg = _validated({**layout.saved_config(), "run_dir": layout.root}, args.set)
     stats = run_step(cfg, "tokenizer")  # the run's own step: skipped when it is done
+    if args.set:  # the run's config is now this one: status compares the steps against it
+        write_json_atomic(
+            {"hash": cfg.hash(), "config": cfg.model_dump(mode="json")}, layout.config
+        )
     print(json.dumps(stats, indent=2))
     print(f"tokenizer: {layout.tokenizer_model}")
+    states = {s.step.name: s.state for s in run_states(cfg)[1]}
+    stale = [n for n in ("encode", "shards") if states.get(n) != "done"]
+    if stale:
+        sets = " ".join(f"--set {s}" for s in args.set)
+        print(
+            f"sluice: warning: {', '.join(stale)} stale: the shards were encoded with another "
+            f"tokenizer; `sluice run --config CONFIG --run-name {cfg.name} {sets}` re-encodes them",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_export_tokenizer(args: argparse.Namespace) -> int:
+    from curate.storage import exists
+    from curate.tokenizer import HF_TOKENIZER_FILE, export_hf_tokenizer
+
+    layout = existing_run(args.run)
+    if not exists(layout.tokenizer_model):
+        fail(f"{args.run}: no tokenizer yet ({layout.tokenizer_model}); `sluice run` trains it")
+    out = args.out or layout.path("tokenizer", HF_TOKENIZER_FILE)
+    try:
+        print(export_hf_tokenizer(layout.tokenizer_model, out))
+    except RuntimeError as e:
+        fail(str(e))
     return 0
 
 
@@ -298,14 +470,39 @@ def _forward(module: str) -> Callable[[argparse.Namespace], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sluice", description="Sluice: pretraining-corpus pipeline")
+    p = argparse.ArgumentParser(
+        prog="sluice",
+        description="Sluice: pretraining-corpus pipeline",
+        epilog="exit codes: 0 done, 2 a usage or config error, 1 a failed run",
+    )
+    p.add_argument("--version", action="version", version=f"sluice {version()}")
+    # -v/-q before the command (dest verbose/quiet) or after it (verbose_sub/quiet_sub)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="errors only")
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", dest="verbose_sub", action="count", default=0,
+                           help="more log lines (the sluice.* loggers at INFO)")  # fmt: skip
+    verbosity.add_argument("-q", "--quiet", dest="quiet_sub", action="count", default=0,
+                           help="errors only: no progress bars or heartbeats")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def sub_parser(*a, **kw):  # every command takes -v/-q
+        return add_parser(*a, **{"parents": [verbosity], **kw})
+
+    sub.add_parser = sub_parser
 
     s = sub.add_parser("server", help="Prefect server on 127.0.0.1 (UI + API)")
     s.add_argument("--host", default=runtime.LOCAL_HOST)
     s.add_argument("--port", type=int, default=4200)
-    s.add_argument("--background", action="store_true", help="detach; pid file in ~/.sluice")
-    s.add_argument("--stop", action="store_true", help="stop the background server")
+    s.add_argument(
+        "--background",
+        action="store_true",
+        help="detach; pid file, log and database in $SLUICE_HOME (default <checkout>/.sluice)",
+    )
+    s.add_argument(
+        "--stop", action="store_true", help="stop the background server of this SLUICE_HOME"
+    )
     s.set_defaults(fn=cmd_server)
 
     def run_options(q: argparse.ArgumentParser) -> None:
@@ -337,8 +534,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a finished step is skipped only if its outputs have the recorded sha256 "
         "(default: the recorded sizes); a damaged one is recomputed",
     )
+    r.add_argument(
+        "--force",
+        metavar="STEP",
+        help="recompute STEP and every step after it, even when done (steps: --dry-run)",
+    )
     run_options(r)
     r.set_defaults(fn=cmd_run)
+
+    st = sub.add_parser("status", help="every step of a run: done / stale / pending, with counts")
+    st.add_argument("run", help="run directory, e.g. runs/demo")
+    st.add_argument("--config", help="compare the run against this config (default: its own)")
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    st.set_defaults(fn=cmd_status)
 
     def end_to_end_options(q: argparse.ArgumentParser) -> None:
         run_options(q)
@@ -390,13 +598,23 @@ def build_parser() -> argparse.ArgumentParser:
     from flows import deploy
 
     deploy.build_parser(
-        sub.add_parser("deploy", help="the curation flow as a cron-scheduled Prefect deployment")
+        sub.add_parser(
+            "deploy", help="curation (and pretraining on its shards) as Prefect deployments"
+        )
     )
 
     t = sub.add_parser("train-tokenizer", help="(re)train the tokenizer of a run")
     t.add_argument("--run", required=True)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.set_defaults(fn=cmd_train_tokenizer)
+
+    x = sub.add_parser(
+        "export-tokenizer",
+        help="write a run's tokenizer as a Hugging Face tokenizer.json (needs the hf extra)",
+    )
+    x.add_argument("run", help="run directory, e.g. runs/demo")
+    x.add_argument("--out", help="output file (default RUN/tokenizer/tokenizer.json)")
+    x.set_defaults(fn=cmd_export_tokenizer)
 
     for name, (module, help_text) in FORWARDED.items():
         f = sub.add_parser(
@@ -415,11 +633,31 @@ FORWARDED = {
 }
 
 
+VERBOSITY_FLAGS = {"-v": 1, "--verbose": 1, "-q": -1, "--quiet": -1}
+
+
+def set_verbosity(level: int) -> None:
+    """``-v`` (1): the ``sluice.*`` loggers at INFO; ``-q`` (-1): errors only, no progress bars
+    or heartbeats (``SLUICE_QUIET=1``, inherited by workers); 0: warnings and heartbeats."""
+    import logging
+
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logger = logging.getLogger("sluice")
+    logger.setLevel({1: logging.INFO, -1: logging.ERROR}.get(level, logging.WARNING))
+    if level < 0:
+        os.environ["SLUICE_QUIET"] = "1"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FORWARDED:  # argparse would eat their options
-        return int(importlib.import_module(FORWARDED[argv[0]][0]).main(argv[1:]) or 0)
+        rest = [a for a in argv[1:] if a not in VERBOSITY_FLAGS]
+        set_verbosity(sum(VERBOSITY_FLAGS[a] for a in argv[1:] if a in VERBOSITY_FLAGS))
+        return int(importlib.import_module(FORWARDED[argv[0]][0]).main(rest) or 0)
     args = build_parser().parse_args(argv)
+    set_verbosity(
+        args.verbose + getattr(args, "verbose_sub", 0) - args.quiet - getattr(args, "quiet_sub", 0)
+    )
     return int(args.fn(args) or 0)
 
 

@@ -58,7 +58,9 @@ step_task = task(_on_node(run_step), name="step", cache_policy=NO_CACHE, persist
 
 
 @flow(name="curate", log_prints=True)
-def curate_flow(cfg: PipelineConfig, verify: bool = False) -> dict[str, Any]:
+def curate_flow(
+    cfg: PipelineConfig, verify: bool = False, force_from: str | None = None
+) -> dict[str, Any]:
     """Curate ``cfg.inputs`` into token shards under ``cfg.run_url``; returns stats.json.
 
     Retries: Prefect re-runs a task that raised (``prefect.task_retries``), and Ray re-runs one
@@ -67,10 +69,10 @@ def curate_flow(cfg: PipelineConfig, verify: bool = False) -> dict[str, Any]:
     from prefect_ray.context import remote_options
 
     with remote_options(max_retries=cfg.prefect.task_retries):
-        return _curate(cfg, verify)
+        return _curate(cfg, verify, force_from)
 
 
-def _curate(cfg: PipelineConfig, verify: bool) -> dict[str, Any]:
+def _curate(cfg: PipelineConfig, verify: bool, force_from: str | None) -> dict[str, Any]:
     logger = get_run_logger()
     retry = {
         "retries": cfg.prefect.task_retries,
@@ -83,7 +85,7 @@ def _curate(cfg: PipelineConfig, verify: bool) -> dict[str, Any]:
         futures = [
             step_task.with_options(
                 task_run_name=step.name if i is None else f"{step.name}-{i:05d}", **retry
-            ).submit(cfg, step.name, i, plan.verify)
+            ).submit(cfg, step.name, i, plan.verify, plan.forced(step.name))
             for i in indices
         ]
         results = [f.result() for f in futures]
@@ -95,7 +97,9 @@ def _curate(cfg: PipelineConfig, verify: bool) -> dict[str, Any]:
                 nodes[node["id"]] = node["ip"]
         return results
 
-    report, timings, skipped = execute(cfg, submitted, log=logger.info, verify=verify)
+    report, timings, skipped = execute(
+        cfg, submitted, log=logger.info, verify=verify, force_from=force_from
+    )
     write_json_atomic({"nodes": nodes, "steps": placement}, RunLayout(cfg.run_url).tasks)
     logger.info("tasks ran on %d Ray node(s): %s", len(nodes), ", ".join(sorted(nodes.values())))
     create_markdown_artifact(
@@ -143,16 +147,25 @@ def _api(url: str | None) -> Iterator[None]:
 
 
 def run_curate(
-    cfg: PipelineConfig, api_url: str | None = None, verify: bool = False
+    cfg: PipelineConfig,
+    api_url: str | None = None,
+    verify: bool = False,
+    force_from: str | None = None,
 ) -> dict[str, Any]:
     """Run the flow with Ray tasks against the Prefect API ``api_url`` (default: the current
     settings'); returns stats.json as a dict. A local Ray's temp dir is removed afterwards."""
     own_temp = None
+    if cfg.ray.address is None:
+        cpus = cfg.ray.num_cpus or "all"
+        print(f"run {cfg.name}: starting a local Ray ({cpus} CPUs)", flush=True)
     if cfg.ray.address is None and cfg.ray.temp_dir is None:
         own_temp = tempfile.mkdtemp(prefix="sluice-ray-", dir="/tmp")  # short: unix sockets
     try:
         with _api(api_url):
-            return curate_flow.with_options(task_runner=ray_task_runner(cfg, own_temp))(cfg, verify)
+            flow_fn = curate_flow.with_options(
+                task_runner=ray_task_runner(cfg, own_temp), flow_run_name=cfg.name
+            )
+            return flow_fn(cfg, verify, force_from)
     finally:
         if own_temp:
             shutil.rmtree(own_temp, ignore_errors=True)

@@ -54,7 +54,21 @@ def artifact_key(*parts: str) -> str:
 
 @task(name="check-shards")
 def check_shards(shards_dir: str) -> dict[str, Any]:
-    """The manifest's summary; fails with the reason when the shards cannot be trained on."""
+    """The manifest's summary, once the shards are known good: the manifest loads, both splits
+    hold tokens, every listed file opens with the manifest's schema and row count (and, with
+    ``train.data``'s checks, its sha256 and token ids < vocab_size), and the tokenizer file, when
+    present, is the one the manifest names. Otherwise fails with a one-line reason."""
+    try:
+        return _check_shards(shards_dir)
+    except ShardFormatError as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise type(e)(lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1].strip()}") from e
+
+
+def _check_shards(shards_dir: str) -> dict[str, Any]:
+    from curate.shards.format import sha256_file
+    from train.data import ShardSplit
+
     manifest = load_manifest(shards_dir)
     for split in ("train", "val"):
         info = manifest.splits.get(split)
@@ -63,6 +77,12 @@ def check_shards(shards_dir: str) -> dict[str, Any]:
         missing = [f.path for f in info.files if not (Path(shards_dir) / f.path).exists()]
         if missing:
             raise ShardFormatError(f"{shards_dir}: {split} shard files missing: {missing[:3]}")
+        ShardSplit(shards_dir, split, manifest)
+    tokenizer = Path(shards_dir) / manifest.tokenizer.path  # an absolute path stays absolute
+    if tokenizer.exists() and sha256_file(tokenizer) != manifest.tokenizer.sha256:
+        raise ShardFormatError(
+            f"{tokenizer}: sha256 differs from the manifest's tokenizer (another vocabulary)"
+        )
     return {
         "seq_len": manifest.seq_len,
         "vocab_size": manifest.tokenizer.vocab_size,
@@ -200,9 +220,13 @@ def run_training(
     poll_s: float,
 ) -> dict[str, Any]:
     """Train and stream metrics.jsonl rows as log lines; returns final.json."""
+    from flows.progress import TrainingProgress
+    from train.trainer import TrainConfig
+
     out = Path(out_dir)
     tail = MetricsTail(out / "metrics.jsonl")
-    tail.read()  # a resumed run: only new rows are news
+    progress = TrainingProgress(out, TrainConfig.from_yaml(config_path).steps)
+    progress.update(tail.read())  # a resumed run: its rows so far, not logged again
     if launcher == "inprocess":
         if nproc != 1:
             raise ValueError(
@@ -222,7 +246,9 @@ def run_training(
         worker.start()
         while worker.is_alive():
             worker.join(poll_s)
-            for row in tail.read():
+            rows = tail.read()
+            progress.update(rows)
+            for row in rows:
                 run_log(_format_row(row))
         if error:
             raise error[0]
@@ -238,7 +264,9 @@ def run_training(
                                     cwd=REPO_ROOT)  # fmt: skip
             while proc.poll() is None:
                 time.sleep(poll_s)
-                for row in tail.read():
+                rows = tail.read()
+                progress.update(rows)
+                for row in rows:
                     run_log(_format_row(row))
         if proc.returncode != 0:
             lines = log_path.read_text(errors="replace").splitlines()[-20:]
@@ -246,7 +274,9 @@ def run_training(
                 f"training exited with {proc.returncode}; last lines of {log_path}:\n"
                 + "\n".join(lines)
             )
-    for row in tail.read():
+    rows = tail.read()
+    progress.update(rows, final=True)
+    for row in rows:
         run_log(_format_row(row))
     final = json.loads((out / "final.json").read_text())
     run_log(

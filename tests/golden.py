@@ -10,8 +10,9 @@ What is compared: every file, except timing files (``timings.json``, ``tasks.jso
 node ran what, and the HTML report, which shows timings); JSON files are compared without their
 timing keys (``seconds``, ``*_seconds``), without ``skipped`` (whether this call did the work)
 and with the run directory and the repository replaced by placeholders; done markers without
-their ``config_hash`` (it hashes the step's source code, which any refactor changes), so the list is the same
-in any checkout and for any run directory.
+their ``config_hash`` (it hashes the step's source code, which any refactor changes) and
+``input_fingerprint`` (raw files' mtimes), so the list is the same in any checkout and for any
+run directory.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def file_hash(path: Path, run: Path) -> str:
         obj = _strip(json.loads(text))
         if path.name.endswith(".done.json") and isinstance(obj, dict):
             obj.pop("config_hash", None)  # holds the hash of the step's code: refactors move it
+            # extract's input fingerprint hashes the raw files' paths and mtimes (a fresh clone
+            # has new ones); every later step's is the hash of outputs compared here anyway
+            obj.pop("input_fingerprint", None)
         data = json.dumps(obj, sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()
 

@@ -221,5 +221,6 @@ def test_cli_run_name_dot_dot_fails_before_any_work(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         main(["run", "--config", str(DEFAULT), "--run-name", "..", "--local"])
-    assert "name: '..': a name may hold only" in str(e.value)
+    assert e.value.code == 2  # a config error
+    assert "name: '..': a name may hold only" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written anywhere

@@ -4,6 +4,8 @@ both served (``flow.serve``) and through a ``process`` work pool with a worker."
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import subprocess
 import sys
 import time
@@ -195,3 +197,71 @@ def test_cron_deployment_served_and_on_a_work_pool(tmp_path):
         arts = asyncio.run(funnel_artifacts())
         assert {a.key for a in arts} >= {"sluice-tiny-pool-funnel", "sluice-tiny-served-funnel"}
         assert all("| stage | docs in | kept |" in a.data for a in arts)
+
+
+FAST_TRAIN = ["device=cpu", "tensorboard=false", "steps=8", "log_every=2", "eval_every=4",
+              "eval_sequences=16", "checkpoint_every=0", "warmup_steps=2"]  # fmt: skip
+
+
+def test_curation_completed_triggers_pretrain_on_its_shards(tmp_path):
+    """`sluice deploy --flow curate --then pretrain`: the cron curation run completes, the
+    deployment trigger starts sluice-pretrain on its shards, which trains and completes."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    cfg = tiny_config(tmp_path)
+    run_dir = tmp_path / "runs" / "chain"
+    log = tmp_path / "serve.log"
+    with local_prefect_server(tmp_path) as server:
+        cmd = [sys.executable, "-m", "flows.deploy", "--cron", CRON, "--config", str(cfg),
+               "--api-url", server.url, "--set", "name=chain", "--set", f"run_dir={run_dir}",
+               "--then", "pretrain", "--train-config", "configs/train/tiny.yaml",
+               *(a for s in FAST_TRAIN for a in ("--train-set", s))]  # fmt: skip
+        env = {**server.env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            done = wait_completed(
+                ["sluice-curate/sluice-curate", "sluice-pretrain/sluice-pretrain"], [proc], 600
+            )
+        except BaseException:
+            print("--- serve\n" + log.read_text(errors="replace")[-6000:])
+            print("--- server\n" + server.log_tail())
+            raise
+        finally:
+            stop_group(proc)
+        (curate_dep, curate_run), (train_dep, train_run) = done.values()
+        with get_client(sync_client=True) as client:
+            automations = client.read_automations_by_name("sluice-pretrain after sluice-curate")
+            arts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="pretrain-")),
+            )
+            chained = [
+                r for r in client.read_flow_runs()
+                if r.deployment_id == train_dep.id and r.state and r.state.is_completed()
+            ]  # fmt: skip
+            curate_runs = {str(r.id): r for r in client.read_flow_runs()
+                           if r.deployment_id == curate_dep.id}  # fmt: skip
+    # the link: the pretrain run names a completed curate run, and an automation created it
+    assert train_dep.schedules == [] and [s.schedule.cron for s in curate_dep.schedules] == [CRON]
+    (automation,) = automations
+    assert automation.enabled and automation.trigger.expect == {"sluice.curate.completed"}
+    first = min(chained, key=lambda r: r.start_time)
+    source = curate_runs[first.parameters["curate_run"]]
+    assert source.state.is_completed() and source.end_time <= first.start_time
+    assert first.parameters["shards"] == (run_dir / "shards").resolve().as_uri()
+    assert first.created_by is not None and first.created_by.type == "AUTOMATION"
+    assert first.parameters["training"]["overrides"] == FAST_TRAIN
+    # it trained on that run's shards, into <run>/pretrain/<its name>
+    out = run_dir / "pretrain" / first.name
+    final = json.loads((out / "final.json").read_text())
+    assert final["steps"] == 8 and math.isfinite(final["final_val_loss"])
+    manifest = json.loads((run_dir / "shards" / "manifest.json").read_text())
+    assert final["tokens"] <= manifest["splits"]["train"]["tokens"] * 8
+    # and its progress showed in the UI as artifacts of that run
+    mine = {a.key: a for a in sorted(arts, key=lambda a: a.created) if a.flow_run_id == first.id}
+    assert mine[f"pretrain-progress-{first.name}"].data == 100.0
+    table = json.loads(mine[f"pretrain-metrics-{first.name}"].data)
+    assert table[-1]["step"] == 8 and len(table) >= 4
+    assert all(r["train_loss"] > 0 and r["tokens_per_s"] > 0 for r in table)

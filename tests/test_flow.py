@@ -137,7 +137,8 @@ def test_cli_parses_every_command():
 def test_cli_config_error_exits_with_the_key(capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--config", str(DEFAULT), "--local", "--set", "stages[0].options.nope=1"])
-    assert "stages[0].options.nope: Extra inputs are not permitted" in str(e.value)
+    assert e.value.code == 2
+    assert "stages[0].options.nope: Extra inputs are not permitted" in capsys.readouterr().err
 
 
 def test_cli_local_run_then_inspect_and_forwarding(tmp_path, capsys, monkeypatch):
@@ -203,7 +204,8 @@ def test_background_server_starts_answers_and_stops(tmp_path, monkeypatch):
     url = server.start_background(port=port, timeout=240)
     try:
         assert url == f"http://127.0.0.1:{port}/api" and server.healthy(url)
-        assert (tmp_path / "server.pid").exists()
+        assert (tmp_path / "prefect" / "server.pid").exists()  # Prefect's own place
+        assert server.start_background_owned(port=port) == (url, False)  # reused, not started
         monkeypatch.setenv("PREFECT_API_URL", url)
         assert server.ensure_api(start=False) == url
     finally:

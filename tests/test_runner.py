@@ -111,7 +111,9 @@ def test_rerun_of_a_finished_run_does_no_work(finished, tmp_path, monkeypatch):
     runner.run_pipeline(cfg)
     timings = json.loads((run / "timings.json").read_text())
     n = len(json.loads((run / "parts.json").read_text())["parts"])
-    assert set(timings["skipped_parts"].values()) == {n}
+    skipped = timings["skipped_parts"]  # per part, and per bucket (1 on the sample)
+    assert {v for k, v in skipped.items() if not k.endswith(".buckets")} == {n}
+    assert {v for k, v in skipped.items() if k.endswith(".buckets")} == {1}
     assert data_files(run) == finished["files"]
 
 
@@ -447,3 +449,43 @@ def test_default_job_funnel_is_sane(finished):
             assert r["text"] == before[r["id"]]
     # the default job uses the shipped quality model: no training step, no run model
     assert stats.get("quality_model") is None and not (run / "quality" / "model.bin").exists()
+
+
+def test_sharded_dedup_reduces_give_the_same_run_and_a_lost_bucket_is_redone(finished, tmp_path):
+    """exact and near dedup cut into bucket tasks: the same state and outputs as one task;
+    a bucket's edge list lost (a crashed task) is recomputed and changes nothing."""
+    run = tmp_path / "buckets"
+    shutil.copytree(finished["run"], run)
+    names = [s.name for s in finished["cfg"].stages]
+    sharded = [
+        f"stages[{names.index('exact_dedup')}].options.buckets=2",
+        f"stages[{names.index('near_dedup')}].options.buckets=3",
+    ]
+
+    def same(files: dict[str, bytes]) -> dict[str, bytes]:  # the config's hash differs
+        return {k: v for k, v in files.items() if "/buckets/" not in k and k != "stats.json"}
+
+    def outputs() -> dict[str, bytes]:
+        return same(data_files(run))
+
+    stats = runner.run_pipeline(_cfg(run, *sharded))
+    assert stats["stages"] == finished["stats"]["stages"]
+    skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
+    n = len(json.loads((run / "parts.json").read_text())["parts"])
+    # bucketing is not part of the stage's hash: the maps and the applies are not redone
+    assert skipped["near_dedup.map"] == n and skipped["near_dedup"] == n
+    assert skipped["near_dedup.buckets"] == 0 and skipped["exact_dedup.buckets"] == 0
+    assert len(list((run / "near_dedup" / "buckets").glob("bucket-*.parquet"))) == 3
+    assert outputs() == same(finished["files"])
+    edges = sum(
+        read_parquet(str(p)).num_rows for p in (run / "near_dedup" / "buckets").glob("*.parquet")
+    )
+    assert edges > 0  # the sample has near duplicates: the buckets found them
+
+    (run / "near_dedup" / "buckets" / "bucket-00001.parquet").unlink()
+    state = (run / "near_dedup" / "state.parquet").read_bytes()
+    runner.run_pipeline(_cfg(run, *sharded))
+    skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
+    assert skipped["near_dedup.buckets"] == 2 and skipped["exact_dedup.buckets"] == 2
+    assert (run / "near_dedup" / "state.parquet").read_bytes() == state
+    assert outputs() == same(finished["files"])

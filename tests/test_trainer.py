@@ -56,7 +56,12 @@ def test_cli_run_learns_and_writes_logs(train_shards, tmp_path, capsys):
          "--set", "checkpoint_every=15"]
     )  # fmt: skip
     assert rc == 0
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out.strip().splitlines()[-1])
+    # no terminal: a line per log interval on stderr (issue 20)
+    logged = [line for line in captured.err.splitlines() if line.startswith("train run: step")]
+    assert [int(line.split()[3].split("/")[0]) for line in logged] == [5, 10, 15, 20, 25, 30]
+    assert "val" in logged[2] and "tok/s" in logged[0]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
     for r in rows:
@@ -89,6 +94,7 @@ def test_cli_run_learns_and_writes_logs(train_shards, tmp_path, capsys):
     ]  # fmt: skip
     # rerunning a finished run resumes at its end: nothing more is trained
     again = train(TrainConfig.from_yaml(TINY_YAML, ["steps=30"]), train_shards, out)
+    assert "train run: resuming from" in capsys.readouterr().err  # said, not silent
     assert again["steps"] == 30 and again["final_val_loss"] == pytest.approx(
         final["final_val_loss"]
     )

@@ -71,16 +71,47 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return [*out, "--no-resume"] if args.no_resume else out
 
 
+def shards_problem(shards: str) -> str | None:
+    """Why ``--shards`` is not a shard directory (no manifest.json; a run directory gets the
+    hint to its ``shards/``); None when it is one."""
+    from curate.storage import exists, join
+
+    if exists(join(shards, "manifest.json")):
+        return None
+    if exists(join(shards, "shards", "manifest.json")):
+        hint = f"; did you mean --shards {join(shards, 'shards')}?"
+    else:
+        hint = " (a run's shards are RUN/shards, written by `sluice run`)"
+    return f"--shards {shards}: not a shard directory (no manifest.json){hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from curate.config import ConfigError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         argv = argv[1:]
-    args = parser().parse_args(argv)
+    p = parser()
+    if len(argv) == 1 and not argv[0].startswith("-"):  # `sluice train runs/demo`
+        argv = ["--shards", argv[0]]
+        problem = shards_problem(argv[1])
+        p.exit(
+            2,
+            f"sluice train: error: {problem or 'the options are missing'}; usage: "
+            "sluice train --config configs/train/tiny.yaml --shards RUN/shards --out DIR\n",
+        )
+    args = p.parse_args(argv)
+    try:
+        cfg = TrainConfig.from_yaml(args.config, args.overrides)
+    except ConfigError as e:
+        p.exit(2, f"sluice train: error: {e}\n")
+    problem = shards_problem(args.shards)
+    if problem:
+        p.exit(2, f"sluice train: error: {problem}\n")
     under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
     if (args.nproc > 1 or args.nnodes > 1) and not under_torchrun:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         return subprocess.call(torchrun_command(args), env=env)
-    cfg = TrainConfig.from_yaml(args.config, args.overrides)
     final = train(cfg, args.shards, args.out, resume=not args.no_resume)
     if int(os.environ.get("RANK", "0")) == 0:
         keys = ("final_val_loss", "steps", "tokens", "params", "tokens_per_s", "mfu")

@@ -108,11 +108,15 @@ class SweepConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
+        from curate.config import ConfigError, load_model_yaml
+
         path = Path(path)
-        cfg = cls.model_validate(yaml.safe_load(path.read_text()) or {})
+        cfg = load_model_yaml(cls, path)
         base = Path(cfg.base)
         if not base.is_absolute() and not base.exists():
             base = path.parent / base
+        if not base.exists():
+            raise ConfigError(f"{path}: base: not found: {cfg.base}")
         return cfg.model_copy(update={"base": str(base)})
 
 

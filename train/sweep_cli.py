@@ -39,12 +39,16 @@ def summarize(
         config = json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
         param_count = config.get("param_count", DEFAULT_PARAM_COUNT)
     fit_rows = table.filter(pc.equal(table["role"], "fit"))
-    fit = fit_table(fit_rows, n_bootstrap=n_bootstrap, param_count=param_count)
+    from curate.progress import heartbeat
+
+    with heartbeat(f"sweep fit ({n_bootstrap} bootstrap refits)"):
+        fit = fit_table(fit_rows, n_bootstrap=n_bootstrap, param_count=param_count)
     save_fit(fit, out / "fit.json")
     try:
-        holdout = holdout_check(
-            table, factor=factor, n_bootstrap=n_bootstrap, param_count=param_count
-        )
+        with heartbeat("sweep held-out check"):
+            holdout = holdout_check(
+                table, factor=factor, n_bootstrap=n_bootstrap, param_count=param_count
+            )
     except ValueError as e:
         holdout = {"skipped": str(e)}
     (out / "holdout.json").write_text(json.dumps(holdout, indent=2) + "\n")
@@ -101,18 +105,32 @@ def holdout_line(holdout: dict[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sluice sweep", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="sweep YAML (configs/sweep/*.yaml)")
     p.add_argument("--shards", required=True, help="token shard directory (with manifest.json)")
     p.add_argument("--out", required=True, help="sweep output directory")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap refits (default: config)")
     p.add_argument("--no-train", action="store_true", help="only collect and fit finished runs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sweep":  # flows/cli.py may forward its argv with the subcommand
         argv = argv[1:]
     args = p.parse_args(argv)
-    cfg = SweepConfig.from_yaml(args.config)
+    from curate.config import ConfigError
+    from train.cli import shards_problem
+
+    try:
+        cfg = SweepConfig.from_yaml(args.config)
+    except ConfigError as e:
+        p.exit(2, f"sluice sweep: error: {e}\n")
+    problem = None if args.no_train else shards_problem(args.shards)
+    if problem:
+        p.exit(2, f"sluice sweep: error: {problem}\n")
     out = Path(args.out)
     table = collect_sweep(out) if args.no_train else run_sweep(cfg, args.shards, out)
     if table.num_rows == 0:

@@ -35,16 +35,16 @@ import csv
 import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from curate.overrides import apply_overrides  # one --set parser for every config
+from curate.overrides import apply_overrides  # noqa: F401 - one --set parser (train.sweep)
 from curate.shards.format import Manifest, ShardFormatError, load_manifest, sha256_file
 from train.checkpoint import (
     CheckpointError,
@@ -139,8 +139,9 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls.model_validate(apply_overrides(data, overrides or []))
+        from curate.config import load_model_yaml
+
+        return load_model_yaml(cls, path, overrides)  # ConfigError names the key and source
 
 
 class DataMismatchError(ValueError):
@@ -445,6 +446,9 @@ def train(
                 f"config says {data_seed}: resuming would repeat and skip sequences"
             )
         prior_elapsed = float(meta.get("elapsed_s", 0.0)) if source.parent == ckpt_root else 0.0
+        if info.is_main:  # never silently: the run goes on from there
+            print(f"train {out.name}: resuming from {source} (step {start_step} of {cfg.steps}; "
+                  "--no-resume starts over)", file=sys.stderr, flush=True)  # fmt: skip
 
     B, A, W, T = cfg.micro_batch_size, cfg.grad_accum, info.world_size, model_cfg.seq_len
     tokens_per_step = B * A * W * T
@@ -597,6 +601,10 @@ def train(
                 row["elapsed_s"] = prior_elapsed + time.perf_counter() - t_start
                 log.write(row)
                 bar.set_postfix(loss=f"{last_train:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+                if bar.disable and info.is_main:  # no terminal (logs, CI): a line per interval
+                    val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
+                    print(f"train {out.name}: step {step}/{end} loss {last_train:.4f}{val} "
+                          f"lr {lr:.3g} {tps:,.0f} tok/s", file=sys.stderr, flush=True)  # fmt: skip
                 window_t0, window_tokens, window_stall = time.perf_counter(), 0, loader.stall_s
                 excluded = 0.0
             if last_step or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):

@@ -1,4 +1,4 @@
-"""Union-find over document indices: candidate pairs -> clusters -> one kept document each."""
+"""Clusters of document indices from candidate pairs (connected components); one kept each."""
 
 from __future__ import annotations
 
@@ -47,7 +47,15 @@ class UnionFind:
 
 
 def clusters(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Cluster label of each of ``n`` items = the smallest index in its connected component."""
-    uf = UnionFind(n)
-    uf.union_pairs(pairs)
-    return uf.roots()
+    """Cluster label of each of ``n`` items = the smallest index in its connected component
+    (``scipy.sparse.csgraph.connected_components`` over the pairs as an undirected graph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph.tocsr(), directed=False)
+    _, first = np.unique(labels, return_index=True)  # the first index of a label is its smallest
+    return first[labels].astype(np.int64)

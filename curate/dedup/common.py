@@ -33,6 +33,56 @@ DEFAULT_FORMAT_ORDER = [
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".dz", ".z")
 
 
+class Buckets(BaseModel):
+    """How a dedup reduce is sharded: ``buckets`` tasks, each over the keys (hashes, LSH band
+    keys) in its range, then one connected-components step over their edge lists."""
+
+    buckets: int | None = Field(
+        None, ge=1, description="reduce tasks; None: one per docs_per_bucket documents"
+    )
+    docs_per_bucket: int = Field(
+        1_000_000, ge=1, description="documents per reduce task when buckets is None"
+    )
+
+    def n_buckets(self, n_docs: int) -> int:
+        return self.buckets or max(1, -(-n_docs // self.docs_per_bucket))
+
+
+BUCKET_OPTIONS = frozenset(Buckets.model_fields)  # they change how a reduce runs, not its result
+EDGES_SCHEMA = pa.schema([pa.field("a", pa.int64()), pa.field("b", pa.int64())])
+
+
+def bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
+    """The bucket (0..n_buckets-1) of each uint64 key: its range of the top 32 bits."""
+    return ((np.asarray(keys, np.uint64) >> np.uint64(32)) * np.uint64(n_buckets)) >> np.uint64(32)
+
+
+def part_offsets(urls: list[str]) -> np.ndarray:
+    """Global index of each part's first row (and the total last), from the parquet footers."""
+    sizes = []
+    for url in urls:
+        fs, path = filesystem(url)
+        with fs.open(path, "rb") as f:
+            sizes.append(pq.read_metadata(f).num_rows)
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+
+def edges_table(pairs: np.ndarray) -> pa.Table:
+    """An ``(m, 2)`` array of global index pairs as an edge list."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return pa.table({"a": pairs[:, 0], "b": pairs[:, 1]}, schema=EDGES_SCHEMA)
+
+
+def read_edges(edges: list[str | pa.Table]) -> np.ndarray:
+    """The distinct pairs of several edge lists (files or tables) as an ``(m, 2)`` array."""
+    arrays = []
+    for e in edges:
+        t = e if isinstance(e, pa.Table) else read_columns(e, ["a", "b"])
+        arrays.append(np.stack([t["a"].to_numpy(), t["b"].to_numpy()], axis=1))
+    pairs = np.concatenate(arrays) if arrays else np.zeros((0, 2), np.int64)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.astype(np.int64)
+
+
 class KeepKey(NamedTuple):
     name: str
     descending: bool
@@ -175,6 +225,11 @@ def keep_rank(
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     return rank
+
+
+def ranks_by_id(policy: KeepPolicy) -> bool:
+    """Whether the policy ranks by ``id`` (else a reduce need not hold the ids to rank)."""
+    return any(k.name == ID for k in policy.keep_keys())
 
 
 def read_keys(table: pa.Table, policy: KeepPolicy) -> dict[str, np.ndarray]:

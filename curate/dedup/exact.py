@@ -16,12 +16,18 @@ from pydantic import ConfigDict, Field
 
 from curate.dedup.common import (
     DUPLICATE_OF,
+    Buckets,
     KeepPolicy,
+    bucket_of,
+    edges_table,
     has_duplicate_of,
     join_state,
     keep_rank,
     keep_values,
+    part_offsets,
+    ranks_by_id,
     read_columns,
+    read_edges,
     read_keys,
 )
 from curate.dedup.text import normalize
@@ -32,7 +38,7 @@ TEXT_HASH = "text_hash"
 STATE_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field(DUPLICATE_OF, pa.string())])
 
 
-class ExactDedupConfig(KeepPolicy):
+class ExactDedupConfig(KeepPolicy, Buckets):
     """Normalisation applied before hashing, and which copy to keep."""
 
     model_config = ConfigDict(extra="forbid")
@@ -80,37 +86,68 @@ def map_part(table: pa.Table, cfg: ExactDedupConfig) -> pa.Table:
     return pa.table({"id": table["id"], TEXT_HASH: hashes, **keep_values(table, cfg, length)})
 
 
-def reduce_parts(urls: list[str], cfg: ExactDedupConfig) -> pa.Table:
-    """Read every part's summary (in part order) and name the copy each duplicate is one of."""
-    columns = ["id", TEXT_HASH, *cfg.key_columns()]
-    tables = [read_columns(url, columns) for url in urls]
-    if not tables:
-        return STATE_SCHEMA.empty_table()
-    part = np.concatenate([np.full(t.num_rows, i, np.int64) for i, t in enumerate(tables)])
-    row = np.concatenate([np.arange(t.num_rows, dtype=np.int64) for t in tables])
-    summary = pa.concat_tables(tables)
-    ids = summary["id"].combine_chunks()
-    hashes = summary[TEXT_HASH].combine_chunks()
-    valid = hashes.is_valid().to_numpy(zero_copy_only=False)
-    rank = keep_rank(read_keys(summary, cfg), ids, part, row, cfg)
-
-    cand = np.flatnonzero(valid)
-    h = hashes.fill_null(0).to_numpy()[cand]
-    order = cand[np.lexsort((rank[cand], h))]  # by hash, then best first
-    h_sorted = hashes.fill_null(0).to_numpy()[order]
+def bucket_edges(urls: list[str], cfg: ExactDedupConfig, bucket: int, n_buckets: int) -> pa.Table:
+    """Edges ``(a: removed copy, b: the copy it is a duplicate of)`` (global row indices in part
+    order) among the documents whose text hash falls in ``bucket``; memory O(corpus / buckets)."""
+    offsets = part_offsets(urls)
+    mine, hashes, ids = [], [], []
+    policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in cfg.key_columns()}
+    for p, url in enumerate(urls):
+        t = read_columns(
+            url, [TEXT_HASH, *cfg.key_columns(), *(["id"] if ranks_by_id(cfg) else [])]
+        )
+        h = t[TEXT_HASH].combine_chunks()
+        valid = h.is_valid().to_numpy(zero_copy_only=False)
+        values = h.fill_null(0).to_numpy()
+        rows = np.flatnonzero(valid & (bucket_of(values, n_buckets) == bucket))
+        mine.append(offsets[p] + rows)
+        hashes.append(values[rows])
+        if ranks_by_id(cfg):
+            ids.append(t["id"].combine_chunks().cast(pa.string()).take(pa.array(rows)))
+        for name, v in read_keys(t, cfg).items():
+            policy_keys[name].append(v[rows])
+        del t
+    members = np.concatenate(mine) if mine else np.zeros(0, np.int64)
+    if len(members) < 2:
+        return edges_table(np.zeros((0, 2), np.int64))
+    h = np.concatenate(hashes)
+    part = np.searchsorted(offsets, members, side="right") - 1
+    # the rank among these documents orders them as the rank among all documents would
+    rank = keep_rank(
+        {k: np.concatenate(v) for k, v in policy_keys.items()},
+        pa.concat_arrays(ids) if ids else pa.nulls(len(members), pa.string()),
+        part,
+        members - offsets[part],
+        cfg,
+    )
+    order = np.lexsort((rank, h))  # by hash, then best first
+    h_sorted = h[order]
     first = np.ones(len(order), bool)
     first[1:] = h_sorted[1:] != h_sorted[:-1]
     group_first = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
-    removed = order[~first]
-    kept_of_removed = group_first[~first]
-    sort = np.argsort(removed, kind="stable")
+    return edges_table(np.stack([members[order[~first]], members[group_first[~first]]], axis=1))
+
+
+def components(urls: list[str], edges: list[str | pa.Table], cfg: ExactDedupConfig) -> pa.Table:
+    """The state from the buckets' edge lists: one row per removed copy, in part order (a hash
+    group lies in one bucket, so every edge already names the kept copy)."""
+    pairs = read_edges(edges)
+    if not urls:
+        return STATE_SCHEMA.empty_table()
+    ids = pa.concat_arrays(
+        [read_columns(u, ["id"])["id"].combine_chunks().cast(pa.string()) for u in urls]
+    )
+    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
     return pa.table(
-        {
-            "id": ids.take(pa.array(removed[sort])).cast(pa.string()),
-            DUPLICATE_OF: ids.take(pa.array(kept_of_removed[sort])).cast(pa.string()),
-        },
+        {"id": ids.take(pa.array(pairs[:, 0])), DUPLICATE_OF: ids.take(pa.array(pairs[:, 1]))},
         schema=STATE_SCHEMA,
     )
+
+
+def reduce_parts(urls: list[str], cfg: ExactDedupConfig) -> pa.Table:
+    """Read every part's summary (in part order) and name the copy each duplicate is one of: the
+    sharded reduce as one task (one bucket)."""
+    return components(urls, [bucket_edges(urls, cfg, 0, 1)], cfg)
 
 
 def score(table: pa.Table, state: pa.Table, cfg: ExactDedupConfig) -> pa.Table:
@@ -127,6 +164,8 @@ EXACT_DEDUP = GlobalStage(
     config=ExactDedupConfig,
     map=map_part,
     reduce=reduce_parts,
+    bucket=bucket_edges,
+    components=components,
     score=score,
     rules=rules,
 )

@@ -12,7 +12,8 @@ plus the keep-policy keys ``keep_<i>: float64`` (``length`` = distinct shingles)
 ``shingles: large_list<uint64>`` (each document's distinct shingle hashes, with ``verify``) and
 ``sampled_shingles: large_list<uint64>`` (those with ``hash % containment_sample == 0``, with
 ``containment``).
-reduce (once) -> state ``id: string, minhash_cluster: int64, duplicate_of: string,
+reduce (``buckets`` tasks over the LSH band keys in their range -> edge lists; one
+connected-components step) -> state ``id: string, minhash_cluster: int64, duplicate_of: string,
 contained_in: string, containment: float32`` for every document with a near duplicate or a
 container (``duplicate_of`` null for the copy kept; the cluster id is the kept copy's ordinal in
 part order). Candidate pairs are documents sharing one LSH band (the band layout of
@@ -36,12 +37,18 @@ from pydantic import ConfigDict, Field, model_validator
 from curate.dedup.clusters import clusters
 from curate.dedup.common import (
     DUPLICATE_OF,
+    Buckets,
     KeepPolicy,
+    bucket_of,
+    edges_table,
     has_duplicate_of,
     join_state,
     keep_rank,
     keep_values,
+    part_offsets,
+    ranks_by_id,
     read_columns,
+    read_edges,
     read_keys,
     take_or_null,
 )
@@ -75,7 +82,7 @@ STATE_SCHEMA = pa.schema(
 _EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's value for "no shingle seen"
 
 
-class NearDedupConfig(KeepPolicy):
+class NearDedupConfig(KeepPolicy, Buckets):
     """Shingling, MinHash/LSH parameters and which copy to keep."""
 
     model_config = ConfigDict(extra="forbid")
@@ -288,33 +295,38 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def lsh_pairs_from_keys(keys: np.ndarray, rank: np.ndarray, max_bucket: int = 64) -> np.ndarray:
-    """Distinct ``(i, j)`` row pairs (i < j) sharing a key in at least one band (column).
+def band_pairs(key: np.ndarray, rank: np.ndarray, max_bucket: int = 64) -> np.ndarray:
+    """Row pairs sharing a key of one band (possibly repeated, either order): all pairs of a
+    group of up to ``max_bucket`` rows; in a bigger group (a mass of near-identical documents),
+    pairs between neighbours in ``rank`` order and with its best row, which connect the group
+    without a quadratic number of pairs."""
+    n = len(key)
+    order = np.lexsort((rank, key))
+    k = key[order]
+    start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if n else np.zeros(0, np.int64)
+    size = np.diff(np.r_[start, n])
+    small = (size >= 2) & (size <= max_bucket)
+    found = [_pairs_within_groups(order, start[small], size[small])]
+    for s, m in zip(start[size > max_bucket], size[size > max_bucket], strict=True):
+        members = order[s : s + m]
+        found.append(np.stack([members[:-1], members[1:]], axis=1))
+        found.append(np.stack([np.full(m - 2, members[0]), members[2:]], axis=1))
+    return np.concatenate(found).astype(np.int64)
 
-    Buckets of up to ``max_bucket`` rows give all their pairs; a bigger bucket (a mass of
-    near-identical documents) gives pairs between neighbours in ``rank`` order and with its best
-    row, which connects the bucket without a quadratic number of pairs.
-    """
-    n = len(keys)
-    found = []
-    for band in range(keys.shape[1]):
-        key = keys[:, band]
-        order = np.lexsort((rank, key))
-        k = key[order]
-        start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-        size = np.diff(np.r_[start, n])
-        small = (size >= 2) & (size <= max_bucket)
-        found.append(_pairs_within_groups(order, start[small], size[small]))
-        for s, m in zip(start[size > max_bucket], size[size > max_bucket], strict=True):
-            members = order[s : s + m]
-            found.append(np.stack([members[:-1], members[1:]], axis=1))
-            found.append(np.stack([np.full(m - 2, members[0]), members[2:]], axis=1))
-    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+
+def _distinct_pairs(pairs: np.ndarray, n: int) -> np.ndarray:
     if len(pairs) == 0:
-        return pairs.astype(np.int64)
+        return np.zeros((0, 2), np.int64)
     lo, hi = pairs.min(axis=1), pairs.max(axis=1)
     code = np.unique(lo.astype(np.int64) * n + hi)
     return np.stack([code // n, code % n], axis=1)
+
+
+def lsh_pairs_from_keys(keys: np.ndarray, rank: np.ndarray, max_bucket: int = 64) -> np.ndarray:
+    """Distinct ``(i, j)`` row pairs (i < j) sharing a key in at least one band (column); see
+    :func:`band_pairs` for buckets larger than ``max_bucket``."""
+    found = [band_pairs(keys[:, band], rank, max_bucket) for band in range(keys.shape[1])]
+    return _distinct_pairs(np.concatenate(found) if found else np.zeros((0, 2)), len(keys))
 
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -432,45 +444,93 @@ def contained_documents(
     return container, share
 
 
-def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
-    """Cluster near-duplicates over every part's signatures; name the copy each one keeps; then
-    name the container of each kept copy that lies in another kept copy."""
+def _verified(urls: list[str], offsets: np.ndarray, pairs: np.ndarray, threshold: float):
+    """The pairs (global indices) whose exact shingle Jaccard reaches ``threshold``."""
+    if len(pairs) == 0:
+        return pairs
+    wanted = np.unique(pairs)
+    part = np.searchsorted(offsets, wanted, side="right") - 1
+    sets = _load_shingles(urls, part, wanted - offsets[part], np.arange(len(wanted)))
+    local = np.searchsorted(wanted, pairs)
+    similar = [exact_jaccard(sets[a], sets[b]) >= threshold for a, b in local.tolist()]
+    return pairs[np.asarray(similar, bool)]
+
+
+def bucket_edges(urls: list[str], cfg: NearDedupConfig, bucket: int, n_buckets: int) -> pa.Table:
+    """Edges ``(a, b)`` (global row indices in part order, a < b): the candidate pairs (verified
+    with ``verify``) among the (band, key) entries whose band key falls in ``bucket``. A band's
+    key group lies whole in one bucket, so the buckets' edges together are the single reduce's
+    pairs; a task holds ``bands / buckets`` keys per document (memory O(corpus / buckets)), one
+    part's signatures at a time."""
+    bands, rows = cfg.lsh_params()
+    offsets = part_offsets(urls)
+    entry_doc, entry_band, entry_key, docs, ids = [], [], [], [], []
+    policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in cfg.key_columns()}
+    for p, url in enumerate(urls):
+        columns = [SIGNATURE, N_SHINGLES, *cfg.key_columns(), *(["id"] if ranks_by_id(cfg) else [])]
+        t = read_columns(url, columns)
+        keys = band_keys(signature_matrix(t[SIGNATURE], cfg.num_perm), bands, rows)
+        eligible = t[N_SHINGLES].to_numpy() > 0  # empty: no one's near duplicate
+        r, c = np.nonzero((bucket_of(keys, n_buckets) == bucket) & eligible[:, None])
+        entry_doc.append(offsets[p] + r)
+        entry_band.append(c.astype(np.int32))
+        entry_key.append(keys[r, c])
+        here = np.unique(r)
+        docs.append(offsets[p] + here)
+        if ranks_by_id(cfg):
+            ids.append(t["id"].combine_chunks().cast(pa.string()).take(pa.array(here)))
+        for name, values in read_keys(t, cfg).items():
+            policy_keys[name].append(values[here])
+        del t, keys
+    members = np.concatenate(docs) if docs else np.zeros(0, np.int64)
+    if len(members) < 2:
+        return edges_table(np.zeros((0, 2), np.int64))
+    part = np.searchsorted(offsets, members, side="right") - 1
+    # the rank among these documents orders them as the rank among all documents would
+    rank = keep_rank(
+        {k: np.concatenate(v) for k, v in policy_keys.items()},
+        pa.concat_arrays(ids) if ids else pa.nulls(len(members), pa.string()),
+        part,
+        members - offsets[part],
+        cfg,
+    )
+    doc = np.searchsorted(members, np.concatenate(entry_doc))
+    band, key = np.concatenate(entry_band), np.concatenate(entry_key)
+    found = []
+    for b in range(bands):
+        mine = np.flatnonzero(band == b)
+        if len(mine) > 1:
+            found.append(doc[mine][band_pairs(key[mine], rank[doc[mine]], cfg.max_bucket)])
+    local = _distinct_pairs(np.concatenate(found) if found else np.zeros((0, 2)), len(members))
+    pairs = members[local] if len(local) else np.zeros((0, 2), np.int64)
+    if cfg.verify:
+        pairs = _verified(urls, offsets, pairs, cfg.threshold)
+    return edges_table(pairs)
+
+
+def components(urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig) -> pa.Table:
+    """The state from the buckets' edge lists: clusters are the connected components (the copy
+    kept is each one's best by the keep policy); then the containers of the kept copies."""
     if not urls:
         return STATE_SCHEMA.empty_table()
-    bands, rows = cfg.lsh_params()
     key_columns = cfg.key_columns()
-    columns = ["id", SIGNATURE, N_SHINGLES, *key_columns]
-    # one part at a time: only the band keys (8 bytes per band) of a signature are kept
-    keys, ids, n_shingles, part, row = [], [], [], [], []
+    ids, n_shingles, part, row = [], [], [], []
     policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in key_columns}
     for p, url in enumerate(urls):
-        t = read_columns(url, columns)
-        keys.append(band_keys(signature_matrix(t[SIGNATURE], cfg.num_perm), bands, rows))
+        t = read_columns(url, ["id", N_SHINGLES, *key_columns])
         ids.append(t["id"].combine_chunks().cast(pa.string()))
         n_shingles.append(t[N_SHINGLES].to_numpy())
         for name, values in read_keys(t, cfg).items():
             policy_keys[name].append(values)
         part.append(np.full(t.num_rows, p, np.int64))
         row.append(np.arange(t.num_rows, dtype=np.int64))
-        del t
-    all_keys = np.concatenate(keys)
-    del keys
     ids = pa.concat_arrays(ids)
     part, row = np.concatenate(part), np.concatenate(row)
     n_shingles = np.concatenate(n_shingles)
     rank = keep_rank({k: np.concatenate(v) for k, v in policy_keys.items()}, ids, part, row, cfg)
+    pairs = read_edges(edges)
 
-    eligible = np.flatnonzero(n_shingles > 0)  # empty: no one's near duplicate
-    local = lsh_pairs_from_keys(all_keys[eligible], rank[eligible], cfg.max_bucket)
-    pairs = eligible[local] if len(local) else np.zeros((0, 2), np.int64)
-    del all_keys
-    if cfg.verify and len(pairs):
-        sets = _load_shingles(urls, part, row, np.unique(pairs))
-        similar = [exact_jaccard(sets[a], sets[b]) >= cfg.threshold for a, b in pairs.tolist()]
-        pairs = pairs[np.asarray(similar, bool)]
-        del sets
-
-    # union in rank space: the root (smallest rank) of each cluster is the copy kept
+    # components in rank space: the root (smallest rank) of each cluster is the copy kept
     by_rank = np.argsort(rank)
     root_rank = clusters(len(rank), rank[pairs]) if len(pairs) else np.arange(len(rank))
     kept = by_rank[root_rank[rank]]  # global index of the kept copy of every document
@@ -494,6 +554,15 @@ def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
     )
 
 
+def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
+    """Cluster near-duplicates over every part's signatures; name the copy each one keeps; then
+    name the container of each kept copy that lies in another kept copy: the sharded reduce
+    (:func:`bucket_edges`, :func:`components`) as one task."""
+    if not urls:
+        return STATE_SCHEMA.empty_table()
+    return components(urls, [bucket_edges(urls, cfg, 0, 1)], cfg)
+
+
 def score(table: pa.Table, state: pa.Table, cfg: NearDedupConfig) -> pa.Table:
     """The part plus ``minhash_cluster``, ``duplicate_of``, ``contained_in`` and
     ``containment`` (null when the document has no near duplicate, or no container)."""
@@ -512,6 +581,8 @@ NEAR_DEDUP = GlobalStage(
     config=NearDedupConfig,
     map=map_part,
     reduce=reduce_parts,
+    bucket=bucket_edges,
+    components=components,
     score=score,
     rules=rules,
 )

@@ -50,6 +50,7 @@ __all__ = [
     "QualityConfig",
     "QualityTrainConfig",
     "RunTrainingConfig",
+    "SHIPPED_MODEL",
     "_spaced_lines",
     "fasttext_line",
     "fasttext_lines",

@@ -150,6 +150,7 @@ class _Record:
     reason: str | None = None  # quarantine reason
     detail: str = ""
     removed: str | None = None  # a readable record that is no document (removal reason)
+    meta: str | None = None  # the record's other fields as a JSON object (JSONL, Parquet)
 
 
 class _Part:
@@ -204,6 +205,7 @@ class _Part:
         cols["format"].append(fmt)
         cols["lang"].append(None)
         cols["lang_score"].append(None)
+        cols["meta"].append(rec.meta if rec.reason is None else None)
         cols[ERROR_COLUMN].append(rec.reason)
         self.removals.append(rec.removed)
         if rec.reason is not None and rec.detail:
@@ -327,9 +329,12 @@ def _jsonl(part: _Part, f: InputFile) -> Iterator[_Record]:
             except RecursionError:
                 yield _Record(i, reason="invalid_json", detail="nested too deeply to parse")
                 continue
-            yield _field_record(
-                i, obj.get(f.text_field, KeyError) if isinstance(obj, dict) else KeyError, f
-            )
+            if not isinstance(obj, dict):
+                yield _field_record(i, KeyError, f)
+                continue
+            rec = _field_record(i, obj.get(f.text_field, KeyError), f)
+            rec.meta = _meta({k: v for k, v in obj.items() if k != f.text_field})
+            yield rec
 
 
 def _bounded_lines(
@@ -349,6 +354,13 @@ def _bounded_lines(
             yield None
             continue
         yield line
+
+
+def _meta(fields: dict[str, object]) -> str | None:
+    """A record's fields besides its text, as the ``meta`` column's JSON (None when none)."""
+    if not fields:
+        return None
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _field_record(offset: int, value: object, f: InputFile) -> _Record:
@@ -373,10 +385,14 @@ def _parquet(part: _Part, f: InputFile) -> Iterator[_Record]:
             raise ReadError("missing_text_field", f"no column {f.text_field!r}")
         offset = 0
         try:
-            for batch in pf.iter_batches(columns=[f.text_field], batch_size=1024):
+            for batch in pf.iter_batches(batch_size=1024):
                 part.read(batch.nbytes)
-                for value in batch.column(0).to_pylist():
-                    yield _field_record(offset, value, f)
+                texts = batch.column(f.text_field).to_pylist()
+                others = batch.drop_columns([f.text_field]).to_pylist()
+                for value, fields in zip(texts, others, strict=True):
+                    rec = _field_record(offset, value, f)
+                    rec.meta = _meta(fields)
+                    yield rec
                     offset += 1
         except ReadError:
             raise

@@ -1,0 +1,45 @@
+"""The command line's manners (issue 20): heartbeats on long steps, -v/-q on every command,
+--version."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pytest
+
+from curate.progress import heartbeat
+from flows.cli import FORWARDED, build_parser, main
+
+
+def test_a_long_step_says_it_is_alive_and_a_short_one_does_not(capsys, monkeypatch):
+    monkeypatch.delenv("SLUICE_QUIET", raising=False)
+    with heartbeat("tokenizer", every=0.2):
+        time.sleep(0.7)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and all(line.startswith("tokenizer: still running (") for line in lines)
+    with heartbeat("quick", every=5):
+        pass
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("SLUICE_QUIET", "1")  # -q
+    with heartbeat("tokenizer", every=0.1):
+        time.sleep(0.3)
+    assert capsys.readouterr().err == ""
+
+
+def test_every_command_takes_v_and_q():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        if name in FORWARDED:
+            continue  # main() takes -v/-q off their argv
+        flags = {s for a in command._actions for s in a.option_strings}
+        assert {"-v", "-q"} <= flags, name
+    args = parser.parse_args(["-v", "status", "runs/x", "-v"])
+    assert args.verbose + args.verbose_sub == 2
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("sluice ")
