@@ -33,12 +33,15 @@ def _in_prefect_run() -> bool:
 
 
 def predicted_curve(out_dir: Path) -> tuple[list[float], list[float]] | None:
-    """(tokens, predicted loss) of ``prediction.json`` in ``out_dir``; None without one."""
+    """(tokens, predicted loss) of ``prediction.json`` in ``out_dir``; None without one or
+    when the law is not identified (no number to compare with)."""
     if not (out_dir / "prediction.json").exists():
         return None
     from train.report import read_prediction
 
     prediction = read_prediction(out_dir)
+    if not prediction.identified or prediction.loss is None:
+        return None
     points = sorted((p.tokens, p.loss) for p in prediction.curve) or [
         (prediction.tokens, prediction.loss)
     ]
