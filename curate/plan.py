@@ -387,7 +387,7 @@ def build_plan(cfg: PipelineConfig) -> Plan:
 
     def shards_compute(_: int | None) -> Output:
         if local_run:  # staged beside the run directory, so that moving a file is a rename
-            staging = Path(lay.path(f"shards.tmp-{uuid.uuid4().hex}"))
+            staging = Path(filesystem(lay.path(f"shards.tmp-{uuid.uuid4().hex}"))[1])
         else:
             staging = Path(tempfile.mkdtemp(prefix="sluice-shards-"))
         urls = [lay.part(ENCODED, i) for i in range(plan.n_parts)]

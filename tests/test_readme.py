@@ -20,7 +20,10 @@ def readme_commands() -> list[list[str]]:
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\[[^\]]*\]", " ", line.split(" #")[0]).strip()
+            line = line.split(" #")[0]
+            while (inner := re.sub(r"\[[^\[\]]*\]", " ", line)) != line:  # nested [a [b]]
+                line = inner
+            line = line.strip()
             words = shlex.split(line) if line else []
             if words and words[0] in ("sluice", ".venv/bin/sluice"):
                 out.append(words[1:])
