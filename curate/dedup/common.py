@@ -227,6 +227,26 @@ def keep_rank(
     return rank
 
 
+def members_rank(
+    keys: dict[str, list[np.ndarray]],
+    ids: list[pa.Array],
+    members: np.ndarray,
+    offsets: np.ndarray,
+    policy: KeepPolicy,
+) -> np.ndarray:
+    """:func:`keep_rank` of a bucket's ``members`` (global row indices; ``offsets``: the first
+    row of each part), from the per-part key and id pieces read for them: their rank among
+    themselves orders them as their rank among all documents would."""
+    part = np.searchsorted(offsets, members, side="right") - 1
+    return keep_rank(
+        {k: np.concatenate(v) for k, v in keys.items()},
+        pa.concat_arrays(ids) if ids else pa.nulls(len(members), pa.string()),
+        part,
+        members - offsets[part],
+        policy,
+    )
+
+
 def ranks_by_id(policy: KeepPolicy) -> bool:
     """Whether the policy ranks by ``id`` (else a reduce need not hold the ids to rank)."""
     return any(k.name == ID for k in policy.keep_keys())

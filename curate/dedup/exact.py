@@ -22,8 +22,8 @@ from curate.dedup.common import (
     edges_table,
     has_duplicate_of,
     join_state,
-    keep_rank,
     keep_values,
+    members_rank,
     part_offsets,
     ranks_by_id,
     read_columns,
@@ -111,15 +111,7 @@ def bucket_edges(urls: list[str], cfg: ExactDedupConfig, bucket: int, n_buckets:
     if len(members) < 2:
         return edges_table(np.zeros((0, 2), np.int64))
     h = np.concatenate(hashes)
-    part = np.searchsorted(offsets, members, side="right") - 1
-    # the rank among these documents orders them as the rank among all documents would
-    rank = keep_rank(
-        {k: np.concatenate(v) for k, v in policy_keys.items()},
-        pa.concat_arrays(ids) if ids else pa.nulls(len(members), pa.string()),
-        part,
-        members - offsets[part],
-        cfg,
-    )
+    rank = members_rank(policy_keys, ids, members, offsets, cfg)
     order = np.lexsort((rank, h))  # by hash, then best first
     h_sorted = h[order]
     first = np.ones(len(order), bool)

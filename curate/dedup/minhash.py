@@ -45,6 +45,7 @@ from curate.dedup.common import (
     join_state,
     keep_rank,
     keep_values,
+    members_rank,
     part_offsets,
     ranks_by_id,
     read_columns,
@@ -485,15 +486,7 @@ def bucket_edges(urls: list[str], cfg: NearDedupConfig, bucket: int, n_buckets: 
     members = np.concatenate(docs) if docs else np.zeros(0, np.int64)
     if len(members) < 2:
         return edges_table(np.zeros((0, 2), np.int64))
-    part = np.searchsorted(offsets, members, side="right") - 1
-    # the rank among these documents orders them as the rank among all documents would
-    rank = keep_rank(
-        {k: np.concatenate(v) for k, v in policy_keys.items()},
-        pa.concat_arrays(ids) if ids else pa.nulls(len(members), pa.string()),
-        part,
-        members - offsets[part],
-        cfg,
-    )
+    rank = members_rank(policy_keys, ids, members, offsets, cfg)
     doc = np.searchsorted(members, np.concatenate(entry_doc))
     band, key = np.concatenate(entry_band), np.concatenate(entry_key)
     found = []
