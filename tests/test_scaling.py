@@ -212,3 +212,16 @@ def test_bad_input_gives_a_reason():
         fit_scaling_law([1e6, 2e6], [1e8, 1e8], [3.0, 2.9])
     with pytest.raises(ValueError, match="positive"):
         fit_scaling_law([1e6] * 5, [1e8] * 5, [3.0, 2.9, 0.0, 2.8, 2.7])
+
+
+def test_a_flat_frontier_law_is_not_identified():
+    # losses that barely fall with compute under 1% noise: the fitted exponent is positive
+    # (0.0007) but its interval holds 0, so L*(C) is no law
+    rng = np.random.default_rng(3)
+    n = np.repeat(np.geomspace(1e4, 1e6, 5), 5)
+    d = np.tile(np.geomspace(1e5, 1e7, 5), 5)
+    loss = 4.0 * (6 * n * d / 1e9) ** -0.003 * np.exp(rng.normal(0, 0.01, n.size))
+    out = compute_optimal_analysis(n, d, loss, reference_flops=1e13, noise=0.01, n_bootstrap=40)
+    cl = out["compute_law"]
+    assert not cl["identified"]
+    assert any("exponent" in r for r in cl["reasons"]), cl["reasons"]

@@ -732,6 +732,11 @@ def compute_optimal_analysis(
             reasons_c.append(f"L* ∝ C^-{cl['gamma']:.3g}: exponent outside (0, 1)")
         if env[:, 0].max() / env[:, 0].min() < MIN_SPAN:
             reasons_c.append("frontier spans < 4× in C")
+        gamma_iv = compute_law.get("intervals", {}).get("gamma")
+        if gamma_iv and gamma_iv[0] is not None and gamma_iv[0] <= 0.0:
+            reasons_c.append(
+                f"the exponent's interval [{gamma_iv[0]:.3g}, {gamma_iv[1]:.3g}] includes 0"
+            )
     compute_law.update(identified=not reasons_c, reasons=reasons_c)
     return {"approach2": approach2, "compute_law": compute_law}
 
