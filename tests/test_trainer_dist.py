@@ -126,7 +126,10 @@ def test_gpu_run_script_dry_run_runs_every_code_path_on_cpu(tmp_path):
     parity = result["parity"]
     assert parity["passed"] and len(parity["losses"]["fsdp"]) == parity["steps"]
     sweep = json.loads((out / "sweep_summary.json").read_text())
-    assert sweep["points"] >= 9 and "rel_error" in sweep["holdout"]
+    holdout = sweep["holdout"]
+    assert sweep["points"] >= 9 and "identified" in holdout
+    # a tiny dry-run sweep may not identify its law: then no number, and the reasons say why
+    assert ("rel_error" in holdout) if holdout["identified"] else holdout["reasons"]
     summary = (out / "summary.md").read_text()
     assert "| sluice_fsdp_w1 |" in summary and "Held-out" in summary
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
