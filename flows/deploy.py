@@ -40,6 +40,7 @@ from prefect.deployments.runner import EntrypointType
 from pydantic import BaseModel, Field
 
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
+from flows.runtime import flow_run_namer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "default.yaml")
@@ -95,7 +96,14 @@ def announce_shards(flow: Any, flow_run: Any, state: Any) -> None:
     )
 
 
-@flow(name="sluice-curate", log_prints=True, on_completion=[announce_shards])
+@flow(
+    name="sluice-curate",
+    log_prints=True,
+    on_completion=[announce_shards],
+    flow_run_name=flow_run_namer(
+        lambda params: job_config(params["config"], params.get("overrides")).name, "sluice-curate"
+    ),
+)
 def curate_job(
     config: str = DEFAULT_CONFIG,
     overrides: list[str] | None = None,

@@ -38,7 +38,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import MissingContextError
 
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
-from flows.runtime import as_task, in_prefect_run, in_process
+from flows.runtime import as_task, flow_run_namer, in_prefect_run, in_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRAIN = str(REPO_ROOT / "configs" / "train" / "tiny.yaml")
@@ -341,7 +341,7 @@ def report_task(
     if not in_prefect_run():
         return report
     png = base64.b64encode(Path(report["paths"]["png"]).read_bytes()).decode()
-    from flows.pretrain import artifact_key
+    from flows.artifacts import artifact_key
 
     create_markdown_artifact(
         markdown=Path(report["paths"]["markdown"]).read_text()
@@ -360,7 +360,18 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     return out
 
 
-@flow(name="end-to-end", log_prints=True)
+def _run_name(params: dict[str, Any]) -> str:
+    """The curation run's name: the flow run is named after it."""
+    from curate.config import load_config
+
+    return load_config(params["config_path"], list(params.get("overrides") or [])).name
+
+
+@flow(
+    name="end-to-end",
+    log_prints=True,
+    flow_run_name=flow_run_namer(_run_name, "end-to-end"),
+)
 def end_to_end(
     config_path: str,
     train_config: str = DEFAULT_TRAIN,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -40,16 +39,11 @@ from prefect import flow, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
 
 from curate.shards.format import ShardFormatError, load_manifest  # noqa: E402
-from flows.runtime import as_task, in_prefect_run, in_process, run_log  # noqa: E402
+from flows.artifacts import artifact_key  # noqa: E402
+from flows.runtime import as_task, flow_run_namer, in_prefect_run, in_process, run_log  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = ("train_loss", "val_loss", "lr", "tokens_per_s", "mfu")
-
-
-def artifact_key(*parts: str) -> str:
-    """A valid Prefect artifact key (lowercase letters, digits, dashes)."""
-    key = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
-    return re.sub(r"-{2,}", "-", key) or "pretrain"
 
 
 @task(name="check-shards")
@@ -319,7 +313,13 @@ def publish_report(out_dir: str) -> dict[str, Any]:
     return result | {"paths": {k: str(v) for k, v in paths.items()}}
 
 
-@flow(name="pretrain")
+def _run_name(params: dict[str, Any]) -> str:
+    """The training run's name: its directory's, with the curation run's for ``RUN/train``."""
+    out = Path(params["out_dir"])
+    return f"{out.parent.name}-{out.name}" if out.name == "train" else out.name
+
+
+@flow(name="pretrain", flow_run_name=flow_run_namer(_run_name, "pretrain"))
 def pretrain(
     shards_dir: str,
     train_config: str | dict[str, Any],

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,22 @@ def run_log(message: str, level: str = "info") -> None:
         getattr(get_run_logger(), level)(message)
     except MissingContextError:
         print(message, flush=True)
+
+
+def flow_run_namer(name_of: Callable[[dict[str, Any]], str], fallback: str) -> Callable[[], str]:
+    """A Prefect ``flow_run_name``: the Sluice run's name, ``name_of`` the flow's parameters, so
+    the UI lists a run as the CLI names it (not ``bipedal-swan``); ``fallback`` when the
+    parameters name none (a bad config fails in the flow itself, with its own message)."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        try:
+            return name_of(flow_run.parameters) or fallback
+        except Exception:  # noqa: BLE001 - naming must never be what fails a run
+            return fallback
+
+    return name
 
 
 def in_prefect_run() -> bool:

@@ -106,7 +106,12 @@ def test_end_to_end_flow_predicts_then_trains_and_reports(harness, tmp_path):
                 key=ArtifactFilterKey(any_=["end-to-end-report-e2e", "pretrain-report-train"])
             )
         )
+        runs = {r.flow_id: r.name for r in client.read_flow_runs()}
+        flows = {f.id: f.name for f in client.read_flows()}
     assert {a.key for a in artifacts} == {"end-to-end-report-e2e", "pretrain-report-train"}
+    # flow runs named after the Sluice run (the run's name; its training dir for the subflow)
+    names = {flows[flow_id]: name for flow_id, name in runs.items()}
+    assert names["end-to-end"] == "e2etest" and names["pretrain"] == "e2e-train", names
 
     # a rerun skips every finished part: no sweep run and no main run is trained again
     mtimes = {p: p.stat().st_mtime for p in (fit, prediction, final)}

@@ -54,6 +54,13 @@ def _logs(flow_run_id) -> list[str]:
     return [log.message for log in logs]
 
 
+def _flow_run_name(flow_run_id) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).name
+
+
 def _artifact(key: str):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -83,6 +90,7 @@ def test_pretrain_predicts_then_trains_and_reports(harness, train_shards, law, t
     report = json.loads((out / "report.json").read_text())
     assert report["observed"] == final["final_val_loss"]
     logs = _logs(state.state_details.flow_run_id)
+    assert _flow_run_name(state.state_details.flow_run_id) == "run-a"  # not "bipedal-swan"
     if report["identified"]:  # a number with its interval
         assert math.isfinite(report["predicted"])
         assert report["lo"] <= report["predicted"] <= report["hi"]

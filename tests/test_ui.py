@@ -106,6 +106,7 @@ def test_ui_shows_flow_run_and_funnel_artifact(tmp_path, browser):
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sluice-ui-funnel"]))
             )
         assert run.state.is_completed()
+        assert run.name == cfg.name  # the flow run is named after the Sluice run
         run_id, name = run.id, run.name
 
         # the flow runs page lists the run; its page shows it completed
