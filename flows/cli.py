@@ -650,10 +650,11 @@ def set_verbosity(level: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in FORWARDED:  # argparse would eat their options
-        rest = [a for a in argv[1:] if a not in VERBOSITY_FLAGS]
-        set_verbosity(sum(VERBOSITY_FLAGS[a] for a in argv[1:] if a in VERBOSITY_FLAGS))
-        return int(importlib.import_module(FORWARDED[argv[0]][0]).main(rest) or 0)
+    command = next((a for a in argv if a not in VERBOSITY_FLAGS), None)
+    if command in FORWARDED:  # argparse would eat their options; -v/-q go before or after
+        rest = [a for a in argv[argv.index(command) + 1 :] if a not in VERBOSITY_FLAGS]
+        set_verbosity(sum(VERBOSITY_FLAGS.get(a, 0) for a in argv))
+        return int(importlib.import_module(FORWARDED[command][0]).main(rest) or 0)
     args = build_parser().parse_args(argv)
     set_verbosity(
         args.verbose + getattr(args, "verbose_sub", 0) - args.quiet - getattr(args, "quiet_sub", 0)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import time
 
 import pytest
@@ -43,3 +45,21 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("sluice ")
+
+
+@pytest.mark.parametrize("argv", [["-q", "train"], ["train", "-q"], ["-v", "-q", "sweep", "-q"]])
+def test_v_and_q_reach_forwarded_commands_before_or_after_the_name(argv, monkeypatch):
+    """``sluice -q train ...`` is the forwarded command with -q, not an argparse error."""
+    seen: dict[str, list[str]] = {}
+
+    def forwarded_main(rest: list[str]) -> int:
+        seen["rest"] = rest
+        return 0
+
+    name = next(a for a in argv if not a.startswith("-"))
+    monkeypatch.setattr(importlib.import_module(FORWARDED[name][0]), "main", forwarded_main)
+    monkeypatch.delenv("SLUICE_QUIET", raising=False)
+    assert main([*argv, "--config", "x.yaml"]) == 0
+    assert seen["rest"] == ["--config", "x.yaml"]  # the flags are taken off what it parses
+    if argv.count("-q") > argv.count("-v"):
+        assert os.environ.get("SLUICE_QUIET") == "1"
