@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.readers import ExtractConfig, InputFile, InputSpec, extract_part, list_inputs
-from curate.readers.html import extract_html
+from curate.readers.html import extract_html, section_of
 from curate.readers.text import decode_text
 from curate.schema import DOC_SCHEMA, QUARANTINE_SCHEMA, doc_id
 from tests.bad_inputs import (
@@ -96,6 +97,26 @@ def test_python_docs_keep_code_examples(sample_result) -> None:
     (doc,) = _docs(sample_result, source="tutorial/errors.html")
     assert "Errors and Exceptions" in doc["text"]
     assert "ZeroDivisionError" in doc["text"] and "try:" in doc["text"]
+
+
+HANDBOOK = REFERENCE / "debian-handbook/usr/share/doc/debian-handbook/html"
+
+
+def test_a_book_section_page_names_its_document(sample_result) -> None:
+    """DocBook and Sphinx pages link the previous page and the book's start: the reader keeps
+    the start in ``meta``; a book's front page (no previous page) and a paginated listing
+    (prev/next, nothing naming a whole document) are documents of their own."""
+    page = HANDBOOK / "en-US/sect.backup.html"
+    (doc,) = _docs(sample_result, source=str(page))
+    assert json.loads(doc["meta"]) == {"section_of": "index.html"}
+    (sphinx,) = _docs(sample_result, source="tutorial/errors.html")
+    assert json.loads(sphinx["meta"])["section_of"]
+    html = page.read_text("utf-8")
+    assert section_of(html) == "index.html"
+    assert section_of(re.sub(r'<link rel="prev"[^>]*>', "", html)) is None  # a front page
+    assert section_of(re.sub(r'<link rel="(home|up)"[^>]*>', "", html)) is None  # a listing
+    html_docs = sample_result.counters["html_docs"]
+    assert sample_result.counters["html_sections"] == html_docs == 70  # every sample page
 
 
 def test_pdfs_one_doc_per_file(sample_result) -> None:

@@ -3,6 +3,7 @@ it, and stays quiet on the real document it was made from."""
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -21,7 +22,7 @@ from curate.filters.heuristics import (
     ngram_repetition,
     rules,
 )
-from curate.schema import doc_id, docs_table
+from curate.schema import SECTION_OF, doc_id, docs_table
 from curate.text import count_sentences, rule_tokens
 from tests.shards_sample import sample_docs, split_parts
 from tests.test_toxicity import fortune_entries
@@ -297,3 +298,31 @@ def test_a_failing_document_is_quarantined(monkeypatch: pytest.MonkeyPatch) -> N
     result = HEURISTICS.run(_table([(t, "en") for t in docs]), CFG)
     assert result.stats.quarantined == {"heuristics_error:UnicodeError": 1}
     assert result.stats.kept == 4 and result.quarantine["offset"].to_pylist() == [2]
+
+
+def test_a_short_section_of_a_book_is_judged_by_its_document() -> None:
+    """The length minima (Gopher's 50 words, C4's 5 sentences) remove stubs; a page that is one
+    section of a multi-page document (meta ``section_of``, from its <link rel> navigation) is
+    not a stub however short: only those two minima skip it, every other rule judges it."""
+    first = _page("debian-handbook/**/en-US/sect.backup.html").split("\n")[0]
+    short = " ".join(first.split()[:30]) + "."  # a real opening paragraph, cut to 30 words
+    assert count_sentences(short) < 5 and len(short.split()) < 50
+    cfg = default_heuristics()
+
+    def fired_as(text: str, meta: str | None, cfg: HeuristicsConfig = cfg) -> set[str]:
+        row = {"id": "a", "text": text, "source": "a", "offset": 0, "domain": "web",
+               "format": "html", "lang": "en", "meta": meta}  # fmt: skip
+        masks = rules(HEURISTICS.score(docs_table([row]), cfg), cfg)
+        return {name for name, mask in masks.items() if mask[0]}
+
+    section = json.dumps({SECTION_OF: "index.html"})
+    length_rules = {"gopher_word_count", "c4_too_few_sentences"}
+    assert length_rules <= fired_as(short, None)  # a 30-word page: a stub
+    assert not length_rules & fired_as(short, section)  # a 30-word section of a book
+    judged = cfg.model_copy(update={"section_length": True})
+    assert length_rules <= fired_as(short, section, judged)
+    other = json.dumps({"url": "https://example.org/a"})  # a JSONL record's own fields
+    assert length_rules <= fired_as(short, other)
+    # the maxima and the other rules still judge a section: 25 copies repeat every n-gram
+    repeated = fired_as("\n".join([first] * 25), section)
+    assert {"gopher_dup_line_frac", "gopher_dup_10gram", "fineweb_dup_chars"} <= repeated

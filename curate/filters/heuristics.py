@@ -49,6 +49,12 @@ Differences from datatrove, on purpose:
 - C4's curly-bracket rule flags only when ``curly_bracket_min_lines`` of the kept lines hold a
   ``{`` (default 0: any line, as C4; configs/default.yaml asks for more, so one ``{`` in a
   manual is not code);
+- a page that is a later section of a multi-page document (an HTML book chapter or section:
+  ``meta`` ``section_of``, from the page's ``<link rel>`` navigation, see
+  :mod:`curate.readers.html`) is not judged by the length minima (Gopher's ``min_words``, C4's
+  ``min_sentences``): they remove stubs, and a section's length is not its document's (a
+  three-sentence section of a 400-page handbook is no stub). Its maxima and all other rules
+  apply as to any document; ``section_length: true`` judges sections' length too;
 - domains in ``skip_domains`` (code, by default) are not measured: null scores, never removed;
   a family with ``domains`` set measures only documents of those domains (null scores, so no
   removal by its rules, elsewhere). C4's line rule and FineWeb's line rules assume one
@@ -71,6 +77,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from curate.schema import SECTION_OF
 from curate.stage import ERROR_COLUMN, Rules, Stage
 from curate.text import (
     NON_LATIN_TERMINAL,
@@ -258,6 +265,11 @@ class HeuristicsConfig(BaseModel):
     c4: C4Config = Field(default_factory=C4Config)
     fineweb: FineWebConfig = Field(default_factory=FineWebConfig)
     skip_domains: list[str] = Field(default_factory=lambda: ["code"])
+    section_length: bool = Field(
+        False,
+        description="apply the length minima (Gopher min_words, C4 min_sentences) to a page "
+        "that is a later section of a multi-page document (meta section_of) too",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,20 +561,37 @@ def _below(table: pa.Table, name: str, limit: float | np.ndarray | None) -> np.n
         return _col(table, name, np.inf) < limit
 
 
+def sections(table: pa.Table) -> np.ndarray:
+    """Whether each document is a later section of a multi-page document (its ``meta`` holds
+    ``section_of``, set by the HTML reader: :func:`curate.readers.html.section_of`)."""
+    out = np.zeros(table.num_rows, dtype=bool)
+    if "meta" not in table.column_names:
+        return out
+    for i, meta in enumerate(table["meta"].to_pylist()):
+        if meta and SECTION_OF in meta:
+            fields = json.loads(meta)
+            out[i] = isinstance(fields, dict) and fields.get(SECTION_OF) is not None
+    return out
+
+
 def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
     """One reason per rule, Gopher quality → Gopher repetition → C4 → FineWeb; a family's
-    thresholds follow the document's language where its ``by_lang`` sets one."""
+    thresholds follow the document's language where its ``by_lang`` sets one. The length
+    minima (too few words, too few sentences) judge a document's length, so they do not judge
+    a page that is one section of a longer document (:func:`sections`) unless
+    ``section_length`` is on; the maxima and every other rule do."""
     out: dict[str, np.ndarray] = {}
     langs = batch_langs(table)
+    judged = np.ones(table.num_rows, dtype=bool) if cfg.section_length else ~sections(table)
     q = cfg.gopher_quality
     if q.enabled:
 
         def lim(field: str) -> np.ndarray:
             return q.limits(field, langs)
 
-        out["gopher_word_count"] = _below(table, "gopher_words", lim("min_words")) | _above(
-            table, "gopher_words", lim("max_words")
-        )
+        out["gopher_word_count"] = (
+            _below(table, "gopher_words", lim("min_words")) & judged
+        ) | _above(table, "gopher_words", lim("max_words"))
         out["gopher_mean_word_length"] = _below(
             table, "gopher_mean_word_length", lim("min_mean_word_length")
         ) | _above(table, "gopher_mean_word_length", lim("max_mean_word_length"))
@@ -592,8 +621,8 @@ def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
         out["c4_curly_bracket"] = _above(
             table, "c4_curly_bracket", 0.5 if c4.curly_bracket else None
         )
-        out["c4_too_few_sentences"] = _below(
-            table, "c4_sentences", c4.limits("min_sentences", langs)
+        out["c4_too_few_sentences"] = (
+            _below(table, "c4_sentences", c4.limits("min_sentences", langs)) & judged
         )
     f = cfg.fineweb
     if f.enabled:

@@ -15,17 +15,31 @@ per-document timeout and memory limit, with the same quarantine reasons and coun
 also be called in-process. Text whose lines were hard-wrapped in the HTML source (every line
 ≤ 100 characters, see :func:`curate.readers.pdf.is_hard_wrapped`) has its wrapped lines joined
 with the PDF reader's line joining, so line-based rules (C4, FineWeb) see paragraphs.
+
+A page that is one section of a multi-page document says so in its ``<head>``: it links the
+previous page (``<link rel="prev">``) and the document's own start or contents (``rel`` ``start``,
+``home``, ``first``, ``contents``, ``toc``, ``index`` or ``up``), as DocBook, Sphinx and Texinfo
+write them (a paginated listing links only prev/next). :func:`section_of` finds that link; the
+extractor records it in the document's ``meta`` (``{"section_of": href}``), and the length minima
+of the heuristics stage (Gopher's word count, C4's sentence count) do not judge such a page: its
+length is not its document's.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from curate.readers.pdf import unwrap_text
 
+_LINK_TAG = re.compile(r"<link\b[^>]*>", re.IGNORECASE)
+_ATTR = re.compile(r"""\b(rel|href)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+_HEAD_END = re.compile(r"</head\s*>|<body\b", re.IGNORECASE)
+# rel values naming the whole document (its start or its contents), most specific first
+DOCUMENT_RELS = ("start", "first", "home", "contents", "toc", "index", "up")
 HtmlExtractor = Literal["trafilatura", "resiliparse"]
 _RESILIPARSE_ONLY = ("main_content", "alt_texts", "list_bullets")
 
@@ -96,3 +110,20 @@ def _resiliparse(html: str, opts: HtmlOptions) -> str:
         comments=opts.include_comments,
     )
     return unwrap_text(text.strip())
+
+
+def section_of(html: str) -> str | None:
+    """The href of the document this page is a later section of (see module doc), else None:
+    the page's ``<head>`` links a previous page and the document's start or contents."""
+    end = _HEAD_END.search(html)
+    head = html[: end.start()] if end else html[:65536]
+    links: dict[str, str] = {}
+    for tag in _LINK_TAG.findall(head):
+        attrs = {m[0].lower(): m[1] or m[2] or m[3] for m in _ATTR.findall(tag)}
+        href = attrs.get("href")
+        for rel in attrs.get("rel", "").lower().split():
+            if href and rel not in links:
+                links[rel] = href
+    if "prev" not in links and "previous" not in links:
+        return None
+    return next((links[rel] for rel in DOCUMENT_RELS if rel in links), None)
