@@ -102,19 +102,26 @@ def test_python_docs_keep_code_examples(sample_result) -> None:
 HANDBOOK = REFERENCE / "debian-handbook/usr/share/doc/debian-handbook/html"
 
 
-def test_a_book_section_page_names_its_document(sample_result) -> None:
+def test_a_book_section_page_names_its_document_and_listings(sample_result) -> None:
     """DocBook and Sphinx pages link the previous page and the book's start: the reader keeps
     the start in ``meta``; a book's front page (no previous page) and a paginated listing
-    (prev/next, nothing naming a whole document) are documents of their own."""
+    (prev/next, nothing naming a whole document) are documents of their own. The lines of the
+    page's <pre> listings are in ``meta`` too."""
     page = HANDBOOK / "en-US/sect.backup.html"
     (doc,) = _docs(sample_result, source=str(page))
-    assert json.loads(doc["meta"]) == {"section_of": "index.html"}
+    assert json.loads(doc["meta"])["section_of"] == "index.html"
     (sphinx,) = _docs(sample_result, source="tutorial/errors.html")
     assert json.loads(sphinx["meta"])["section_of"]
     html = page.read_text("utf-8")
     assert section_of(html) == "index.html"
     assert section_of(re.sub(r'<link rel="prev"[^>]*>', "", html)) is None  # a front page
     assert section_of(re.sub(r'<link rel="(home|up)"[^>]*>', "", html)) is None  # a listing
+    # its <pre> listing (a dirvish configuration): line ranges of the text, prose lines outside
+    lines = doc["text"].split("\n")
+    ranges = json.loads(doc["meta"])["code_lines"]
+    listed = {line for start, end in ranges for line in lines[start:end]}
+    assert "expire-default: +15 days" in listed and "client: rivendell.falcot.com" in listed
+    assert not any("backup" in line.lower() and line.endswith(".") for line in listed)
     html_docs = sample_result.counters["html_docs"]
     assert sample_result.counters["html_sections"] == html_docs == 70  # every sample page
 

@@ -55,6 +55,11 @@ Differences from datatrove, on purpose:
   ``min_sentences``): they remove stubs, and a section's length is not its document's (a
   three-sentence section of a 400-page handbook is no stub). Its maxima and all other rules
   apply as to any document; ``section_length: true`` judges sections' length too;
+- code and command listings are not prose: the lines an HTML page's ``<pre>`` blocks gave
+  (``meta`` ``code_lines``, see :mod:`curate.readers.html`) are left out before anything is
+  measured (``exclude_listings``), so a shell session or a configuration file quoted in a manual
+  does not count as short lines without punctuation, ``#`` symbols, repeated n-grams or
+  ``{`` lines; the C4 rewrite keeps prose lines only;
 - domains in ``skip_domains`` (code, by default) are not measured: null scores, never removed;
   a family with ``domains`` set measures only documents of those domains (null scores, so no
   removal by its rules, elsewhere). C4's line rule and FineWeb's line rules assume one
@@ -77,7 +82,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate.schema import SECTION_OF
+from curate.schema import CODE_LINES, SECTION_OF
 from curate.stage import ERROR_COLUMN, Rules, Stage
 from curate.text import (
     NON_LATIN_TERMINAL,
@@ -265,6 +270,11 @@ class HeuristicsConfig(BaseModel):
     c4: C4Config = Field(default_factory=C4Config)
     fineweb: FineWebConfig = Field(default_factory=FineWebConfig)
     skip_domains: list[str] = Field(default_factory=lambda: ["code"])
+    exclude_listings: bool = Field(
+        True,
+        description="measure the prose only: leave out the lines of code/command listings "
+        "(meta code_lines, an HTML page's <pre> blocks)",
+    )
     section_length: bool = Field(
         False,
         description="apply the length minima (Gopher min_words, C4 min_sentences) to a page "
@@ -458,11 +468,26 @@ def _applies(family: RuleFamilyConfig, domain: str | None) -> bool:
     return family.enabled and (family.domains is None or domain in family.domains)
 
 
+def prose(text: str, listings: list[list[int]]) -> str:
+    """``text`` without the lines in ``listings`` (``[start, end)`` line ranges)."""
+    lines = text.split("\n")
+    for start, end in reversed(listings):
+        del lines[start:end]
+    return "\n".join(lines)
+
+
 def measure(
-    text: str, lang: str | None, cfg: HeuristicsConfig, domain: str | None = None
+    text: str,
+    lang: str | None,
+    cfg: HeuristicsConfig,
+    domain: str | None = None,
+    listings: list[list[int]] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The measurements of every family that applies to ``domain`` (enabled, and ``domain`` in
-    its ``domains``), and the text after the C4 rewrite."""
+    its ``domains``) on the prose of ``text`` (without the ``listings`` line ranges: code and
+    command listings), and the text after the C4 rewrite (of the prose)."""
+    if listings:
+        text = prose(text, listings)
     lines = [line for line in text.split("\n") if line.strip()]
     tok = rule_tokens(text)
     row: dict[str, Any] = {}
@@ -509,6 +534,22 @@ def columns(cfg: HeuristicsConfig) -> dict[str, pa.DataType]:
     return cols
 
 
+def _meta_field(table: pa.Table, key: str) -> list[Any]:
+    """``key`` of each document's ``meta`` JSON (None where absent)."""
+    if "meta" not in table.column_names:
+        return [None] * table.num_rows
+    out: list[Any] = []
+    for meta in table["meta"].to_pylist():
+        fields = json.loads(meta) if meta and key in meta else None
+        out.append(fields.get(key) if isinstance(fields, dict) else None)
+    return out
+
+
+def _listings(table: pa.Table) -> list[list[list[int]] | None]:
+    """Each document's code/command listing line ranges (meta ``code_lines``), if any."""
+    return _meta_field(table, CODE_LINES)
+
+
 def score(table: pa.Table, cfg: HeuristicsConfig) -> pa.Table:
     """Add one column per rule (null for skipped domains); rewrite ``text`` if C4 rewrites."""
     texts = table["text"].to_pylist()
@@ -519,11 +560,14 @@ def score(table: pa.Table, cfg: HeuristicsConfig) -> pa.Table:
     values: dict[str, list[Any]] = {c: [None] * n for c in cols}
     errors: list[str | None] = [None] * n
     skip = set(cfg.skip_domains)
+    listings = _listings(table) if cfg.exclude_listings else [None] * n
     for i, (text, lang, domain) in enumerate(zip(texts, langs, domains, strict=True)):
         if domain in skip:
             continue
         try:
-            row, texts[i] = measure(text, lang, cfg, domain)
+            row, rewritten = measure(text, lang, cfg, domain, listings[i])
+            if cfg.c4.enabled and cfg.c4.rewrite:
+                texts[i] = rewritten
         except Exception as e:  # one bad document is quarantined, not a crashed part
             errors[i] = f"heuristics_error:{type(e).__name__}"
             continue
@@ -564,14 +608,7 @@ def _below(table: pa.Table, name: str, limit: float | np.ndarray | None) -> np.n
 def sections(table: pa.Table) -> np.ndarray:
     """Whether each document is a later section of a multi-page document (its ``meta`` holds
     ``section_of``, set by the HTML reader: :func:`curate.readers.html.section_of`)."""
-    out = np.zeros(table.num_rows, dtype=bool)
-    if "meta" not in table.column_names:
-        return out
-    for i, meta in enumerate(table["meta"].to_pylist()):
-        if meta and SECTION_OF in meta:
-            fields = json.loads(meta)
-            out[i] = isinstance(fields, dict) and fields.get(SECTION_OF) is not None
-    return out
+    return np.asarray([v is not None for v in _meta_field(table, SECTION_OF)], dtype=bool)
 
 
 def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:

@@ -5,7 +5,8 @@ path as written in the config, see :mod:`curate.readers.files`; files are read f
 
 - ``html``, ``code``, ``text``: one document per file, offset 0. An HTML page that is a later
   section of a multi-page document (DocBook, Sphinx, Texinfo ``<link rel>`` navigation) keeps
-  the document's start in ``meta`` (``{"section_of": href}``, :func:`curate.readers.html.section_of`). ``.gz``/``.dz`` files (dictzip
+  the document's start in ``meta`` (``{"section_of": href}``, :func:`curate.readers.html.section_of`),
+  and a page with ``<pre>`` listings their line ranges (``code_lines``). ``.gz``/``.dz`` files (dictzip
   dictionaries, gzipped changelogs) are decompressed first, at most ``max_bytes``.
 - ``pdf``: one document per file, pages joined by a blank line (see :mod:`curate.readers.pdf`).
 - ``fortune``: one document per entry (text between ``%`` lines); offset = entry index.
@@ -44,7 +45,7 @@ Counters: ``StageStats.docs_in`` counts documents seen (records), so in = kept +
 quarantined holds; ``bytes_in`` is the raw bytes of the part's files (the funnel's start). The
 extra counters of :class:`ExtractResult` (``counters``) are plain ints for the flow to add
 across parts (a key may be missing when its count is zero): ``files``, ``raw_bytes``, ``html_docs``,
-``html_sections`` (pages with ``section_of``), ``pdf_docs``,
+``html_sections`` (pages with ``section_of``), ``html_code_lines`` (lines from ``<pre>``), ``pdf_docs``,
 ``pdf_pages``, ``pdf_empty_pages`` (no text), ``pdf_scanned_pages`` (no text but an image),
 ``pdf_page_errors``, ``dictd_entries``, ``warc_records`` (document records), ``warc_records_skipped`` (request,
 warcinfo, metadata, revisit), ``rot13_files``.
@@ -68,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.progress import progress
 from curate.readers.files import InputFile
-from curate.readers.html import HtmlOptions, section_of
+from curate.readers.html import HtmlOptions, code_lines, section_of
 from curate.readers.text import (
     ReadError,
     declared_charset,
@@ -84,7 +85,7 @@ from curate.readers.text import (
 )
 from curate.readers.warc import WarcPayload, warc_payloads
 from curate.readers.worker import run_isolated, run_job
-from curate.schema import DOC_SCHEMA, SECTION_OF, doc_id
+from curate.schema import CODE_LINES, DOC_SCHEMA, SECTION_OF, doc_id
 from curate.stage import ERROR_COLUMN, StageResult, decide
 
 STAGE = "extract"
@@ -225,17 +226,24 @@ class _Part:
 
     def html(self, data: bytes, charset: str | None = None) -> tuple[str, str | None]:
         """The page's text and its ``meta`` (``section_of``: the multi-page document it is a
-        later section of, :func:`curate.readers.html.section_of`); ``charset``: the one an
-        HTTP header gave (else the page's own declaration)."""
+        later section of; ``code_lines``: lines from ``<pre>`` listings; see
+        :mod:`curate.readers.html`); ``charset``: the one an HTTP header gave (else the page's
+        own declaration)."""
         if looks_binary(data):
             raise ReadError("binary_file", "control bytes in an HTML file")
         html = decode_text(data, charset or declared_charset(data))
         self.count("html_docs")
         text = str(self._job("html", html, self.cfg.html.model_dump()))
+        meta: dict[str, object] = {}
         document = section_of(html)
         if document is not None:
+            meta[SECTION_OF] = document
             self.count("html_sections")
-        return text, _meta({SECTION_OF: document} if document is not None else {})
+        listings = code_lines(html, text)
+        if listings:
+            meta[CODE_LINES] = listings
+            self.count("html_code_lines", sum(end - start for start, end in listings))
+        return text, _meta(meta)
 
     def pdf(self, data: bytes) -> str:
         result = self._job("pdf", data, self.cfg.max_pdf_pages)

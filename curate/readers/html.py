@@ -23,10 +23,17 @@ write them (a paginated listing links only prev/next). :func:`section_of` finds 
 extractor records it in the document's ``meta`` (``{"section_of": href}``), and the length minima
 of the heuristics stage (Gopher's word count, C4's sentence count) do not judge such a page: its
 length is not its document's.
+
+Code and command listings (``<pre>`` blocks: shell sessions, configuration files, program
+output) are not prose: :func:`code_lines` finds the lines of the extracted text that come from
+them, the extractor records them in ``meta`` (``{"code_lines": [[start, end], ...]}``, line
+numbers of the text, end exclusive), and the heuristics stage measures its prose rules on the
+other lines.
 """
 
 from __future__ import annotations
 
+import html as html_lib
 import logging
 import re
 from typing import Any, Literal
@@ -38,6 +45,8 @@ from curate.readers.pdf import unwrap_text
 _LINK_TAG = re.compile(r"<link\b[^>]*>", re.IGNORECASE)
 _ATTR = re.compile(r"""\b(rel|href)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
 _HEAD_END = re.compile(r"</head\s*>|<body\b", re.IGNORECASE)
+_PRE = re.compile(r"<pre\b[^>]*>(.*?)</pre\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
 # rel values naming the whole document (its start or its contents), most specific first
 DOCUMENT_RELS = ("start", "first", "home", "contents", "toc", "index", "up")
 HtmlExtractor = Literal["trafilatura", "resiliparse"]
@@ -127,3 +136,26 @@ def section_of(html: str) -> str | None:
     if "prev" not in links and "previous" not in links:
         return None
     return next((links[rel] for rel in DOCUMENT_RELS if rel in links), None)
+
+
+def code_lines(html: str, text: str) -> list[list[int]]:
+    """Ranges ``[start, end)`` of the lines of ``text`` (the page's extracted text, split at
+    ``\n``) that come from the page's ``<pre>`` blocks: a non-blank line whose stripped text is
+    a line of such a block."""
+    blocks = _PRE.findall(html)
+    if not blocks:
+        return []
+    listing = {
+        line.strip()
+        for block in blocks
+        for line in html_lib.unescape(_TAG.sub("", block)).split("\n")
+        if line.strip()
+    }
+    ranges: list[list[int]] = []
+    for i, line in enumerate(text.split("\n")):
+        if line.strip() and line.strip() in listing:
+            if ranges and ranges[-1][1] == i:
+                ranges[-1][1] = i + 1
+            else:
+                ranges.append([i, i + 1])
+    return ranges
