@@ -98,7 +98,7 @@ def extract_html(html: str, options: HtmlOptions | dict | None = None) -> str:
         deduplicate=False,
         **trafilatura_options(opts),
     )
-    return unwrap_text(text or "")
+    return join_inline_breaks(unwrap_text(text or ""), listing_lines(html))
 
 
 def trafilatura_options(opts: HtmlOptions) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def _resiliparse(html: str, opts: HtmlOptions) -> str:
         links=opts.include_links,
         comments=opts.include_comments,
     )
-    return unwrap_text(text.strip())
+    return join_inline_breaks(unwrap_text(text.strip()), listing_lines(html))
 
 
 def section_of(html: str) -> str | None:
@@ -138,19 +138,73 @@ def section_of(html: str) -> str | None:
     return next((links[rel] for rel in DOCUMENT_RELS if rel in links), None)
 
 
+def listing_lines(html: str) -> set[str]:
+    """The stripped non-blank lines of the page's ``<pre>`` blocks."""
+    return {
+        line.strip()
+        for block in _PRE.findall(html)
+        for line in html_lib.unescape(_TAG.sub("", block)).split("\n")
+        if line.strip()
+    }
+
+
+_INLINE_TAIL = re.compile(r" \S")  # a line that starts with one space, then a word
+_OPEN_END = re.compile(r"\S $")  # a line that ends in one space after a word
+_WORD_CONTINUES = re.compile(r"[-,.;:!?)\]'’”](?:\S|$)")  # "systemd" + "-less" (not "- item")
+MAX_INLINE_ELEMENT = 60  # characters: the text of one inline element (a command, a name)
+
+
+def join_inline_breaks(text: str, listing: set[str]) -> str:
+    """``text`` with the line breaks an extractor put around inline elements (``<code>``,
+    ``<span>`` in a ``<div>`` of running text, no ``<p>``) removed: a line that starts with one
+    space and a word continues the line before it (the space is the source's, between the
+    element and its tail); a short line between a line ending in one space and such a tail is
+    the element itself, and punctuation right after it (``systemd`` + ``-less``) goes on with
+    it. A line wrapped in the HTML source (no space at the break) is left to
+    :func:`curate.readers.pdf.unwrap_text`; lines of ``<pre>`` listings are left alone."""
+    if "\n " not in text and " \n" not in text:
+        return text
+    lines = text.split("\n")
+    out: list[str] = []
+    glued = False  # the last output line ends with an inline element joined to it
+
+    def follows(line: str) -> bool:
+        return (
+            bool(out)
+            and bool(out[-1].strip())
+            and out[-1].strip() not in listing
+            and line.strip() not in listing
+        )
+
+    for i, line in enumerate(lines):
+        after = lines[i + 1] if i + 1 < len(lines) else ""
+        tail = _INLINE_TAIL.match(line) is not None or (
+            glued and _WORD_CONTINUES.match(line) is not None
+        )
+        element = (
+            not tail
+            and 0 < len(line) <= MAX_INLINE_ELEMENT
+            and not line[0].isspace()
+            and bool(out)
+            and _OPEN_END.search(out[-1]) is not None
+            and (_INLINE_TAIL.match(after) is not None or _WORD_CONTINUES.match(after) is not None)
+        )
+        if (tail or element) and follows(line):
+            out[-1] = out[-1].rstrip(" ") + line if _INLINE_TAIL.match(line) else out[-1] + line
+            glued = element
+        else:
+            out.append(line)
+            glued = False
+    return "\n".join(out)
+
+
 def code_lines(html: str, text: str) -> list[list[int]]:
     """Ranges ``[start, end)`` of the lines of ``text`` (the page's extracted text, split at
     ``\n``) that come from the page's ``<pre>`` blocks: a non-blank line whose stripped text is
     a line of such a block."""
-    blocks = _PRE.findall(html)
-    if not blocks:
+    listing = listing_lines(html) if "<pre" in html.lower() else set()
+    if not listing:
         return []
-    listing = {
-        line.strip()
-        for block in blocks
-        for line in html_lib.unescape(_TAG.sub("", block)).split("\n")
-        if line.strip()
-    }
     ranges: list[list[int]] = []
     for i, line in enumerate(text.split("\n")):
         if line.strip() and line.strip() in listing:
