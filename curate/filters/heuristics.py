@@ -54,7 +54,9 @@ Differences from datatrove, on purpose:
   :mod:`curate.readers.html`) is not judged by the length minima (Gopher's ``min_words``, C4's
   ``min_sentences``): they remove stubs, and a section's length is not its document's (a
   three-sentence section of a 400-page handbook is no stub). Its maxima and all other rules
-  apply as to any document; ``section_length: true`` judges sections' length too;
+  apply as to any document; ``section_length: true`` judges sections' length too (on a web
+  crawl, blog themes that link each post to the previous one and the blog's start count as
+  sections as well);
 - code and command listings are not prose: the lines an HTML page's ``<pre>`` blocks gave
   (``meta`` ``code_lines``, see :mod:`curate.readers.html`) are left out before anything is
   measured (``exclude_listings``), so a shell session or a configuration file quoted in a manual
