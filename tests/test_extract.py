@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.readers import ExtractConfig, InputFile, InputSpec, extract_part, list_inputs
-from curate.readers.html import extract_html, section_of
+from curate.readers.html import code_lines, extract_html, section_of
 from curate.readers.text import decode_text
 from curate.schema import DOC_SCHEMA, QUARANTINE_SCHEMA, doc_id
 from tests.bad_inputs import (
@@ -124,6 +124,23 @@ def test_a_book_section_page_names_its_document_and_listings(sample_result) -> N
     assert not any("backup" in line.lower() and line.endswith(".") for line in listed)
     html_docs = sample_result.counters["html_docs"]
     assert sample_result.counters["html_sections"] == html_docs == 70  # every sample page
+
+
+def test_a_page_that_is_all_pre_is_a_document_not_a_listing() -> None:
+    """A text shown in one <pre> (a changelog, a mail archive's message, a man page) is the
+    page's prose: no listing ranges, so the rules judge its text as before."""
+    import html as html_lib
+
+    changelog = gzip.decompress((SAMPLE / "meta/python3.11-doc/changelog.Debian.gz").read_bytes())
+    body = html_lib.escape(changelog.decode("utf-8")[:20_000])
+    page = f"<html><head><title>changelog</title></head><body><pre>{body}</pre></body></html>"
+    text = extract_html(page)
+    assert len(text) > 5_000
+    assert code_lines(page, text) == []
+    # the same <pre> as a listing inside a page of prose is one
+    prose = (HANDBOOK / "en-US/sect.backup.html").read_text("utf-8")
+    mixed = prose.replace("</body>", f"<pre>{body[:2_000]}</pre></body>")
+    assert code_lines(mixed, extract_html(mixed))
 
 
 def test_pdfs_one_doc_per_file(sample_result) -> None:

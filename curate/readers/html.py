@@ -28,7 +28,8 @@ Code and command listings (``<pre>`` blocks: shell sessions, configuration files
 output) are not prose: :func:`code_lines` finds the lines of the extracted text that come from
 them, the extractor records them in ``meta`` (``{"code_lines": [[start, end], ...]}``, line
 numbers of the text, end exclusive), and the heuristics stage measures its prose rules on the
-other lines.
+other lines. A page that is almost all ``<pre>`` (a text file or a mail shown as HTML) is a
+preformatted document, not prose with listings: no ranges.
 """
 
 from __future__ import annotations
@@ -138,19 +139,28 @@ def section_of(html: str) -> str | None:
     return next((links[rel] for rel in DOCUMENT_RELS if rel in links), None)
 
 
-def listing_lines(html: str) -> set[str]:
-    """The stripped non-blank lines of the page's ``<pre>`` blocks."""
-    return {
+def _pre_lines(html: str) -> list[str]:
+    """The stripped non-blank lines of the page's ``<pre>`` blocks, in order."""
+    return [
         line.strip()
         for block in _PRE.findall(html)
         for line in html_lib.unescape(_TAG.sub("", block)).split("\n")
         if line.strip()
-    }
+    ]
+
+
+def listing_lines(html: str) -> set[str]:
+    """The stripped non-blank lines of the page's ``<pre>`` blocks."""
+    return set(_pre_lines(html))
 
 
 _INLINE_TAIL = re.compile(r" \S")  # a line that starts with one space, then a word
 _OPEN_END = re.compile(r"\S $")  # a line that ends in one space after a word
 _WORD_CONTINUES = re.compile(r"[-,.;:!?)\]'’”](?:\S|$)")  # "systemd" + "-less" (not "- item")
+# a page whose <pre> blocks hold this share of its text is a preformatted document (a text
+# file, a mail archive's message, a man page), not prose with listings: its text is its prose
+# (Debian documentation pages: at most 61 % in listings)
+PREFORMATTED_PAGE = 0.9
 MAX_INLINE_ELEMENT = 60  # characters: the text of one inline element (a command, a name)
 
 
@@ -201,12 +211,15 @@ def join_inline_breaks(text: str, listing: set[str]) -> str:
 def code_lines(html: str, text: str) -> list[list[int]]:
     """Ranges ``[start, end)`` of the lines of ``text`` (the page's extracted text, split at
     ``\n``) that come from the page's ``<pre>`` blocks: a non-blank line whose stripped text is
-    a line of such a block."""
-    listing = listing_lines(html) if "<pre" in html.lower() else set()
-    if not listing:
+    a line of such a block; none when they are the page (:data:`PREFORMATTED_PAGE`)."""
+    pre = _pre_lines(html) if "<pre" in html.lower() else []
+    lines = text.split("\n")
+    # a text file, a mail, a man page in <pre> (its lines may have been unwrapped since)
+    if not pre or sum(map(len, pre)) >= PREFORMATTED_PAGE * sum(len(x.strip()) for x in lines):
         return []
+    listing = set(pre)
     ranges: list[list[int]] = []
-    for i, line in enumerate(text.split("\n")):
+    for i, line in enumerate(lines):
         if line.strip() and line.strip() in listing:
             if ranges and ranges[-1][1] == i:
                 ranges[-1][1] = i + 1
