@@ -20,11 +20,17 @@ DOC_FIELDS: list[pa.Field] = [
     pa.field("lang", pa.string()),  # filled by the langid stage
     pa.field("lang_score", pa.float32()),
     # a JSONL record's other keys / a Parquet row's other columns (the input's own id, url, ...)
-    # as one JSON object (sorted keys); null for other formats. One column, so every part has
-    # the same schema whatever fields its inputs carry.
+    # as one JSON object (sorted keys); an HTML page's SECTION_OF / CODE_LINES; null otherwise. One column,
+    # so every part has the same schema whatever fields its inputs carry.
     pa.field("meta", pa.string()),
 ]
 DOC_SCHEMA = pa.schema(DOC_FIELDS)
+# meta key of an HTML page that is a later section of a multi-page document: the href of the
+# document's start (curate.readers.html.section_of); the length minima do not judge such a page
+SECTION_OF = "section_of"
+# meta key of an HTML page's code/command listings (<pre> blocks): [[start, end), ...] line
+# ranges of its text (curate.readers.html.code_lines); the heuristics' prose rules skip them
+CODE_LINES = "code_lines"
 
 QUARANTINE_SCHEMA = pa.schema(
     [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.readers import ExtractConfig, InputFile, InputSpec, extract_part, list_inputs
-from curate.readers.html import extract_html
+from curate.readers.html import code_lines, extract_html, section_of
 from curate.readers.text import decode_text
 from curate.schema import DOC_SCHEMA, QUARANTINE_SCHEMA, doc_id
 from tests.bad_inputs import (
@@ -96,6 +97,50 @@ def test_python_docs_keep_code_examples(sample_result) -> None:
     (doc,) = _docs(sample_result, source="tutorial/errors.html")
     assert "Errors and Exceptions" in doc["text"]
     assert "ZeroDivisionError" in doc["text"] and "try:" in doc["text"]
+
+
+HANDBOOK = REFERENCE / "debian-handbook/usr/share/doc/debian-handbook/html"
+
+
+def test_a_book_section_page_names_its_document_and_listings(sample_result) -> None:
+    """DocBook and Sphinx pages link the previous page and the book's start: the reader keeps
+    the start in ``meta``; a book's front page (no previous page) and a paginated listing
+    (prev/next, nothing naming a whole document) are documents of their own. The lines of the
+    page's <pre> listings are in ``meta`` too."""
+    page = HANDBOOK / "en-US/sect.backup.html"
+    (doc,) = _docs(sample_result, source=str(page))
+    assert json.loads(doc["meta"])["section_of"] == "index.html"
+    (sphinx,) = _docs(sample_result, source="tutorial/errors.html")
+    assert json.loads(sphinx["meta"])["section_of"]
+    html = page.read_text("utf-8")
+    assert section_of(html) == "index.html"
+    assert section_of(re.sub(r'<link rel="prev"[^>]*>', "", html)) is None  # a front page
+    assert section_of(re.sub(r'<link rel="(home|up)"[^>]*>', "", html)) is None  # a listing
+    # its <pre> listing (a dirvish configuration): line ranges of the text, prose lines outside
+    lines = doc["text"].split("\n")
+    ranges = json.loads(doc["meta"])["code_lines"]
+    listed = {line for start, end in ranges for line in lines[start:end]}
+    assert "expire-default: +15 days" in listed and "client: rivendell.falcot.com" in listed
+    assert not any("backup" in line.lower() and line.endswith(".") for line in listed)
+    html_docs = sample_result.counters["html_docs"]
+    assert sample_result.counters["html_sections"] == html_docs == 70  # every sample page
+
+
+def test_a_page_that_is_all_pre_is_a_document_not_a_listing() -> None:
+    """A text shown in one <pre> (a changelog, a mail archive's message, a man page) is the
+    page's prose: no listing ranges, so the rules judge its text as before."""
+    import html as html_lib
+
+    changelog = gzip.decompress((SAMPLE / "meta/python3.11-doc/changelog.Debian.gz").read_bytes())
+    body = html_lib.escape(changelog.decode("utf-8")[:20_000])
+    page = f"<html><head><title>changelog</title></head><body><pre>{body}</pre></body></html>"
+    text = extract_html(page)
+    assert len(text) > 5_000
+    assert code_lines(page, text) == []
+    # the same <pre> as a listing inside a page of prose is one
+    prose = (HANDBOOK / "en-US/sect.backup.html").read_text("utf-8")
+    mixed = prose.replace("</body>", f"<pre>{body[:2_000]}</pre></body>")
+    assert code_lines(mixed, extract_html(mixed))
 
 
 def test_pdfs_one_doc_per_file(sample_result) -> None:

@@ -3,6 +3,7 @@ it, and stays quiet on the real document it was made from."""
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -21,7 +22,7 @@ from curate.filters.heuristics import (
     ngram_repetition,
     rules,
 )
-from curate.schema import doc_id, docs_table
+from curate.schema import CODE_LINES, SECTION_OF, doc_id, docs_table
 from curate.text import count_sentences, rule_tokens
 from tests.shards_sample import sample_docs, split_parts
 from tests.test_toxicity import fortune_entries
@@ -288,12 +289,78 @@ def test_a_failing_document_is_quarantined(monkeypatch: pytest.MonkeyPatch) -> N
     docs = clean_docs()[:5]
     real_measure = heuristics.measure
 
-    def measure(text: str, lang: str | None, cfg: HeuristicsConfig, domain: str | None = None):  # type: ignore[no-untyped-def]
+    def measure(text: str, lang: str | None, cfg: HeuristicsConfig, domain: str | None = None,
+                listings: list[list[int]] | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
         if text == docs[2]:
             raise UnicodeError("simulated")
-        return real_measure(text, lang, cfg, domain)
+        return real_measure(text, lang, cfg, domain, listings)
 
     monkeypatch.setattr(heuristics, "measure", measure)
     result = HEURISTICS.run(_table([(t, "en") for t in docs]), CFG)
     assert result.stats.quarantined == {"heuristics_error:UnicodeError": 1}
     assert result.stats.kept == 4 and result.quarantine["offset"].to_pylist() == [2]
+
+
+def test_a_short_section_of_a_book_is_judged_by_its_document() -> None:
+    """The length minima (Gopher's 50 words, C4's 5 sentences) remove stubs; a page that is one
+    section of a multi-page document (meta ``section_of``, from its <link rel> navigation) is
+    not a stub however short: only those two minima skip it, every other rule judges it."""
+    first = _page("debian-handbook/**/en-US/sect.backup.html").split("\n")[0]
+    short = " ".join(first.split()[:30]) + "."  # a real opening paragraph, cut to 30 words
+    assert count_sentences(short) < 5 and len(short.split()) < 50
+    cfg = default_heuristics()
+
+    def fired_as(text: str, meta: str | None, cfg: HeuristicsConfig = cfg) -> set[str]:
+        row = {"id": "a", "text": text, "source": "a", "offset": 0, "domain": "web",
+               "format": "html", "lang": "en", "meta": meta}  # fmt: skip
+        masks = rules(HEURISTICS.score(docs_table([row]), cfg), cfg)
+        return {name for name, mask in masks.items() if mask[0]}
+
+    section = json.dumps({SECTION_OF: "index.html"})
+    length_rules = {"gopher_word_count", "c4_too_few_sentences"}
+    assert length_rules <= fired_as(short, None)  # a 30-word page: a stub
+    assert not length_rules & fired_as(short, section)  # a 30-word section of a book
+    judged = cfg.model_copy(update={"section_length": True})
+    assert length_rules <= fired_as(short, section, judged)
+    other = json.dumps({"url": "https://example.org/a"})  # a JSONL record's own fields
+    assert length_rules <= fired_as(short, other)
+    # the maxima and the other rules still judge a section: 25 copies repeat every n-gram
+    repeated = fired_as("\n".join([first] * 25), section)
+    assert {"gopher_dup_line_frac", "gopher_dup_10gram", "fineweb_dup_chars"} <= repeated
+
+
+def test_code_listings_are_not_judged_as_prose() -> None:
+    """A manual that quotes a configuration file (an HTML <pre> block: meta ``code_lines``) is
+    judged on its prose: its short, unpunctuated, repeated listing lines are not short lines,
+    missing punctuation or duplicate prose; the same lines as prose still are."""
+    from curate.readers.html import code_lines, extract_html
+    from tests.test_toxicity import HTML
+
+    page = next(HTML.glob("debian-handbook/**/en-US/sect.backup.html")).read_text("utf-8")
+    text = extract_html(page)
+    listings = code_lines(page, text)
+    lines = text.split("\n")
+    listing = [line for start, end in listings for line in lines[start:end]]
+    assert len(listing) >= 20 and "expire-default: +15 days" in listing
+    # the page quotes its listing twice more (a real page, altered)
+    quoted = text + "\n" + "\n".join(listing * 2)
+    ranges = [*listings, [len(lines), len(lines) + 2 * len(listing)]]
+    cfg = default_heuristics()
+
+    def fired_as(text: str, meta: dict | None, cfg: HeuristicsConfig = cfg) -> set[str]:
+        row = {"id": "a", "text": text, "source": "a", "offset": 0, "domain": "web",
+               "format": "html", "lang": "en", "meta": json.dumps(meta) if meta else None}  # fmt: skip
+        masks = rules(HEURISTICS.score(docs_table([row]), cfg), cfg)
+        return {name for name, mask in masks.items() if mask[0]}
+
+    assert fired_as(text, {CODE_LINES: listings}) == set()
+    assert {"fineweb_short_lines", "gopher_dup_line_frac"} <= fired_as(quoted, None)
+    assert fired_as(quoted, {CODE_LINES: ranges}) == set()
+    off = cfg.model_copy(update={"exclude_listings": False})
+    assert "fineweb_short_lines" in fired_as(quoted, {CODE_LINES: ranges}, off)
+    # the C4 rewrite keeps prose lines only
+    c4 = HeuristicsConfig(c4={"rewrite": True})
+    row = {"id": "a", "text": quoted, "source": "a", "offset": 0, "domain": "web",
+           "format": "html", "lang": "en", "meta": json.dumps({CODE_LINES: ranges})}  # fmt: skip
+    rewritten = HEURISTICS.score(docs_table([row]), c4)["text"][0].as_py()
+    assert "expire-default: +15 days" not in rewritten and len(rewritten) > 500

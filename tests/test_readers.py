@@ -395,3 +395,36 @@ def test_html_with_one_paragraph_per_line_is_not_rejoined() -> None:
         html = page.read_text("utf-8", "replace")
         raw = trafilatura.extract(html, output_format="txt", favor_recall=True, deduplicate=False)
         assert extract_html(html) == (raw or ""), page
+
+
+def test_lines_broken_at_inline_elements_are_rejoined() -> None:
+    """A paragraph of running text straight inside a <div> (no <p>, as the handbook's short
+    sections are written): trafilatura puts each inline <code> and its tail on lines of their
+    own; the reader joins them back. A <pre> listing keeps its lines."""
+    import re
+
+    import trafilatura
+
+    from curate.readers.html import extract_html, join_inline_breaks
+
+    page = SAMPLE / "html/debian-handbook/usr/share/doc/debian-handbook/html/en-US"
+    html = (page / "sect.apt-frontends.html").read_text("utf-8")
+    paragraphs = re.findall(r'<div class="para">(.*?)</div>', html, flags=re.S)
+    para = next(p for p in paragraphs if p.count("<code") >= 3).strip()
+    bare = (
+        '<html><head><title>A.9</title></head><body><div class="section" id="s">'
+        '<div class="titlepage"><div><div><h2 class="title">A.9. APT</h2></div></div></div>\n\t\t\t'
+        f'{para} <div class="url">→ <a href="https://x.org">https://x.org</a></div>\n'
+        "</div></body></html>"
+    )
+    raw = trafilatura.extract(bare, output_format="txt", favor_recall=True) or ""
+    assert "\nlibapt-pkg\n shared library" in raw  # the extractor's breaks
+    text = extract_html(bare)
+    first = text.split("\n")[0]
+    assert "resides in the libapt-pkg shared library. Using a shared library" in first
+    assert "Historically, apt-get was only designed as a test frontend for libapt-pkg but" in first
+    listing = "$ apt-cache policy\n Candidate: 1.0"  # <pre> lines stay lines
+    assert join_inline_breaks(listing, {"$ apt-cache policy", "Candidate: 1.0"}) == listing
+    # "systemd" + "-less": punctuation right after an element goes on with it; "- item" does not
+    split = "a system without \nsystemd\n-less parts.\n- item"
+    assert join_inline_breaks(split, set()) == "a system without systemd-less parts.\n- item"

@@ -49,6 +49,19 @@ Differences from datatrove, on purpose:
 - C4's curly-bracket rule flags only when ``curly_bracket_min_lines`` of the kept lines hold a
   ``{`` (default 0: any line, as C4; configs/default.yaml asks for more, so one ``{`` in a
   manual is not code);
+- a page that is a later section of a multi-page document (an HTML book chapter or section:
+  ``meta`` ``section_of``, from the page's ``<link rel>`` navigation, see
+  :mod:`curate.readers.html`) is not judged by the length minima (Gopher's ``min_words``, C4's
+  ``min_sentences``): they remove stubs, and a section's length is not its document's (a
+  three-sentence section of a 400-page handbook is no stub). Its maxima and all other rules
+  apply as to any document; ``section_length: true`` judges sections' length too (on a web
+  crawl, blog themes that link each post to the previous one and the blog's start count as
+  sections as well);
+- code and command listings are not prose: the lines an HTML page's ``<pre>`` blocks gave
+  (``meta`` ``code_lines``, see :mod:`curate.readers.html`) are left out before anything is
+  measured (``exclude_listings``), so a shell session or a configuration file quoted in a manual
+  does not count as short lines without punctuation, ``#`` symbols, repeated n-grams or
+  ``{`` lines; the C4 rewrite keeps prose lines only;
 - domains in ``skip_domains`` (code, by default) are not measured: null scores, never removed;
   a family with ``domains`` set measures only documents of those domains (null scores, so no
   removal by its rules, elsewhere). C4's line rule and FineWeb's line rules assume one
@@ -71,6 +84,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from curate.schema import CODE_LINES, SECTION_OF
 from curate.stage import ERROR_COLUMN, Rules, Stage
 from curate.text import (
     NON_LATIN_TERMINAL,
@@ -258,6 +272,16 @@ class HeuristicsConfig(BaseModel):
     c4: C4Config = Field(default_factory=C4Config)
     fineweb: FineWebConfig = Field(default_factory=FineWebConfig)
     skip_domains: list[str] = Field(default_factory=lambda: ["code"])
+    exclude_listings: bool = Field(
+        True,
+        description="measure the prose only: leave out the lines of code/command listings "
+        "(meta code_lines, an HTML page's <pre> blocks)",
+    )
+    section_length: bool = Field(
+        False,
+        description="apply the length minima (Gopher min_words, C4 min_sentences) to a page "
+        "that is a later section of a multi-page document (meta section_of) too",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,22 +361,29 @@ def ngram_repetition(words: list[str], top_ns: list[int], dup_ns: list[int]
     lens = np.fromiter(map(len, words), np.int64, m)
     cum = np.concatenate(([0], np.cumsum(lens)))
     h = ids.copy()
+    # an n-gram can repeat only where the (n-1)-gram at the same start repeats: each n looks
+    # only at those starts (all of an n-gram's occurrences are among them), a few percent of
+    # the text for n >= 4 in prose
+    repeats = np.bincount(ids)[ids] >= 2  # words that occur twice
     for n in range(2, max([*top_ns, *dup_ns, 1]) + 1):
         if n > m:
             break
         h = h[:-1] * _HASH_MULT + ids[n - 1 :]
-        if n not in top and n not in dup:
-            continue
+        at = np.flatnonzero(repeats[: len(h)])
+        if len(at) < 2:
+            break
         _, first, inverse, counts = np.unique(
-            h, return_index=True, return_inverse=True, return_counts=True
+            h[at], return_index=True, return_inverse=True, return_counts=True
         )
+        repeats = np.zeros(len(h), dtype=bool)
+        repeats[at[counts[inverse] >= 2]] = True
         if n in top:
             best = int(np.argmax(counts))
             if counts[best] >= 2:
-                start = int(first[best])
+                start = int(at[first[best]])
                 top[n] = int(counts[best]) * int(cum[start + n] - cum[start] + n - 1)
         if n in dup:
-            starts = np.flatnonzero(first[inverse] != np.arange(len(h)))
+            starts = at[first[inverse] != np.arange(len(at))]
             if len(starts):
                 delta = np.bincount(starts, minlength=m + 1) - np.bincount(
                     starts + n, minlength=m + 1
@@ -391,7 +422,11 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
     for raw in lines:
         line = raw.strip()
         words = line.split()
-        if cfg.max_word_length is not None and any(len(w) > cfg.max_word_length for w in words):
+        if (
+            cfg.max_word_length is not None
+            and len(line) > cfg.max_word_length
+            and any(len(w) > cfg.max_word_length for w in words)
+        ):
             continue
         if cfg.remove_citations and "[" in line:
             line = C4_CITATION.sub("", line)
@@ -446,11 +481,26 @@ def _applies(family: RuleFamilyConfig, domain: str | None) -> bool:
     return family.enabled and (family.domains is None or domain in family.domains)
 
 
+def prose(text: str, listings: list[list[int]]) -> str:
+    """``text`` without the lines in ``listings`` (``[start, end)`` line ranges)."""
+    lines = text.split("\n")
+    for start, end in reversed(listings):
+        del lines[start:end]
+    return "\n".join(lines)
+
+
 def measure(
-    text: str, lang: str | None, cfg: HeuristicsConfig, domain: str | None = None
+    text: str,
+    lang: str | None,
+    cfg: HeuristicsConfig,
+    domain: str | None = None,
+    listings: list[list[int]] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The measurements of every family that applies to ``domain`` (enabled, and ``domain`` in
-    its ``domains``), and the text after the C4 rewrite."""
+    its ``domains``) on the prose of ``text`` (without the ``listings`` line ranges: code and
+    command listings), and the text after the C4 rewrite (of the prose)."""
+    if listings:
+        text = prose(text, listings)
     lines = [line for line in text.split("\n") if line.strip()]
     tok = rule_tokens(text)
     row: dict[str, Any] = {}
@@ -497,6 +547,22 @@ def columns(cfg: HeuristicsConfig) -> dict[str, pa.DataType]:
     return cols
 
 
+def _meta_field(table: pa.Table, key: str) -> list[Any]:
+    """``key`` of each document's ``meta`` JSON (None where absent)."""
+    if "meta" not in table.column_names:
+        return [None] * table.num_rows
+    out: list[Any] = []
+    for meta in table["meta"].to_pylist():
+        fields = json.loads(meta) if meta and key in meta else None
+        out.append(fields.get(key) if isinstance(fields, dict) else None)
+    return out
+
+
+def _listings(table: pa.Table) -> list[list[list[int]] | None]:
+    """Each document's code/command listing line ranges (meta ``code_lines``), if any."""
+    return _meta_field(table, CODE_LINES)
+
+
 def score(table: pa.Table, cfg: HeuristicsConfig) -> pa.Table:
     """Add one column per rule (null for skipped domains); rewrite ``text`` if C4 rewrites."""
     texts = table["text"].to_pylist()
@@ -507,11 +573,14 @@ def score(table: pa.Table, cfg: HeuristicsConfig) -> pa.Table:
     values: dict[str, list[Any]] = {c: [None] * n for c in cols}
     errors: list[str | None] = [None] * n
     skip = set(cfg.skip_domains)
+    listings = _listings(table) if cfg.exclude_listings else [None] * n
     for i, (text, lang, domain) in enumerate(zip(texts, langs, domains, strict=True)):
         if domain in skip:
             continue
         try:
-            row, texts[i] = measure(text, lang, cfg, domain)
+            row, rewritten = measure(text, lang, cfg, domain, listings[i])
+            if cfg.c4.enabled and cfg.c4.rewrite:
+                texts[i] = rewritten
         except Exception as e:  # one bad document is quarantined, not a crashed part
             errors[i] = f"heuristics_error:{type(e).__name__}"
             continue
@@ -549,20 +618,30 @@ def _below(table: pa.Table, name: str, limit: float | np.ndarray | None) -> np.n
         return _col(table, name, np.inf) < limit
 
 
+def sections(table: pa.Table) -> np.ndarray:
+    """Whether each document is a later section of a multi-page document (its ``meta`` holds
+    ``section_of``, set by the HTML reader: :func:`curate.readers.html.section_of`)."""
+    return np.asarray([v is not None for v in _meta_field(table, SECTION_OF)], dtype=bool)
+
+
 def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
     """One reason per rule, Gopher quality → Gopher repetition → C4 → FineWeb; a family's
-    thresholds follow the document's language where its ``by_lang`` sets one."""
+    thresholds follow the document's language where its ``by_lang`` sets one. The length
+    minima (too few words, too few sentences) judge a document's length, so they do not judge
+    a page that is one section of a longer document (:func:`sections`) unless
+    ``section_length`` is on; the maxima and every other rule do."""
     out: dict[str, np.ndarray] = {}
     langs = batch_langs(table)
+    judged = np.ones(table.num_rows, dtype=bool) if cfg.section_length else ~sections(table)
     q = cfg.gopher_quality
     if q.enabled:
 
         def lim(field: str) -> np.ndarray:
             return q.limits(field, langs)
 
-        out["gopher_word_count"] = _below(table, "gopher_words", lim("min_words")) | _above(
-            table, "gopher_words", lim("max_words")
-        )
+        out["gopher_word_count"] = (
+            _below(table, "gopher_words", lim("min_words")) & judged
+        ) | _above(table, "gopher_words", lim("max_words"))
         out["gopher_mean_word_length"] = _below(
             table, "gopher_mean_word_length", lim("min_mean_word_length")
         ) | _above(table, "gopher_mean_word_length", lim("max_mean_word_length"))
@@ -592,8 +671,8 @@ def rules(table: pa.Table, cfg: HeuristicsConfig) -> Rules:
         out["c4_curly_bracket"] = _above(
             table, "c4_curly_bracket", 0.5 if c4.curly_bracket else None
         )
-        out["c4_too_few_sentences"] = _below(
-            table, "c4_sentences", c4.limits("min_sentences", langs)
+        out["c4_too_few_sentences"] = (
+            _below(table, "c4_sentences", c4.limits("min_sentences", langs)) & judged
         )
     f = cfg.fineweb
     if f.enabled:

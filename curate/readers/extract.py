@@ -3,7 +3,10 @@
 Documents and offsets (``id = doc_id(source, offset)``, ``source`` = the file's source: its
 path as written in the config, see :mod:`curate.readers.files`; files are read from ``url``):
 
-- ``html``, ``code``, ``text``: one document per file, offset 0. ``.gz``/``.dz`` files (dictzip
+- ``html``, ``code``, ``text``: one document per file, offset 0. An HTML page that is a later
+  section of a multi-page document (DocBook, Sphinx, Texinfo ``<link rel>`` navigation) keeps
+  the document's start in ``meta`` (``{"section_of": href}``, :func:`curate.readers.html.section_of`),
+  and a page with ``<pre>`` listings their line ranges (``code_lines``). ``.gz``/``.dz`` files (dictzip
   dictionaries, gzipped changelogs) are decompressed first, at most ``max_bytes``.
 - ``pdf``: one document per file, pages joined by a blank line (see :mod:`curate.readers.pdf`).
 - ``fortune``: one document per entry (text between ``%`` lines); offset = entry index.
@@ -41,7 +44,8 @@ one quarantine record at the offset where it broke. Nothing raises for bad input
 Counters: ``StageStats.docs_in`` counts documents seen (records), so in = kept + removed +
 quarantined holds; ``bytes_in`` is the raw bytes of the part's files (the funnel's start). The
 extra counters of :class:`ExtractResult` (``counters``) are plain ints for the flow to add
-across parts (a key may be missing when its count is zero): ``files``, ``raw_bytes``, ``html_docs``, ``pdf_docs``,
+across parts (a key may be missing when its count is zero): ``files``, ``raw_bytes``, ``html_docs``,
+``html_sections`` (pages with ``section_of``), ``html_code_lines`` (lines from ``<pre>``), ``pdf_docs``,
 ``pdf_pages``, ``pdf_empty_pages`` (no text), ``pdf_scanned_pages`` (no text but an image),
 ``pdf_page_errors``, ``dictd_entries``, ``warc_records`` (document records), ``warc_records_skipped`` (request,
 warcinfo, metadata, revisit), ``rot13_files``.
@@ -65,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.progress import progress
 from curate.readers.files import InputFile
-from curate.readers.html import HtmlOptions
+from curate.readers.html import HtmlOptions, code_lines, section_of
 from curate.readers.text import (
     ReadError,
     declared_charset,
@@ -81,7 +85,7 @@ from curate.readers.text import (
 )
 from curate.readers.warc import WarcPayload, warc_payloads
 from curate.readers.worker import run_isolated, run_job
-from curate.schema import DOC_SCHEMA, doc_id
+from curate.schema import CODE_LINES, DOC_SCHEMA, SECTION_OF, doc_id
 from curate.stage import ERROR_COLUMN, StageResult, decide
 
 STAGE = "extract"
@@ -150,7 +154,7 @@ class _Record:
     reason: str | None = None  # quarantine reason
     detail: str = ""
     removed: str | None = None  # a readable record that is no document (removal reason)
-    meta: str | None = None  # the record's other fields as a JSON object (JSONL, Parquet)
+    meta: str | None = None  # the record's other fields as a JSON object (JSONL, Parquet, HTML)
 
 
 class _Part:
@@ -220,13 +224,26 @@ class _Part:
             )
         return run_job(kind, payload, options)
 
-    def html(self, data: bytes, charset: str | None = None) -> str:
-        """``charset``: the one an HTTP header gave (else the page's own declaration)."""
+    def html(self, data: bytes, charset: str | None = None) -> tuple[str, str | None]:
+        """The page's text and its ``meta`` (``section_of``: the multi-page document it is a
+        later section of; ``code_lines``: lines from ``<pre>`` listings; see
+        :mod:`curate.readers.html`); ``charset``: the one an HTTP header gave (else the page's
+        own declaration)."""
         if looks_binary(data):
             raise ReadError("binary_file", "control bytes in an HTML file")
         html = decode_text(data, charset or declared_charset(data))
         self.count("html_docs")
-        return str(self._job("html", html, self.cfg.html.model_dump()))
+        text = str(self._job("html", html, self.cfg.html.model_dump()))
+        meta: dict[str, object] = {}
+        document = section_of(html)
+        if document is not None:
+            meta[SECTION_OF] = document
+            self.count("html_sections")
+        listings = code_lines(html, text)
+        if listings:
+            meta[CODE_LINES] = listings
+            self.count("html_code_lines", sum(end - start for start, end in listings))
+        return text, _meta(meta)
 
     def pdf(self, data: bytes) -> str:
         result = self._job("pdf", data, self.cfg.max_pdf_pages)
@@ -255,13 +272,14 @@ def _read_all(f: InputFile, cfg: ExtractConfig) -> bytes:
 
 def _single(part: _Part, f: InputFile) -> Iterator[_Record]:
     data = maybe_decompress(f.url, _read_all(f, part.cfg), part.cfg.max_bytes)
+    meta = None
     if f.format == "html":
-        text = part.html(data)
+        text, meta = part.html(data)
     elif f.format == "pdf":
         text = part.pdf(data)
     else:
         text = part.plain(data)
-    yield _Record(0, text)
+    yield _Record(0, text, meta=meta)
 
 
 def _fortunes(part: _Part, f: InputFile) -> Iterator[_Record]:
@@ -293,9 +311,10 @@ def _warc_record(part: _Part, rec: WarcPayload) -> _Record:
     if rec.reason is not None:
         return _Record(rec.index, reason=rec.reason, detail=rec.detail)
     ctype = rec.content_type
+    meta = None
     try:
         if ctype in ("text/html", "application/xhtml+xml", "") or ctype.endswith("+xml"):
-            text = part.html(rec.payload, rec.charset)
+            text, meta = part.html(rec.payload, rec.charset)
         elif ctype == "application/pdf":
             text = part.pdf(rec.payload)
         elif ctype.startswith("text/"):
@@ -304,7 +323,7 @@ def _warc_record(part: _Part, rec: WarcPayload) -> _Record:
             return _Record(rec.index, removed="unsupported_type")
     except ReadError as e:
         return _Record(rec.index, reason=e.reason, detail=e.detail)
-    return _Record(rec.index, text)
+    return _Record(rec.index, text, meta=meta)
 
 
 def _jsonl(part: _Part, f: InputFile) -> Iterator[_Record]:
