@@ -108,6 +108,8 @@ def _input_markers(plan: Plan, step: Step, index: int | None) -> list[tuple[str,
             out += [(name, b) for b in plan.indices(source)]
         elif step.kind == "map":
             out.append((name, index))
+        elif step.reads is not None:  # a task over a range of the parts
+            out += [(name, i) for i in step.reads(index)]
         else:
             out += [(name, i) for i in range(plan.n_parts)]
     return out

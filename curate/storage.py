@@ -109,6 +109,14 @@ def read_parquet(url: str) -> pa.Table:
         return pq.read_table(f)
 
 
+def read_parquet_rows(url: str, filters: list[tuple[str, str, Any]]) -> pa.Table:
+    """The rows of a parquet file that pass ``filters`` (pyarrow's; row groups whose
+    statistics rule them out are not read)."""
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, filters=filters)
+
+
 def read_columns(url: str, columns: list[str]) -> pa.Table:
     """The given columns of a parquet file (those it has)."""
     fs, path = filesystem(url)
