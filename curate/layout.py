@@ -14,6 +14,8 @@ Run directory (``cfg.run_url``, a local path or any fsspec URL)::
     <stage>/<file>, <stage>/<fit>.done.json   files a stage fits on the run's data (quality:
                                      model.bin + quality_stats.json, marker train.done.json)
     <global stage>/map/part-NNNNN.parquet (+ .done.json)   per-part summaries
+                  /map/part-NNNNN.keys.parquet      their keys sorted by key (near dedup)
+                  /buckets/bucket-NNNNN.parquet     a sharded reduce's edge lists
                   /state.parquet (+ state.done.json)      the reduce's state table
     mix/plan.json (+ plan.done.json), mix/part-NNNNN.parquet (selected docs + repeats)
     tokenizer/tokenizer.model (+ .json summary, done.json)
@@ -104,6 +106,10 @@ class RunLayout:
     # --- global stages ---
     def map_part(self, stage: str, index: int) -> str:
         return self.path(stage, "map", f"{part_name(index)}.parquet")
+
+    def map_keys(self, stage: str, index: int) -> str:
+        """A map's keys sorted by key (the key-range shuffle of a sharded reduce)."""
+        return self.path(stage, "map", f"{part_name(index)}.keys.parquet")
 
     def map_marker(self, stage: str, index: int) -> str:
         return self.path(stage, "map", f"{part_name(index)}.done.json")

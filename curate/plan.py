@@ -69,6 +69,9 @@ from curate.storage import (
 from curate.tokenizer import train_tokenizer
 
 MAP, REDUCE, BUCKETS = "map", "reduce", "buckets"
+# rows per row group of a map's shuffled keys: a bucket task reads at most two row groups per
+# part beyond its key range
+SHUFFLE_ROW_GROUP = 8192
 
 
 # --- fingerprints ------------------------------------------------------------------------------
@@ -689,9 +692,16 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
         )
         return
 
+    shuffled = sharded and stage.shuffle is not None
+
     def map_compute(i: int | None) -> Output:
-        table = stage.map(read_parquet(lay.part(previous, i)), stage_cfg()[0])
-        return Output({lay.map_part(name, i): table}, {"rows": table.num_rows})
+        cfg = stage_cfg()[0]
+        table = stage.map(read_parquet(lay.part(previous, i)), cfg)
+        files: dict[str, Content] = {lay.map_part(name, i): table}
+        if shuffled:  # the key-range shuffle: its keys by key, read by range
+            keys = stage.shuffle(table, cfg)
+            files[lay.map_keys(name, i)] = parquet_bytes(keys, row_group_size=SHUFFLE_ROW_GROUP)
+        return Output(files, {"rows": table.num_rows})
 
     def reduce_compute(_: int | None) -> Output:
         urls = [lay.map_part(name, i) for i in range(plan.n_parts)]
@@ -783,7 +793,10 @@ def _add_bucket_steps(
         return maps_hash(), _digest(stage_cfg()[1], f"bucket {b} of {tasks()}")
 
     def bucket_compute(b: int | None) -> Output:
-        edges = stage.bucket(map_urls(), stage_cfg()[0], b, tasks())
+        extra = {}
+        if stage.shuffle is not None:  # the map wrote its keys by key: read only this range
+            extra["keys"] = [lay.map_keys(name, i) for i in range(plan.n_parts)]
+        edges = stage.bucket(map_urls(), stage_cfg()[0], b, tasks(), **extra)
         return Output({lay.bucket_edges(name, b): edges}, {"edges": edges.num_rows})
 
     def components_fp(_: int | None) -> tuple[str, str]:
