@@ -153,7 +153,7 @@ def _child(args: argparse.Namespace) -> None:
     cfg = sim_config(args.bands, args.rows)
     folder = Path(args.dir)
     urls = sorted(str(p) for p in folder.glob("map-*[0-9].parquet"))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     info: dict = {}
     if args.phase == "shuffle":  # the map's side: one part's keys sorted by key
         url = urls[args.bucket]
@@ -179,6 +179,7 @@ def _child(args: argparse.Namespace) -> None:
                 "phase": args.phase,
                 **info,
                 "seconds": round(time.perf_counter() - t0, 1),
+                "cpu_s": round(time.process_time() - c0, 1),
                 "vm_hwm_mib": round(_vm_hwm_mib(), 1),
             }
         )
