@@ -14,11 +14,16 @@ Run directory (``cfg.run_url``, a local path or any fsspec URL)::
     <stage>/<file>, <stage>/<fit>.done.json   files a stage fits on the run's data (quality:
                                      model.bin + quality_stats.json, marker train.done.json)
     <global stage>/map/part-NNNNN.parquet (+ .done.json)   per-part summaries
+                  /map/part-NNNNN.keys.parquet      their keys sorted by key (near dedup)
+                  /buckets/bucket-NNNNN.parquet     a sharded reduce's edge lists
                   /state.parquet (+ state.done.json)      the reduce's state table
     mix/plan.json (+ plan.done.json), mix/part-NNNNN.parquet (selected docs + repeats)
     tokenizer/tokenizer.model (+ .json summary, done.json)
     encoded/part-NNNNN.parquet       token ids per document (curate.shards.write.ENCODED_SCHEMA)
     shards/manifest.json, shards/{train,val}/shard-NNNNN.arrow, shards/tokenizer.model
+    packing/layout.parquet, summary.json (+ plan.done.json)   with ``shards.writers`` > 1: the
+            stream layout, pieces-NNNNN.parquet (+ .done.json) per range of encoded parts,
+            writer-NNNNN.json (+ .done.json) per writer (``curate.shards.parallel``)
     stats.json, timings.json, funnel.md, funnel.png, mixture.{json,md,png}, report.html
     tasks.json                       which Ray node ran each task (the flow only)
 """
@@ -31,8 +36,9 @@ from curate.storage import exists, join, part_name, read_json
 
 EXTRACT_STAGE = "extract"
 MIX, TOKENIZER, ENCODED, SHARDS = "mix", "tokenizer", "encoded", "shards"
+PACKING = "packing"  # the shard writer's intermediate files when it runs as several tasks
 # Directories of the steps after the filter stages (a stage may not take one of these names).
-TAIL_STEPS = (MIX, TOKENIZER, ENCODED, SHARDS)
+TAIL_STEPS = (MIX, TOKENIZER, ENCODED, SHARDS, PACKING)
 PART_KINDS = ("kept", "removed", "quarantine")
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -101,6 +107,10 @@ class RunLayout:
     def map_part(self, stage: str, index: int) -> str:
         return self.path(stage, "map", f"{part_name(index)}.parquet")
 
+    def map_keys(self, stage: str, index: int) -> str:
+        """A map's keys sorted by key (the key-range shuffle of a sharded reduce)."""
+        return self.path(stage, "map", f"{part_name(index)}.keys.parquet")
+
     def map_marker(self, stage: str, index: int) -> str:
         return self.path(stage, "map", f"{part_name(index)}.done.json")
 
@@ -147,6 +157,35 @@ class RunLayout:
     @property
     def shards_marker(self) -> str:
         return self.path(SHARDS, "done.json")
+
+    def shard_file(self, rel: str) -> str:
+        """A file of the shard directory (``train/shard-00000.arrow``, ``manifest.json``)."""
+        return self.path(SHARDS, rel)
+
+    # --- the shard writer as several tasks ---
+    @property
+    def packing_layout(self) -> str:
+        return self.path(PACKING, "layout.parquet")
+
+    @property
+    def packing_summary(self) -> str:
+        return self.path(PACKING, "summary.json")
+
+    @property
+    def packing_marker(self) -> str:
+        return self.path(PACKING, "plan.done.json")
+
+    def pieces(self, task: int) -> str:
+        return self.path(PACKING, f"pieces-{task:05d}.parquet")
+
+    def pieces_marker(self, task: int) -> str:
+        return self.path(PACKING, f"pieces-{task:05d}.done.json")
+
+    def writer_summary(self, writer: int) -> str:
+        return self.path(PACKING, f"writer-{writer:05d}.json")
+
+    def writer_marker(self, writer: int) -> str:
+        return self.path(PACKING, f"writer-{writer:05d}.done.json")
 
     # --- readers' helpers (tolerate a run that stopped early) ---
     def n_parts(self) -> int:

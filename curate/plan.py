@@ -42,7 +42,14 @@ from curate.dedup.common import BUCKET_OPTIONS
 from curate.layout import ENCODED, EXTRACT_STAGE, MIX, RunLayout
 from curate.progress import heartbeat
 from curate.readers import InputFile, extract_part, list_inputs, plan_parts
-from curate.shards.write import encode_part, write_shards
+from curate.shards.format import MANIFEST_NAME, manifest_bytes, token_dtype
+from curate.shards.write import (
+    RUN_OPTIONS,
+    TOKENIZER_NAME,
+    encode_part,
+    tokenizer_info,
+    write_shards,
+)
 from curate.stage import Fit, GlobalStage, StageResult
 from curate.stages import STAGES, load_plugins
 from curate.storage import (
@@ -53,13 +60,18 @@ from curate.storage import (
     is_local_fs,
     local_copy,
     name_bytes,
+    parquet_bytes,
     read_columns,
     read_json,
     read_parquet,
+    read_parquet_rows,
 )
 from curate.tokenizer import train_tokenizer
 
 MAP, REDUCE, BUCKETS = "map", "reduce", "buckets"
+# rows per row group of a map's shuffled keys: a bucket task reads at most two row groups per
+# part beyond its key range
+SHUFFLE_ROW_GROUP = 8192
 
 
 # --- fingerprints ------------------------------------------------------------------------------
@@ -139,6 +151,8 @@ class Step:
     compute: Callable[[int | None], Output]
     checks: str | None = None  # the document stage whose conservation is checked afterwards
     tasks: Callable[[], int] | None = None  # how many calls a ``buckets`` step makes
+    # the parts of its per-part inputs a ``buckets`` call reads (default: every part)
+    reads: Callable[[int | None], range] | None = None
 
 
 @dataclass
@@ -379,7 +393,10 @@ def build_plan(cfg: PipelineConfig) -> Plan:
             lambda i: lay.marker(ENCODED, i),
             lambda i: (
                 _digest(part_hash(MIX, i), output_hash(lay.tokenizer_marker)),
-                _digest(config_hash(cfg.shards), code_version("curate.shards.write")),
+                _digest(
+                    config_hash(cfg.shards.model_dump(mode="json", exclude=set(RUN_OPTIONS))),
+                    code_version("curate.shards.write"),
+                ),
             ),
             encode_compute,
         )
@@ -418,25 +435,173 @@ def build_plan(cfg: PipelineConfig) -> Plan:
             staging=staging,
         )
 
-    steps.append(
+    shards_hash = _digest(
+        config_hash(cfg.shards.model_dump(mode="json", exclude=set(RUN_OPTIONS))),
+        config_hash(cfg.mix),
+        cfg.name,
+        code_version("curate.shards.write", "curate.shards.format"),
+    )
+    if cfg.shards.writers == 1:
+        steps.append(
+            Step(
+                "shards",
+                REDUCE,
+                ("encode", "mix.plan"),
+                lambda _: lay.shards_marker,
+                lambda _: (all_parts_hash(ENCODED), shards_hash),
+                shards_compute,
+            )
+        )
+    else:
+        _add_shard_tasks(plan, shards_hash)
+    return plan
+
+
+def _add_shard_tasks(plan: Plan, shards_hash: str) -> None:
+    """The shard writer as tasks (``curate.shards.parallel``): ``shards.plan`` (the stream
+    layout, from token counts), ``shards.pack`` (one task per contiguous range of encoded
+    parts: their row pieces), ``shards.write`` (one task per range of shard files) and
+    ``shards`` (the manifest). The same bytes as the one-task writer."""
+    from curate.shards import parallel
+
+    cfg, lay = plan.cfg, plan.layout
+    writers = cfg.shards.writers
+    code = _digest(shards_hash, code_version("curate.shards.parallel"))
+
+    def encoded_hash(parts: range) -> str:
+        return _digest(*(output_hash(lay.marker(ENCODED, i)) for i in parts))
+
+    def target() -> dict[str, float]:
+        return mix.MixPlan.model_validate(read_json(lay.mix_plan)).target_weights
+
+    def plan_compute(_: int | None) -> Output:
+        parts = [
+            read_columns(lay.part(ENCODED, i), parallel.META_COLUMNS) for i in range(plan.n_parts)
+        ]
+        layout, summary = parallel.plan_layout(parts, cfg.shards)
+        layout_bytes, summary_bytes = parquet_bytes(layout), json_bytes(summary)
+        return Output(
+            {lay.packing_layout: layout_bytes, lay.packing_summary: summary_bytes},
+            {split: s["rows"] for split, s in summary.items()},
+            output=_digest(*(hashlib.sha256(b).hexdigest() for b in (layout_bytes, summary_bytes))),
+        )
+
+    def part_range(w: int | None) -> range:
+        assert w is not None
+        return range(w * plan.n_parts // writers, (w + 1) * plan.n_parts // writers)
+
+    def pack_compute(w: int | None) -> Output:
+        parts = part_range(w)
+        layout = read_parquet_rows(
+            lay.packing_layout, [("part", ">=", parts.start), ("part", "<", parts.stop)]
+        )
+        info, _ = tokenizer_info(local_copy(lay.tokenizer_model), cfg.shards.add_bos)
+        pieces = parallel.pack_range(
+            {i: read_parquet(lay.part(ENCODED, i)) for i in parts},
+            layout,
+            read_json(lay.packing_summary),
+            cfg.shards,
+            writers,
+            (info.bos_id, info.eos_id),
+            target(),
+        )
+        return Output({lay.pieces(w): pieces}, {"pieces": pieces.num_rows})
+
+    def write_compute(w: int | None) -> Output:
+        pieces = pa.concat_tables(
+            [read_parquet_rows(lay.pieces(k), [("writer", "=", w)]) for k in range(writers)]
+        ).cast(parallel.PIECES_SCHEMA)
+        info, _ = tokenizer_info(local_copy(lay.tokenizer_model), cfg.shards.add_bos)
+        files, summary = parallel.write_group(
+            pieces,
+            read_json(lay.packing_summary),
+            cfg.shards,
+            token_dtype(info.vocab_size),
+            info.pad_id,
+        )
+        out: dict[str, Content] = {lay.writer_summary(w): json_bytes(summary)}
+        out.update({lay.shard_file(rel): data for rel, data in files.items()})
+        return Output(out, {"files": len(files)})
+
+    def manifest_compute(_: int | None) -> Output:
+        info, model = tokenizer_info(local_copy(lay.tokenizer_model), cfg.shards.add_bos)
+        manifest = parallel.assemble_manifest(
+            read_json(lay.packing_summary),
+            [read_json(lay.writer_summary(w)) for w in range(writers)],
+            cfg.shards,
+            info,
+            token_dtype(info.vocab_size),
+            target(),
+            cfg.name,
+        )
+        data = manifest_bytes(manifest)
+        splits = {
+            name: {"sequences": s.sequences, "tokens": s.tokens, "files": len(s.files)}
+            for name, s in manifest.splits.items()
+        }
+        return Output(
+            {lay.shard_file(TOKENIZER_NAME): model, lay.shard_file(MANIFEST_NAME): data},
+            {"splits": splits},
+            output=hashlib.sha256(data).hexdigest(),
+        )
+
+    def tasks() -> int:
+        return writers
+
+    plan.steps += [
+        Step(
+            "shards.plan",
+            REDUCE,
+            ("encode",),
+            lambda _: lay.packing_marker,
+            lambda _: (encoded_hash(range(plan.n_parts)), code),
+            plan_compute,
+        ),
+        Step(
+            "shards.pack",
+            BUCKETS,
+            ("encode", "tokenizer", "mix.plan", "shards.plan"),
+            lay.pieces_marker,
+            lambda w: (
+                _digest(
+                    encoded_hash(part_range(w)),
+                    output_hash(lay.packing_marker),
+                    output_hash(lay.tokenizer_marker),
+                    output_hash(lay.mix_plan_marker),
+                ),
+                _digest(code, f"pack {w} of {writers}"),
+            ),
+            pack_compute,
+            tasks=tasks,
+            reads=part_range,
+        ),
+        Step(
+            "shards.write",
+            BUCKETS,
+            ("shards.pack",),
+            lay.writer_marker,
+            lambda w: (
+                _digest(*(output_hash(lay.pieces_marker(k)) for k in range(writers))),
+                _digest(code, f"write {w} of {writers}"),
+            ),
+            write_compute,
+            tasks=tasks,
+        ),
         Step(
             "shards",
             REDUCE,
-            ("encode", "mix.plan"),
+            ("encode", "mix.plan", "tokenizer", "shards.write"),
             lambda _: lay.shards_marker,
             lambda _: (
-                all_parts_hash(ENCODED),
                 _digest(
-                    config_hash(cfg.shards),
-                    config_hash(cfg.mix),
-                    cfg.name,
-                    code_version("curate.shards.write", "curate.shards.format"),
+                    encoded_hash(range(plan.n_parts)),
+                    *(output_hash(lay.writer_marker(w)) for w in range(writers)),
                 ),
+                _digest(shards_hash, code),
             ),
-            shards_compute,
-        )
-    )
-    return plan
+            manifest_compute,
+        ),
+    ]
 
 
 _MIX_COLUMNS = ["id", "text", "domain", "lang"]
@@ -527,9 +692,16 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
         )
         return
 
+    shuffled = sharded and stage.shuffle is not None
+
     def map_compute(i: int | None) -> Output:
-        table = stage.map(read_parquet(lay.part(previous, i)), stage_cfg()[0])
-        return Output({lay.map_part(name, i): table}, {"rows": table.num_rows})
+        cfg = stage_cfg()[0]
+        table = stage.map(read_parquet(lay.part(previous, i)), cfg)
+        files: dict[str, Content] = {lay.map_part(name, i): table}
+        if shuffled:  # the key-range shuffle: its keys by key, read by range
+            keys = stage.shuffle(table, cfg)
+            files[lay.map_keys(name, i)] = parquet_bytes(keys, row_group_size=SHUFFLE_ROW_GROUP)
+        return Output(files, {"rows": table.num_rows})
 
     def reduce_compute(_: int | None) -> Output:
         urls = [lay.map_part(name, i) for i in range(plan.n_parts)]
@@ -621,7 +793,10 @@ def _add_bucket_steps(
         return maps_hash(), _digest(stage_cfg()[1], f"bucket {b} of {tasks()}")
 
     def bucket_compute(b: int | None) -> Output:
-        edges = stage.bucket(map_urls(), stage_cfg()[0], b, tasks())
+        extra = {}
+        if stage.shuffle is not None:  # the map wrote its keys by key: read only this range
+            extra["keys"] = [lay.map_keys(name, i) for i in range(plan.n_parts)]
+        edges = stage.bucket(map_urls(), stage_cfg()[0], b, tasks(), **extra)
         return Output({lay.bucket_edges(name, b): edges}, {"edges": edges.num_rows})
 
     def components_fp(_: int | None) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from curate.config import PipelineConfig
 from curate.layout import MIX, RunLayout
 from curate.plan import (
     Content,
+    NotDone,
     Plan,
     Step,
     build_plan,
@@ -108,6 +109,8 @@ def _input_markers(plan: Plan, step: Step, index: int | None) -> list[tuple[str,
             out += [(name, b) for b in plan.indices(source)]
         elif step.kind == "map":
             out.append((name, index))
+        elif step.reads is not None:  # a task over a range of the parts
+            out += [(name, i) for i in step.reads(index)]
         else:
             out += [(name, i) for i in range(plan.n_parts)]
     return out
@@ -122,6 +125,44 @@ def _heal_inputs(plan: Plan, step: Step, index: int | None) -> None:
         if damaged:
             log.warning("%s: recomputing damaged input(s) %s", step.name, "; ".join(damaged))
             run_step(plan, name, i, force=True)
+
+
+def done_result(
+    plan: Plan, step: Step, index: int | None, verify: bool = False, log_damaged: bool = False
+) -> dict[str, Any] | None:
+    """The counters of a call that is done (its marker matches its fingerprint and the outputs
+    it records are intact: their sizes, ``verify``: their sha256), with ``skipped``; else None.
+    ``run_step`` skips such a call; the flow does not even submit it."""
+    marker = step.marker(index)
+    try:
+        input_fp, cfg_hash = step.fingerprint(index)
+    except NotDone:
+        return None
+    if not done_marker_matches(marker, input_fp, cfg_hash):
+        return None
+    recorded = read_json(marker)
+    damaged = damaged_outputs(plan, recorded, full=verify)
+    if damaged:
+        if log_damaged:
+            log.warning("%s: recomputing, its outputs are damaged: %s", marker, "; ".join(damaged))
+        return None
+    return {**recorded["stats"], "skipped": True}
+
+
+def nothing_to_run(cfg: PipelineConfig) -> bool:
+    """True when every call of ``cfg``'s run is done (same input files, every marker matching,
+    every output there with its size): a rerun then computes nothing (the flow starts no Ray)."""
+    from curate.plan import run_states
+
+    try:
+        plan, states, other_inputs = run_states(cfg)
+    except (NotDone, OSError, ValueError):
+        return False
+    if other_inputs or any(s.state != "done" for s in states):
+        return False
+    return all(
+        done_result(plan, step, i) is not None for step in plan.steps for i in plan.indices(step)
+    )
 
 
 def run_step(
@@ -139,12 +180,10 @@ def run_step(
     step = plan.step(name)
     marker = step.marker(index)
     input_fp, cfg_hash = step.fingerprint(index)
-    if not force and done_marker_matches(marker, input_fp, cfg_hash):
-        recorded = read_json(marker)
-        damaged = damaged_outputs(plan, recorded, full=verify)
-        if not damaged:
-            return {**recorded["stats"], "skipped": True}
-        log.warning("%s: recomputing, its outputs are damaged: %s", marker, "; ".join(damaged))
+    if not force:
+        done = done_result(plan, step, index, verify, log_damaged=True)
+        if done is not None:
+            return done
     _heal_inputs(plan, step, index)
     start = time.perf_counter()
     out = step.compute(index)

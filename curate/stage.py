@@ -282,8 +282,12 @@ class GlobalStage(Generic[C]):
     # a sharded reduce (both or neither): ``bucket(map urls, cfg, b, n_buckets)`` -> edge list of
     # the keys in bucket b; ``components(map urls, edge lists, cfg)`` -> the state; the plan then
     # runs ``cfg.n_buckets(docs)`` bucket tasks and one components step instead of ``reduce``
-    bucket: Callable[[list[str], C, int, int], pa.Table] | None = None
+    bucket: Callable[..., pa.Table] | None = None
     components: Callable[[list[str], list, C], pa.Table] | None = None
+    # the key-range shuffle (with ``bucket``): ``shuffle(map output, cfg)`` -> its keys sorted
+    # by key, written beside it by the map; the bucket tasks then get their urls (``keys=``)
+    # and read only their range
+    shuffle: Callable[[pa.Table, C], pa.Table] | None = None
 
     def run(self, table: pa.Table, state: pa.Table, cfg: C) -> StageResult:
         return _score_and_decide(

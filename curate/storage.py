@@ -90,16 +90,20 @@ def write_bytes_atomic(data: bytes, url: str) -> None:
     fs.mv(tmp, path)
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """``table`` as the parquet bytes every step writes (``PARQUET_OPTIONS``). A table without
-    rows is written without row groups (schema only): readers that size their batches by the
-    first row group (``datasets``' parquet loader) skip it instead of failing."""
+def parquet_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
+    """``table`` as the parquet bytes every step writes (``PARQUET_OPTIONS``; smaller row
+    groups for a file read by ranges). A table without rows is written without row groups
+    (schema only): readers that size their batches by the first row group (``datasets``'
+    parquet loader) skip it instead of failing."""
     sink = pa.BufferOutputStream()
     if table.num_rows == 0:
         options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
         pq.ParquetWriter(sink, table.schema, **options).close()
     else:
-        pq.write_table(table, sink, **PARQUET_OPTIONS)
+        options = dict(PARQUET_OPTIONS)
+        if row_group_size is not None:
+            options["row_group_size"] = row_group_size
+        pq.write_table(table, sink, **options)
     return sink.getvalue().to_pybytes()
 
 
@@ -107,6 +111,14 @@ def read_parquet(url: str) -> pa.Table:
     fs, path = filesystem(url)
     with fs.open(path, "rb") as f:
         return pq.read_table(f)
+
+
+def read_parquet_rows(url: str, filters: list[tuple[str, str, Any]]) -> pa.Table:
+    """The rows of a parquet file that pass ``filters`` (pyarrow's; row groups whose
+    statistics rule them out are not read)."""
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, filters=filters)
 
 
 def read_columns(url: str, columns: list[str]) -> pa.Table:

@@ -2,7 +2,9 @@
 
 The flow is the executor loop of :func:`curate.runner.execute` with one difference: a step's
 calls are submitted as tasks (one task per part for a map: a part holds hundreds of documents
-or more, Prefect costs ~0.25 s per task; one task for a reduce) and run on Ray. After every
+or more, Prefect costs ~0.25 s per task; one task for a reduce) and run on Ray. Calls that are
+done (their markers match) are not submitted; with ``prefect.parts_per_task`` > 1 one Prefect
+task runs a batch of calls, each still its own Ray task. After every
 document stage the loop checks conservation over the whole run. The funnel (and the mixture)
 is published as a Prefect markdown artifact and written to ``stats.json``; which Ray node ran
 each task is written to ``tasks.json``.
@@ -19,11 +21,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from curate.config import PipelineConfig
 from curate.layout import RunLayout
 from curate.plan import Plan, Step
-from curate.runner import execute, run_step
+from curate.runner import done_result, execute, nothing_to_run, run_step
 from curate.storage import write_json_atomic
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
 from flows.artifacts import publish_report_artifacts
@@ -57,6 +60,20 @@ def _on_node(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
 step_task = task(_on_node(run_step), name="step", cache_policy=NO_CACHE, persist_result=False)
 
 
+def run_steps(
+    cfg: PipelineConfig, name: str, indices: list[int], verify: bool, force: bool
+) -> list[dict[str, Any]]:
+    """Several calls of step ``name`` from one Prefect task: each its own Ray task (on any
+    node, retried by Ray when its worker dies), waited for here; results in order."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=cfg.prefect.task_retries)(_on_node(run_step))
+    return ray.get([remote.remote(cfg, name, i, verify, force) for i in indices])
+
+
+batch_task = task(run_steps, name="steps", cache_policy=NO_CACHE, persist_result=False)
+
+
 @flow(name="curate", log_prints=True)
 def curate_flow(
     cfg: PipelineConfig, verify: bool = False, force_from: str | None = None
@@ -82,13 +99,42 @@ def _curate(cfg: PipelineConfig, verify: bool, force_from: str | None) -> dict[s
     nodes: dict[str, str] = {}  # Ray node id -> IP
 
     def submitted(plan: Plan, step: Step, indices: list[int | None]) -> list[dict[str, Any]]:
-        futures = [
-            step_task.with_options(
-                task_run_name=step.name if i is None else f"{step.name}-{i:05d}", **retry
-            ).submit(cfg, step.name, i, plan.verify, plan.forced(step.name))
-            for i in indices
-        ]
-        results = [f.result() for f in futures]
+        force = plan.forced(step.name)
+        # a call whose marker matches (outputs there, with their sizes) is not submitted: a
+        # rerun of a finished run costs what it costs in-process (``--verify`` submits all:
+        # the tasks hash the outputs in parallel)
+        done: dict[int | None, dict[str, Any]] = {}
+        if not (force or plan.verify):
+            for i in indices:
+                result = done_result(plan, step, i)
+                if result is not None:
+                    done[i] = result
+        todo = [i for i in indices if i not in done]
+        batch = cfg.prefect.parts_per_task
+        futures: list[tuple[list[int | None], Any]] = []
+        if batch == 1 or step.kind == "reduce":
+            futures = [
+                (
+                    [i],
+                    step_task.with_options(
+                        task_run_name=step.name if i is None else f"{step.name}-{i:05d}", **retry
+                    ).submit(cfg, step.name, i, plan.verify, force),
+                )
+                for i in todo
+            ]
+        else:
+            for k in range(0, len(todo), batch):
+                calls = todo[k : k + batch]
+                name = f"{step.name}-{calls[0]:05d}-{calls[-1]:05d}"
+                future = batch_task.with_options(task_run_name=name, **retry).submit(
+                    cfg, step.name, calls, plan.verify, force
+                )
+                futures.append((calls, future))
+        for calls, future in futures:
+            result = future.result()
+            for i, r in zip(calls, result if isinstance(result, list) else [result], strict=True):
+                done[i] = r
+        results = [done[i] for i in indices]
         placement[step.name] = []
         for r in results:
             node = r.pop(NODE_KEY, None)
@@ -155,16 +201,21 @@ def run_curate(
     """Run the flow with Ray tasks against the Prefect API ``api_url`` (default: the current
     settings'); returns stats.json as a dict. A local Ray's temp dir is removed afterwards."""
     own_temp = None
-    if cfg.ray.address is None:
-        cpus = cfg.ray.num_cpus or "all"
-        print(f"run {cfg.name}: starting a local Ray ({cpus} CPUs)", flush=True)
-    if cfg.ray.address is None and cfg.ray.temp_dir is None:
-        own_temp = tempfile.mkdtemp(prefix="sluice-ray-", dir="/tmp")  # short: unix sockets
     try:
         with _api(api_url):
-            flow_fn = curate_flow.with_options(
-                task_runner=ray_task_runner(cfg, own_temp), flow_run_name=cfg.name
-            )
+            runner: Any
+            if not verify and force_from is None and nothing_to_run(cfg):
+                # a finished run: nothing will be submitted, so no Ray is started (~5-10 s)
+                print(f"run {cfg.name}: every step is done; Ray is not started", flush=True)
+                runner = ThreadPoolTaskRunner(max_workers=1)
+            else:
+                if cfg.ray.address is None:
+                    cpus = cfg.ray.num_cpus or "all"
+                    print(f"run {cfg.name}: starting a local Ray ({cpus} CPUs)", flush=True)
+                if cfg.ray.address is None and cfg.ray.temp_dir is None:  # short: unix sockets
+                    own_temp = tempfile.mkdtemp(prefix="sluice-ray-", dir="/tmp")
+                runner = ray_task_runner(cfg, own_temp)
+            flow_fn = curate_flow.with_options(task_runner=runner, flow_run_name=cfg.name)
             return flow_fn(cfg, verify, force_from)
     finally:
         if own_temp:

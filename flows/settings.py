@@ -36,6 +36,10 @@ class PrefectConfig(BaseModel):
     start_server: bool = True  # start `sluice server --background` when no API is reachable
     task_retries: int = Field(2, ge=0)  # re-run a part whose Ray worker died
     retry_delay_seconds: float = Field(1.0, ge=0)
+    # calls of a step per Prefect task (each still its own Ray task): a Prefect task costs
+    # ~0.25 s, so many small parts are cheaper in batches (the UI then shows one task run per
+    # batch, ``<step>-<first>-<last>``)
+    parts_per_task: int = Field(1, ge=1)
     artifact_key: str = "sluice-funnel"
 
 

@@ -11,9 +11,10 @@ from bench.scale import planted_clusters_found, planted_map_parts, sim_config
 from curate.dedup.clusters import UnionFind, clusters
 from curate.dedup.common import bucket_of
 from curate.dedup.exact import EXACT_DEDUP, ExactDedupConfig
-from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig
+from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig, bucket_range
+from curate.plan import SHUFFLE_ROW_GROUP
 from curate.stage import GlobalStage
-from curate.storage import parquet_bytes, write_bytes_atomic
+from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic
 from tests.test_dedup import llvm_docs, split_parts
 
 
@@ -28,8 +29,31 @@ def _map_files(stage: GlobalStage, parts: list[pa.Table], cfg, folder: Path) -> 
 
 
 def _sharded(stage: GlobalStage, urls: list[str], cfg, n_buckets: int) -> pa.Table:
+    """The bucket tasks over every part's map output, then the components."""
     edges = [stage.bucket(urls, cfg, b, n_buckets) for b in range(n_buckets)]
     return stage.components(urls, edges, cfg)
+
+
+def _shuffled(stage: GlobalStage, urls: list[str], cfg, n_buckets: int) -> pa.Table:
+    """The same with the key-range shuffle: each map's keys sorted by key beside it (as the
+    map step writes them), each bucket task reading only its range."""
+    keys = []
+    for url in urls:
+        keys.append(url.replace(".parquet", ".keys.parquet"))
+        shuffled = stage.shuffle(read_parquet(url), cfg)
+        write_bytes_atomic(parquet_bytes(shuffled, row_group_size=SHUFFLE_ROW_GROUP), keys[-1])
+    edges = [stage.bucket(urls, cfg, b, n_buckets, keys=keys) for b in range(n_buckets)]
+    return stage.components(urls, edges, cfg)
+
+
+def test_bucket_key_ranges_are_the_buckets() -> None:
+    keys = np.random.default_rng(3).integers(0, 2**64, 20_000, dtype=np.uint64)
+    keys[:4] = [0, 2**64 - 1, 2**63, (2**32) * 7]
+    top = keys >> np.uint64(32)
+    for n in (1, 3, 7, 64):
+        for b in range(n):
+            lo, hi = bucket_range(b, n)
+            assert np.array_equal((top >= lo) & (top < hi), bucket_of(keys, n) == b), (n, b)
 
 
 def test_bucket_ranges_cover_every_key_once() -> None:
@@ -63,6 +87,15 @@ def test_sharded_equals_single_on_real_documents(tmp_path: Path) -> None:
         assert single.num_rows > 40  # the copies at least
         for n_buckets in (2, 5):
             assert _sharded(stage, urls, cfg, n_buckets).equals(single), (stage.name, n_buckets)
+        if stage.shuffle is not None:
+            for n_buckets in (1, 4):
+                assert _shuffled(stage, urls, cfg, n_buckets).equals(single), n_buckets
+            # groups bigger than max_bucket: a chain in keep-rank order (ranks read for them)
+            chained = NearDedupConfig(max_bucket=2, priority=["id"])
+            single = stage.reduce(urls, chained)
+            assert single.num_rows > 40
+            assert _sharded(stage, urls, chained, 3).equals(single)
+            assert _shuffled(stage, urls, chained, 3).equals(single)
 
 
 def test_sharded_equals_single_on_100k_planted_documents(tmp_path: Path) -> None:
@@ -74,6 +107,7 @@ def test_sharded_equals_single_on_100k_planted_documents(tmp_path: Path) -> None
     found = planted_clusters_found(single, root_of)
     assert found["exact"] and found["planted_copies"] > 15_000
     assert _sharded(NEAR_DEDUP, urls, cfg, 7).equals(single)
+    assert _shuffled(NEAR_DEDUP, urls, cfg, 7).equals(single)
 
 
 def test_sharded_exact_dedup_on_100k_hashes(tmp_path: Path) -> None:

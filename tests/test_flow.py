@@ -243,3 +243,44 @@ def test_flow_and_in_process_executors_write_the_same_bytes_with_a_plugin_fit(
     flow, local = hash_run(Path(flow_cfg.run_url)), hash_run(Path(local_cfg.run_url))
     assert "short_for_domain/medians.json" in flow and "quality/model.bin" in flow
     assert flow == local
+
+
+def test_batched_tasks_and_shard_writers_on_ray_then_a_finished_run_starts_no_ray(
+    harness, tmp_path
+):
+    """``prefect.parts_per_task`` 2 (a Prefect task per two parts, a Ray task per part) and
+    ``shards.writers`` 2 on Ray: every output the same as in-process; a rerun of the finished
+    run submits nothing and starts no Ray, and changes nothing."""
+    from curate.runner import nothing_to_run, run_pipeline
+    from flows.curate import run_curate
+    from tests.golden import golden_config, hash_run
+
+    (tmp_path / "flow").mkdir()
+    (tmp_path / "local").mkdir()
+    flow_cfg = golden_config(tmp_path / "flow", "batched")
+    local_cfg = golden_config(tmp_path / "local", "batched")
+    ray_tmp = tempfile.mkdtemp(prefix="sluice-t-", dir="/tmp")  # short: Ray's unix sockets
+    for c in (flow_cfg, local_cfg):
+        c.prefect.parts_per_task = 2
+        c.shards.writers = 2
+        c.ray.temp_dir = ray_tmp
+    assert not nothing_to_run(flow_cfg)
+    try:
+        run_curate(flow_cfg)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    run = Path(flow_cfg.run_url)
+    tasks = json.loads((run / "tasks.json").read_text())
+    n_parts = len(json.loads((run / "parts.json").read_text())["parts"])
+    assert n_parts >= 3  # so that a batch holds two parts and another the rest
+    assert len(tasks["steps"]["extract"]) == n_parts and all(tasks["steps"]["extract"])
+    assert len(tasks["steps"]["shards.write"]) == 2
+    run_pipeline(local_cfg)
+    flow = hash_run(run)
+    assert flow == hash_run(Path(local_cfg.run_url))
+    assert any(k.startswith("packing/pieces-") for k in flow)
+
+    assert nothing_to_run(flow_cfg)
+    run_curate(flow_cfg)
+    assert json.loads((run / "tasks.json").read_text())["nodes"] == {}
+    assert hash_run(run) == flow

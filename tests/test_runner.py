@@ -489,3 +489,36 @@ def test_sharded_dedup_reduces_give_the_same_run_and_a_lost_bucket_is_redone(fin
     assert skipped["near_dedup.buckets"] == 2 and skipped["exact_dedup.buckets"] == 2
     assert (run / "near_dedup" / "state.parquet").read_bytes() == state
     assert outputs() == same(finished["files"])
+
+
+def test_shards_written_by_several_tasks_are_the_same_and_a_lost_writer_is_redone(
+    finished, tmp_path
+):
+    """``shards.writers`` 3: the shard files and the manifest byte for byte those of the
+    one-task writer, nothing before the shards redone; a writer's lost file is rewritten."""
+    run = tmp_path / "writers"
+    shutil.copytree(finished["run"], run)
+    shutil.rmtree(run / "shards")
+
+    def shards() -> dict[str, bytes]:
+        return {k: v for k, v in data_files(run).items() if k.startswith("shards/")}
+
+    expected = {k: v for k, v in finished["files"].items() if k.startswith("shards/")}
+    assert len([k for k in expected if k.endswith(".arrow")]) >= 3
+    n_parts = len(json.loads((run / "parts.json").read_text())["parts"])
+    runner.run_pipeline(_cfg(run, "shards.writers=3"))
+    assert shards() == expected
+    skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
+    assert skipped["encode"] == n_parts  # how the writing is cut is not in encode's hash
+    assert skipped["shards.pack"] == 0 and skipped["shards.write"] == 0
+    for w in range(3):  # every writer wrote shard files
+        outputs = json.loads((run / "packing" / f"writer-{w:05d}.done.json").read_text())
+        assert any(k.endswith(".arrow") for k in outputs["outputs"]), w
+
+    written = json.loads((run / "packing" / "writer-00001.done.json").read_text())["outputs"]
+    lost = next(k for k in written if k.endswith(".arrow"))
+    (run / lost).unlink()
+    runner.run_pipeline(_cfg(run, "shards.writers=3"))
+    skipped = json.loads((run / "timings.json").read_text())["skipped_parts"]
+    assert skipped["shards.pack"] == 3 and skipped["shards.write"] == 2
+    assert shards() == expected

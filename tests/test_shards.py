@@ -184,3 +184,73 @@ def test_bos_and_padded_tail(setup):
                 if o == 0:
                     assert ids[r, s] == sp.bos_id()
         assert tail[-1] == sp.pad_id()
+
+
+def _write_in_tasks(encoded, out: Path, cfg: ShardConfig, tok: str, writers: int, target=None):
+    """The four steps of ``curate.shards.parallel`` run in order, here (the plan runs them as
+    tasks): plan → one pack task per range of parts → one write task per writer → manifest."""
+    from curate.shards.parallel import (
+        assemble_manifest,
+        pack_range,
+        plan_layout,
+        write_group,
+    )
+    from curate.shards.write import tokenizer_info
+
+    info, model = tokenizer_info(tok, cfg.add_bos)
+    dtype = "uint16" if info.vocab_size <= 1 << 16 else "uint32"
+    layout, summary = plan_layout(encoded, cfg)
+    n = len(encoded)
+    pieces = []
+    for w in range(writers):
+        lo, hi = w * n // writers, (w + 1) * n // writers
+        mine = layout.filter(
+            pa.compute.and_(
+                pa.compute.greater_equal(layout.column("part"), lo),
+                pa.compute.less(layout.column("part"), hi),
+            )
+        )
+        parts = {k: encoded[k] for k in range(lo, hi)}
+        pieces.append(
+            pack_range(parts, mine, summary, cfg, writers, (info.bos_id, info.eos_id), target)
+        )
+    results = []
+    for w in range(writers):
+        mine = pa.concat_tables(p.filter(pa.compute.equal(p.column("writer"), w)) for p in pieces)
+        files, result = write_group(mine, summary, cfg, dtype, info.pad_id)
+        for rel, data in files.items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(data)
+        results.append(result)
+    (out / "tokenizer.model").write_bytes(model)
+    manifest = assemble_manifest(summary, results, cfg, info, dtype, target, "run-1")
+    from curate.shards.format import write_manifest
+
+    write_manifest(manifest, out)
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("writers", "update"),
+    [
+        (1, {}),
+        (2, {}),
+        (3, {"sequences_per_file": 7}),
+        (4, {"add_bos": True, "tail": "pad", "sequences_per_file": 50}),
+    ],
+)
+def test_shards_written_by_several_tasks_are_the_same_bytes(setup, writers, update):
+    """Plan, pack per range of parts, write per range of files, manifest: byte for byte what
+    one ``write_shards`` writes, whatever the number of tasks."""
+    cfg = CFG.model_copy(update=update)
+    encoded = setup["encoded"]
+    if update.get("add_bos"):
+        encoded = [encode_part(p, setup["tok"], cfg) for p in setup["mixed"]]
+    target = setup["plan"].target_weights
+    one = setup["tmp"] / f"one-{writers}"
+    write_shards(encoded, one, cfg, setup["tok"], mixture_target=target, source_run="run-1")
+    many = setup["tmp"] / f"many-{writers}"
+    _write_in_tasks(encoded, many, cfg, setup["tok"], writers, target)
+    a, b = _files(one), _files(many)
+    assert a.keys() == b.keys() and len(a) > 3
+    assert [k for k in a if a[k] != b[k]] == []

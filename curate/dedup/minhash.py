@@ -62,6 +62,7 @@ from curate.dedup.containment import (
 )
 from curate.dedup.text import fmix64, text_shingles
 from curate.stage import GlobalStage, Rules
+from curate.storage import read_parquet, read_parquet_rows
 
 REASON = "near_duplicate"
 CONTAINED_IN = "contained_in"  # removal reason, and the column naming the container's id
@@ -457,40 +458,145 @@ def _verified(urls: list[str], offsets: np.ndarray, pairs: np.ndarray, threshold
     return pairs[np.asarray(similar, bool)]
 
 
-def bucket_edges(urls: list[str], cfg: NearDedupConfig, bucket: int, n_buckets: int) -> pa.Table:
-    """Edges ``(a, b)`` (global row indices in part order, a < b): the candidate pairs (verified
-    with ``verify``) among the (band, key) entries whose band key falls in ``bucket``. A band's
-    key group lies whole in one bucket, so the buckets' edges together are the single reduce's
-    pairs; a task holds ``bands / buckets`` keys per document (memory O(corpus / buckets)), one
-    part's signatures at a time."""
+KEYS_SCHEMA = pa.schema(
+    [
+        pa.field("top", pa.uint32()),  # the key's top 32 bits: what a bucket's range is over
+        pa.field("low", pa.uint32()),  # its low 32 bits
+        pa.field("band", pa.uint16()),
+        pa.field("row", pa.uint32()),  # the document's row in its part
+    ]
+)
+
+
+def shuffle_keys(mapped: pa.Table, cfg: NearDedupConfig) -> pa.Table:
+    """The map's side of the key-range shuffle: one row per (document with shingles, LSH band)
+    with its band key, sorted by key (``KEYS_SCHEMA``), written beside the map output in small
+    row groups: a bucket task reads only the row groups of its key range."""
     bands, rows = cfg.lsh_params()
-    offsets = part_offsets(urls)
-    entry_doc, entry_band, entry_key, docs, ids = [], [], [], [], []
-    policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in cfg.key_columns()}
+    keys = band_keys(signature_matrix(mapped[SIGNATURE], cfg.num_perm), bands, rows)
+    eligible = mapped[N_SHINGLES].to_numpy() > 0  # empty: no one's near duplicate
+    r, c = np.nonzero(np.broadcast_to(eligible[:, None], keys.shape))
+    key = keys[r, c]
+    order = np.lexsort((r, c, key))
+    key = key[order]
+    return pa.table(
+        {
+            "top": pa.array((key >> np.uint64(32)).astype(np.uint32)),
+            "low": pa.array((key & np.uint64(0xFFFFFFFF)).astype(np.uint32)),
+            "band": pa.array(c[order].astype(np.uint16)),
+            "row": pa.array(r[order].astype(np.uint32)),
+        },
+        schema=KEYS_SCHEMA,
+    )
+
+
+def bucket_range(bucket: int, n_buckets: int) -> tuple[int, int]:
+    """The top-32-bit key range ``[lo, hi)`` of ``bucket`` (``bucket_of`` of those keys)."""
+    return -(-(bucket << 32) // n_buckets), -(-((bucket + 1) << 32) // n_buckets)
+
+
+def _entries_from_signatures(
+    urls: list[str], offsets: np.ndarray, cfg: NearDedupConfig, bucket: int, n_buckets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document, band, key) of the band keys in ``bucket``, computed from every part's
+    signatures (no shuffle: every task reads every signature)."""
+    bands, rows = cfg.lsh_params()
+    entry_doc, entry_band, entry_key = [], [], []
     for p, url in enumerate(urls):
-        columns = [SIGNATURE, N_SHINGLES, *cfg.key_columns(), *(["id"] if ranks_by_id(cfg) else [])]
-        t = read_columns(url, columns)
+        t = read_columns(url, [SIGNATURE, N_SHINGLES])
         keys = band_keys(signature_matrix(t[SIGNATURE], cfg.num_perm), bands, rows)
         eligible = t[N_SHINGLES].to_numpy() > 0  # empty: no one's near duplicate
         r, c = np.nonzero((bucket_of(keys, n_buckets) == bucket) & eligible[:, None])
         entry_doc.append(offsets[p] + r)
-        entry_band.append(c.astype(np.int32))
+        entry_band.append(c)
         entry_key.append(keys[r, c])
-        here = np.unique(r)
-        docs.append(offsets[p] + here)
-        if ranks_by_id(cfg):
-            ids.append(t["id"].combine_chunks().cast(pa.string()).take(pa.array(here)))
-        for name, values in read_keys(t, cfg).items():
-            policy_keys[name].append(values[here])
         del t, keys
-    members = np.concatenate(docs) if docs else np.zeros(0, np.int64)
+    return _joined(entry_doc, entry_band, entry_key)
+
+
+def _entries_from_keys(
+    keys: list[str], offsets: np.ndarray, bucket: int, n_buckets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document, band, key) of the band keys in ``bucket``, read from the map's shuffled
+    keys (:func:`shuffle_keys`): only the row groups of the bucket's range."""
+    lo, hi = bucket_range(bucket, n_buckets)
+    entry_doc, entry_band, entry_key = [], [], []
+    for p, url in enumerate(keys):
+        rows = [("top", ">=", lo)] if lo > 0 else []
+        rows += [("top", "<", hi)] if hi < 1 << 32 else []
+        t = read_parquet_rows(url, rows) if rows else read_parquet(url)
+        entry_doc.append(offsets[p] + t["row"].to_numpy().astype(np.int64))
+        entry_band.append(t["band"].to_numpy())
+        top, low = (t[c].to_numpy().astype(np.uint64) for c in ("top", "low"))
+        entry_key.append((top << np.uint64(32)) | low)
+    return _joined(entry_doc, entry_band, entry_key)
+
+
+def _joined(doc: list, band: list, key: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not doc:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.uint64)
+    return (
+        np.concatenate(doc).astype(np.int64),
+        np.concatenate(band).astype(np.int32),
+        np.concatenate(key).astype(np.uint64),
+    )
+
+
+def _ranks_of(
+    urls: list[str], offsets: np.ndarray, wanted: np.ndarray, cfg: NearDedupConfig
+) -> np.ndarray:
+    """The keep ranks of the ``wanted`` documents (sorted global indices) among themselves,
+    from the key columns (and ids) of the parts that hold them."""
+    part = np.searchsorted(offsets, wanted, side="right") - 1
+    policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in cfg.key_columns()}
+    ids: list[pa.Array] = []
+    for p in np.unique(part).tolist():
+        rows = wanted[part == p] - offsets[p]
+        columns = [*cfg.key_columns(), *(["id"] if ranks_by_id(cfg) else [])]
+        t = read_columns(urls[p], columns)
+        if ranks_by_id(cfg):
+            ids.append(t["id"].combine_chunks().cast(pa.string()).take(pa.array(rows)))
+        for name, values in read_keys(t, cfg).items():
+            policy_keys[name].append(values[rows])
+    return members_rank(policy_keys, ids, wanted, offsets, cfg)
+
+
+def bucket_edges(
+    urls: list[str],
+    cfg: NearDedupConfig,
+    bucket: int,
+    n_buckets: int,
+    keys: list[str] | None = None,
+) -> pa.Table:
+    """Edges ``(a, b)`` (global row indices in part order, a < b): the candidate pairs (verified
+    with ``verify``) among the (band, key) entries whose band key falls in ``bucket``. A band's
+    key group lies whole in one bucket, so the buckets' edges together are the single reduce's
+    pairs. ``keys``: the map's shuffled keys (:func:`shuffle_keys`, one file per part), of which
+    the task reads only its range (I/O and memory O(corpus / buckets)); without them every
+    part's signatures are read and hashed (I/O O(corpus) per task). Only the members of a key
+    group bigger than ``max_bucket`` need their keep rank (a chain through them, in rank order):
+    their key columns are read for them alone."""
+    offsets = part_offsets(urls)
+    if keys is None:
+        entry_doc, band, key = _entries_from_signatures(urls, offsets, cfg, bucket, n_buckets)
+    else:
+        entry_doc, band, key = _entries_from_keys(keys, offsets, bucket, n_buckets)
+    members = np.unique(entry_doc)
     if len(members) < 2:
         return edges_table(np.zeros((0, 2), np.int64))
-    rank = members_rank(policy_keys, ids, members, offsets, cfg)
-    doc = np.searchsorted(members, np.concatenate(entry_doc))
-    band, key = np.concatenate(entry_band), np.concatenate(entry_key)
+    doc = np.searchsorted(members, entry_doc)
+    # the members of the big groups: ranked among themselves (the rest need no rank)
+    order = np.lexsort((key, band))
+    same = (band[order][1:] == band[order][:-1]) & (key[order][1:] == key[order][:-1])
+    start = np.flatnonzero(np.r_[True, ~same])
+    size = np.diff(np.r_[start, len(order)])
+    rank = np.zeros(len(members), np.int64)
+    big = np.repeat(size > cfg.max_bucket, size)
+    if big.any():
+        ranked = np.unique(doc[order[big]])
+        rank[ranked] = _ranks_of(urls, offsets, members[ranked], cfg)
     found = []
-    for b in range(bands):
+    for b in np.unique(band).tolist():
         mine = np.flatnonzero(band == b)
         if len(mine) > 1:
             found.append(doc[mine][band_pairs(key[mine], rank[doc[mine]], cfg.max_bucket)])
@@ -575,6 +681,7 @@ NEAR_DEDUP = GlobalStage(
     map=map_part,
     reduce=reduce_parts,
     bucket=bucket_edges,
+    shuffle=shuffle_keys,
     components=components,
     score=score,
     rules=rules,

@@ -96,10 +96,15 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The bytes of ``manifest.json``."""
+    return (json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_manifest(manifest: Manifest, directory: str | Path) -> Path:
     path = Path(directory) / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    tmp.write_bytes(manifest_bytes(manifest))
     tmp.replace(path)
     return path
 

@@ -85,6 +85,12 @@ class ShardConfig(BaseModel):
     tail: Literal["drop", "pad"] = "drop"
     seed: int = 0
     encode_threads: int = Field(1, ge=1)  # sentencepiece threads inside one encode task
+    # shard-writing tasks (``curate.shards.parallel``): the same bytes, in parallel
+    writers: int = Field(1, ge=1)
+
+
+# how the shard writing is cut into tasks changes how it runs, not its bytes: not hashed
+RUN_OPTIONS = frozenset({"writers"})
 
 
 def _processor(tokenizer: str | Path | spm.SentencePieceProcessor) -> spm.SentencePieceProcessor:
@@ -146,23 +152,59 @@ def _read(parts: Iterable[pa.Table | str | Path]) -> pa.Table:
     return pa.concat_tables([t.select(ENCODED_SCHEMA.names).cast(ENCODED_SCHEMA) for t in tables])
 
 
+def copy_order(ids: list[str], repeats: np.ndarray, seed: int) -> np.ndarray:
+    """The stream order of one split's document copies: the document (index into ``ids``) of
+    each segment, sorted by a stable hash of (id, copy, seed); ties by document, then copy."""
+    n_docs = len(ids)
+    copy_doc = np.repeat(np.arange(n_docs), repeats)
+    copy_no = np.arange(len(copy_doc)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    u = stable_uniform(
+        (f"{ids[d]}#{c}" for d, c in zip(copy_doc.tolist(), copy_no.tolist(), strict=True)),
+        seed,
+        "order",
+    )
+    return copy_doc[np.lexsort((copy_no, copy_doc, u))]
+
+
+def stream_rows(total: int, cfg: ShardConfig) -> tuple[int, int]:
+    """(rows, tokens of the last row when it is a padded tail else 0) of a stream of
+    ``total`` tokens cut into rows of ``seq_len + 1``."""
+    n_rows, rem = divmod(total, cfg.seq_len + 1)
+    if cfg.tail == "pad" and rem:
+        return n_rows + 1, rem
+    return n_rows, 0
+
+
+def row_pieces(
+    seg_start: np.ndarray, seg_end: np.ndarray, n_rows: int, row_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut segments (stream ``[start, end)``) at row boundaries: one piece per (segment, row)
+    of the first ``n_rows`` rows, in stream order. Returns (segment, row, start in the row,
+    offset in the segment, length) per piece: the provenance entries of the rows."""
+    first = seg_start // row_len
+    last = np.minimum((seg_end - 1) // row_len, n_rows - 1)
+    keep = first < n_rows
+    seg = np.flatnonzero(keep)
+    first, last = first[keep], last[keep]
+    per_seg = last - first + 1
+    piece_seg = np.repeat(seg, per_seg)
+    piece_row = np.repeat(first, per_seg) + (
+        np.arange(len(piece_seg)) - np.repeat(np.cumsum(per_seg) - per_seg, per_seg)
+    )
+    row_start = piece_row * row_len
+    start_in_row = np.maximum(seg_start[piece_seg] - row_start, 0)
+    offset_in_seg = np.maximum(row_start - seg_start[piece_seg], 0)
+    end_in_row = np.minimum(seg_end[piece_seg] - row_start, row_len)
+    return piece_seg, piece_row, start_in_row, offset_in_seg, end_in_row - start_in_row
+
+
 class _Packed:
     """One split packed into rows, with flat provenance entries (one per document piece)."""
 
     def __init__(self, docs: pa.Table, cfg: ShardConfig, dtype: str, bos: int, eos: int, pad: int):
         row_len = cfg.seq_len + 1
-        n_docs = docs.num_rows
         repeats = docs.column("repeats").to_numpy(zero_copy_only=False).astype(np.int64)
-        ids = docs.column("id").to_pylist()
-        copy_doc = np.repeat(np.arange(n_docs), repeats)
-        copy_no = np.arange(len(copy_doc)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-        u = stable_uniform(
-            (f"{ids[d]}#{c}" for d, c in zip(copy_doc.tolist(), copy_no.tolist(), strict=True)),
-            cfg.seed,
-            "order",
-        )
-        order = np.lexsort((copy_no, copy_doc, u))
-        seg_doc = copy_doc[order]
+        seg_doc = copy_order(docs.column("id").to_pylist(), repeats, cfg.seed)
 
         tokens = docs.column("tokens").combine_chunks()
         src_off = tokens.offsets.to_numpy()
@@ -174,9 +216,7 @@ class _Packed:
         np.cumsum(seg_len, out=seg_start[1:])
         total = int(seg_start[-1])
 
-        n_rows, rem = divmod(total, row_len)
-        if cfg.tail == "pad" and rem:
-            n_rows += 1
+        n_rows, rem = stream_rows(total, cfg)
         stream = np.full(n_rows * row_len if cfg.tail == "pad" else total, pad, dtype=dtype)
         body = int(cfg.add_bos)
         for d, s in zip(seg_doc.tolist(), seg_start[:-1].tolist(), strict=True):
@@ -187,31 +227,18 @@ class _Packed:
             stream[s + body + (b - a)] = eos
         self.rows = stream[: n_rows * row_len].reshape(n_rows, row_len)
         self.row_tokens = np.full(n_rows, row_len, dtype=np.int64)
-        if n_rows and cfg.tail == "pad" and rem:
+        if rem:
             self.row_tokens[-1] = rem
         self.dropped_tokens = total - int(self.row_tokens.sum())
 
         # Provenance: each segment covers rows first..last; one entry per (segment, row).
-        seg_end = seg_start[1:]
-        seg_start = seg_start[:-1]
-        first = seg_start // row_len
-        last = (seg_end - 1) // row_len
-        keep = first < n_rows
-        seg_doc, seg_start, seg_end = seg_doc[keep], seg_start[keep], seg_end[keep]
-        first, last = first[keep], np.minimum(last[keep], n_rows - 1)
-        per_seg = last - first + 1
-        entry_seg = np.repeat(np.arange(len(seg_doc)), per_seg)
-        entry_row = np.repeat(first, per_seg) + (
-            np.arange(len(entry_seg)) - np.repeat(np.cumsum(per_seg) - per_seg, per_seg)
+        seg, entry_row, start, offset, length = row_pieces(
+            seg_start[:-1], seg_start[1:], n_rows, row_len
         )
-        row_start = entry_row * row_len
-        start_in_row = np.maximum(seg_start[entry_seg] - row_start, 0)
-        offset_in_doc = np.maximum(row_start - seg_start[entry_seg], 0)
-        end_in_row = np.minimum(seg_end[entry_seg] - row_start, row_len)
-        self.entry_doc = seg_doc[entry_seg]
-        self.entry_start = start_in_row.astype(np.int32)
-        self.entry_offset = offset_in_doc.astype(np.int64)
-        self.entry_tokens = end_in_row - start_in_row
+        self.entry_doc = seg_doc[seg]
+        self.entry_start = start.astype(np.int32)
+        self.entry_offset = offset.astype(np.int64)
+        self.entry_tokens = length
         # entries are sorted by row (segments are in stream order), so a row is a contiguous run
         self.row_offsets = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(entry_row, minlength=n_rows), out=self.row_offsets[1:])
@@ -221,25 +248,44 @@ def _list_column(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
 
+def shard_table(
+    input_ids: np.ndarray,
+    entries_per_row: np.ndarray,
+    doc_ids: pa.Array,
+    doc_starts: np.ndarray,
+    doc_offsets: np.ndarray,
+    schema: pa.Schema,
+) -> pa.Table:
+    """One shard file's table: ``input_ids`` (rows × (seq_len + 1)) and the provenance
+    entries of its rows, in row order (``entries_per_row`` of them per row)."""
+    offsets = np.zeros(len(input_ids) + 1, dtype=np.int64)
+    np.cumsum(entries_per_row, out=offsets[1:])
+    row_len = input_ids.shape[1]
+    value_type = schema.field("input_ids").type.value_type
+    return pa.Table.from_arrays(
+        [
+            pa.FixedSizeListArray.from_arrays(pa.array(input_ids.reshape(-1), value_type), row_len),
+            _list_column(offsets, doc_ids),
+            _list_column(offsets, pa.array(doc_starts, pa.int32())),
+            _list_column(offsets, pa.array(doc_offsets, pa.int64())),
+        ],
+        schema=schema,
+    )
+
+
 def _table_for_rows(
     packed: _Packed, rows: np.ndarray, ids: pa.Array, schema: pa.Schema
 ) -> pa.Table:
     lo, hi = packed.row_offsets[rows], packed.row_offsets[rows + 1]
     counts = hi - lo
     sel = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    input_ids = packed.rows[rows]
-    row_len = input_ids.shape[1]
-    value_type = schema.field("input_ids").type.value_type
-    return pa.Table.from_arrays(
-        [
-            pa.FixedSizeListArray.from_arrays(pa.array(input_ids.reshape(-1), value_type), row_len),
-            _list_column(offsets, ids.take(pa.array(packed.entry_doc[sel]))),
-            _list_column(offsets, pa.array(packed.entry_start[sel], pa.int32())),
-            _list_column(offsets, pa.array(packed.entry_offset[sel], pa.int64())),
-        ],
-        schema=schema,
+    return shard_table(
+        packed.rows[rows],
+        counts,
+        ids.take(pa.array(packed.entry_doc[sel])),
+        packed.entry_start[sel],
+        packed.entry_offset[sel],
+        schema,
     )
 
 
@@ -258,6 +304,32 @@ def _sum_by(labels: list[str | None], index: np.ndarray, weights: np.ndarray) ->
     return {lab: int(sums[i]) for lab, i in codes.items() if sums[i]}
 
 
+def tokenizer_info(
+    tokenizer_path: str | Path, add_bos: bool = False
+) -> tuple[TokenizerInfo, bytes]:
+    """The manifest's entry for the tokenizer at ``tokenizer_path`` (its special ids, hash and
+    model type, from the ``.json`` summary next to it) and the model's bytes."""
+    model_bytes = Path(tokenizer_path).read_bytes()
+    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+    bos, eos, pad = sp.bos_id(), sp.eos_id(), sp.pad_id()
+    if min(eos, pad) < 0 or (add_bos and bos < 0):
+        raise ValueError("tokenizer needs EOS and PAD ids (and BOS with add_bos)")
+    summary_path = Path(str(tokenizer_path) + ".json")
+    model_type = "bpe"
+    if summary_path.exists():
+        model_type = json.loads(summary_path.read_text())["config"]["model_type"]
+    info = TokenizerInfo(
+        path=TOKENIZER_NAME,
+        sha256=hashlib.sha256(model_bytes).hexdigest(),
+        vocab_size=sp.get_piece_size(),
+        model_type=model_type,
+        bos_id=bos,
+        eos_id=eos,
+        pad_id=pad,
+    )
+    return info, model_bytes
+
+
 def write_shards(
     encoded_parts: Iterable[pa.Table | str | Path],
     out_dir: str | Path,
@@ -273,18 +345,10 @@ def write_shards(
     achieved mixture (token shares over both splits); without it, shares are per domain.
     """
     out = Path(out_dir)
-    model_bytes = Path(tokenizer_path).read_bytes()
-    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
-    vocab = sp.get_piece_size()
-    dtype = token_dtype(vocab)
-    bos, eos, pad = sp.bos_id(), sp.eos_id(), sp.pad_id()
-    if min(eos, pad) < 0 or (cfg.add_bos and bos < 0):
-        raise ValueError("tokenizer needs EOS and PAD ids (and BOS with add_bos)")
+    tokenizer, model_bytes = tokenizer_info(tokenizer_path, cfg.add_bos)
+    dtype = token_dtype(tokenizer.vocab_size)
+    bos, eos, pad = tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
     write_bytes_atomic(model_bytes, str(out / TOKENIZER_NAME))
-    summary_path = Path(str(tokenizer_path) + ".json")
-    model_type = "bpe"
-    if summary_path.exists():
-        model_type = json.loads(summary_path.read_text())["config"]["model_type"]
 
     docs = _read(encoded_parts)
     schema = shard_schema(cfg.seq_len, dtype)
@@ -326,15 +390,7 @@ def write_shards(
     manifest = Manifest(
         seq_len=cfg.seq_len,
         dtype=dtype,
-        tokenizer=TokenizerInfo(
-            path=TOKENIZER_NAME,
-            sha256=hashlib.sha256(model_bytes).hexdigest(),
-            vocab_size=vocab,
-            model_type=model_type,
-            bos_id=bos,
-            eos_id=eos,
-            pad_id=pad,
-        ),
+        tokenizer=tokenizer,
         splits=splits,
         mixture_target=target,
         mixture_achieved={k: v / total for k, v in sorted(achieved_tokens.items())},
