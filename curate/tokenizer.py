@@ -54,6 +54,9 @@ class TokenizerConfig(BaseModel):
     max_sentence_bytes: int = Field(8192, ge=4)  # one UTF-8 character takes up to 4 bytes
     seed: int = 0
     num_threads: int = Field(2, ge=1)
+    # a given SentencePiece model (local path or URL): the run's tokenizer step copies it
+    # instead of training one (``sluice ablate``: one tokenizer for every variant)
+    model_path: str | None = None
 
     @field_validator("vocab_size")
     @classmethod
