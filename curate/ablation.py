@@ -50,6 +50,7 @@ from curate.shards.format import (
     write_manifest,
 )
 from curate.shards.write import TOKENIZER_NAME, encode_part, write_shards
+from curate.stage import GlobalStage
 from curate.storage import (
     done_marker_matches,
     exists,
@@ -82,6 +83,8 @@ class EvalSpec(BaseModel):
     holdout_fraction: float = Field(0.05, gt=0.0, lt=1.0)
     seed: int = 0
     max_bytes: int | None = Field(2_000_000, ge=1)  # a deterministic subset of the documents
+    # clean text: only the held-out documents this variant's per-document stages keep
+    clean_like: str | None = None
 
 
 class AblationConfig(BaseModel):
@@ -111,6 +114,10 @@ class AblationConfig(BaseModel):
             raise ValueError("variants: 'union' is reserved (the shared tokenizer's run)")
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline: {self.baseline!r} is not a variant ({names})")
+        if self.eval.clean_like is not None and self.eval.clean_like not in names:
+            raise ValueError(
+                f"eval.clean_like: {self.eval.clean_like!r} is not a variant ({names})"
+            )
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: must be distinct, got {self.seeds}")
         for i, v in enumerate(self.variants):
@@ -332,30 +339,54 @@ def _subset(docs: pa.Table, max_bytes: int | None, seed: int) -> pa.Table:
 _EVAL_COLUMNS = ["id", "text", "source", "domain", "lang"]
 
 
-def eval_documents(abl: AblationConfig, baseline: PipelineConfig) -> pa.Table:
+def clean_like(docs: pa.Table, cfg: PipelineConfig) -> tuple[pa.Table, list[str]]:
+    """The documents ``cfg``'s per-document stages keep, in order (the hold-out stage and
+    global stages, dedup, are skipped: they judge a document against the run); fitted stages
+    use the files the run fitted. Returns (kept, the stages applied)."""
+    from curate.stages import STAGES
+
+    lay, applied = RunLayout(cfg.run_url), []
+    for k, entry in enumerate(cfg.stages):
+        stage = STAGES[entry.name]
+        if entry.name == HOLDOUT.name or isinstance(stage, GlobalStage):
+            continue
+        stage_cfg = cfg.stage_config(k)
+        if stage.fit is not None and stage.fit.needed(stage_cfg):
+            stage_cfg = stage.fit.use(stage_cfg, lambda f, n=entry.name: lay.fit_file(n, f))
+        docs = stage.run(docs, stage_cfg).kept
+        applied.append(entry.name)
+    return docs, applied
+
+
+def eval_documents(
+    abl: AblationConfig, cfgs: dict[str, PipelineConfig]
+) -> tuple[pa.Table, dict[str, Any]]:
     """The common evaluation documents: the named text, extracted, or the documents the
-    baseline's hold-out stage removed (the same slice in every variant), subset to
-    ``eval.max_bytes``."""
+    baseline's hold-out stage removed (the same slice in every variant), kept by
+    ``eval.clean_like``'s per-document stages when set, subset to ``eval.max_bytes``; with
+    what was done to them."""
+    baseline = cfgs[abl.baseline_name]
+    info: dict[str, Any] = {"named": bool(abl.eval.inputs)}
     if abl.eval.inputs:
         files = list_inputs(abl.eval.inputs, baseline.domain_rules, [])
         if not files:
-            raise ConfigError(
-                f"eval.inputs: no files found for {[s.path for s in abl.eval.inputs]}"
-            )
-        tables = [
-            extract_part(part, baseline.extract).kept for part in plan_parts(files, 64, 1 << 30)
-        ]
-        docs = pa.concat_tables(t.select(_EVAL_COLUMNS) for t in tables)
+            paths = [s.path for s in abl.eval.inputs]
+            raise ConfigError(f"eval.inputs: no files found for {paths}")
+        parts = plan_parts(files, 64, 1 << 30)
+        docs = pa.concat_tables(extract_part(p, baseline.extract).kept for p in parts)
     else:
         lay = RunLayout(baseline.run_url)
         tables = []
         for url in lay.part_files(HOLDOUT.name, "removed"):
             t = read_parquet(url)
-            tables.append(
-                t.filter(pc.equal(t.column("reason"), HOLDOUT_REASON)).select(_EVAL_COLUMNS)
-            )
+            t = t.filter(pc.equal(t.column("reason"), HOLDOUT_REASON))
+            tables.append(t.drop_columns(["removed_by", "reason", "holdout_u"]))
         docs = pa.concat_tables(tables, promote_options="permissive")
-    return _subset(docs, abl.eval.max_bytes, abl.eval.seed)
+    info["held_out"] = docs.num_rows
+    if abl.eval.clean_like is not None:
+        docs, info["cleaned_by"] = clean_like(docs, cfgs[abl.eval.clean_like])
+        info["clean_like"] = abl.eval.clean_like
+    return _subset(docs.select(_EVAL_COLUMNS), abl.eval.max_bytes, abl.eval.seed), info
 
 
 def piece_bytes(tokenizer: str) -> np.ndarray:

@@ -75,7 +75,7 @@ def curate_task(cfg: Any, cache_dir: str, run: str) -> dict[str, Any]:
 
 
 @task(name="eval-set", persist_result=False)
-def eval_task(abl: Any, baseline_cfg: Any, tokenizer: str, shards: dict[str, str]) -> dict:
+def eval_task(abl: Any, cfgs: dict[str, Any], tokenizer: str, shards: dict[str, str]) -> dict:
     """The common evaluation set, encoded; the training data of every variant; disjointness."""
     from curate.ablation import (
         check_disjoint,
@@ -87,8 +87,8 @@ def eval_task(abl: Any, baseline_cfg: Any, tokenizer: str, shards: dict[str, str
     from curate.storage import parquet_bytes, write_bytes_atomic
 
     lay = AblationLayout(abl.root)
-    docs = eval_documents(abl, baseline_cfg)
-    info = write_eval_shards(docs, tokenizer, baseline_cfg, lay.eval_shards)
+    docs, how = eval_documents(abl, cfgs)
+    info = {**how, **write_eval_shards(docs, tokenizer, cfgs[abl.baseline_name], lay.eval_shards)}
     write_bytes_atomic(parquet_bytes(docs), lay.eval_docs)
     for name, variant_shards in shards.items():
         training_data(variant_shards, lay.eval_shards, lay.train_data(name))
@@ -187,6 +187,8 @@ def report_markdown(r: dict[str, Any]) -> str:
     pct = int(round(100 * r["confidence"]))
     e, t = r["eval"], r["training"]
     source = "named text" if e.get("named") else "held-out slice of the documents"
+    if e.get("clean_like"):
+        source += f" that {e['clean_like']}'s {', '.join(e['cleaned_by'])} keep"
     lines = [
         f"# Ablation `{r['name']}`",
         "",
@@ -307,9 +309,8 @@ def _chain(abl: Any, call: Callable[..., Any]) -> dict[str, Any]:
             "shards": shards,
         }
     baseline_cfg = cfgs[abl.baseline_name]
-    evals = timed("eval set", lambda: call(eval_task, abl, baseline_cfg, tokenizer,
+    evals = timed("eval set", lambda: call(eval_task, abl, cfgs, tokenizer,
                                            {n: c["shards"] for n, c in curation.items()}))  # fmt: skip
-    evals["named"] = bool(abl.eval.inputs)
     plan = training_plan(abl, baseline_cfg.shards.seq_len)
     runs: dict[str, dict[int, dict[str, Any]]] = {v.name: {} for v in abl.variants}
     for seed in abl.seeds:  # seed-major: a stopped ablation has every variant at some seeds

@@ -252,3 +252,26 @@ def test_the_prefect_flow_reports_with_an_artifact(ablation):
     assert found and "| loose |" in found[0].data
     for name, v in report["variants"].items():
         assert v["loss_per_seed"] == local["variants"][name]["loss_per_seed"]
+
+
+def test_clean_like_keeps_what_a_variants_document_stages_keep(ablation):
+    """``eval.clean_like``: the held-out documents a variant's per-document stages keep (the
+    dedup stages judge against the run and are skipped)."""
+    from curate.ablation import eval_documents
+    from curate.stages import STAGES
+
+    _, abl, _ = ablation
+    cfgs = {v.name: variant_config(abl, v, "tok") for v in abl.variants}
+    raw, info = eval_documents(abl.model_copy(update={"eval": abl.eval.model_copy(
+        update={"max_bytes": None})}), cfgs)  # fmt: skip
+    assert not info.get("cleaned_by") and info["held_out"] == raw.num_rows
+    clean_abl = abl.model_copy(
+        update={"eval": abl.eval.model_copy(update={"max_bytes": None, "clean_like": "base"})}
+    )
+    clean, info = eval_documents(clean_abl, cfgs)
+    assert info["cleaned_by"] == ["heuristics"]
+    holdout = pq.read_table(f"{cfgs['base'].run_url}/holdout/part-00000.removed.parquet")
+    holdout = holdout.drop_columns(["removed_by", "reason", "holdout_u"])
+    expected = STAGES["heuristics"].run(holdout, cfgs["base"].stage_config(1)).kept
+    assert sorted(clean.column("id").to_pylist()) == sorted(expected.column("id").to_pylist())
+    assert clean.num_rows < raw.num_rows  # the sample's manuals fail the web heuristics
