@@ -275,3 +275,18 @@ def test_clean_like_keeps_what_a_variants_document_stages_keep(ablation):
     expected = STAGES["heuristics"].run(holdout, cfgs["base"].stage_config(1)).kept
     assert sorted(clean.column("id").to_pylist()) == sorted(expected.column("id").to_pylist())
     assert clean.num_rows < raw.num_rows  # the sample's manuals fail the web heuristics
+
+
+def test_cli_config_vs_makes_one_variant_per_config(ablation):
+    from flows.cli import build_parser, load_ablation_args
+
+    tmp, _, _ = ablation
+    base = str(tmp / "base.yaml")
+    args = build_parser().parse_args(
+        ["ablate", "--config", base, "--vs", base, "--seeds", "3,4", "--tokens", "999",
+         "--train-config", str(tmp / "train.yaml"), "--set", "mix.seed=1", "--local"]
+    )  # fmt: skip
+    abl = load_ablation_args(args)
+    assert [v.name for v in abl.variants] == ["base", "base-2"]
+    assert abl.baseline_name == "base" and abl.seeds == [3, 4] and abl.tokens == 999
+    assert variant_config(abl, abl.variants[1], None).mix.seed == 1
