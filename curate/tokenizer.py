@@ -27,7 +27,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sentencepiece as spm
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from curate.mix import stable_uniform
 from curate.schema import doc_id
@@ -57,6 +64,15 @@ class TokenizerConfig(BaseModel):
     # a given SentencePiece model (local path or URL): the run's tokenizer step copies it
     # instead of training one (``sluice ablate``: one tokenizer for every variant)
     model_path: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_model(self, handler: Any) -> dict[str, Any]:
+        """No ``model_path`` key when none is given: a trained tokenizer's config (and hash,
+        and every existing run's ``config.json``) stays what it was before the key existed."""
+        data = handler(self)
+        if self.model_path is None and isinstance(data, dict):
+            data.pop("model_path", None)
+        return data
 
     @field_validator("vocab_size")
     @classmethod
