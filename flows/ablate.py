@@ -126,7 +126,7 @@ def build_report(
 ) -> dict[str, Any]:
     """Per variant: kept documents and tokens, loss (nats/token, bits/byte) with its interval
     over the seeds run, and the paired difference from the baseline."""
-    from train.ablation import bits_per_byte, paired_difference, t_interval
+    from train.ablation import bits_per_byte, paired_difference, seeds_to_resolve, t_interval
 
     c = abl.confidence
     tokens, target_bytes = evals["target_tokens"], evals["target_bytes"]
@@ -153,6 +153,10 @@ def build_report(
                 {s: bits_per_byte(x, tokens, target_bytes) for s, x in base_losses.items()},
                 bpb,
                 c,
+            )
+            # paired seeds per variant for a 0.5% difference to leave the interval's half-width
+            d["seeds_for_half_percent"] = (
+                None if d["sd"] is None else seeds_to_resolve(d["sd"], d["mean_baseline"], 0.005, c)
             )
             entry["vs_baseline"] = {"loss": d, "bpb": d_bpb}
         variants[v.name] = entry
@@ -234,11 +238,23 @@ def report_markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | " + " | ".join("—" if x is None else f"{x:.4f}" for x in cells) + " |"
         )
+    needs = [
+        f"{name} {v['vs_baseline']['loss']['seeds_for_half_percent']}"
+        for name, v in r["variants"].items()
+        if v.get("vs_baseline") and v["vs_baseline"]["loss"].get("seeds_for_half_percent")
+    ]
+    if needs:
+        lines += ["", "Seeds per variant for a 0.5% loss difference to be distinguishable at "
+                  f"this seed noise (paired t, {pct}%): " + ", ".join(needs) + "."]  # fmt: skip
     lines += [
         "",
         "Curation steps (calls computed here / shared from another variant / done before):",
         "",
     ]
+    if r.get("union_ledger"):
+        parts = [f"{s} {c['computed']}/{c['shared']}/{c['done']}"
+                 for s, c in r["union_ledger"].items()]  # fmt: skip
+        lines.append("- union (the shared tokenizer's run): " + ", ".join(parts))
     for name, v in r["variants"].items():
         parts = [
             f"{step} {c['computed']}/{c['shared']}/{c['done']}"
@@ -319,7 +335,7 @@ def _chain(abl: Any, call: Callable[..., Any]) -> dict[str, Any]:
                 train_task, abl, v.name, seed, plan["steps"]))  # fmt: skip
     report = build_report(abl, curation, evals, plan, runs, tokenizer, timings)
     report["union_ledger"] = ledgers.get("union")
-    return call(report_task, abl, report)
+    return call(report_task, abl, report)  # the markdown is written here, with the union
 
 
 @flow(name="ablate", log_prints=True)

@@ -50,6 +50,7 @@ def paired_difference(
         "seeds": seeds,
         "diffs": diffs,
         **interval,
+        "mean_baseline": base,
         "relative": interval["mean"] / base if seeds else math.nan,
         "distinguishable": distinguishable,
     }
