@@ -353,6 +353,7 @@ def load_ablation_args(args: argparse.Namespace):
             "seeds": args.seeds,
             "tokenizer": args.tokenizer,
             "name": args.run_name,
+            "train": args.train_config,
         }.items()
         if v is not None
     }
@@ -362,8 +363,8 @@ def load_ablation_args(args: argparse.Namespace):
             abl = abl.model_validate({**abl.model_dump(), **fields})
         else:
             fields.setdefault("tokens", 262144)
-            abl = ablation_from_configs([args.config, *args.vs], train=args.train_config,
-                                        **fields)  # fmt: skip
+            fields.setdefault("train", str(REPO_ROOT / "configs/train/tiny.yaml"))
+            abl = ablation_from_configs([args.config, *args.vs], **fields)
         abl.set += list(args.set)
         abl.train_set += list(args.train_set)
         if args.eval:
@@ -655,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--config", help="the baseline's curation config (with --vs)")
     ab.add_argument("--vs", action="append", default=[], metavar="CONFIG",
                     help="a curation config to compare with --config (repeatable)")  # fmt: skip
-    ab.add_argument("--train-config", default=str(REPO_ROOT / "configs/train/tiny.yaml"))
+    ab.add_argument("--train-config", help="the training config (default: the ablation's; "
+                    "with --config/--vs configs/train/tiny.yaml)")  # fmt: skip
     ab.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE")
     ab.add_argument("--tokens", type=int, help="token budget of every training run")
     ab.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")],
