@@ -3,7 +3,7 @@
 On the Debian corpus (``python -m bench.corpus --tier small --out DIR``; a subset of its
 folders, ``--kinds``), ``sluice ablate`` in-process with ``configs/ablation/debian.yaml``: the
 default job's filters (baseline), (a) no filters, (b) near-dedup off, (c) the quality threshold
-at 0.8 instead of 0.5; the same tiny model, token budget and 3 seeds on each, evaluated on one
+at 0.9998 instead of 0.5; the same tiny model, token budget and 5 seeds on each, evaluated on one
 held-out slice of the documents. Each difference from the baseline comes with its paired
 t-interval over the seeds and whether it is distinguishable from seed noise.
 
