@@ -41,7 +41,7 @@ KINDS = {
     "pdf": ("pdf", "pdf"),
 }
 GPU_TOKENS_PER_S = 457_000  # GPT-2-124M, torch.compile + SDPA flash, one H100 (ARCHITECTURE.md)
-GPU_FLOPS_PER_TOKEN_124M = 6 * 124e6  # ~6·N
+GPU_CONFIG = ROOT / "configs" / "ablation" / "gpu.yaml"
 
 
 def cpu_seconds() -> float:
@@ -65,9 +65,15 @@ def corpus_inputs(corpus: Path, kinds: list[str], packages: list[str] | None) ->
 
 
 def resolve_05(report: dict, rel: float = 0.005) -> dict:
-    """Seeds and compute for a paired comparison to resolve ``rel`` of the baseline loss."""
+    """Seeds and compute for a paired comparison to resolve ``rel`` of the baseline loss: at
+    this scale (the measured sd), and for ``configs/ablation/gpu.yaml`` if its seed noise
+    relative to the loss were the same (an assumption: noise shrinks with scale; a 3-seed pilot
+    of the GPU config measures it)."""
+    from curate.ablation import load_ablation
     from train.ablation import seeds_to_resolve
 
+    gpu = load_ablation(GPU_CONFIG)
+    gpu_run_h = gpu.tokens / GPU_TOKENS_PER_S / 3600
     base = report["variants"][report["baseline"]]["loss"]["mean"]
     t = report["training"]
     out = {}
@@ -76,24 +82,39 @@ def resolve_05(report: dict, rel: float = 0.005) -> dict:
         if d is None or d["sd"] is None:
             continue
         n = seeds_to_resolve(d["sd"], base, rel, report["confidence"])
-        flops = None if n is None else 2 * n * t["flops_per_run"]
         out[name] = {
             "sd_diff": d["sd"],
+            "sd_rel": d["sd"] / base,
             "half_width_now": d["half_width"],
             "target_half_width": rel * base,
             "seeds_needed": n,
-            "flops_total": flops,
-            # the same FLOPs at the measured GPT-2-124M GPU rate (a bigger model: fewer tokens)
-            "gpu_seconds_at_124m_rate": None
-            if flops is None
-            else flops / (GPU_FLOPS_PER_TOKEN_124M * GPU_TOKENS_PER_S),
+            "flops_here": None if n is None else 2 * n * t["flops_per_run"],
+            "gpu_run_hours": gpu_run_h,
+            "gpu_hours_same_rel_noise": None if n is None else 2 * n * gpu_run_h,
         }
     return out
 
 
+def print_resolve(resolve: dict) -> None:
+    print("To resolve a 0.5% loss difference (paired t, 95%): n = min{n: t(.975, n-1)·sd_d/√n "
+          "≤ 0.005·L}; compute = 2 variants × n × one run")  # fmt: skip
+    for name, r in resolve.items():
+        n = r["seeds_needed"]
+        if n is None:
+            print(f"  {name}: not reachable")
+            continue
+        print(
+            f"  {name}: sd_d {r['sd_diff']:.4f} nats ({100 * r['sd_rel']:.2f}% of L); half-width "
+            f"now {r['half_width_now']:.4f}, needed {r['target_half_width']:.4f}: n = {n} seeds "
+            f"per variant = {r['flops_here']:.3g} FLOPs at this scale; configs/ablation/gpu.yaml "
+            f"({r['gpu_run_hours']:.2f} H100-h a run) at the same relative noise: "
+            f"{r['gpu_hours_same_rel_noise']:,.0f} H100-hours"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, required=True, help="bench.corpus output (small)")
+    ap.add_argument("--corpus", type=Path, help="bench.corpus output (small)")
     ap.add_argument("--kinds", default="html,rst,code,fortune,prose",
                     help="corpus folders to read (comma-separated)")  # fmt: skip
     ap.add_argument("--packages", default="", help="only these package folders (comma-sep.)")
@@ -101,7 +122,13 @@ def main() -> None:
     ap.add_argument("--run-dir", default="/tmp/sluice-bench-ablation")
     ap.add_argument("--tokens", type=int, help="token budget per run (default: the config's)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--resolve-from", type=Path, help="only print the 0.5%% section of a --json")
     args = ap.parse_args()
+    if args.resolve_from:
+        print_resolve(resolve_05(json.loads(args.resolve_from.read_text())))
+        return
+    if args.corpus is None:
+        ap.error("--corpus is required (python -m bench.corpus --tier small --out DIR)")
 
     from curate.ablation import load_ablation
     from flows.ablate import run_local
@@ -117,19 +144,7 @@ def main() -> None:
     wall, cpu, load1 = time.time() - t0, cpu_seconds() - c0, os.getloadavg()
     print(report["markdown"])
     resolve = resolve_05(report)
-    print("To resolve a 0.5% loss difference (paired, 95%):")
-    for name, r in resolve.items():
-        n = r["seeds_needed"]
-        print(
-            f"  {name}: sd of the paired difference {r['sd_diff']:.4f} nats; half-width now "
-            f"{r['half_width_now']:.4f}, needed {r['target_half_width']:.4f}: "
-            + (
-                f"{n} seeds per variant, {r['flops_total']:.3g} FLOPs "
-                f"(≈ {r['gpu_seconds_at_124m_rate']:.1f} s on one H100 at the 124M rate)"
-                if n
-                else "not reachable"
-            )  # fmt: skip
-        )
+    print_resolve(resolve)
     print(f"wall {wall:.0f} s, CPU {cpu:.0f} s (process tree); curation/training seconds: "
           + ", ".join(f"{k} {v:.0f}" for k, v in report["timings_s"].items()))  # fmt: skip
     print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
