@@ -284,9 +284,10 @@ class SharedSteps:
         return {**record["stats"], "skipped": True, SHARED: True}
 
     def _remember(self, plan: Plan, step: Step, index: int | None) -> None:
+        """This run holds the call now (it computed it, or its own marker matched): the source
+        for the next run (an older entry may name a run that has recomputed it since)."""
         entry = self._entry(self.key(step, index))
-        if not exists(entry):
-            write_json_atomic({"run": plan.layout.root, "step": step.name, "index": index}, entry)
+        write_json_atomic({"run": plan.layout.root, "step": step.name, "index": index}, entry)
 
     def wrap(self, run_calls: RunCalls, run: str) -> RunCalls:
         def shared(plan: Plan, step: Step, indices: list[int | None]) -> list[dict[str, Any]]:
