@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
@@ -358,8 +359,13 @@ def load_model_yaml(
         raise ConfigError(format_errors(e, str(path), list(overrides or []), model)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a YAML config, apply ``key=value`` overrides, validate; ConfigError names the key."""
+def load_config(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+) -> PipelineConfig:
+    """Read a YAML config, apply ``key=value`` overrides (then ``edit`` on the raw mapping: an
+    ablation's variant), validate; ConfigError names the key."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -371,6 +377,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise ConfigError(f"{path}: the top level must be a mapping")
     for o in overrides or []:
         apply_override(data, o)
+    if edit is not None:
+        edit(data)
     _resolve_relative_inputs(data, path.parent)
     try:
         cfg = PipelineConfig.model_validate(data)

@@ -208,3 +208,59 @@ class RunLayout:
         """The existing part files of one kind of a stage, in part order."""
         urls = (self.part(stage, i, kind) for i in range(self.n_parts()))
         return [u for u in urls if exists(u)]
+
+
+@dataclass(frozen=True)
+class AblationLayout:
+    """Paths of one ablation directory (``sluice ablate``; a local path: training reads shards
+    with memory maps)::
+
+        ablation.json, ablation.md       the report (per variant, per seed; differences)
+        union/                           the run whose tokenizer every variant shares
+        variants/<variant>/              each variant's run directory (a RunLayout)
+        step-cache/<key>.json            which run computed a step call first (shared steps)
+        eval/docs.parquet, eval/shards/  the common evaluation set (val split only)
+        train/<variant>/data/            the variant's train shards + the eval set as val
+        train/<variant>/seed-<s>/        one training run (final.json, metrics)
+    """
+
+    root: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", str(self.root).rstrip("/"))
+
+    def path(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    @property
+    def union(self) -> str:
+        return self.path("union")
+
+    def variant(self, name: str) -> str:
+        return self.path("variants", name)
+
+    @property
+    def step_cache(self) -> str:
+        return self.path("step-cache")
+
+    @property
+    def eval_docs(self) -> str:
+        return self.path("eval", "docs.parquet")
+
+    @property
+    def eval_shards(self) -> str:
+        return self.path("eval", "shards")
+
+    def train_data(self, variant: str) -> str:
+        return self.path("train", variant, "data")
+
+    def train_run(self, variant: str, seed: int) -> str:
+        return self.path("train", variant, f"seed-{seed}")
+
+    @property
+    def report_json(self) -> str:
+        return self.path("ablation.json")
+
+    @property
+    def report_md(self) -> str:
+        return self.path("ablation.md")

@@ -61,12 +61,13 @@ from curate.storage import (
     local_copy,
     name_bytes,
     parquet_bytes,
+    read_bytes,
     read_columns,
     read_json,
     read_parquet,
     read_parquet_rows,
 )
-from curate.tokenizer import train_tokenizer
+from curate.tokenizer import load_tokenizer, train_tokenizer
 
 MAP, REDUCE, BUCKETS = "map", "reduce", "buckets"
 # rows per row group of a map's shuffled keys: a bucket task reads at most two row groups per
@@ -352,7 +353,16 @@ def build_plan(cfg: PipelineConfig) -> Plan:
         # pyarrow reads local paths itself; parts elsewhere are read through fsspec
         return urls if local_run else [read_parquet(u) for u in urls]
 
+    given = cfg.tokenizer.model_path
+
     def tokenizer_compute(_: int | None) -> Output:
+        if given is not None:  # a given model: copied, with its summary when it has one
+            summary_url = given + ".json"
+            summary = read_bytes(summary_url) if exists(summary_url) else json_bytes({})
+            return Output(
+                {lay.tokenizer_model: read_bytes(given), lay.tokenizer_model + ".json": summary},
+                {"vocab_size": load_tokenizer(given).get_piece_size(), "given": given},
+            )
         urls = [lay.part(MIX, i) for i in range(plan.n_parts)]
         with tempfile.TemporaryDirectory(prefix="sluice-tokenizer-") as tmp:
             with heartbeat(f"tokenizer (vocab {cfg.tokenizer.vocab_size})"):
@@ -363,16 +373,19 @@ def build_plan(cfg: PipelineConfig) -> Plan:
             {"vocab_size": cfg.tokenizer.vocab_size},
         )
 
+    def tokenizer_fp(_: int | None) -> tuple[str, str]:
+        code = code_version("curate.tokenizer")
+        if given is not None:  # the given file's bytes, not the mixture, decide the output
+            return hashlib.sha256(read_bytes(given)).hexdigest(), _digest("given", code)
+        return all_parts_hash(MIX), _digest(config_hash(cfg.tokenizer), code)
+
     steps.append(
         Step(
             "tokenizer",
             REDUCE,
-            (MIX,),
+            () if given is not None else (MIX,),
             lambda _: lay.tokenizer_marker,
-            lambda _: (
-                all_parts_hash(MIX),
-                _digest(config_hash(cfg.tokenizer), code_version("curate.tokenizer")),
-            ),
+            tokenizer_fp,
             tokenizer_compute,
         )
     )

@@ -34,6 +34,7 @@ def _register_builtin() -> None:
     from curate.dedup.minhash import NEAR_DEDUP
     from curate.dedup.paragraph import PARAGRAPH_DEDUP
     from curate.filters.heuristics import HEURISTICS
+    from curate.filters.holdout import HOLDOUT
     from curate.filters.langid import LANGID
     from curate.filters.pii import PII
     from curate.filters.quality import QUALITY
@@ -42,6 +43,7 @@ def _register_builtin() -> None:
     for stage in (LANGID, HEURISTICS, QUALITY, TOXICITY, PII, EXACT_DEDUP, NEAR_DEDUP, DECONTAM):
         register(stage)
     register(PARAGRAPH_DEDUP)
+    register(HOLDOUT)
 
 
 _register_builtin()

@@ -134,10 +134,14 @@ def write_json_atomic(obj: Any, url: str) -> None:
     write_bytes_atomic((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), url)
 
 
-def read_json(url: str) -> Any:
+def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
     with fs.open(path, "rb") as f:
-        return json.loads(f.read())
+        return f.read()
+
+
+def read_json(url: str) -> Any:
+    return json.loads(read_bytes(url))
 
 
 def exists(url: str) -> bool:

@@ -27,7 +27,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sentencepiece as spm
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from curate.mix import stable_uniform
 from curate.schema import doc_id
@@ -54,6 +61,18 @@ class TokenizerConfig(BaseModel):
     max_sentence_bytes: int = Field(8192, ge=4)  # one UTF-8 character takes up to 4 bytes
     seed: int = 0
     num_threads: int = Field(2, ge=1)
+    # a given SentencePiece model (local path or URL): the run's tokenizer step copies it
+    # instead of training one (``sluice ablate``: one tokenizer for every variant)
+    model_path: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_model(self, handler: Any) -> dict[str, Any]:
+        """No ``model_path`` key when none is given: a trained tokenizer's config (and hash,
+        and every existing run's ``config.json``) stays what it was before the key existed."""
+        data = handler(self)
+        if self.model_path is None and isinstance(data, dict):
+            data.pop("model_path", None)
+        return data
 
     @field_validator("vocab_size")
     @classmethod

@@ -5,6 +5,7 @@ sluice run --config F [--set k=v]...        curate with Prefect tasks on Ray
 sluice status RUN                           every step: done / stale / pending, with counts
 sluice demo                                 end-to-end on data/sample (configs/default.yaml)
 sluice end-to-end --config F                curate → sweep → fit → train → report
+sluice ablate ABLATION.yaml | --config A --vs B   train on each variant, compare with intervals
 sluice inspect RUN                          sample kept/removed/quarantined docs per reason
 sluice train-tokenizer --run R              (re)train a run's tokenizer
 sluice train-quality|train|sweep ...        forwarded to their own modules
@@ -335,6 +336,73 @@ def cmd_end_to_end(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_ablation_args(args: argparse.Namespace):
+    """The ablation of ``sluice ablate``: an ablation config, or ``--config A --vs B...``;
+    ``--set`` overrides every variant's curation config, the other options the ablation's."""
+    from curate.ablation import ablation_from_configs, load_ablation
+    from curate.config import ConfigError
+
+    if bool(args.ablation) == bool(args.config):
+        fail("sluice ablate: give an ablation config, or --config A.yaml --vs B.yaml")
+    if args.config and not args.vs:
+        fail("sluice ablate: --config needs at least one --vs (the variants to compare)")
+    fields = {
+        k: v
+        for k, v in {
+            "tokens": args.tokens,
+            "seeds": args.seeds,
+            "tokenizer": args.tokenizer,
+            "name": args.run_name,
+            "train": args.train_config,
+        }.items()
+        if v is not None
+    }
+    try:
+        if args.ablation:
+            abl = load_ablation(args.ablation)
+            abl = abl.model_validate({**abl.model_dump(), **fields})
+        else:
+            fields.setdefault("tokens", 262144)
+            fields.setdefault("train", str(REPO_ROOT / "configs/train/tiny.yaml"))
+            abl = ablation_from_configs([args.config, *args.vs], **fields)
+        abl.set += list(args.set)
+        abl.train_set += list(args.train_set)
+        if args.eval:
+            from curate.readers import InputSpec
+
+            abl.eval.inputs = [InputSpec(path=p, format="text", domain="eval") for p in args.eval]
+        from curate.ablation import variant_config
+
+        for v in abl.variants:  # every variant's config validates before anything runs
+            check_plan(variant_config(abl, v, None))
+    except (ConfigError, ValueError) as e:
+        fail(str(e))
+    return abl
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    abl = load_ablation_args(args)
+    if len(abl.seeds) < 3:
+        print(f"sluice: warning: {len(abl.seeds)} seed(s): intervals need ≥ 2, and are wide "
+              "below 3", file=sys.stderr, flush=True)  # fmt: skip
+    start = time.perf_counter()
+    if args.local:
+        from flows.ablate import run_local
+
+        report = run_local(abl)
+    else:
+        from flows.ablate import ablate
+        from flows.curate import _api
+
+        cfg = _load(abl.base or abl.variants[0].config, [])
+        with _api(_api_for(cfg)):
+            report = ablate(abl)
+    print(report["markdown"])
+    print(f"report: {report['paths']['markdown']} (+ .json); "
+          f"finished in {time.perf_counter() - start:.0f} s wall")  # fmt: skip
+    return 0
+
+
 def _sample_rows(table, n: int, width: int) -> list[str]:
     out = []
     for row in table.slice(0, n).to_pylist():
@@ -579,6 +647,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", required=True)
     end_to_end_options(e)
     e.set_defaults(fn=cmd_end_to_end)
+
+    ab = sub.add_parser(
+        "ablate",
+        help="train the same model on each variant of the data; losses with intervals",
+    )
+    ab.add_argument("ablation", nargs="?", help="an ablation config (configs/ablation/*.yaml)")
+    ab.add_argument("--config", help="the baseline's curation config (with --vs)")
+    ab.add_argument("--vs", action="append", default=[], metavar="CONFIG",
+                    help="a curation config to compare with --config (repeatable)")  # fmt: skip
+    ab.add_argument("--train-config", help="the training config (default: the ablation's; "
+                    "with --config/--vs configs/train/tiny.yaml)")  # fmt: skip
+    ab.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE")
+    ab.add_argument("--tokens", type=int, help="token budget of every training run")
+    ab.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")],
+                    help="comma-separated seeds (default 0,1,2)")  # fmt: skip
+    ab.add_argument("--tokenizer", help="a SentencePiece model every variant uses "
+                    "(default: trained on the union of the variants' documents)")  # fmt: skip
+    ab.add_argument("--eval", action="append", default=[], metavar="PATH",
+                    help="held-out clean text to evaluate on (default: a held-out slice)")  # fmt: skip
+    run_options(ab)
+    ab.set_defaults(fn=cmd_ablate)
 
     i = sub.add_parser("inspect", help="sample kept/removed/quarantined documents per reason")
     i.add_argument("run", help="run directory, e.g. runs/default")

@@ -47,7 +47,8 @@ def file_hash(path: Path, run: Path) -> str:
         text = data.decode().replace(str(run.resolve()), "<run>").replace(str(run), "<run>")
         text = text.replace(str(REPO_ROOT), "<repo>")
         obj = _strip(json.loads(text))
-        if path.name.endswith(".done.json") and isinstance(obj, dict):
+        # every marker: part-N.done.json, state.done.json, tokenizer/done.json, shards/done.json
+        if path.name.endswith("done.json") and isinstance(obj, dict):
             obj.pop("config_hash", None)  # holds the hash of the step's code: refactors move it
             # extract's input fingerprint hashes the raw files' paths and mtimes (a fresh clone
             # has new ones); every later step's is the hash of outputs compared here anyway

@@ -73,6 +73,10 @@ def test_a_readme_command_runs_as_written(argv, monkeypatch, tmp_path, capsys):
                 == 0
             )
             assert "extract" in capsys.readouterr().out
+        elif argv[0] == "ablate":
+            from flows.cli import load_ablation_args
+
+            load_ablation_args(args)  # the ablation and every variant's config validate
         elif argv[0] == "end-to-end":
             _load(args.config, args.set, args.run_name)
             check_training_configs(args.train_config, args.train_set, args.sweep_config)
