@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,25 @@ def test_sweep_table_has_every_point(sweep):
     kaplan = collect_sweep(sweep["out"], "non_embedding").to_pylist()
     assert [r["n_params"] for r in kaplan] != [r["n_params"] for r in rows]
     assert all(r["n_params"] == r["params_non_embedding"] for r in kaplan)
+
+
+def test_short_points_are_shown_not_fitted(sweep, tmp_path):
+    """fit_min_steps: the fit points of shorter runs get role "short" (kept in the table, left out
+    of the fit); held-out rows keep their role."""
+    out = tmp_path / "out"
+    shutil.copytree(sweep["out"], out)
+    meta = json.loads((out / "sweep.json").read_text())
+    before = collect_sweep(out).to_pylist()
+    min_steps = max(r["steps"] for r in before if r["role"] == "fit")
+    meta["config"]["fit_min_steps"] = min_steps
+    (out / "sweep.json").write_text(json.dumps(meta))
+    rows = collect_sweep(out).to_pylist()
+    assert [r["run"] for r in rows] == [r["run"] for r in before]
+    short = [r for r in rows if r["role"] == "short"]
+    assert len(short) == 3 and all(r["steps"] < min_steps for r in short)
+    assert all(r["steps"] >= min_steps for r in rows if r["role"] == "fit")
+    assert sum(r["role"] == "holdout" for r in rows) == 1
+    assert SweepConfig(**meta["config"]).fit_min_steps == min_steps
 
 
 def test_sweep_fit_and_holdout_files(sweep):
