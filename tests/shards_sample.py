@@ -19,8 +19,16 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 FORTUNE_LANG = {"fortunes": "en", "fortunes-de": "de", "fortunes-es": "es", "fortunes-it": "it"}
 
 
-def _row(source: Path, offset: int, text: str, domain: str, fmt: str, lang: str | None) -> dict:
-    rel = str(source.relative_to(SAMPLE))
+def _row(
+    source: Path,
+    offset: int,
+    text: str,
+    domain: str,
+    fmt: str,
+    lang: str | None,
+    root: Path = SAMPLE,
+) -> dict:
+    rel = str(source.relative_to(root))
     return {
         "id": doc_id(rel, offset),
         "text": text,
@@ -33,29 +41,42 @@ def _row(source: Path, offset: int, text: str, domain: str, fmt: str, lang: str 
     }
 
 
-def _files(kind: str) -> list[Path]:
-    return sorted(p for p in (SAMPLE / kind).rglob("*") if p.is_file())
+def _files(kind: str, root: Path = SAMPLE, packages: tuple[str, ...] | None = None) -> list[Path]:
+    files = sorted(p for p in (root / kind).rglob("*") if p.is_file())
+    if packages is None:
+        return files
+    return [p for p in files if p.relative_to(root / kind).parts[0] in packages]
 
 
-def sample_docs(kinds: tuple[str, ...] = ("rst", "fortune", "code", "prose")) -> pa.Table:
+def sample_docs(
+    kinds: tuple[str, ...] = ("rst", "fortune", "code", "prose"),
+    root: Path = SAMPLE,
+    packages: tuple[str, ...] | None = None,
+) -> pa.Table:
+    """Documents of ``kinds`` from data/sample, or from ``root``: a corpus in the same layout
+    (``python -m bench.corpus --tier small``), optionally only the given ``packages``."""
     rows: list[dict] = []
+
+    def row(source: Path, offset: int, text: str, domain: str, fmt: str, lang: str | None):
+        rows.append(_row(source, offset, text, domain, fmt, lang, root))
+
     if "rst" in kinds:
-        for p in _files("rst"):
-            rows.append(_row(p, 0, p.read_text(encoding="utf-8"), "rst", "text", "en"))
+        for p in _files("rst", root, packages):
+            row(p, 0, p.read_text(encoding="utf-8"), "rst", "text", "en")
     if "fortune" in kinds:
-        for p in _files("fortune"):
-            package = p.relative_to(SAMPLE / "fortune").parts[0]
+        for p in _files("fortune", root, packages):
+            package = p.relative_to(root / "fortune").parts[0]
             if package not in FORTUNE_LANG or p.suffix == ".dat":
                 continue
             entries = re.split(r"^%\n", p.read_text(encoding="utf-8"), flags=re.M)
             for i, e in enumerate(entries):
                 if e.strip():
-                    rows.append(_row(p, i, e, "fortune", "text", FORTUNE_LANG[package]))
+                    row(p, i, e, "fortune", "text", FORTUNE_LANG[package])
     if "code" in kinds:
-        for p in _files("code"):
-            rows.append(_row(p, 0, p.read_text(encoding="utf-8"), "code", "code", None))
+        for p in _files("code", root, packages):
+            row(p, 0, p.read_text(encoding="utf-8"), "code", "code", None)
     if "prose" in kinds:
-        for p in _files("prose"):
+        for p in _files("prose", root, packages):
             text = gzip.decompress(p.read_bytes()).decode("utf-8")
             blocks, cur = [], ""
             for para in re.split(r"(?<=\n)\n", text):
@@ -64,7 +85,8 @@ def sample_docs(kinds: tuple[str, ...] = ("rst", "fortune", "code", "prose")) ->
                     blocks.append(cur)
                     cur = ""
             blocks.append(cur)
-            rows += [_row(p, i, b, "prose", "text", "en") for i, b in enumerate(blocks)]
+            for i, b in enumerate(blocks):
+                row(p, i, b, "prose", "text", "en")
     return docs_table(rows)
 
 

@@ -189,6 +189,31 @@ def test_approach_2_without_bracketed_minima_is_not_identified():
     assert not out["approach2"]["identified"]
 
 
+# (N, D, val loss): the CPU study's ≥ 512-step points (bench/RESULTS.md, 2026-12-02)
+STUDY_POINTS = [
+    (16464, 524288, 3.8615), (16464, 1048576, 3.6681), (49312, 524288, 3.5105),
+    (16464, 2097152, 3.5204), (49312, 1048576, 3.2316), (107856, 524288, 3.4814),
+    (16464, 4194304, 3.4179), (180672, 524288, 3.1723), (49312, 2097152, 3.0514),
+    (107856, 1048576, 3.0451), (16464, 8388608, 3.3582), (180672, 1048576, 2.8487),
+    (49312, 4194304, 2.9418), (107856, 2097152, 2.7997), (455520, 524288, 3.0579),
+    (180672, 2097152, 2.6520), (853120, 524288, 2.9131), (107856, 4194304, 2.6652),
+    (455520, 1048576, 2.7323),
+]  # fmt: skip
+
+
+def test_approach_2_with_an_exponent_interval_past_one_is_not_identified():
+    """Measured points whose IsoFLOP vertices give N* ∝ C^a with a's interval reaching past 1
+    (D* might shrink as C grows): no tokens-per-parameter number."""
+    n, d, loss = np.array(STUDY_POINTS, dtype=float).T
+    out = compute_optimal_analysis(n, d, loss, reference_flops=1.18e13, noise=0.0175)
+    a2 = out["approach2"]
+    assert len(a2["profiles"]) >= 3 and 0 < a2["a"] < 1  # a point estimate exists ...
+    lo, hi = a2["intervals"]["a"]
+    assert hi - lo <= 0.8 and hi >= 1.0  # ... its interval is not too wide, but reaches past 1
+    assert not a2["identified"]
+    assert any("outside (0, 1)" in r for r in a2["reasons"])
+
+
 @pytest.mark.parametrize("tie", [True, False])
 def test_gpt_params_counts_like_the_model(tie):
     cfg = GPTConfig(vocab_size=512, seq_len=64, n_layer=2, n_head=4, n_kv_head=2, d_model=32,

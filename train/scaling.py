@@ -711,6 +711,11 @@ def compute_optimal_analysis(
             reasons2.append(f"N* ∝ C^{a2['a']:.3g}: exponent outside (0, 1)")
         if iv is None or iv[1] - iv[0] > 2 * MAX_EXPONENT_WIDTH:
             reasons2.append(f"the {level:.0%} interval of N*'s exponent is {iv} (too wide)")
+        elif not 0.0 < iv[0] <= iv[1] < 1.0:  # N* or D* might not grow with C
+            reasons2.append(
+                f"the {level:.0%} interval of N*'s exponent [{iv[0]:.3g}, {iv[1]:.3g}] reaches"
+                " outside (0, 1)"
+            )
         c_prof = [p["flops"] for p in prof]
         if max(c_prof) / min(c_prof) < MIN_SPAN:
             reasons2.append(

@@ -33,7 +33,7 @@ SWEEP_TABLE_SCHEMA = pa.schema(
     [
         ("run", pa.string()),
         ("model", pa.string()),
-        ("role", pa.string()),  # "fit" or "holdout"
+        ("role", pa.string()),  # "fit", "holdout" or "short" (< fit_min_steps: not fitted)
         ("n_params", pa.int64()),  # N the law is fitted on (the sweep's ``param_count``)
         ("tokens", pa.int64()),  # D
         ("flops", pa.float64()),  # C = 6 N D (the law's compute, N as above)
@@ -105,6 +105,11 @@ class SweepConfig(BaseModel):
     # train/scaling.py) or "non_embedding" (Kaplan et al. 2020)
     param_count: ParamCount = DEFAULT_PARAM_COUNT
     hparams: SizeScaling | None = None  # lr / warm-up / β2 per model size (None: ``set`` only)
+    # Points of fewer optimizer steps are trained and shown (role "short") but left out of every
+    # fit: L(N, D) has no term for the optimiser's transient, and in the first few hundred steps
+    # a larger model is *worse* at equal D (measured: bench/RESULTS.md, CPU study), which no
+    # E + A/N^α + B/D^β can fit. 0: fit every point.
+    fit_min_steps: int = Field(0, ge=0)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
@@ -283,14 +288,16 @@ def run_sweep(cfg: SweepConfig, shards_dir: str | Path, out_dir: str | Path, log
 
 
 def collect_sweep(sweep_dir: str | Path, param_count: ParamCount | None = None) -> pa.Table:
-    """One row per (N, D) point of the finished runs under ``<sweep_dir>/runs/`` (sorted by C).
+    """One row per (N, D) point of the finished runs under ``<sweep_dir>/runs/`` (sorted by C);
+    a ``fit`` point of fewer than the config's ``fit_min_steps`` steps gets role ``short``.
 
     ``param_count`` picks N (default: the one in ``<sweep_dir>/sweep.json``, else the project's
     default); both counts are kept in ``params_total`` / ``params_non_embedding``."""
+    meta = Path(sweep_dir) / "sweep.json"
+    config = json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
     if param_count is None:
-        meta = Path(sweep_dir) / "sweep.json"
-        config = json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
         param_count = config.get("param_count", DEFAULT_PARAM_COUNT)
+    min_steps = int(config.get("fit_min_steps", 0))
     rows: list[dict[str, Any]] = []
     for final_path in sorted(Path(sweep_dir).glob("runs/*/final.json")):
         run_dir = final_path.parent
@@ -315,7 +322,9 @@ def collect_sweep(sweep_dir: str | Path, param_count: ParamCount | None = None) 
                 {
                     "run": name,
                     "model": spec["model"],
-                    "role": spec["role"],
+                    "role": "short"
+                    if spec["role"] == "fit" and steps < min_steps
+                    else spec["role"],
                     "n_params": n,
                     "tokens": int(tokens),
                     "flops": training_flops(n, tokens),
