@@ -39,6 +39,9 @@ RUN_WITH: dict[str, list[str]] = {
     "end-to-end --config configs/default.yaml --set name=big --train-set model.d_model=96": [
         "--set", "mix.total_tokens=300000", "--sweep-config", "{sweep}",
     ],
+    "ablate configs/ablation/demo.yaml --local": ["--seeds", "0,1", "--tokens", "16384"],
+    # the same ablation through the server: every curation step and training run is reused
+    "ablate configs/ablation/demo.yaml --seeds 0,1,2,3,4": ["--seeds", "0,1", "--tokens", "16384"],
 }  # fmt: skip
 # README command (its first words) -> why it does not run here, and what covers it instead
 NOT_RUN: dict[str, str] = {
@@ -96,7 +99,8 @@ def test_readme_commands_run_as_written(tmp_path):
         return proc.stdout
 
     readme = [c for c in COMMANDS if _classify(c) == "run"]
-    order = ["server", "run", "train", "sweep", "end-to-end"]  # each needs what the one before made
+    # each needs what the one before made (stable: README's order within a command)
+    order = ["server", "run", "train", "sweep", "end-to-end", "ablate"]
     readme.sort(key=lambda c: order.index(c[0]))
     try:
         for argv in readme:
@@ -119,5 +123,8 @@ def test_readme_commands_run_as_written(tmp_path):
                 assert report["observed"] > 0
                 final = json.loads((work / "runs/big/train/final.json").read_text())
                 assert final["model"]["d_model"] == 96  # the README's --train-set
+            elif argv[0] == "ablate":
+                report = json.loads((work / "runs/ablation/demo/ablation.json").read_text())
+                assert set(report["variants"]) == {"default", "no-near-dedup"}
     finally:
         subprocess.run([SLUICE, "server", "--stop"], cwd=work, env=env, timeout=120)
