@@ -90,8 +90,10 @@ class PipelineConfig(BaseModel):
     mix: MixConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)
-    ray: Any = None  # orchestration sections: see SECTIONS (flows.settings)
-    prefect: Any = None
+    # orchestration sections: see SECTIONS (flows.settings); validated when absent too, so a
+    # config without them gets the registered defaults
+    ray: Any = Field(None, validate_default=True)
+    prefect: Any = Field(None, validate_default=True)
 
     @field_validator("ray", "prefect", mode="before")
     @classmethod

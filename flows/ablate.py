@@ -34,7 +34,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
 from flows.end_to_end import _log
-from flows.runtime import as_task, in_process
+from flows.runtime import as_task, flow_run_namer, in_process
 
 
 def _train_overrides(abl: Any, seed: int, steps: int) -> list[str]:
@@ -62,8 +62,7 @@ def training_plan(abl: Any, seq_len: int) -> dict[str, Any]:
     return {"steps": steps, "tokens_per_step": per_step, "tokens": steps * per_step}
 
 
-@task(name="curate-variant", persist_result=False)
-def curate_task(cfg: Any, cache_dir: str, run: str) -> dict[str, Any]:
+def curate_here(cfg: Any, cache_dir: str, run: str) -> dict[str, Any]:
     """Curate one variant (or the union) in this process, sharing step calls by fingerprint;
     returns its stats.json and its ledger (calls computed / shared / done per step)."""
     from curate.ablation import SharedSteps, curate_variant
@@ -72,6 +71,15 @@ def curate_task(cfg: Any, cache_dir: str, run: str) -> dict[str, Any]:
     shared = SharedSteps(cache_dir)
     stats = curate_variant(cfg, shared, _in_process, run)
     return {"stats": stats, "ledger": shared.ledger[run]}
+
+
+def curate_on_ray(cfg: Any, cache_dir: str, run: str) -> dict[str, Any]:
+    """Curate one variant (or the union) with the ``curate`` flow (a subflow, its calls as
+    tasks on its own local Ray, or the cluster the config names), sharing step calls."""
+    from flows.curate import run_curate
+
+    stats = run_curate(cfg, share_steps=cache_dir, share_label=run)
+    return {"stats": stats, "ledger": stats.pop("shared_steps")}
 
 
 @task(name="eval-set", persist_result=False)
@@ -286,9 +294,11 @@ def report_task(abl: Any, report: dict[str, Any]) -> dict[str, Any]:
                                                       "markdown": lay.report_md}}  # fmt: skip
 
 
-def _chain(abl: Any, call: Callable[..., Any]) -> dict[str, Any]:
+def _chain(
+    abl: Any, call: Callable[..., Any], curate: Callable[[Any, str, str], dict[str, Any]]
+) -> dict[str, Any]:
     """The ablation's steps, once for both executors: ``call(task, *args)`` runs a step as a
-    Prefect task or as its plain function."""
+    Prefect task or as its plain function; ``curate(cfg, step cache, run)`` curates a run."""
     from curate.ablation import variant_config
     from curate.layout import AblationLayout, RunLayout
     from curate.runner import stage_names
@@ -308,14 +318,14 @@ def _chain(abl: Any, call: Callable[..., Any]) -> dict[str, Any]:
     ledgers: dict[str, Any] = {}
     if tokenizer is None:
         union = variant_config(abl, None, None)
-        got = timed("curate union", lambda: call(curate_task, union, lay.step_cache, "union"))
+        got = timed("curate union", lambda: curate(union, lay.step_cache, "union"))
         ledgers["union"] = got["ledger"]
         tokenizer = str(Path(RunLayout(union.run_url).tokenizer_model).resolve())
     cfgs = {v.name: variant_config(abl, v, tokenizer) for v in abl.variants}
     curation: dict[str, dict[str, Any]] = {}
     for name, cfg in cfgs.items():
-        got = timed(f"curate {name}", lambda cfg=cfg, name=name: call(
-            curate_task, cfg, lay.step_cache, name))  # fmt: skip
+        got = timed(f"curate {name}", lambda cfg=cfg, name=name: curate(
+            cfg, lay.step_cache, name))  # fmt: skip
         shards = RunLayout(cfg.run_url).shards_dir
         kept = got["stats"]["stages"][stage_names(cfg)[-1]]["kept"]
         curation[name] = {
@@ -338,13 +348,16 @@ def _chain(abl: Any, call: Callable[..., Any]) -> dict[str, Any]:
     return call(report_task, abl, report)  # the markdown is written here, with the union
 
 
-@flow(name="ablate", log_prints=True)
+@flow(
+    name="ablate", log_prints=True, flow_run_name=flow_run_namer(lambda p: p["abl"].name, "ablate")
+)
 def ablate(abl: Any) -> dict[str, Any]:
     """Curate every variant (shared steps computed once), train the same model with the same
-    budget and seeds on each, evaluate on the common set, report with intervals."""
-    return _chain(abl, as_task)
+    budget and seeds on each, evaluate on the common set, report with intervals. Each
+    variant's curation is a ``curate`` subflow on Ray, its calls shared by fingerprint."""
+    return _chain(abl, as_task, curate_on_ray)
 
 
 def run_local(abl: Any) -> dict[str, Any]:
     """The same steps in this process, without Prefect (``sluice ablate --local``)."""
-    return _chain(abl, in_process)
+    return _chain(abl, in_process, curate_here)

@@ -76,20 +76,33 @@ batch_task = task(run_steps, name="steps", cache_policy=NO_CACHE, persist_result
 
 @flow(name="curate", log_prints=True)
 def curate_flow(
-    cfg: PipelineConfig, verify: bool = False, force_from: str | None = None
+    cfg: PipelineConfig,
+    verify: bool = False,
+    force_from: str | None = None,
+    share_steps: str | None = None,
+    share_label: str | None = None,
 ) -> dict[str, Any]:
     """Curate ``cfg.inputs`` into token shards under ``cfg.run_url``; returns stats.json.
 
     Retries: Prefect re-runs a task that raised (``prefect.task_retries``), and Ray re-runs one
     whose worker process died (``max_retries``); both are safe since every step is idempotent.
+    ``share_steps``: a step cache shared with other runs (``curate.ablation.SharedSteps``): a
+    call another run computed with the same fingerprint is copied, not submitted; the result
+    then also holds ``shared_steps``, the calls computed / shared / done per step.
     """
     from prefect_ray.context import remote_options
 
     with remote_options(max_retries=cfg.prefect.task_retries):
-        return _curate(cfg, verify, force_from)
+        return _curate(cfg, verify, force_from, share_steps, share_label)
 
 
-def _curate(cfg: PipelineConfig, verify: bool, force_from: str | None) -> dict[str, Any]:
+def _curate(
+    cfg: PipelineConfig,
+    verify: bool,
+    force_from: str | None,
+    share_steps: str | None = None,
+    share_label: str | None = None,
+) -> dict[str, Any]:
     logger = get_run_logger()
     retry = {
         "retries": cfg.prefect.task_retries,
@@ -143,8 +156,14 @@ def _curate(cfg: PipelineConfig, verify: bool, force_from: str | None) -> dict[s
                 nodes[node["id"]] = node["ip"]
         return results
 
+    run_calls, shared, label = submitted, None, share_label or cfg.name
+    if share_steps:
+        from curate.ablation import SharedSteps
+
+        shared = SharedSteps(share_steps)
+        run_calls = shared.wrap(submitted, label)
     report, timings, skipped = execute(
-        cfg, submitted, log=logger.info, verify=verify, force_from=force_from
+        cfg, run_calls, log=logger.info, verify=verify, force_from=force_from
     )
     write_json_atomic({"nodes": nodes, "steps": placement}, RunLayout(cfg.run_url).tasks)
     logger.info("tasks ran on %d Ray node(s): %s", len(nodes), ", ".join(sorted(nodes.values())))
@@ -155,7 +174,8 @@ def _curate(cfg: PipelineConfig, verify: bool, force_from: str | None) -> dict[s
         description=f"Sluice funnel and mixture of run {cfg.name}",
     )
     publish_report_artifacts(cfg.run_url, prefix=f"sluice-{cfg.name}")
-    return {k: v for k, v in report.items() if not k.endswith("_markdown")}
+    stats = {k: v for k, v in report.items() if not k.endswith("_markdown")}
+    return stats | ({"shared_steps": shared.ledger.get(label, {})} if shared else {})
 
 
 def _timings_markdown(timings: dict[str, float], skipped: dict[str, int]) -> str:
@@ -197,9 +217,12 @@ def run_curate(
     api_url: str | None = None,
     verify: bool = False,
     force_from: str | None = None,
+    share_steps: str | None = None,
+    share_label: str | None = None,
 ) -> dict[str, Any]:
     """Run the flow with Ray tasks against the Prefect API ``api_url`` (default: the current
-    settings'); returns stats.json as a dict. A local Ray's temp dir is removed afterwards."""
+    settings'); returns stats.json as a dict. A local Ray's temp dir is removed afterwards.
+    ``share_steps``, ``share_label``: see :func:`curate_flow`."""
     own_temp = None
     try:
         with _api(api_url):
@@ -216,7 +239,7 @@ def run_curate(
                     own_temp = tempfile.mkdtemp(prefix="sluice-ray-", dir="/tmp")
                 runner = ray_task_runner(cfg, own_temp)
             flow_fn = curate_flow.with_options(task_runner=runner, flow_run_name=cfg.name)
-            return flow_fn(cfg, verify, force_from)
+            return flow_fn(cfg, verify, force_from, share_steps, share_label)
     finally:
         if own_temp:
             shutil.rmtree(own_temp, ignore_errors=True)

@@ -233,25 +233,40 @@ def _exit(argv: list[str]) -> int:
     return int(e.value.code)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_the_prefect_flow_reports_with_an_artifact(ablation):
-    """The flow runs the same steps as tasks (here all done: curation and training reused)."""
+    """The flow runs the same steps: one variant's run directory removed, its curation runs as
+    a ``curate`` subflow on Ray, copying the calls it shares with the others (the union and the
+    baseline are done: no Ray for them) and computing the rest, as in-process."""
+    import shutil
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.testing.utilities import prefect_test_harness
 
+    from curate.layout import AblationLayout
     from flows.ablate import ablate
 
     _, abl, local = ablation
+    shutil.rmtree(AblationLayout(abl.root).variant("loose"))
     with prefect_test_harness(server_startup_timeout=120):
         report = ablate(abl)
         with get_client(sync_client=True) as client:
             found = client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sluice-ablation-t"]))
             )
+            names = {r.name for r in client.read_flow_runs()}
+    assert {"t", "t.loose"} <= names, names  # flow runs named after the ablation and its runs
     assert found and "| loose |" in found[0].data
     for name, v in report["variants"].items():
         assert v["loss_per_seed"] == local["variants"][name]["loss_per_seed"]
+    loose, before = report["variants"]["loose"]["steps_ledger"], local["variants"]["loose"]
+    assert {n for n, c in loose.items() if c[COMPUTED]} == {
+        n for n, c in before["steps_ledger"].items() if c[COMPUTED]
+    }
+    assert {n for n, c in loose.items() if c[SHARED]} == {"extract", "holdout", "tokenizer"}
+    assert all(c["done"] == sum(c.values()) for c in report["union_ledger"].values())
 
 
 def test_clean_like_keeps_what_a_variants_document_stages_keep(ablation):
