@@ -43,3 +43,21 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("sluice ")
+
+
+def test_commands_other_than_deploy_do_not_import_prefect():
+    """`sluice run --local` and the others parse without flows.deploy (Prefect: ~1 s of every
+    run's start); `sluice deploy` still gets its options."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from flows.cli import build_parser\n"
+        "build_parser(with_deploy=False).parse_args(['status', 'runs/x'])\n"
+        "print(sorted(m for m in ('prefect', 'flows.deploy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    args = build_parser().parse_args(["deploy", "--cron", "0 3 * * *"])
+    assert args.cron == "0 3 * * *"
