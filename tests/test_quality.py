@@ -215,6 +215,8 @@ def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.Monk
     assert fasttext_lines(pa.chunked_array([texts[:5], texts[5:9]])) == got[:9]
     assert fasttext_lines(pa.array(texts).slice(3, 4)) == got[3:7]
     assert fasttext_lines(pa.array(texts).slice(1, 1)) == got[1:2]  # an ASCII-only batch
+    every_byte = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(quality_text._ascii_punct(every_byte), quality_text._ASCII_PUNCT)
     monkeypatch.setattr(quality_text, "_CHUNK_BYTES", 1000)
     assert fasttext_lines(texts) == got
     # what the stage predicts on: the same tokens for fastText (it splits on ' \t\n\v\f\r\0')

@@ -78,10 +78,10 @@ def _offsets_and_bytes(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray
 _ASCII_PUNCT = np.array(
     [c < 128 and not (chr(c).isalnum() or c == 95 or chr(c).isspace()) for c in range(256)]
 )
-# (_ascii_punct computes it.) Python's whitespace that fastText does not split on (it splits
-# on ' ' \t \n \v \f \r \0) becomes " ": ASCII (\n, \x1c-\x1f) on the bytes, the others in
-# the RE2 pass, which runs on the strings with a non-ASCII character only: other punctuation → " p ", Python whitespace fastText does not split on
-# → "  " (group 1 empty)
+# (the spec; _ascii_punct computes it). Python's whitespace that fastText does not split on
+# (it splits on ' ' \t \n \v \f \r \0) becomes " ": ASCII (\n, \x1c-\x1f) on the bytes, the
+# others in one RE2 pass over the strings with a non-ASCII character: other punctuation →
+# " p ", Python whitespace fastText does not split on → "  " (group 1 empty)
 _NON_ASCII_RE2 = (
     r"([^\x00-\x7f\p{L}\p{N}\x{85}\p{Z}])"
     r"|[\x{85}\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
