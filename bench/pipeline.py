@@ -218,6 +218,13 @@ def main() -> None:
     ap.add_argument("--html", type=Path, default=Path("/work/corpus/small/html"))
     ap.add_argument("--pages", type=int, default=1000)
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    ap.add_argument(
+        "--extractors",
+        nargs="+",
+        choices=["trafilatura", "resiliparse"],
+        default=["trafilatura", "resiliparse"],
+        help="Sluice's runs (datatrove always runs trafilatura)",
+    )
     ap.add_argument("--steps-child", nargs=2, metavar=("WARC", "EXTRACTOR"), help=argparse.SUPPRESS)
     ap.add_argument(
         "--datatrove-child", nargs=2, metavar=("WARC_DIR", "WORK"), help=argparse.SUPPRESS
@@ -251,7 +258,7 @@ def main() -> None:
     print(f"datatrove: CPU {cpu:.1f} s, wall {wall:.1f} s", flush=True)
 
     sluice = str(Path(sys.executable).parent / "sluice")
-    for extractor in ("trafilatura", "resiliparse"):
+    for extractor in args.extractors:
         run_dir = os.path.join(work, f"sluice-{extractor}")
         cfg_path = os.path.join(work, f"{extractor}.yaml")
         Path(cfg_path).write_text(yaml.safe_dump(sluice_config(warc, run_dir, extractor)))
@@ -264,7 +271,7 @@ def main() -> None:
         print(f"sluice {extractor}: CPU {cpu:.1f} s, wall {wall:.1f} s", flush=True)
 
     in_process: dict[str, dict[str, float]] = {}
-    for extractor in ("trafilatura", "resiliparse"):
+    for extractor in args.extractors:
         cpu, wall, text = timed_child(
             [sys.executable, "-m", "bench.pipeline", "--steps-child", warc, extractor], env
         )

@@ -537,7 +537,9 @@ def _forward(module: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_deploy: bool = True) -> argparse.ArgumentParser:
+    """The CLI's parser; ``with_deploy=False`` lists ``deploy`` without its options, so that
+    the other commands do not import Prefect (flows.deploy's flows need it at import: ~1 s)."""
     p = argparse.ArgumentParser(
         prog="sluice",
         description="Sluice: pretraining-corpus pipeline",
@@ -684,13 +686,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--publish", action="store_true", help="also publish Prefect artifacts")
     rp.set_defaults(fn=cmd_report)
 
-    from flows import deploy
-
-    deploy.build_parser(
-        sub.add_parser(
-            "deploy", help="curation (and pretraining on its shards) as Prefect deployments"
-        )
+    deploy_parser = sub.add_parser(
+        "deploy", help="curation (and pretraining on its shards) as Prefect deployments"
     )
+    if with_deploy:
+        from flows import deploy
+
+        deploy.build_parser(deploy_parser)
 
     t = sub.add_parser("train-tokenizer", help="(re)train the tokenizer of a run")
     t.add_argument("--run", required=True)
@@ -744,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rest = [a for a in argv[argv.index(command) + 1 :] if a not in VERBOSITY_FLAGS]
         set_verbosity(sum(VERBOSITY_FLAGS.get(a, 0) for a in argv))
         return int(importlib.import_module(FORWARDED[command][0]).main(rest) or 0)
-    args = build_parser().parse_args(argv)
+    args = build_parser(with_deploy="deploy" in argv).parse_args(argv)
     set_verbosity(
         args.verbose + getattr(args, "verbose_sub", 0) - args.quiet - getattr(args, "quiet_sub", 0)
     )

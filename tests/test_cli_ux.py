@@ -63,3 +63,21 @@ def test_v_and_q_reach_forwarded_commands_before_or_after_the_name(argv, monkeyp
     assert seen["rest"] == ["--config", "x.yaml"]  # the flags are taken off what it parses
     if argv.count("-q") > argv.count("-v"):
         assert os.environ.get("SLUICE_QUIET") == "1"
+
+
+def test_commands_other_than_deploy_do_not_import_prefect():
+    """`sluice run --local` and the others parse without flows.deploy (Prefect: ~1 s of every
+    run's start); `sluice deploy` still gets its options."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from flows.cli import build_parser\n"
+        "build_parser(with_deploy=False).parse_args(['status', 'runs/x'])\n"
+        "print(sorted(m for m in ('prefect', 'flows.deploy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    args = build_parser().parse_args(["deploy", "--cron", "0 3 * * *"])
+    assert args.cron == "0 3 * * *"

@@ -205,6 +205,8 @@ def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.Monk
     ]
     texts += ["a" + "".join(points[i : i + 97]) + "Z" for i in range(0, len(points), 97)]
     texts += ["ΣΟΦΟΣ Σ·Σ İstanbul'DA", "  x\u00a0\u2028y\x1c\x85 ", "", "«¿Qué?» — 1,5 €"]
+    # ASCII-only texts skip the RE2 pass: every ASCII byte; a Kelvin sign that lowers to "k"
+    texts[:0] = ["".join(map(chr, range(128))) * 2, "20 \u212a, 3\u212a."]
     got = fasttext_lines(texts)
     assert got == [fasttext_line(t) for t in texts]
     assert got[-1] == "« ¿ qué ? » — 1 , 5 €"
@@ -212,6 +214,9 @@ def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.Monk
     # sliced and chunked Arrow input, and the numpy pass cut into many small chunks
     assert fasttext_lines(pa.chunked_array([texts[:5], texts[5:9]])) == got[:9]
     assert fasttext_lines(pa.array(texts).slice(3, 4)) == got[3:7]
+    assert fasttext_lines(pa.array(texts).slice(1, 1)) == got[1:2]  # an ASCII-only batch
+    every_byte = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(quality_text._ascii_punct(every_byte), quality_text._ASCII_PUNCT)
     monkeypatch.setattr(quality_text, "_CHUNK_BYTES", 1000)
     assert fasttext_lines(texts) == got
     # what the stage predicts on: the same tokens for fastText (it splits on ' \t\n\v\f\r\0')

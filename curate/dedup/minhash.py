@@ -194,10 +194,12 @@ def minhash_signatures(
     doc = np.repeat(np.arange(n_docs), np.diff(offsets))
     for start in range(0, len(premixed), chunk_rows):
         stop = min(start + chunk_rows, len(premixed))
-        permuted = premixed[start:stop, None] * a[None, :] + b[None, :]  # wraps mod 2**32
+        # (num_perm, rows): each permutation's values contiguous, so that the per-document
+        # minimum runs along memory (reduceat along axis 0 of (rows, num_perm) was ~10× slower)
+        permuted = a[:, None] * premixed[None, start:stop] + b[:, None]  # wraps mod 2**32
         d = doc[start:stop]
         seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
-        mins = np.minimum.reduceat(permuted, seg, axis=0)
+        mins = np.minimum.reduceat(permuted, seg, axis=1).T
         owners = d[seg]
         sig[owners] = np.minimum(sig[owners], mins)
     return sig

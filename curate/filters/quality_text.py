@@ -23,8 +23,6 @@ def fasttext_line(text: str) -> str:
 # fasttext_line's punctuation class in RE2 (Arrow): Python's Unicode ``\w`` is letters, numbers
 # and "_"; its ``\s`` (str.isspace) is RE2's \s plus \v, \x1c-\x1f, \x85 and the Z categories
 _PUNCT_RE2 = r"[^\p{L}\p{N}_\s\x0b\x1c-\x1f\x85\p{Z}]"
-# the two letters whose str.lower() depends on context or grows (final sigma; İ → i + dot)
-_PYTHON_LOWER = "[Σİ]"
 
 
 def fasttext_lines(texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> list[str]:
@@ -41,27 +39,49 @@ def _spaced_lines(texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> list[str
     off on the UTF-8 bytes with numpy (an ASCII byte is never part of a multi-byte character),
     the rest with one RE2 pass."""
     arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, pa.string())
-    arr = pc.fill_null(arr, "")
-    lowered = pc.cast(pc.utf8_lower(arr), pa.large_string())
-    if isinstance(lowered, pa.ChunkedArray):
-        lowered = lowered.combine_chunks()
-    spaced = _split_ascii_punct(lowered)
-    lines = pc.replace_substring_regex(spaced, _NON_ASCII_RE2, r" \1 ").to_pylist()
-    special = pc.match_substring_regex(arr, _PYTHON_LOWER).to_numpy(zero_copy_only=False)
-    for i in np.flatnonzero(special):
-        lines[i] = fasttext_line(arr[int(i)].as_py())
+    arr = pc.cast(pc.fill_null(arr, ""), pa.large_string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    spaced = _split_ascii_punct(pc.utf8_lower(arr))
+    lines = spaced.to_pylist()
+    # the RE2 pass, on the strings with a non-ASCII character only
+    todo = np.flatnonzero(~pc.string_is_ascii(spaced).to_numpy(zero_copy_only=False))
+    if len(todo):
+        done = pc.replace_substring_regex(spaced.take(pa.array(todo)), _NON_ASCII_RE2, r" \1 ")
+        for i, line in zip(todo.tolist(), done.to_pylist(), strict=True):
+            lines[i] = line
+    for i in _with_python_lower(arr):
+        lines[i] = fasttext_line(arr[i].as_py())
     return lines
+
+
+def _with_python_lower(arr: pa.LargeStringArray) -> list[int]:
+    """Indices of the strings with Σ (UTF-8 CE A3) or İ (C4 B0): their lower-casing is
+    Python's (final sigma; İ → i + combining dot)."""
+    offsets, data = _offsets_and_bytes(arr)
+    lead = np.flatnonzero((data == 0xCE) | (data == 0xC4))
+    lead = lead[lead + 1 < len(data)]
+    second = np.where(data[lead] == 0xCE, 0xA3, 0xB0)
+    found = lead[data[lead + 1] == second]
+    return np.unique(np.searchsorted(offsets, found, side="right") - 1).tolist()
+
+
+def _offsets_and_bytes(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
+    """The strings' offsets (from 0) and UTF-8 bytes, as numpy views (no copy)."""
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2] or b"", np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    return offsets - offsets[0], data
 
 
 # bytes < 0x80 that fasttext_line splits off: neither \w nor \s in Python (no byte >= 0x80 is)
 _ASCII_PUNCT = np.array(
     [c < 128 and not (chr(c).isalnum() or c == 95 or chr(c).isspace()) for c in range(256)]
 )
-# Python's whitespace that fastText does not split on (it splits on ' ' \t \n \v \f \r \0)
-# becomes " ": ASCII on the bytes, the others in the RE2 pass
-_ASCII_SPACE = np.array([32 if c == 10 or 0x1C <= c <= 0x1F else c for c in range(256)], np.uint8)
-# then one RE2 pass: other punctuation → " p ", Python whitespace fastText does not split on
-# → "  " (group 1 empty)
+# (the spec; _ascii_punct computes it). Python's whitespace that fastText does not split on
+# (it splits on ' ' \t \n \v \f \r \0) becomes " ": ASCII (\n, \x1c-\x1f) on the bytes, the
+# others in one RE2 pass over the strings with a non-ASCII character: other punctuation →
+# " p ", Python whitespace fastText does not split on → "  " (group 1 empty)
 _NON_ASCII_RE2 = (
     r"([^\x00-\x7f\p{L}\p{N}\x{85}\p{Z}])"
     r"|[\x{85}\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
@@ -82,18 +102,27 @@ def _split_ascii_punct(arr: pa.LargeStringArray) -> pa.Array:
 
 
 def _split_chunk(arr: pa.LargeStringArray) -> pa.Array:
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    first = int(offsets[0])
-    data = np.frombuffer(bufs[2], np.uint8)[first : int(offsets[-1])] if bufs[2] else b""
-    data = _ASCII_SPACE[np.asarray(data, np.uint8)]  # \n and \x1c-\x1f → " "
-    offsets = offsets - first
-    where = np.flatnonzero(_ASCII_PUNCT[data])
-    out = np.repeat(data, 1 + 2 * _ASCII_PUNCT[data])  # each punctuation byte three times
-    middle = where + 2 * np.arange(len(where)) + 1
-    out[middle - 1] = 32
-    out[middle + 1] = 32  # " p "
+    offsets, data = _offsets_and_bytes(arr)
+    space = data == 10
+    space |= (data - np.uint8(0x1C)) < 4
+    data = np.where(space, np.uint8(32), data)  # \n and \x1c-\x1f → " "
+    where = np.flatnonzero(_ascii_punct(data))
+    middle = where + 2 * np.arange(len(where)) + 1  # where each punctuation byte goes
+    out = np.full(len(data) + 2 * len(where), 32, np.uint8)
+    kept = np.ones(len(out), bool)
+    kept[middle - 1] = False
+    kept[middle + 1] = False
+    out[kept] = data  # every byte in order, a space either side of each punctuation byte
     new_offsets = offsets + 2 * np.searchsorted(where, offsets)
     return pa.LargeStringArray.from_buffers(
         len(arr), pa.py_buffer(new_offsets), pa.py_buffer(out), null_count=0
     )
+
+
+def _ascii_punct(data: np.ndarray) -> np.ndarray:
+    """``_ASCII_PUNCT[data]`` with range comparisons (vectorised; a table lookup is slower):
+    the control bytes that are not whitespace, and the ASCII symbols except "_"."""
+    mask = data < 9
+    for low, size in ((14, 14), (33, 15), (58, 7), (91, 4), (96, 1), (123, 5)):
+        mask |= (data - np.uint8(low)) < size
+    return mask
