@@ -58,7 +58,8 @@ def test_v_and_q_reach_forwarded_commands_before_or_after_the_name(argv, monkeyp
 
     name = next(a for a in argv if not a.startswith("-"))
     monkeypatch.setattr(importlib.import_module(FORWARDED[name][0]), "main", forwarded_main)
-    monkeypatch.delenv("SLUICE_QUIET", raising=False)
+    monkeypatch.setenv("SLUICE_QUIET", "")  # recorded, so that -q's setting is undone after
+    monkeypatch.delenv("SLUICE_QUIET")
     assert main([*argv, "--config", "x.yaml"]) == 0
     assert seen["rest"] == ["--config", "x.yaml"]  # the flags are taken off what it parses
     if argv.count("-q") > argv.count("-v"):

@@ -255,8 +255,8 @@ def test_two_nodes_run_the_job_like_one_process(tmp_path, monkeypatch):
             port = _free_port(net.head_ip)
             address = f"{net.head_ip}:{port}"
             api = server.start_background(net.head_ip, _free_port(net.head_ip), timeout=240)
-            env = {
-                **os.environ,
+            env = {  # without the local-Ray setting an earlier in-process run left behind
+                **{k: v for k, v in os.environ.items() if k not in runtime.LOCAL_RAY_ENV},
                 **runtime.TELEMETRY_ENV,
                 "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                 "PREFECT_API_URL": api,  # what the workers get from the flow

@@ -4,7 +4,7 @@ limit, then the fit and the held-out prediction error of whatever runs finished.
 ``run.sh`` stops it with SIGINT at its time limit (``timeout --signal=INT``): the run in
 progress is abandoned, and the fit and held-out check still run over the finished ones
 (``train/sweep_cli.summarize``; the held-out check is skipped if the held-out run did not
-finish). ``--dry-run``: configs/sweep/tiny.yaml with 10x smaller token budgets, on CPU.
+finish). ``--dry-run``: configs/sweep/tiny.yaml with 40x smaller token budgets, on CPU.
 
     python bench/gpu/sweep.py --config configs/sweep/gpu.yaml --out /tmp/sweep
 """
@@ -30,15 +30,23 @@ from train.sweep import SweepConfig, collect_sweep, run_sweep  # noqa: E402
 from train.sweep_cli import summarize  # noqa: E402
 
 TINY = ROOT / "configs" / "sweep" / "tiny.yaml"
+DRY_RUN_SCALE = 40  # the dry run's budgets: tiny.yaml's / this (a few hundred steps in all)
 
 
 def dry_run_config() -> SweepConfig:
-    """configs/sweep/tiny.yaml with every token budget / 10 (seconds on CPU)."""
+    """configs/sweep/tiny.yaml with every token budget and the fit's step minimum divided by
+    ``DRY_RUN_SCALE`` (a minute or two on CPU)."""
     cfg = SweepConfig.from_yaml(TINY)
-    holdout = cfg.holdout.model_copy(update={"tokens": cfg.holdout.tokens // 10})
+    holdout = cfg.holdout.model_copy(update={"tokens": cfg.holdout.tokens // DRY_RUN_SCALE})
+    models = [
+        m.model_copy(update={"tokens": [t // DRY_RUN_SCALE for t in m.tokens]}) if m.tokens else m
+        for m in cfg.models
+    ]
     return cfg.model_copy(
         update={
-            "tokens": [t // 10 for t in cfg.tokens],
+            "tokens": [t // DRY_RUN_SCALE for t in cfg.tokens],
+            "models": models,
+            "fit_min_steps": cfg.fit_min_steps // DRY_RUN_SCALE,
             "holdout": holdout,
             "set": [*cfg.set, "warmup_steps=2", "log_every=4"],
         }
