@@ -27,6 +27,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
@@ -68,6 +69,23 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def seed_noise(table) -> dict:
+    """Run-to-run noise from points trained more than once (same N and D, other seeds): the
+    pooled within-point standard deviation of the log-loss (σ per run)."""
+    groups: dict[tuple[int, int], list[tuple[str, float]]] = {}
+    for r in table.to_pylist():
+        if r["role"] != "holdout":
+            groups.setdefault((r["n_params"], r["tokens"]), []).append((r["run"], r["val_loss"]))
+    repeated = [(n, d, runs) for (n, d), runs in sorted(groups.items()) if len(runs) >= 2]
+    squares, dof = 0.0, 0
+    for _, _, runs in repeated:
+        logs = [math.log(loss) for _, loss in runs]
+        mean = sum(logs) / len(logs)
+        squares += sum((x - mean) ** 2 for x in logs)
+        dof += len(logs) - 1
+    return {"repeated": repeated, "sigma": math.sqrt(squares / dof) if dof else None, "dof": dof}
+
+
 def section(info: dict) -> str:
     summary = info["summary"]
     h, f = summary["holdout"], summary["fit"]
@@ -79,6 +97,19 @@ def section(info: dict) -> str:
             f" ({100 * h['rel_error']:.2f}%, {'inside' if h['inside_interval'] else 'outside'})."
         )
     widths = {k: f["intervals"][k][1] - f["intervals"][k][0] for k in ("alpha", "beta")}
+    narrow = all(w <= 0.2 for w in widths.values())
+    noise = seed_noise(info["table"])
+    noise_line = (
+        f"Run-to-run noise (points trained with more than one seed, {len(noise['repeated'])} (N, D)):"
+        " val losses "
+        + "; ".join(
+            f"N {n:,} D {d:,}: " + " / ".join(f"{loss:.4f}" for _, loss in runs)
+            for n, d, runs in noise["repeated"]
+        )
+        + f"; pooled σ of the log-loss per run = {noise['sigma']:.4f} ({noise['dof']} d.o.f.)."
+        if noise["sigma"] is not None
+        else "Run-to-run noise: no point was trained twice (one seed per point)."
+    )
     lines = [
         SECTION,
         "",
@@ -105,7 +136,10 @@ def section(info: dict) -> str:
         f" parameters; Huber δ=1e-3 on log-loss, bounded L-BFGS-B): **{describe_fit_dict(f)}**"
         f" (90% bootstrap intervals; widths α {widths['alpha']:.3f}, β {widths['beta']:.3f};"
         f" Hessian condition {f['diagnostics'].get('condition', float('nan')):.3g}; residual RMS"
-        f" {f['residual_rms_log']:.4f} in log-loss).",
+        f" {f['residual_rms_log']:.4f} in log-loss). Goal α and β within ±0.1 (90% interval"
+        f" width ≤ 0.2): **{'met' if narrow else 'not met'}**.",
+        "",
+        noise_line,
         "",
         *summary["summary_lines"],
         "",

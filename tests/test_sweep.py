@@ -79,8 +79,10 @@ def test_size_scaling_follows_porian():
         (value,) = [o.split("=", 1)[1] for o in specs[model].overrides if o.startswith(key + "=")]
         return float(value)
 
-    lrs = [setting(m.name, "lr") for m in cfg.models]
-    assert lrs == sorted(lrs, reverse=True)  # lr falls with N
+    by_n = sorted(cfg.models, key=lambda m: shape_params(cfg, m, 512))
+    lrs = [setting(m.name, "lr") for m in by_n]
+    assert lrs == sorted(lrs, reverse=True)  # lr falls with N (seeds of one size: equal)
+    assert len(set(lrs)) >= 6
     smallest_steps = min(min(m.tokens or cfg.tokens) for m in cfg.models) // (16 * 64)
     for m in cfg.models:
         n = shape_params(cfg, m, 512)
