@@ -321,6 +321,18 @@ def test_batch_words_match_one_document_at_a_time() -> None:
     assert batch.equals(alone)
 
 
+def test_c4_sentences_are_each_kept_lines_sentence_ends() -> None:
+    """C4's sentence count is the sum over the kept lines of max(sentence ends, 1), counted in
+    one pass over the kept lines: the same on real documents and on lines ending in a quote,
+    a bracket or CJK punctuation, with and without a sentence end inside."""
+    odd = ['He said "no."', 'The word "yes"', "(see above.)", "A list: x, y, z'", "一つ。二つ」",
+           "Это так?!", "क्या यह है।", "هل هذا؟", "one. two. three.", "end [1]."]  # fmt: skip
+    cfg = C4Config(terminal_punct=False, min_words_per_line=None)
+    for text in [t for t, _ in _sample_texts()] + ["\n".join(odd)]:
+        kept, flags = c4_lines(_lines(text), cfg)
+        assert flags["c4_sentences"] == sum(max(count_sentences(x), 1) for x in kept)
+
+
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError):
         HeuristicsConfig(gopher={"min_words": 10})

@@ -137,6 +137,11 @@ C4_POLICY = (
     "terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
     "use cookies",
 )  # fmt: skip
+# every C4_POLICY phrase holds one of these: a line without any is no policy line (one check)
+_POLICY_HINTS = ("cookie", "terms of use", "privacy policy")
+assert all(any(h in p for h in _POLICY_HINTS) for p in C4_POLICY)
+# a line ending in one of these holds a sentence end (count_sentences(line) >= 1)
+_SENTENCE_CLOSED = (".", "!", "?", "؟", "।", "॥", "。", "！", "？")
 C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 FINEWEB_TERMINAL = (".", "!", "?", "…", '"', "'", "”", "»", "。", "！", "？", "؟", "।", "॥")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
@@ -510,7 +515,7 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
     sentences in the kept lines)."""
     kept: list[str] = []
     lorem = False
-    curly_lines = sentences = 0
+    curly_lines = 0
     for raw in lines:
         line = raw.strip()
         words = line.split()
@@ -539,10 +544,14 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
             continue
         if cfg.curly_bracket and "{" in line:
             curly_lines += 1
-        if cfg.policy and any(p in low for p in C4_POLICY):
+        if cfg.policy and any(h in low for h in _POLICY_HINTS) and any(p in low for p in C4_POLICY):
             continue
-        sentences += max(count_sentences(line), 1)
         kept.append(line)
+    # the sentence ends of every kept line in one pass (no sentence end spans a line); a line
+    # without one counts as one sentence
+    sentences = count_sentences("\n".join(kept)) + sum(
+        1 for line in kept if not line.endswith(_SENTENCE_CLOSED) and count_sentences(line) == 0
+    )
     flags = {
         "c4_lines_removed": len(lines) - len(kept),
         "c4_sentences": sentences,
