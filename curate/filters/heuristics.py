@@ -1,8 +1,10 @@
 """Heuristic quality rules: Gopher quality, Gopher repetition, C4 lines, FineWeb — one stage.
 
 One stage, ``heuristics``, because all four families read the same split of the same text: each
-document is lower-cased and split into words once (:func:`curate.text.split_words`) and into
-lines/paragraphs once, and every rule reads those. Each family has its own config section (and can
+document is lower-cased and split into words once (:func:`curate.text.rule_tokens`; the stage
+splits the whole batch at once with Arrow, :func:`curate.text.batch_rule_tokens`, and measures the
+word-based rules over it: :func:`batch_words`) and into lines/paragraphs once, and every rule
+reads those. Each family has its own config section (and can
 be switched off); each rule is its own score column and its own removal reason; a threshold set to
 ``None`` switches that rule off. Defaults are the papers' thresholds, as in datatrove 0.10.1's
 ``GopherQualityFilter``, ``GopherRepetitionFilter``, ``C4QualityFilter`` and
