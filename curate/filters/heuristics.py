@@ -469,18 +469,25 @@ def ngram_repetition_ids(ids: np.ndarray, lens: np.ndarray, top_ns: list[int], d
         at = np.flatnonzero(repeats[: len(h)])
         if len(at) < 2:
             break
-        _, first, inverse, counts = np.unique(
-            h[at], return_index=True, return_inverse=True, return_counts=True
-        )
+        # np.unique(h[at], return_index, return_counts) without its inverse: the starts in
+        # order of hash (stable: each hash's first start first), where each hash begins
+        order = np.argsort(h[at], kind="stable")
+        ordered = at[order]
+        hashes = h[ordered]
+        begins = np.empty(len(at), dtype=bool)
+        begins[0] = True
+        np.not_equal(hashes[1:], hashes[:-1], out=begins[1:])
+        bounds = np.flatnonzero(begins)
+        counts = np.diff(np.append(bounds, len(at)))
         repeats = np.zeros(len(h), dtype=bool)
-        repeats[at[counts[inverse] >= 2]] = True
+        repeats[ordered[np.repeat(counts >= 2, counts)]] = True
         if n in top:
             best = int(np.argmax(counts))
             if counts[best] >= 2:
-                start = int(at[first[best]])
+                start = int(ordered[bounds[best]])
                 top[n] = int(counts[best]) * int(cum[start + n] - cum[start] + n - 1)
         if n in dup:
-            starts = at[first[inverse] != np.arange(len(at))]
+            starts = ordered[~begins]  # every later occurrence of a repeated n-gram
             if len(starts):
                 delta = np.bincount(starts, minlength=m + 1) - np.bincount(
                     starts + n, minlength=m + 1
