@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from curate.filters.heuristics import (
     rules,
 )
 from curate.schema import CODE_LINES, SECTION_OF, doc_id, docs_table
-from curate.text import count_sentences, rule_tokens
+from curate.text import batch_rule_tokens, count_sentences, rule_tokens
 from tests.shards_sample import sample_docs, split_parts
 from tests.test_toxicity import fortune_entries
 
@@ -276,6 +277,62 @@ def test_text_helpers() -> None:
     )
 
 
+@cache
+def _sample_texts() -> list[tuple[str, str | None]]:
+    """Every 4th document of data/sample (all domains; web pages in many languages)."""
+    table = split_parts(sample_docs(), 4)[0]
+    return list(zip(table["text"].to_pylist(), table["lang"].to_pylist(), strict=True))
+
+
+def test_batch_split_is_rule_tokens() -> None:
+    """The batch split (Arrow over every text at once) gives each text what ``rule_tokens``
+    gives it: the same words in order, token and non-letter-token counts and unspaced flag, on
+    real documents and on every code point of Python's Unicode tables (each alone, inside a
+    word and beside a letter: a wrong lower case, whitespace, punctuation or letter class
+    changes a count or a word)."""
+    real = [t for t, _ in _sample_texts()]
+    odd = ["", "   ", " a ", "ΣΑΣ ΟΔΟΣ σ", "İstanbul", ". . . . x ....", ". .. . y", "日本語の文。",
+           "K Kelvin ²³ x_y __ 12 ½ ⅷ", "\x1c\x1dz\u3000q\x85r\u2028", "\u1c89 \ua7cb"]  # fmt: skip
+    points = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000]
+    every = [
+        " ".join(f"x {ch} y {ch}a{ch}" for ch in points[k : k + 64])
+        for k in range(0, len(points), 64)
+    ]
+    texts = real + odd + every
+    split = batch_rule_tokens(pa.array(texts, pa.large_string()))
+    words = split.words.to_pylist()
+    for i, text in enumerate(texts):
+        ref = rule_tokens(text)
+        got = words[split.word_offsets[i] : split.word_offsets[i + 1]]
+        assert got == ref.words, text[:80]
+        assert split.tokens[i] == len(ref.tokens), text[:80]
+        assert split.non_alpha_tokens[i] == ref.non_alpha_tokens, text[:80]
+        assert split.unspaced[i] == ref.unspaced, text[:80]
+
+
+def test_batch_words_match_one_document_at_a_time() -> None:
+    """The stage measures every document's words in one batch; each document measured alone
+    (a batch of one) has the same scores, so documents do not leak into each other (word ids
+    and stop words are per document)."""
+    items = _sample_texts()[:60]
+    table = _table(items)
+    batch = HEURISTICS.score(table, CFG)
+    alone = pa.concat_tables([HEURISTICS.score(table.slice(i, 1), CFG) for i in range(len(items))])
+    assert batch.equals(alone)
+
+
+def test_c4_sentences_are_each_kept_lines_sentence_ends() -> None:
+    """C4's sentence count is the sum over the kept lines of max(sentence ends, 1), counted in
+    one pass over the kept lines: the same on real documents and on lines ending in a quote,
+    a bracket or CJK punctuation, with and without a sentence end inside."""
+    odd = ['He said "no."', 'The word "yes"', "(see above.)", "A list: x, y, z'", "一つ。二つ」",
+           "Это так?!", "क्या यह है।", "هل هذا؟", "one. two. three.", "end [1]."]  # fmt: skip
+    cfg = C4Config(terminal_punct=False, min_words_per_line=None)
+    for text in [t for t, _ in _sample_texts()] + ["\n".join(odd)]:
+        kept, flags = c4_lines(_lines(text), cfg)
+        assert flags["c4_sentences"] == sum(max(count_sentences(x), 1) for x in kept)
+
+
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError):
         HeuristicsConfig(gopher={"min_words": 10})
@@ -290,10 +347,10 @@ def test_a_failing_document_is_quarantined(monkeypatch: pytest.MonkeyPatch) -> N
     real_measure = heuristics.measure
 
     def measure(text: str, lang: str | None, cfg: HeuristicsConfig, domain: str | None = None,
-                listings: list[list[int]] | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
+                listings: list[list[int]] | None = None, **batch):  # type: ignore[no-untyped-def]  # fmt: skip
         if text == docs[2]:
             raise UnicodeError("simulated")
-        return real_measure(text, lang, cfg, domain, listings)
+        return real_measure(text, lang, cfg, domain, listings, **batch)
 
     monkeypatch.setattr(heuristics, "measure", measure)
     result = HEURISTICS.run(_table([(t, "en") for t in docs]), CFG)

@@ -1,8 +1,10 @@
 """Heuristic quality rules: Gopher quality, Gopher repetition, C4 lines, FineWeb — one stage.
 
 One stage, ``heuristics``, because all four families read the same split of the same text: each
-document is lower-cased and split into words once (:func:`curate.text.split_words`) and into
-lines/paragraphs once, and every rule reads those. Each family has its own config section (and can
+document is lower-cased and split into words once (:func:`curate.text.rule_tokens`; the stage
+splits the whole batch at once with Arrow, :func:`curate.text.batch_rule_tokens`, and measures the
+word-based rules over it: :func:`batch_words`) and into lines/paragraphs once, and every rule
+reads those. Each family has its own config section (and can
 be switched off); each rule is its own score column and its own removal reason; a threshold set to
 ``None`` switches that rule off. Defaults are the papers' thresholds, as in datatrove 0.10.1's
 ``GopherQualityFilter``, ``GopherRepetitionFilter``, ``C4QualityFilter`` and
@@ -75,6 +77,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -87,12 +90,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.schema import CODE_LINES, SECTION_OF
 from curate.stage import ERROR_COLUMN, Rules, Stage
 from curate.text import (
+    _UNSPACED_RE2,
     NON_LATIN_TERMINAL,
     UNSPACED_CHAR,
-    Tokens,
+    batch_rule_tokens,
     count_sentences,
     line_words,
-    rule_tokens,
+    replace_rows,
 )
 
 # Gopher (Rae et al. 2021, A.1.1): "the, be, to, of, and, that, have, with" — at least two present.
@@ -135,6 +139,11 @@ C4_POLICY = (
     "terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
     "use cookies",
 )  # fmt: skip
+# every C4_POLICY phrase holds one of these: a line without any is no policy line (one check)
+_POLICY_HINTS = ("cookie", "terms of use", "privacy policy")
+assert all(any(h in p for h in _POLICY_HINTS) for p in C4_POLICY)
+# a line ending in one of these holds a sentence end (count_sentences(line) >= 1)
+_SENTENCE_CLOSED = (".", "!", "?", "؟", "।", "॥", "。", "！", "？")
 C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 FINEWEB_TERMINAL = (".", "!", "?", "…", '"', "'", "”", "»", "。", "！", "？", "؟", "।", "॥")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
@@ -292,22 +301,101 @@ def _fraction(count: float, total: float) -> float:
     return count / total if total else 0.0
 
 
-def gopher_quality(text: str, lines: list[str], tok: Tokens, lang: str | None,
+@dataclass(frozen=True)
+class DocWords:
+    """What the word-based rules read of one document's split (:func:`curate.text.rule_tokens`),
+    measured for the whole batch at once by :func:`batch_words`."""
+
+    tokens: int  # whitespace tokens
+    non_alpha_tokens: int  # tokens with no letter
+    stop_words: int | None  # distinct stop words of the document's language (None: no list)
+    spaced_words: int  # words that are not one unspaced-script character
+    spaced_chars: int  # their characters
+    ids: np.ndarray  # uint64: each word's index among the document's distinct words, from 1
+    lengths: np.ndarray  # int64: each word's characters
+
+    @property
+    def words(self) -> int:
+        return len(self.ids)
+
+
+def batch_words(texts: pa.Array, langs: list[str | None], cfg: GopherQualityConfig
+                ) -> list[DocWords]:  # fmt: skip
+    """:class:`DocWords` of every text (``langs``: each text's language, for its stop words),
+    with Arrow and numpy over the batch's words (no Python loop per word)."""
+    split = batch_rule_tokens(texts)
+    words, offsets = split.words, split.word_offsets
+    n = len(offsets) - 1
+    lengths = pc.utf8_length(words).to_numpy().astype(np.int64)
+    encoded = pc.dictionary_encode(words)
+    vocab, gid = encoded.dictionary, encoded.indices.to_numpy().astype(np.int64)
+    word_doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    # each word's index among its document's distinct words in order of first occurrence: the
+    # (document, word) pairs numbered in order of first occurrence, less the document's first
+    pairs = pc.dictionary_encode(pa.array(word_doc * len(vocab) + gid)).indices.to_numpy()
+    pairs = pairs.astype(np.int64)
+    ids = (pairs - pairs[offsets[:-1]][word_doc] + 1).astype(np.uint64)
+    # unspaced-script characters (each one word) have no length that says anything
+    unspaced_word = np.zeros(len(words), dtype=bool)
+    if split.unspaced.any():
+        spans = [np.arange(offsets[i], offsets[i + 1]) for i in np.flatnonzero(split.unspaced)]
+        at = np.concatenate(spans)
+        found = pc.match_substring_regex(words.take(at), "^" + _UNSPACED_RE2)
+        unspaced_word[at] = found.to_numpy(zero_copy_only=False)
+    spaced_total = np.concatenate(([0], np.cumsum(np.where(unspaced_word, 0, lengths))))
+    unspaced_total = np.concatenate(([0], np.cumsum(unspaced_word, dtype=np.int64)))
+    spaced_chars = spaced_total[offsets[1:]] - spaced_total[offsets[:-1]]
+    spaced_words = np.diff(offsets) - (unspaced_total[offsets[1:]] - unspaced_total[offsets[:-1]])
+    stop = _stop_word_counts(langs, cfg, vocab, gid, word_doc)
+    return [
+        DocWords(
+            tokens=int(split.tokens[i]),
+            non_alpha_tokens=int(split.non_alpha_tokens[i]),
+            stop_words=stop[i],
+            spaced_words=int(spaced_words[i]),
+            spaced_chars=int(spaced_chars[i]),
+            ids=ids[offsets[i] : offsets[i + 1]],
+            lengths=lengths[offsets[i] : offsets[i + 1]],
+        )
+        for i in range(n)
+    ]
+
+
+def _stop_word_counts(langs: list[str | None], cfg: GopherQualityConfig, vocab: pa.Array,
+                      gid: np.ndarray, word_doc: np.ndarray) -> list[int | None]:  # fmt: skip
+    """Each document's stop words present (an entry of its language's list counted each time
+    it is listed; None where the language has no list)."""
+    lists = [cfg.stop_words.get(lang or cfg.lang_if_null or "") for lang in langs]
+    names = sorted({lang or cfg.lang_if_null or "" for lang in langs if lang or cfg.lang_if_null})
+    names = [name for name in names if name in cfg.stop_words]
+    if not names:
+        return [None] * len(langs)
+    listed = sorted({w for name in names for w in cfg.stop_words[name]})
+    if not listed:
+        return [None if stop is None else 0 for stop in lists]
+    where = pc.fill_null(pc.index_in(vocab, value_set=pa.array(listed, vocab.type)), -1)
+    where = where.to_numpy()  # each vocabulary word's index in ``listed`` (-1: none)
+    times = np.zeros((len(names) + 1, len(listed)), dtype=np.int64)  # last row: no list
+    for g, name in enumerate(names):
+        for w in cfg.stop_words[name]:
+            times[g, listed.index(w)] += 1
+    group = np.asarray([names.index(x) if x in names else len(names) for x in (
+        lang or cfg.lang_if_null or "" for lang in langs)], dtype=np.int64)  # fmt: skip
+    hit = np.flatnonzero(where[gid] >= 0)  # words on some language's list
+    doc, entry = word_doc[hit], where[gid[hit]]
+    present = np.unique(doc * len(listed) + entry)  # distinct (document, listed word)
+    doc, entry = present // len(listed), present % len(listed)
+    counts = np.bincount(doc, weights=times[group[doc], entry], minlength=len(langs))
+    return [None if stop is None else int(c) for stop, c in zip(lists, counts, strict=True)]
+
+
+def gopher_quality(text: str, lines: list[str], words: DocWords, lang: str | None,
                    cfg: GopherQualityConfig) -> dict[str, Any]:  # fmt: skip
     """Gopher quality measurements of one document."""
-    n_words = len(tok.words)
-    stop = cfg.stop_words.get(lang or cfg.lang_if_null or "")
-    if stop is None:
-        stop_count = None
-    else:
-        present = set(tok.words)
-        stop_count = sum(1 for s in stop if s in present)
+    n_words = words.words
     # words of unspaced scripts are characters: their length says nothing; a mixed document's
     # mean length is that of its other words (none: cannot judge)
-    spaced_words = (
-        [w for w in tok.words if not UNSPACED_CHAR.match(w)] if tok.unspaced else tok.words
-    )
-    unspaced = lang in cfg.unspaced_langs or not spaced_words
+    unspaced = lang in cfg.unspaced_langs or not words.spaced_words
     hashes = text.count("#")
     ellipses = text.count("...") + text.count("…")
     return {
@@ -315,8 +403,8 @@ def gopher_quality(text: str, lines: list[str], tok: Tokens, lang: str | None,
         "gopher_mean_word_length": (
             None
             if unspaced and n_words
-            else sum(map(len, spaced_words)) / len(spaced_words)
-            if spaced_words
+            else words.spaced_chars / words.spaced_words
+            if words.spaced_words
             else 0.0
         ),
         "gopher_symbol_ratio": max(hashes, ellipses) / max(n_words, 1),
@@ -326,8 +414,10 @@ def gopher_quality(text: str, lines: list[str], tok: Tokens, lang: str | None,
         "gopher_ellipsis_lines": _fraction(
             sum(1 for line in lines if line.rstrip().endswith(ELLIPSES)), len(lines)
         ),
-        "gopher_alpha_words": (1.0 - tok.non_alpha_tokens / len(tok.tokens) if tok.tokens else 0.0),
-        "gopher_stop_words": stop_count,
+        "gopher_alpha_words": (
+            1.0 - words.non_alpha_tokens / words.tokens if words.tokens else 0.0
+        ),
+        "gopher_stop_words": words.stop_words,
     }
 
 
@@ -351,14 +441,21 @@ def ngram_repetition(words: list[str], top_ns: list[int], dup_ns: list[int]
                      ) -> tuple[dict[int, int], dict[int, int]]:  # fmt: skip
     """Characters of the most repeated n-gram × its count (``top_ns``) and characters of words
     covered by repeated n-grams (``dup_ns``), from rolling 64-bit hashes of word ids."""
-    m = len(words)
+    vocab: dict[str, int] = {}
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) + 1 for w in words), np.uint64, len(words))
+    lens = np.fromiter(map(len, words), np.int64, len(words))
+    return ngram_repetition_ids(ids, lens, top_ns, dup_ns)
+
+
+def ngram_repetition_ids(ids: np.ndarray, lens: np.ndarray, top_ns: list[int], dup_ns: list[int]
+                         ) -> tuple[dict[int, int], dict[int, int]]:  # fmt: skip
+    """:func:`ngram_repetition` of the words with these ids (uint64, each word's index among
+    the distinct words in order of first occurrence, from 1) and characters."""
+    m = len(ids)
     top = dict.fromkeys(top_ns, 0)
     dup = dict.fromkeys(dup_ns, 0)
     if m < 2:
         return top, dup
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) + 1 for w in words), np.uint64, m)
-    lens = np.fromiter(map(len, words), np.int64, m)
     cum = np.concatenate(([0], np.cumsum(lens)))
     h = ids.copy()
     # an n-gram can repeat only where the (n-1)-gram at the same start repeats: each n looks
@@ -372,18 +469,25 @@ def ngram_repetition(words: list[str], top_ns: list[int], dup_ns: list[int]
         at = np.flatnonzero(repeats[: len(h)])
         if len(at) < 2:
             break
-        _, first, inverse, counts = np.unique(
-            h[at], return_index=True, return_inverse=True, return_counts=True
-        )
+        # np.unique(h[at], return_index, return_counts) without its inverse: the starts in
+        # order of hash (stable: each hash's first start first), where each hash begins
+        order = np.argsort(h[at], kind="stable")
+        ordered = at[order]
+        hashes = h[ordered]
+        begins = np.empty(len(at), dtype=bool)
+        begins[0] = True
+        np.not_equal(hashes[1:], hashes[:-1], out=begins[1:])
+        bounds = np.flatnonzero(begins)
+        counts = np.diff(np.append(bounds, len(at)))
         repeats = np.zeros(len(h), dtype=bool)
-        repeats[at[counts[inverse] >= 2]] = True
+        repeats[ordered[np.repeat(counts >= 2, counts)]] = True
         if n in top:
             best = int(np.argmax(counts))
             if counts[best] >= 2:
-                start = int(at[first[best]])
+                start = int(ordered[bounds[best]])
                 top[n] = int(counts[best]) * int(cum[start + n] - cum[start] + n - 1)
         if n in dup:
-            starts = at[first[inverse] != np.arange(len(at))]
+            starts = ordered[~begins]  # every later occurrence of a repeated n-gram
             if len(starts):
                 delta = np.bincount(starts, minlength=m + 1) - np.bincount(
                     starts + n, minlength=m + 1
@@ -393,7 +497,7 @@ def ngram_repetition(words: list[str], top_ns: list[int], dup_ns: list[int]
     return top, dup
 
 
-def gopher_repetition(text: str, lines: list[str], tok: Tokens,
+def gopher_repetition(text: str, lines: list[str], words: DocWords,
                       cfg: GopherRepetitionConfig) -> dict[str, Any]:  # fmt: skip
     """Gopher repetition measurements of one document."""
     chars = max(len(text), 1)
@@ -401,7 +505,9 @@ def gopher_repetition(text: str, lines: list[str], tok: Tokens,
     para_dup, para_dup_chars = _duplicates(paragraphs)
     stripped = [line.strip() for line in lines]
     line_dup, line_dup_chars = _duplicates(stripped)
-    top, dup = ngram_repetition(tok.words, sorted(cfg.top_ngrams), sorted(cfg.dup_ngrams))
+    top, dup = ngram_repetition_ids(
+        words.ids, words.lengths, sorted(cfg.top_ngrams), sorted(cfg.dup_ngrams)
+    )
     out: dict[str, Any] = {
         "gopher_dup_para_frac": _fraction(para_dup, len(paragraphs)),
         "gopher_dup_para_char_frac": para_dup_chars / chars,
@@ -418,7 +524,7 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
     sentences in the kept lines)."""
     kept: list[str] = []
     lorem = False
-    curly_lines = sentences = 0
+    curly_lines = 0
     for raw in lines:
         line = raw.strip()
         words = line.split()
@@ -447,10 +553,14 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
             continue
         if cfg.curly_bracket and "{" in line:
             curly_lines += 1
-        if cfg.policy and any(p in low for p in C4_POLICY):
+        if cfg.policy and any(h in low for h in _POLICY_HINTS) and any(p in low for p in C4_POLICY):
             continue
-        sentences += max(count_sentences(line), 1)
         kept.append(line)
+    # the sentence ends of every kept line in one pass (no sentence end spans a line); a line
+    # without one counts as one sentence
+    sentences = count_sentences("\n".join(kept)) + sum(
+        1 for line in kept if not line.endswith(_SENTENCE_CLOSED) and count_sentences(line) == 0
+    )
     flags = {
         "c4_lines_removed": len(lines) - len(kept),
         "c4_sentences": sentences,
@@ -461,7 +571,7 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
     return kept, flags
 
 
-def fineweb(text: str, lines: list[str], tok: Tokens, cfg: FineWebConfig) -> dict[str, Any]:
+def fineweb(text: str, lines: list[str], words: DocWords, cfg: FineWebConfig) -> dict[str, Any]:
     """FineWeb measurements of one document (lines: the non-blank lines)."""
     n = len(lines)
     _, dup_chars = _duplicates(lines)
@@ -473,7 +583,7 @@ def fineweb(text: str, lines: list[str], tok: Tokens, cfg: FineWebConfig) -> dic
             sum(1 for line in lines if len(line.strip()) <= cfg.short_line_length), n
         ),
         "fineweb_dup_chars": _fraction(dup_chars, len(text) - text.count("\n")),
-        "fineweb_list_ratio": text.count("\n") / max(len(tok.words), 1),
+        "fineweb_list_ratio": text.count("\n") / max(words.words, 1),
     }
 
 
@@ -495,21 +605,24 @@ def measure(
     cfg: HeuristicsConfig,
     domain: str | None = None,
     listings: list[list[int]] | None = None,
+    words: DocWords | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The measurements of every family that applies to ``domain`` (enabled, and ``domain`` in
     its ``domains``) on the prose of ``text`` (without the ``listings`` line ranges: code and
-    command listings), and the text after the C4 rewrite (of the prose)."""
+    command listings), and the text after the C4 rewrite (of the prose). ``words``: the prose's
+    :class:`DocWords` when the batch measured them (:func:`score`)."""
     if listings:
         text = prose(text, listings)
     lines = [line for line in text.split("\n") if line.strip()]
-    tok = rule_tokens(text)
+    if words is None:
+        words = batch_words(pa.array([text], pa.large_string()), [lang], cfg.gopher_quality)[0]
     row: dict[str, Any] = {}
     if _applies(cfg.gopher_quality, domain):
-        row.update(gopher_quality(text, lines, tok, lang, cfg.gopher_quality))
+        row.update(gopher_quality(text, lines, words, lang, cfg.gopher_quality))
     if _applies(cfg.gopher_repetition, domain):
-        row.update(gopher_repetition(text, lines, tok, cfg.gopher_repetition))
+        row.update(gopher_repetition(text, lines, words, cfg.gopher_repetition))
     if _applies(cfg.fineweb, domain):
-        row.update(fineweb(text, lines, tok, cfg.fineweb))
+        row.update(fineweb(text, lines, words, cfg.fineweb))
     if _applies(cfg.c4, domain):
         kept, flags = c4_lines(lines, cfg.c4)
         row.update(flags)
@@ -574,11 +687,13 @@ def score(table: pa.Table, cfg: HeuristicsConfig) -> pa.Table:
     errors: list[str | None] = [None] * n
     skip = set(cfg.skip_domains)
     listings = _listings(table) if cfg.exclude_listings else [None] * n
-    for i, (text, lang, domain) in enumerate(zip(texts, langs, domains, strict=True)):
-        if domain in skip:
-            continue
+    measured = [i for i in range(n) if domains[i] not in skip]
+    prose_texts = {i: prose(texts[i], listings[i]) for i in measured if listings[i]}
+    batch = _batch_words(table, measured, prose_texts, [langs[i] for i in measured], cfg)
+    for i, words in zip(measured, batch, strict=True):
+        text, lang, domain = prose_texts.get(i, texts[i]), langs[i], domains[i]
         try:
-            row, rewritten = measure(text, lang, cfg, domain, listings[i])
+            row, rewritten = measure(text, lang, cfg, domain, None, words=words)
             if cfg.c4.enabled and cfg.c4.rewrite:
                 texts[i] = rewritten
         except Exception as e:  # one bad document is quarantined, not a crashed part
@@ -595,6 +710,26 @@ def score(table: pa.Table, cfg: HeuristicsConfig) -> pa.Table:
     if any(e is not None for e in errors):
         out = out.append_column(pa.field(ERROR_COLUMN, pa.string()), pa.array(errors, pa.string()))
     return out
+
+
+def _batch_words(table: pa.Table, measured: list[int], prose_texts: dict[int, str],
+                 langs: list[str | None], cfg: HeuristicsConfig) -> list[DocWords | None]:  # fmt: skip
+    """:func:`batch_words` of the ``measured`` rows' prose (None each where the batch fails:
+    :func:`measure` then splits each document itself, so a bad one is quarantined alone)."""
+    texts = table["text"].combine_chunks()
+    if len(measured) < table.num_rows:
+        texts = texts.take(pa.array(measured, pa.int64()))
+    if prose_texts:
+        at = [k for k, i in enumerate(measured) if i in prose_texts]
+        texts = replace_rows(
+            pc.cast(texts, pa.large_string()),
+            np.asarray(at, dtype=np.int64),
+            pa.array([prose_texts[measured[k]] for k in at], pa.large_string()),
+        )
+    try:
+        return list(batch_words(texts, langs, cfg.gopher_quality))
+    except Exception:  # noqa: BLE001 (measure() quarantines the document that fails)
+        return [None] * len(measured)
 
 
 def _col(table: pa.Table, name: str, fill: float) -> np.ndarray:
