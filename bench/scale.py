@@ -15,7 +15,9 @@ every bucket task reads and hashes every part's signatures, as before the shuffl
 ``pipeline``: the whole job (``configs/default.yaml``'s stages) on a >= 1 GB corpus of real
 text, ``sluice run --local`` against Prefect + Ray with ``--cpus`` CPUs: wall, CPU of the
 process tree, seconds and MB/s/core per step, the peak RSS of every process (Ray workers
-included: sampled every 0.5 s) and whether the shards are byte-identical. The corpus is the
+included: sampled every 0.5 s), the peak RSS of each step's biggest call and of the driver
+during each step (``timings.json`` ``peak_rss_mib``: each call's own VmHWM, reset before it,
+``curate.memory``) and whether the shards are byte-identical. The corpus is the
 full Debian tier grown with re-mixed real paragraphs (:func:`grow_corpus`). Needs a quiet
 machine and a Prefect server (``sluice server --background``)::
 
@@ -413,18 +415,49 @@ def pipeline_bench(args: argparse.Namespace) -> None:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = timed_run(cmd, env)
         r["children_cpu_s"] = round(r["children_cpu_s"] - before.ru_utime - before.ru_stime, 1)
-        r["steps_s"] = json.loads((run_dir / "timings.json").read_text())["steps"]
+        recorded = json.loads((run_dir / "timings.json").read_text())
+        r["steps_s"] = recorded["steps"]
+        # per step: the peak RSS of its biggest call (each call's own: curate.memory) and of
+        # the driver meanwhile
+        r["peak_rss_mib"] = recorded.get("peak_rss_mib", {})
+        tasks = [v for v in r["peak_rss_mib"].get("tasks", {}).values() if v is not None]
+        r["max_task_rss_mib"] = max(tasks, default=None)
+        r["max_driver_rss_mib"] = max(
+            (v for v in r["peak_rss_mib"].get("driver", {}).values() if v is not None),
+            default=None,
+        )
         results[name] = r
         print(json.dumps({name: r}))
     mb = grown["mb"]
     if len(results) == 2:
         local, ray = results["local"], results["ray"]
-        print(f"| step | --local s | Ray s | Ray MB/s/core ({args.cpus} cores) | speed-up |")
-        print("|---|---:|---:|---:|---:|")
+        print(
+            f"| step | --local s | Ray s | Ray MB/s/core ({args.cpus} cores) | speed-up "
+            "| peak RSS MiB of a call: --local | Ray | Ray driver |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+
+        def peak(run: dict, kind: str, step: str) -> str:
+            v = run["peak_rss_mib"].get(kind, {}).get(step)
+            return "" if v is None else f"{v:.0f}"
+
         for step, ls in local["steps_s"].items():
             rs = ray["steps_s"].get(step, float("nan"))
             rate = mb / (rs * args.cpus) if rs else float("nan")
-            print(f"| {step} | {ls:.1f} | {rs:.1f} | {rate:.2f} | {ls / rs if rs else 0:.2f}x |")
+            print(
+                f"| {step} | {ls:.1f} | {rs:.1f} | {rate:.2f} | {ls / rs if rs else 0:.2f}x "
+                f"| {peak(local, 'tasks', step)} | {peak(ray, 'tasks', step)} "
+                f"| {peak(ray, 'driver', step)} |"
+            )
+        print(
+            f"| report | | | | | {peak(local, 'driver', 'report')} | | {peak(ray, 'driver', 'report')} |"
+        )
+        for name, run in results.items():
+            print(
+                f"{name}: peak RSS of the biggest call {run['max_task_rss_mib']} MiB, of the "
+                f"driver during a step or the report {run['max_driver_rss_mib']} MiB "
+                f"(goal <= 2048); processes over 2 GB (sampled): {run['processes_over_2gb']}"
+            )
         print(
             f"whole run: --local {local['wall_s']} s, Ray {ray['wall_s']} s: "
             f"{local['wall_s'] / ray['wall_s']:.2f}x (goal >= 1.7x); "

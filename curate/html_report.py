@@ -37,6 +37,7 @@ from curate.rundir import (
     part_files,
     read_columns,
     stage_order,
+    take_rows,
 )
 from curate.stage import StageStats
 from curate.storage import exists, join, local_copy, read_json, write_bytes_atomic
@@ -245,15 +246,13 @@ def histogram_section(run_dir: str, column: str, stage: str | None = None) -> Se
     stage = stage or last_doc_stage(run_dir)
     if stage is None:
         return None
-    table = read_columns(part_files(run_dir, stage, "kept"), [column, "text"])
+    table = read_columns(part_files(run_dir, stage, "kept"), [column], lengths=["text"])
     if table is None or column not in table.column_names:
         return None
-    import pyarrow.compute as pc
-
     values = ["(none)" if v is None else v for v in table.column(column).to_pylist()]
     nbytes = (
-        pc.binary_length(table.column("text").cast("large_binary")).to_numpy(zero_copy_only=False)
-        if "text" in table.column_names
+        table.column("text_bytes").to_numpy()
+        if "text_bytes" in table.column_names
         else np.zeros(len(values))
     )
     docs: Counter = Counter(values)
@@ -314,12 +313,6 @@ DEDUP_KINDS = (
 )
 
 
-def _utf8_bytes(column) -> np.ndarray:
-    import pyarrow.compute as pc
-
-    return pc.binary_length(column.cast("large_binary")).fill_null(0).to_numpy(zero_copy_only=False)
-
-
 def dedup_kinds_section(run_dir: str, stages: Sequence[str]) -> Section | None:
     """Dedup by kind (exact / near / contained / paragraph): groups, documents and bytes removed
     per stage, and for paragraph dedup the bytes cut per domain."""
@@ -327,11 +320,16 @@ def dedup_kinds_section(run_dir: str, stages: Sequence[str]) -> Section | None:
     for stage in stages:
         removed = read_columns(
             part_files(run_dir, stage, "removed"),
-            ["reason", "text", "domain", *{c for _, _, c in DEDUP_KINDS if c}],
+            ["reason", "domain", *{c for _, _, c in DEDUP_KINDS if c}],
+            lengths=["text"],
         )
         if removed is not None and "reason" in removed.column_names and removed.num_rows:
             reasons = np.asarray(removed.column("reason").to_pylist(), dtype=object)
-            nbytes = _utf8_bytes(removed.column("text")) if "text" in removed.column_names else None
+            nbytes = (
+                removed.column("text_bytes").to_numpy()
+                if "text_bytes" in removed.column_names
+                else None
+            )
             for kind, reason, group in DEDUP_KINDS:
                 hit = reasons == reason
                 if not hit.any() or nbytes is None:
@@ -484,8 +482,9 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
     from curate.tokenizer import bytes_per_token, load_tokenizer
 
     sp = load_tokenizer(model)
-    table = read_columns(part_files(run_dir, stage, "kept"), ["id", "domain", "text"])
-    if table is None or "text" not in table.column_names:
+    urls = part_files(run_dir, stage, "kept")
+    table = read_columns(urls, ["id", "domain"], lengths=["text"])  # the texts: sampled ones
+    if table is None or "text_bytes" not in table.column_names:
         return None
     ids = table.column("id").to_pylist() if "id" in table.column_names else []
     order = np.argsort(mix.stable_uniform(ids, 0, "report")) if ids else np.arange(table.num_rows)
@@ -494,12 +493,14 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
         if "domain" in table.column_names
         else ["all"] * table.num_rows
     )
-    texts = table.column("text").to_pylist()
-    sample: dict[str, list[str]] = {}
+    picked: dict[str, list[int]] = {}
     for i in order.tolist():
-        bucket = sample.setdefault(domains[i], [])
+        bucket = picked.setdefault(domains[i], [])
         if len(bucket) < TOKENIZER_SAMPLE_DOCS:
-            bucket.append(texts[i])
+            bucket.append(i)
+    rows = [i for d in picked for i in picked[d]]
+    text_of = dict(zip(rows, take_rows(urls, "text", np.asarray(rows, np.int64)), strict=True))
+    sample = {d: [text_of[i] for i in picked[d]] for d in picked}
     rows = []
     for d in sorted(sample):
         t = sample[d]

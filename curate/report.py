@@ -98,6 +98,7 @@ def write_report(
     timings: Mapping[str, float],
     mixed_parts: list[Mapping[str, Any]],
     skipped: Mapping[str, int] | None = None,
+    memory: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> dict[str, Any]:
     """Write stats.json, timings.json, funnel.{md,png}, mixture.{json,md,png}, report.html;
     return stats."""
@@ -124,6 +125,8 @@ def write_report(
             "steps": {k: round(v, 3) for k, v in timings.items()},
             "stage_seconds": {name: round(s.seconds, 3) for name, s in stats.items()},
             "skipped_parts": dict(skipped or {}),
+            # peak RSS MiB per step: its biggest call ("tasks"), the driver meanwhile ("driver")
+            "peak_rss_mib": {k: dict(v) for k, v in (memory or {}).items()},
         },
         layout.timings,
     )
