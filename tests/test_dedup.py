@@ -413,6 +413,25 @@ def test_decontam_real_eval_paragraph(tmp_path: Path) -> None:
     assert set(hits["id"].to_pylist()) == truth_faq
 
 
+def test_decontam_scores_the_same_in_batches_of_any_size(tmp_path: Path, monkeypatch) -> None:
+    """decontam hashes a part a few MB of text at a time (a 32 MB part at once peaked at
+    2 GB): batches of one document or of the whole part give the same columns."""
+    import curate.dedup.decontam as decontam
+
+    rows = llvm_docs()
+    paragraph = max(rows[5]["text"].split("\n\n"), key=len)
+    eval_txt = tmp_path / "eval.txt"
+    eval_txt.write_text(paragraph, encoding="utf-8")
+    table = docs_table(rows)
+    cfg = DecontamConfig(eval_files=[str(eval_txt)])
+    scored = {}
+    for budget in (1, 1 << 12, 1 << 40):
+        monkeypatch.setattr(decontam, "BATCH_BYTES", budget)
+        scored[budget] = decontam.score(table, cfg)
+    assert scored[1].equals(scored[1 << 40]) and scored[1 << 12].equals(scored[1 << 40])
+    assert scored[1].filter(pa.compute.greater(scored[1]["contamination_ngrams"], 0)).num_rows
+
+
 def test_big_buckets_empty_parts_and_empty_state(tmp_path: Path) -> None:
     page = llvm_docs()[3]["text"]
     rows = [_doc(f"copy/{i}", page + f"\n\nrevision {i}") for i in range(12)]
