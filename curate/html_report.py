@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from curate import mix
 from curate.layout import RunLayout
@@ -241,12 +242,27 @@ def removals_section(stats: Sequence[StageStats]) -> Section | None:
     )
 
 
-def histogram_section(run_dir: str, column: str, stage: str | None = None) -> Section | None:
-    """Documents and bytes per value of ``column`` (lang, domain) among the kept documents."""
+HISTOGRAM_COLUMNS = ["lang", "domain"]
+
+
+def kept_sizes(run_dir: str, stage: str | None = None) -> pa.Table | None:
+    """The histogram columns and ``text_bytes`` of the kept documents of ``stage`` (default:
+    the last), read part by part; None when there are none."""
     stage = stage or last_doc_stage(run_dir)
     if stage is None:
         return None
-    table = read_columns(part_files(run_dir, stage, "kept"), [column], lengths=["text"])
+    return read_columns(part_files(run_dir, stage, "kept"), HISTOGRAM_COLUMNS, lengths=["text"])
+
+
+def histogram_section(
+    run_dir: str, column: str, stage: str | None = None, kept: pa.Table | None = None
+) -> Section | None:
+    """Documents and bytes per value of ``column`` (lang, domain) among the kept documents
+    (``kept``: :func:`kept_sizes`, read once for both histograms)."""
+    stage = stage or last_doc_stage(run_dir)
+    if stage is None:
+        return None
+    table = kept if kept is not None else kept_sizes(run_dir, stage)
     if table is None or column not in table.column_names:
         return None
     values = ["(none)" if v is None else v for v in table.column(column).to_pylist()]
@@ -537,11 +553,11 @@ def report_sections(
     layers pass in: the training run's loss vs prediction, ``train.report.training_section``)."""
     stats = load_stats(run_dir)
     stages = stage_order(run_dir)
+    kept = kept_sizes(run_dir, stage)
     candidates = [
         funnel_section(stats),
         removals_section(stats),
-        histogram_section(run_dir, "lang", stage),
-        histogram_section(run_dir, "domain", stage),
+        *(histogram_section(run_dir, c, stage, kept) for c in HISTOGRAM_COLUMNS),
         cluster_section(run_dir, stages),
         dedup_kinds_section(run_dir, stages),
         mixture_section(run_dir),
@@ -571,9 +587,12 @@ nav a{margin-right:1em}.meta{color:#666;font-size:.85em}
 """
 
 
-def report_html(run_dir: str, extra: Sequence[Section] = ()) -> str:
-    """The report as one self-contained HTML page (inline CSS, base64 PNGs, no external URL)."""
-    sections = report_sections(run_dir, extra)
+def report_html(
+    run_dir: str, extra: Sequence[Section] = (), sections: Sequence[Section] | None = None
+) -> str:
+    """The report as one self-contained HTML page (inline CSS, base64 PNGs, no external URL);
+    ``sections``: :func:`report_sections` already computed (then ``extra`` is not added)."""
+    sections = report_sections(run_dir, extra) if sections is None else sections
     name = run_dir.rstrip("/").rsplit("/", 1)[-1]
     nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -587,10 +606,16 @@ def report_html(run_dir: str, extra: Sequence[Section] = ()) -> str:
     )
 
 
-def write_report_html(run_dir: str, extra: Sequence[Section] = (), out: str | None = None) -> str:
-    """Write ``<run>/report.html`` (or ``out``); returns its path/URL."""
+def write_report_html(
+    run_dir: str,
+    extra: Sequence[Section] = (),
+    out: str | None = None,
+    sections: Sequence[Section] | None = None,
+) -> str:
+    """Write ``<run>/report.html`` (or ``out``); returns its path/URL. ``sections``: see
+    :func:`report_html`."""
     url = out or RunLayout(run_dir).report_html
-    write_bytes_atomic(report_html(run_dir, extra).encode("utf-8"), url)
+    write_bytes_atomic(report_html(run_dir, extra, sections).encode("utf-8"), url)
     return url
 
 

@@ -419,6 +419,7 @@ def execute(
     verify: bool = False,
     force_from: str | None = None,
     run_chain: RunChain | None = None,
+    on_sections: Callable[[list[Any]], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
     """Run every step of ``cfg``'s plan in order with ``run_calls``, check conservation after
     every document stage, write the report; returns (stats.json, timings, parts skipped).
@@ -427,7 +428,8 @@ def execute(
     recompute even when done. ``run_chain``: consecutive map steps (:func:`step_chains`) run
     as chains, each part through all of them without waiting for the other parts; their
     conservation is checked once the chain is done, and each step's seconds are its share of
-    the chain's (:func:`chain_timings`)."""
+    the chain's (:func:`chain_timings`). ``on_sections``: given the report's sections
+    (``curate.report.write_report``)."""
     from curate.report import write_report
 
     timings: dict[str, float] = {}
@@ -481,7 +483,7 @@ def execute(
                         f"removed + {c.quarantined_total} quarantined"
                     )
         with heartbeat("report"), peak_rss() as driver:
-            report = write_report(cfg, stats, timings, results[MIX], skipped, memory)
+            report = write_report(cfg, stats, timings, results[MIX], skipped, memory, on_sections)
         recorded = read_json(layout.timings)  # the report's own peak, added once it is known
         recorded["peak_rss_mib"]["driver"]["report"] = driver.mib
         write_json_atomic(recorded, layout.timings)

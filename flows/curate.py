@@ -32,7 +32,7 @@ from curate.plan import Plan, Step, build_plan
 from curate.runner import done_result, execute, nothing_to_run, run_step
 from curate.storage import write_json_atomic
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
-from flows.artifacts import publish_report_artifacts
+from flows.artifacts import publish_sections
 
 NODE_KEY = "ray_node"  # added to every task's result by _on_node, removed by the flow
 
@@ -242,8 +242,18 @@ def _curate(
 
         shared = SharedSteps(share_steps)
         run_calls, chains = shared.wrap(submitted, label), None
+
+    def publish(sections: list[Any]) -> None:  # the report's sections, computed once
+        publish_sections(sections, cfg.run_url, prefix=f"sluice-{cfg.name}")
+
     report, timings, skipped = execute(
-        cfg, run_calls, log=logger.info, verify=verify, force_from=force_from, run_chain=chains
+        cfg,
+        run_calls,
+        log=logger.info,
+        verify=verify,
+        force_from=force_from,
+        run_chain=chains,
+        on_sections=publish,
     )
     write_json_atomic({"nodes": nodes, "steps": placement}, RunLayout(cfg.run_url).tasks)
     logger.info("tasks ran on %d Ray node(s): %s", len(nodes), ", ".join(sorted(nodes.values())))
@@ -253,7 +263,6 @@ def _curate(
         f"## Mixture\n\n{report['mixture_markdown']}\n## Steps\n\n{_timings_markdown(timings, skipped)}",
         description=f"Sluice funnel and mixture of run {cfg.name}",
     )
-    publish_report_artifacts(cfg.run_url, prefix=f"sluice-{cfg.name}")
     stats = {k: v for k, v in report.items() if not k.endswith("_markdown")}
     return stats | ({"shared_steps": shared.ledger.get(label, {})} if shared else {})
 
