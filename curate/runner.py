@@ -58,6 +58,7 @@ from curate.storage import (
 
 log = logging.getLogger("sluice.runner")
 PEAK_KEY = "peak_rss_mib"  # a computed call's result: its peak RSS (MiB; ``curate.memory``)
+CALL_SECONDS = "call_seconds"  # ... and its wall seconds, reading and writing included
 
 # --- the step protocol -------------------------------------------------------------------------
 
@@ -208,7 +209,8 @@ def run_step(
         **out.extra,
     }
     write_bytes_atomic(json_bytes(record), marker)
-    return {**stats, "skipped": False, PEAK_KEY: peak.mib}
+    wall = time.perf_counter() - start
+    return {**stats, "skipped": False, PEAK_KEY: peak.mib, CALL_SECONDS: wall}
 
 
 # --- conservation ------------------------------------------------------------------------------
@@ -379,7 +381,7 @@ def chain_timings(
     """Each step's share of a chain's wall seconds: in proportion to the seconds its computed
     calls took (the steps of a chain overlap, so no step has a wall time of its own)."""
     spent = [
-        sum(float(r.get("seconds", 0.0)) for r in rs if not r.get("skipped")) for rs in results
+        sum(float(r.get(CALL_SECONDS, 0.0)) for r in rs if not r.get("skipped")) for rs in results
     ]
     total = sum(spent)
     if total <= 0:

@@ -200,7 +200,8 @@ def test_consecutive_map_steps_form_chains_and_share_their_wall_time(tmp_path):
         assert not (a[-1].kind == "map" and b[0].kind == "map")  # chains are maximal
     longest = max(groups, key=len)
     assert [s.name for s in longest][:2] == ["langid", "heuristics"]  # after the quality fit
-    results = [[{"seconds": 3.0}, {"seconds": 1.0, "skipped": True}], [{"seconds": 1.0}] * 2]
+    took = runner.CALL_SECONDS
+    results = [[{took: 3.0}, {took: 1.0, "skipped": True}], [{took: 1.0}] * 2]
     assert runner.chain_timings(10.0, longest[:2], results) == [6.0, 4.0]
     assert runner.chain_timings(4.0, longest[:2], [[{"skipped": True}]] * 2) == [2.0, 2.0]
 
