@@ -335,8 +335,9 @@ def _load_shingles(
         mine = wanted[part[wanted] == p]
         if len(mine) == 0:
             continue
-        column = read_columns(url, [name])[name].combine_chunks()
-        taken = column.take(pa.array(row[mine]))
+        column = read_columns(url, [name])[name]
+        taken = column.take(pa.array(row[mine])).combine_chunks()  # a copy of the wanted rows only
+        del column
         offsets = taken.offsets.to_numpy()
         values = taken.flatten().to_numpy()
         base = offsets[0]
