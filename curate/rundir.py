@@ -101,6 +101,9 @@ def read_columns(
                 for c in sized:
                     table = table.append_column(f"{c}_bytes", utf8_bytes(table[c]))
                 tables.append(table.select([*have, *(f"{c}_bytes" for c in sized)]))
+                if sized:  # the texts are gone: give their pages back before the next file
+                    del table
+                    pa.default_memory_pool().release_unused()
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="permissive")
@@ -122,6 +125,8 @@ def take_rows(urls: Iterable[str], column: str, rows: np.ndarray) -> list[Any]:
                 values = pf.read(columns=[column])[column].take(pa.array(rows[mine] - start))
                 for k, v in zip(mine.tolist(), values.to_pylist(), strict=True):
                     out[k] = v
+                del values
+                pa.default_memory_pool().release_unused()  # the part's column: pages back
         start += n
     return out
 
