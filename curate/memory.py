@@ -36,6 +36,19 @@ def reset_peak_rss() -> bool:
     return False
 
 
+def release_unused() -> None:
+    """Give freed memory back to the OS: Arrow's pool (mimalloc keeps freed pages) and glibc's
+    heap (``malloc_trim``). A long-lived worker that ran a big step otherwise starts the next
+    one from that step's footprint."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @dataclass
 class Peak:
     """The peak RSS (MiB) of the block (None: unknown); ``since_reset``: False when the

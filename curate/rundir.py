@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.layout import RunLayout
+from curate.memory import release_unused
 from curate.stage import StageStats
 from curate.storage import exists, filesystem, read_json
 
@@ -103,7 +104,7 @@ def read_columns(
                 tables.append(table.select([*have, *(f"{c}_bytes" for c in sized)]))
                 if sized:  # the texts are gone: give their pages back before the next file
                     del table
-                    pa.default_memory_pool().release_unused()
+                    release_unused()
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="permissive")
@@ -126,7 +127,7 @@ def take_rows(urls: Iterable[str], column: str, rows: np.ndarray) -> list[Any]:
                 for k, v in zip(mine.tolist(), values.to_pylist(), strict=True):
                     out[k] = v
                 del values
-                pa.default_memory_pool().release_unused()  # the part's column: pages back
+                release_unused()  # the part's column: its pages back
         start += n
     return out
 

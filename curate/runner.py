@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from curate.config import PipelineConfig
 from curate.layout import MIX, RunLayout
-from curate.memory import peak_rss
+from curate.memory import peak_rss, release_unused
 from curate.plan import (
     Content,
     NotDone,
@@ -210,6 +210,7 @@ def run_step(
     }
     write_bytes_atomic(json_bytes(record), marker)
     wall = time.perf_counter() - start
+    release_unused()  # the next call (a Ray worker runs many) starts from a small footprint
     return {**stats, "skipped": False, PEAK_KEY: peak.mib, CALL_SECONDS: wall}
 
 
