@@ -15,7 +15,9 @@ every bucket task reads and hashes every part's signatures, as before the shuffl
 ``pipeline``: the whole job (``configs/default.yaml``'s stages) on a >= 1 GB corpus of real
 text, ``sluice run --local`` against Prefect + Ray with ``--cpus`` CPUs: wall, CPU of the
 process tree, seconds and MB/s/core per step, the peak RSS of every process (Ray workers
-included: sampled every 0.5 s) and whether the shards are byte-identical. The corpus is the
+included: sampled every 0.5 s), the peak RSS of each step's biggest call and of the driver
+during each step (``timings.json`` ``peak_rss_mib``: each call's own VmHWM, reset before it,
+``curate.memory``) and whether the shards are byte-identical. The corpus is the
 full Debian tier grown with re-mixed real paragraphs (:func:`grow_corpus`). Needs a quiet
 machine and a Prefect server (``sluice server --background``)::
 
@@ -331,8 +333,11 @@ def pipeline_config(corpus: Path, path: Path, bytes_per_part: int) -> Path:
     return path
 
 
-def _tree_rss(root: int) -> dict[int, tuple[str, float]]:
-    """(command, RSS MiB) of ``root`` and every process below it."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_rss(root: int) -> dict[int, tuple[str, float, float]]:
+    """(command, RSS MiB, CPU seconds so far) of ``root`` and every process below it."""
     children: dict[int, list[int]] = {}
     info: dict[int, tuple[str, float]] = {}
     for d in Path("/proc").iterdir():
@@ -347,7 +352,12 @@ def _tree_rss(root: int) -> dict[int, tuple[str, float]]:
         ppid = int(fields.get("PPid", "0").strip())
         children.setdefault(ppid, []).append(int(d.name))
         rss = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
-        info[int(d.name)] = (cmd[:80], rss)
+        try:
+            stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            cpu = (int(stat[11]) + int(stat[12])) / _TICK  # utime + stime
+        except (OSError, IndexError, ValueError):
+            cpu = 0.0
+        info[int(d.name)] = (cmd[:80], rss, cpu)
     out, todo = {}, [root]
     while todo:
         pid = todo.pop()
@@ -365,20 +375,25 @@ def timed_run(cmd: list[str], env: dict[str, str]) -> dict:
         cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     peak: dict[int, tuple[str, float]] = {}
+    cpu: dict[int, float] = {}  # the last CPU seconds seen of every process of the tree
     while proc.poll() is None:
-        for pid, (name, rss) in _tree_rss(proc.pid).items():
+        for pid, (name, rss, used) in _tree_rss(proc.pid).items():
             if rss > peak.get(pid, ("", 0.0))[1]:
                 peak[pid] = (name, rss)
+            cpu[pid] = used
         time.sleep(0.5)
     output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     wall = time.perf_counter() - t0
-    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise RuntimeError(f"{cmd} failed:\n{output[-3000:]}")
     top = sorted(peak.values(), key=lambda x: -x[1])
     return {
         "wall_s": round(wall, 1),
-        "children_cpu_s": round(cpu.ru_utime + cpu.ru_stime, 1),
+        "children_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        # Ray's workers are not waited for by the driver: their CPU is only in this sum (up to
+        # the last sample, 0.5 s before each process ended)
+        "tree_cpu_s_sampled": round(sum(cpu.values()), 1),
         "max_rss_mib": round(top[0][1], 1) if top else None,
         "processes_over_2gb": [n for n, r in top if r > 2048],
         "top_rss": [(n, round(r)) for n, r in top[:8]],
@@ -413,32 +428,66 @@ def pipeline_bench(args: argparse.Namespace) -> None:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = timed_run(cmd, env)
         r["children_cpu_s"] = round(r["children_cpu_s"] - before.ru_utime - before.ru_stime, 1)
-        r["steps_s"] = json.loads((run_dir / "timings.json").read_text())["steps"]
+        recorded = json.loads((run_dir / "timings.json").read_text())
+        r["steps_s"] = recorded["steps"]
+        # per step: the peak RSS of its biggest call (each call's own: curate.memory) and of
+        # the driver meanwhile
+        r["peak_rss_mib"] = recorded.get("peak_rss_mib", {})
+        tasks = [v for v in r["peak_rss_mib"].get("tasks", {}).values() if v is not None]
+        r["max_task_rss_mib"] = max(tasks, default=None)
+        r["max_driver_rss_mib"] = max(
+            (v for v in r["peak_rss_mib"].get("driver", {}).values() if v is not None),
+            default=None,
+        )
         results[name] = r
         print(json.dumps({name: r}))
     mb = grown["mb"]
     if len(results) == 2:
         local, ray = results["local"], results["ray"]
-        print(f"| step | --local s | Ray s | Ray MB/s/core ({args.cpus} cores) | speed-up |")
-        print("|---|---:|---:|---:|---:|")
+        print(
+            f"| step | --local s | Ray s | Ray MB/s/core ({args.cpus} cores) | speed-up "
+            "| peak RSS MiB of a call: --local | Ray | Ray driver |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+
+        def peak(run: dict, kind: str, step: str) -> str:
+            v = run["peak_rss_mib"].get(kind, {}).get(step)
+            return "" if v is None else f"{v:.0f}"
+
         for step, ls in local["steps_s"].items():
             rs = ray["steps_s"].get(step, float("nan"))
             rate = mb / (rs * args.cpus) if rs else float("nan")
-            print(f"| {step} | {ls:.1f} | {rs:.1f} | {rate:.2f} | {ls / rs if rs else 0:.2f}x |")
+            print(
+                f"| {step} | {ls:.1f} | {rs:.1f} | {rate:.2f} | {ls / rs if rs else 0:.2f}x "
+                f"| {peak(local, 'tasks', step)} | {peak(ray, 'tasks', step)} "
+                f"| {peak(ray, 'driver', step)} |"
+            )
+        print(
+            f"| report | | | | | {peak(local, 'driver', 'report')} | | {peak(ray, 'driver', 'report')} |"
+        )
+        for name, run in results.items():
+            print(
+                f"{name}: peak RSS of the biggest call {run['max_task_rss_mib']} MiB, of the "
+                f"driver during a step or the report {run['max_driver_rss_mib']} MiB "
+                f"(goal <= 2048); processes over 2 GB (sampled): {run['processes_over_2gb']}; "
+                f"CPU of the process tree {run['tree_cpu_s_sampled']} s"
+            )
         print(
             f"whole run: --local {local['wall_s']} s, Ray {ray['wall_s']} s: "
             f"{local['wall_s'] / ray['wall_s']:.2f}x (goal >= 1.7x); "
             f"{mb / (ray['wall_s'] * args.cpus):.2f} MB/s/core on Ray"
         )
-        same = all(
-            (
-                out / "runs" / "local" / "shards" / p.relative_to(out / "runs" / "ray" / "shards")
-            ).read_bytes()
-            == p.read_bytes()
-            for p in (out / "runs" / "ray" / "shards").rglob("*")
+        # done.json is the step's marker (it records the run's own paths and times)
+        ray_shards = out / "runs" / "ray" / "shards"
+        differ = [
+            str(p.relative_to(ray_shards))
+            for p in sorted(ray_shards.rglob("*"))
             if p.is_file()
-        )
-        print(f"shards byte-identical: {same}")
+            and p.name != "done.json"
+            and (out / "runs" / "local" / "shards" / p.relative_to(ray_shards)).read_bytes()
+            != p.read_bytes()
+        ]
+        print(f"shards and manifest byte-identical: {not differ} {differ or ''}")
     print(f"machine: {uptime()}")
 
 

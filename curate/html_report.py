@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from curate import mix
 from curate.layout import RunLayout
@@ -37,6 +38,7 @@ from curate.rundir import (
     part_files,
     read_columns,
     stage_order,
+    take_rows,
 )
 from curate.stage import StageStats
 from curate.storage import exists, join, local_copy, read_json, write_bytes_atomic
@@ -240,20 +242,33 @@ def removals_section(stats: Sequence[StageStats]) -> Section | None:
     )
 
 
-def histogram_section(run_dir: str, column: str, stage: str | None = None) -> Section | None:
-    """Documents and bytes per value of ``column`` (lang, domain) among the kept documents."""
+HISTOGRAM_COLUMNS = ["lang", "domain"]
+
+
+def kept_sizes(run_dir: str, stage: str | None = None) -> pa.Table | None:
+    """The histogram columns and ``text_bytes`` of the kept documents of ``stage`` (default:
+    the last), read part by part; None when there are none."""
     stage = stage or last_doc_stage(run_dir)
     if stage is None:
         return None
-    table = read_columns(part_files(run_dir, stage, "kept"), [column, "text"])
+    return read_columns(part_files(run_dir, stage, "kept"), HISTOGRAM_COLUMNS, lengths=["text"])
+
+
+def histogram_section(
+    run_dir: str, column: str, stage: str | None = None, kept: pa.Table | None = None
+) -> Section | None:
+    """Documents and bytes per value of ``column`` (lang, domain) among the kept documents
+    (``kept``: :func:`kept_sizes`, read once for both histograms)."""
+    stage = stage or last_doc_stage(run_dir)
+    if stage is None:
+        return None
+    table = kept if kept is not None else kept_sizes(run_dir, stage)
     if table is None or column not in table.column_names:
         return None
-    import pyarrow.compute as pc
-
     values = ["(none)" if v is None else v for v in table.column(column).to_pylist()]
     nbytes = (
-        pc.binary_length(table.column("text").cast("large_binary")).to_numpy(zero_copy_only=False)
-        if "text" in table.column_names
+        table.column("text_bytes").to_numpy()
+        if "text_bytes" in table.column_names
         else np.zeros(len(values))
     )
     docs: Counter = Counter(values)
@@ -314,12 +329,6 @@ DEDUP_KINDS = (
 )
 
 
-def _utf8_bytes(column) -> np.ndarray:
-    import pyarrow.compute as pc
-
-    return pc.binary_length(column.cast("large_binary")).fill_null(0).to_numpy(zero_copy_only=False)
-
-
 def dedup_kinds_section(run_dir: str, stages: Sequence[str]) -> Section | None:
     """Dedup by kind (exact / near / contained / paragraph): groups, documents and bytes removed
     per stage, and for paragraph dedup the bytes cut per domain."""
@@ -327,11 +336,16 @@ def dedup_kinds_section(run_dir: str, stages: Sequence[str]) -> Section | None:
     for stage in stages:
         removed = read_columns(
             part_files(run_dir, stage, "removed"),
-            ["reason", "text", "domain", *{c for _, _, c in DEDUP_KINDS if c}],
+            ["reason", "domain", *{c for _, _, c in DEDUP_KINDS if c}],
+            lengths=["text"],
         )
         if removed is not None and "reason" in removed.column_names and removed.num_rows:
             reasons = np.asarray(removed.column("reason").to_pylist(), dtype=object)
-            nbytes = _utf8_bytes(removed.column("text")) if "text" in removed.column_names else None
+            nbytes = (
+                removed.column("text_bytes").to_numpy()
+                if "text_bytes" in removed.column_names
+                else None
+            )
             for kind, reason, group in DEDUP_KINDS:
                 hit = reasons == reason
                 if not hit.any() or nbytes is None:
@@ -484,8 +498,9 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
     from curate.tokenizer import bytes_per_token, load_tokenizer
 
     sp = load_tokenizer(model)
-    table = read_columns(part_files(run_dir, stage, "kept"), ["id", "domain", "text"])
-    if table is None or "text" not in table.column_names:
+    urls = part_files(run_dir, stage, "kept")
+    table = read_columns(urls, ["id", "domain"], lengths=["text"])  # the texts: sampled ones
+    if table is None or "text_bytes" not in table.column_names:
         return None
     ids = table.column("id").to_pylist() if "id" in table.column_names else []
     order = np.argsort(mix.stable_uniform(ids, 0, "report")) if ids else np.arange(table.num_rows)
@@ -494,12 +509,14 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
         if "domain" in table.column_names
         else ["all"] * table.num_rows
     )
-    texts = table.column("text").to_pylist()
-    sample: dict[str, list[str]] = {}
+    picked: dict[str, list[int]] = {}
     for i in order.tolist():
-        bucket = sample.setdefault(domains[i], [])
+        bucket = picked.setdefault(domains[i], [])
         if len(bucket) < TOKENIZER_SAMPLE_DOCS:
-            bucket.append(texts[i])
+            bucket.append(i)
+    rows = [i for d in picked for i in picked[d]]
+    text_of = dict(zip(rows, take_rows(urls, "text", np.asarray(rows, np.int64)), strict=True))
+    sample = {d: [text_of[i] for i in picked[d]] for d in picked}
     rows = []
     for d in sorted(sample):
         t = sample[d]
@@ -536,11 +553,11 @@ def report_sections(
     layers pass in: the training run's loss vs prediction, ``train.report.training_section``)."""
     stats = load_stats(run_dir)
     stages = stage_order(run_dir)
+    kept = kept_sizes(run_dir, stage)
     candidates = [
         funnel_section(stats),
         removals_section(stats),
-        histogram_section(run_dir, "lang", stage),
-        histogram_section(run_dir, "domain", stage),
+        *(histogram_section(run_dir, c, stage, kept) for c in HISTOGRAM_COLUMNS),
         cluster_section(run_dir, stages),
         dedup_kinds_section(run_dir, stages),
         mixture_section(run_dir),
@@ -570,9 +587,12 @@ nav a{margin-right:1em}.meta{color:#666;font-size:.85em}
 """
 
 
-def report_html(run_dir: str, extra: Sequence[Section] = ()) -> str:
-    """The report as one self-contained HTML page (inline CSS, base64 PNGs, no external URL)."""
-    sections = report_sections(run_dir, extra)
+def report_html(
+    run_dir: str, extra: Sequence[Section] = (), sections: Sequence[Section] | None = None
+) -> str:
+    """The report as one self-contained HTML page (inline CSS, base64 PNGs, no external URL);
+    ``sections``: :func:`report_sections` already computed (then ``extra`` is not added)."""
+    sections = report_sections(run_dir, extra) if sections is None else sections
     name = run_dir.rstrip("/").rsplit("/", 1)[-1]
     nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -586,10 +606,16 @@ def report_html(run_dir: str, extra: Sequence[Section] = ()) -> str:
     )
 
 
-def write_report_html(run_dir: str, extra: Sequence[Section] = (), out: str | None = None) -> str:
-    """Write ``<run>/report.html`` (or ``out``); returns its path/URL."""
+def write_report_html(
+    run_dir: str,
+    extra: Sequence[Section] = (),
+    out: str | None = None,
+    sections: Sequence[Section] | None = None,
+) -> str:
+    """Write ``<run>/report.html`` (or ``out``); returns its path/URL. ``sections``: see
+    :func:`report_html`."""
     url = out or RunLayout(run_dir).report_html
-    write_bytes_atomic(report_html(run_dir, extra).encode("utf-8"), url)
+    write_bytes_atomic(report_html(run_dir, extra, sections).encode("utf-8"), url)
     return url
 
 

@@ -7,7 +7,7 @@ seconds go to ``timings.json``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from curate import mix
@@ -98,9 +98,12 @@ def write_report(
     timings: Mapping[str, float],
     mixed_parts: list[Mapping[str, Any]],
     skipped: Mapping[str, int] | None = None,
+    memory: Mapping[str, Mapping[str, float | None]] | None = None,
+    on_sections: Callable[[list[Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Write stats.json, timings.json, funnel.{md,png}, mixture.{json,md,png}, report.html;
-    return stats."""
+    return stats. ``on_sections``: called with the report's sections (``curate.html_report``),
+    computed once (the flow publishes them as artifacts)."""
     run = cfg.run_url
     layout = RunLayout(run)
     plan = mix.MixPlan.model_validate(read_json(layout.mix_plan))
@@ -124,10 +127,16 @@ def write_report(
             "steps": {k: round(v, 3) for k, v in timings.items()},
             "stage_seconds": {name: round(s.seconds, 3) for name, s in stats.items()},
             "skipped_parts": dict(skipped or {}),
+            # peak RSS MiB per step: its biggest call ("tasks"), the driver meanwhile ("driver")
+            "peak_rss_mib": {k: dict(v) for k, v in (memory or {}).items()},
         },
         layout.timings,
     )
-    from curate.html_report import funnel_png, write_report_html  # html_report reads run files
+    from curate.html_report import (  # html_report reads run files
+        funnel_png,
+        report_sections,
+        write_report_html,
+    )
 
     funnel = funnel_markdown(stats) + quality_model_markdown(summary["quality_model"])
     write_bytes_atomic(funnel.encode(), layout.report_file("funnel.md"))
@@ -135,5 +144,8 @@ def write_report(
     write_json_atomic(mixture, layout.report_file("mixture.json"))
     write_bytes_atomic(mix.mixture_markdown(mixture).encode(), layout.report_file("mixture.md"))
     write_bytes_atomic(mix.mixture_png(mixture), layout.report_file("mixture.png"))
-    write_report_html(run)  # reads back the files written above
+    sections = report_sections(run)  # reads back the files written above
+    write_report_html(run, sections=sections)
+    if on_sections is not None:
+        on_sections(sections)
     return {**summary, "funnel_markdown": funnel, "mixture_markdown": mix.mixture_markdown(mixture)}

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import fields
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.layout import RunLayout
+from curate.memory import release_unused
 from curate.stage import StageStats
 from curate.storage import exists, filesystem, read_json
 
@@ -72,19 +75,61 @@ def last_doc_stage(run_dir: str) -> str | None:
     return stages[-1] if stages else None
 
 
-def read_columns(urls: Iterable[str], columns: list[str]) -> pa.Table | None:
-    """The given columns (those that exist) of parquet files, concatenated; None if none exist."""
+def utf8_bytes(column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
+    """The UTF-8 byte length of every value of a string column (0 for null), as int64."""
+    import pyarrow.compute as pc
+
+    return pc.binary_length(column.cast(pa.large_binary())).fill_null(0)
+
+
+def read_columns(
+    urls: Iterable[str], columns: list[str], lengths: Iterable[str] = ()
+) -> pa.Table | None:
+    """The given columns (those that exist) of parquet files, concatenated; None if none exist.
+    ``lengths``: string columns read one file at a time and kept only as their UTF-8 byte
+    lengths, named ``<column>_bytes`` (a run's texts never sit in memory at once)."""
+    lengths = list(lengths)
     tables = []
     for url in urls:
         fs, path = filesystem(url)
         with fs.open(path, "rb") as f:
             pf = pq.ParquetFile(f)
-            have = [c for c in columns if c in pf.schema_arrow.names]
-            if have:
-                tables.append(pf.read(columns=have))
+            names = pf.schema_arrow.names
+            have = [c for c in columns if c in names]
+            sized = [c for c in lengths if c in names]
+            if have or sized:
+                table = pf.read(columns=have + [c for c in sized if c not in have])
+                for c in sized:
+                    table = table.append_column(f"{c}_bytes", utf8_bytes(table[c]))
+                tables.append(table.select([*have, *(f"{c}_bytes" for c in sized)]))
+                if sized:  # the texts are gone: give their pages back before the next file
+                    del table
+                    release_unused()
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def take_rows(urls: Iterable[str], column: str, rows: np.ndarray) -> list[Any]:
+    """Values of ``column`` at the global row indices ``rows`` (over the files in order,
+    concatenated), in the order given; read one file at a time."""
+    rows = np.asarray(rows, np.int64)
+    out: list[Any] = [None] * len(rows)
+    start = 0
+    for url in urls:
+        fs, path = filesystem(url)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            n = pf.metadata.num_rows
+            mine = np.flatnonzero((rows >= start) & (rows < start + n))
+            if len(mine) and column in pf.schema_arrow.names:
+                values = pf.read(columns=[column])[column].take(pa.array(rows[mine] - start))
+                for k, v in zip(mine.tolist(), values.to_pylist(), strict=True):
+                    out[k] = v
+                del values
+                release_unused()  # the part's column: its pages back
+        start += n
+    return out
 
 
 def has_column(urls: Iterable[str], column: str) -> bool:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from curate.config import PipelineConfig
 from curate.layout import MIX, RunLayout
+from curate.memory import peak_rss, release_unused
 from curate.plan import (
     Content,
     NotDone,
@@ -56,6 +57,8 @@ from curate.storage import (
 )
 
 log = logging.getLogger("sluice.runner")
+PEAK_KEY = "peak_rss_mib"  # a computed call's result: its peak RSS (MiB; ``curate.memory``)
+CALL_SECONDS = "call_seconds"  # ... and its wall seconds, reading and writing included
 
 # --- the step protocol -------------------------------------------------------------------------
 
@@ -186,12 +189,13 @@ def run_step(
             return done
     _heal_inputs(plan, step, index)
     start = time.perf_counter()
-    out = step.compute(index)
-    try:
-        written = {url: _write(content, url) for url, content in out.files.items()}
-    finally:
-        if out.staging is not None:
-            shutil.rmtree(out.staging, ignore_errors=True)
+    with peak_rss() as peak:  # this call's own peak (a Ray worker runs many calls)
+        out = step.compute(index)
+        try:
+            written = {url: _write(content, url) for url, content in out.files.items()}
+        finally:
+            if out.staging is not None:
+                shutil.rmtree(out.staging, ignore_errors=True)
     stats = {**out.stats}
     stats.setdefault("seconds", time.perf_counter() - start)
     first = next(iter(written.values()), {}).get("sha256", "")
@@ -201,10 +205,13 @@ def run_step(
         "output": first if out.output is None else out.output,
         "outputs": {plan.layout.relative(url): w for url, w in written.items()},
         "stats": stats,
+        PEAK_KEY: peak.mib,
         **out.extra,
     }
     write_bytes_atomic(json_bytes(record), marker)
-    return {**stats, "skipped": False}
+    wall = time.perf_counter() - start
+    release_unused()  # the next call (a Ray worker runs many) starts from a small footprint
+    return {**stats, "skipped": False, PEAK_KEY: peak.mib, CALL_SECONDS: wall}
 
 
 # --- conservation ------------------------------------------------------------------------------
@@ -349,6 +356,38 @@ def clean_temporaries(layout: RunLayout) -> list[str]:
 
 # How an executor runs one step over its calls (part indices, or [None] for a reduce), in order.
 RunCalls = Callable[[Plan, Step, list[int | None]], list[dict[str, Any]]]
+# How an executor runs a chain of map steps over the parts: part i's calls of every step of
+# the chain in order, each part as soon as it can (no barrier between the steps); the results
+# per step, each in part order.
+RunChain = Callable[[Plan, list[Step], list[int | None]], list[list[dict[str, Any]]]]
+
+
+def step_chains(plan: Plan) -> list[list[Step]]:
+    """The plan's steps in order, grouped: consecutive map steps form one chain (a map step
+    reads only the same part of the map steps before it, and whole outputs of the steps before
+    its chain, so part i of a chain needs nothing but part i of the steps before it in the
+    chain); every other step is a group of its own."""
+    groups: list[list[Step]] = []
+    for step in plan.steps:
+        if step.kind == "map" and groups and groups[-1][-1].kind == "map":
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
+def chain_timings(
+    wall: float, steps: list[Step], results: list[list[dict[str, Any]]]
+) -> list[float]:
+    """Each step's share of a chain's wall seconds: in proportion to the seconds its computed
+    calls took (the steps of a chain overlap, so no step has a wall time of its own)."""
+    spent = [
+        sum(float(r.get(CALL_SECONDS, 0.0)) for r in rs if not r.get("skipped")) for rs in results
+    ]
+    total = sum(spent)
+    if total <= 0:
+        return [wall / len(steps)] * len(steps)
+    return [wall * s / total for s in spent]
 
 
 def plan_run(cfg: PipelineConfig, verify: bool = False, force_from: str | None = None) -> Plan:
@@ -382,48 +421,75 @@ def execute(
     on_step: Callable[[str, float], None] | None = None,
     verify: bool = False,
     force_from: str | None = None,
+    run_chain: RunChain | None = None,
+    on_sections: Callable[[list[Any]], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
     """Run every step of ``cfg``'s plan in order with ``run_calls``, check conservation after
     every document stage, write the report; returns (stats.json, timings, parts skipped).
     ``verify``: a step that is done is skipped only when its outputs have the recorded sha256
     (by default, their recorded sizes). ``force_from``: that step and every one after it
-    recompute even when done."""
+    recompute even when done. ``run_chain``: consecutive map steps (:func:`step_chains`) run
+    as chains, each part through all of them without waiting for the other parts; their
+    conservation is checked once the chain is done, and each step's seconds are its share of
+    the chain's (:func:`chain_timings`). ``on_sections``: given the report's sections
+    (``curate.report.write_report``)."""
     from curate.report import write_report
 
     timings: dict[str, float] = {}
     skipped: dict[str, int] = {}
     stats: dict[str, StageStats] = {}
     results: dict[str, list[dict[str, Any]]] = {}
+    # peak RSS (MiB) per step: of its biggest call, and of this process (the driver) meanwhile
+    memory: dict[str, dict[str, float | None]] = {"tasks": {}, "driver": {}}
 
-    def timed(name: str, start: float) -> None:
-        timings[name] = time.perf_counter() - start
+    def done(step: Step, seconds: float, driver: float | None) -> None:
+        timings[step.name] = seconds
         if on_step:
-            on_step(name, timings[name])
+            on_step(step.name, seconds)
+        peaks = [r[PEAK_KEY] for r in results[step.name] if r.get(PEAK_KEY) is not None]
+        memory["tasks"][step.name] = max(peaks, default=None)
+        memory["driver"][step.name] = driver
+        if step.kind != "reduce":  # per part, or per bucket of a sharded reduce
+            skipped[step.name] = sum(bool(r.get("skipped")) for r in results[step.name])
+            unit = "parts" if step.kind == "map" else "buckets"
+            calls = len(results[step.name])
+            log(f"{step.name}: {calls} {unit} ({skipped[step.name]} already done)")
 
     start = time.perf_counter()
     layout = RunLayout(cfg.run_url)
     with run_lock(layout):
         clean_temporaries(layout)
         plan = plan_run(cfg, verify, force_from)
-        timed("plan", start)
+        timings["plan"] = time.perf_counter() - start
+        if on_step:
+            on_step("plan", timings["plan"])
         log(f"run {cfg.name}: {plan.n_parts} parts → {cfg.run_url}")
-        for step in plan.steps:
+        groups = step_chains(plan) if run_chain else [[s] for s in plan.steps]
+        for group in groups:
             start = time.perf_counter()
-            results[step.name] = run_calls(plan, step, plan.indices(step))
-            if step.kind != "reduce":  # per part, or per bucket of a sharded reduce
-                skipped[step.name] = sum(bool(r.get("skipped")) for r in results[step.name])
-                unit = "parts" if step.kind == "map" else "buckets"
-                calls = len(results[step.name])
-                log(f"{step.name}: {calls} {unit} ({skipped[step.name]} already done)")
-            timed(step.name, start)
-            if step.checks:
-                s = stats[step.checks] = check_stage(plan, step.checks, plan.n_parts)
-                log(
-                    f"{step.checks}: {s.docs_in} in = {s.kept} kept + {s.removed_total} "
-                    f"removed + {s.quarantined_total} quarantined"
-                )
-        with heartbeat("report"):
-            report = write_report(cfg, stats, timings, results[MIX], skipped=skipped)
+            with peak_rss() as driver:
+                if len(group) == 1:
+                    got = [run_calls(plan, group[0], plan.indices(group[0]))]
+                else:
+                    assert run_chain is not None
+                    got = run_chain(plan, group, plan.indices(group[0]))
+            wall = time.perf_counter() - start
+            seconds = chain_timings(wall, group, got) if len(group) > 1 else [wall]
+            for step, step_results, s in zip(group, got, seconds, strict=True):
+                results[step.name] = step_results
+                done(step, s, driver.mib)
+            for step in group:
+                if step.checks:
+                    c = stats[step.checks] = check_stage(plan, step.checks, plan.n_parts)
+                    log(
+                        f"{step.checks}: {c.docs_in} in = {c.kept} kept + {c.removed_total} "
+                        f"removed + {c.quarantined_total} quarantined"
+                    )
+        with heartbeat("report"), peak_rss() as driver:
+            report = write_report(cfg, stats, timings, results[MIX], skipped, memory, on_sections)
+        recorded = read_json(layout.timings)  # the report's own peak, added once it is known
+        recorded["peak_rss_mib"]["driver"]["report"] = driver.mib
+        write_json_atomic(recorded, layout.timings)
     return report, timings, skipped
 
 

@@ -46,9 +46,16 @@ def publish_report_artifacts(
 
     With ``tables`` the sections' rows also go out as table artifacts (sortable in the UI).
     """
+    return publish_sections(report_sections(run_dir, extra), run_dir, prefix, tables)
+
+
+def publish_sections(
+    sections: Sequence[Section], run_dir: str, prefix: str = "sluice", tables: bool = False
+) -> dict[str, UUID]:
+    """Publish report sections already computed (:func:`publish_report_artifacts`)."""
     run_name = run_dir.rstrip("/").rsplit("/", 1)[-1]
     ids: dict[str, UUID] = {}
-    for section in report_sections(run_dir, extra):
+    for section in sections:
         ids[section.key] = publish_section(section, prefix, run_name)
         if tables and section.header:
             create_table_artifact(

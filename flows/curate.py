@@ -2,9 +2,12 @@
 
 The flow is the executor loop of :func:`curate.runner.execute` with one difference: a step's
 calls are submitted as tasks (one task per part for a map: a part holds hundreds of documents
-or more, Prefect costs ~0.25 s per task; one task for a reduce) and run on Ray. Calls that are
-done (their markers match) are not submitted; with ``prefect.parts_per_task`` > 1 one Prefect
-task runs a batch of calls, each still its own Ray task. After every
+or more, Prefect costs ~0.25 s per task; one task for a reduce) and run on Ray. Consecutive
+map steps run as a chain (``curate.runner.step_chains``): one task per part runs that part
+through all of them, so no part waits for the slowest part of each step (the UI shows
+``extract..exact_dedup.map-00003``). Calls that are done (their markers match) are not
+submitted; with ``prefect.parts_per_task`` > 1 one Prefect task runs a batch of calls (or
+chains), each still its own Ray task. After every
 document stage the loop checks conservation over the whole run. The funnel (and the mixture)
 is published as a Prefect markdown artifact and written to ``stats.json``; which Ray node ran
 each task is written to ``tasks.json``.
@@ -25,11 +28,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from curate.config import PipelineConfig
 from curate.layout import RunLayout
-from curate.plan import Plan, Step
+from curate.plan import Plan, Step, build_plan
 from curate.runner import done_result, execute, nothing_to_run, run_step
 from curate.storage import write_json_atomic
 from flows import runtime  # noqa: F401 - telemetry off before prefect and ray load
-from flows.artifacts import publish_report_artifacts
+from flows.artifacts import publish_sections
 
 NODE_KEY = "ray_node"  # added to every task's result by _on_node, removed by the flow
 
@@ -72,6 +75,38 @@ def run_steps(
 
 
 batch_task = task(run_steps, name="steps", cache_policy=NO_CACHE, persist_result=False)
+
+
+def run_chain(
+    cfg: PipelineConfig, names: list[str], index: int, verify: bool, forces: list[bool]
+) -> dict[str, Any]:
+    """Part ``index`` of every map step of a chain (``curate.runner.step_chains``), in order,
+    in this process: ``{"results": [one per step]}``. A retry after a crash skips the steps
+    already done (their markers match)."""
+    plan = build_plan(cfg)
+    return {
+        "results": [
+            run_step(plan, name, index, verify, force)
+            for name, force in zip(names, forces, strict=True)
+        ]
+    }
+
+
+chain_task = task(_on_node(run_chain), name="chain", cache_policy=NO_CACHE, persist_result=False)
+
+
+def run_chains(
+    cfg: PipelineConfig, names: list[str], indices: list[int], verify: bool, forces: list[bool]
+) -> list[dict[str, Any]]:
+    """Several parts of a chain from one Prefect task: each its own Ray task (as
+    :func:`run_steps`); results in part order."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=cfg.prefect.task_retries)(_on_node(run_chain))
+    return ray.get([remote.remote(cfg, names, i, verify, forces) for i in indices])
+
+
+chain_batch_task = task(run_chains, name="chains", cache_policy=NO_CACHE, persist_result=False)
 
 
 @flow(name="curate", log_prints=True)
@@ -156,14 +191,69 @@ def _curate(
                 nodes[node["id"]] = node["ip"]
         return results
 
+    def chained(plan: Plan, steps: list[Step], indices: list[int | None]) -> list[list[dict]]:
+        """A chain of map steps: one task per part runs the part through every step of it,
+        so a part goes on as soon as its own previous step is done (no wait for the slowest
+        part of each step), and Prefect is paid once per part, not once per part and step."""
+        names = [s.name for s in steps]
+        forces = [plan.forced(n) for n in names]
+        done: dict[int | None, list[dict[str, Any]]] = {}
+        if not (any(forces) or plan.verify):  # a part done through the whole chain: not sent
+            for i in indices:
+                found = [done_result(plan, s, i) for s in steps]
+                if all(r is not None for r in found):
+                    done[i] = [r for r in found if r is not None]
+        todo = [i for i in indices if i not in done]
+        batch = cfg.prefect.parts_per_task
+        label = f"{names[0]}..{names[-1]}"
+        futures: list[tuple[list[int | None], Any]] = []
+        for k in range(0, len(todo), batch):
+            calls = todo[k : k + batch]
+            if batch == 1:
+                future = chain_task.with_options(
+                    task_run_name=f"{label}-{calls[0]:05d}", **retry
+                ).submit(cfg, names, calls[0], plan.verify, forces)
+            else:
+                future = chain_batch_task.with_options(
+                    task_run_name=f"{label}-{calls[0]:05d}-{calls[-1]:05d}", **retry
+                ).submit(cfg, names, calls, plan.verify, forces)
+            futures.append((calls, future))
+        for calls, future in futures:
+            result = future.result()
+            for i, r in zip(calls, result if isinstance(result, list) else [result], strict=True):
+                node = r.pop(NODE_KEY, None)
+                done[i] = [{**x, NODE_KEY: node} for x in r["results"]]
+        out = []
+        for k, step in enumerate(steps):
+            results = [done[i][k] for i in indices]
+            placement[step.name] = []
+            for r in results:
+                node = r.pop(NODE_KEY, None)
+                placement[step.name].append(node and node["id"])
+                if node:
+                    nodes[node["id"]] = node["ip"]
+            out.append(results)
+        return out
+
     run_calls, shared, label = submitted, None, share_label or cfg.name
-    if share_steps:
+    chains: Any = chained
+    if share_steps:  # the shared-step ledger counts calls step by step: no chains
         from curate.ablation import SharedSteps
 
         shared = SharedSteps(share_steps)
-        run_calls = shared.wrap(submitted, label)
+        run_calls, chains = shared.wrap(submitted, label), None
+
+    def publish(sections: list[Any]) -> None:  # the report's sections, computed once
+        publish_sections(sections, cfg.run_url, prefix=f"sluice-{cfg.name}")
+
     report, timings, skipped = execute(
-        cfg, run_calls, log=logger.info, verify=verify, force_from=force_from
+        cfg,
+        run_calls,
+        log=logger.info,
+        verify=verify,
+        force_from=force_from,
+        run_chain=chains,
+        on_sections=publish,
     )
     write_json_atomic({"nodes": nodes, "steps": placement}, RunLayout(cfg.run_url).tasks)
     logger.info("tasks ran on %d Ray node(s): %s", len(nodes), ", ".join(sorted(nodes.values())))
@@ -173,7 +263,6 @@ def _curate(
         f"## Mixture\n\n{report['mixture_markdown']}\n## Steps\n\n{_timings_markdown(timings, skipped)}",
         description=f"Sluice funnel and mixture of run {cfg.name}",
     )
-    publish_report_artifacts(cfg.run_url, prefix=f"sluice-{cfg.name}")
     stats = {k: v for k, v in report.items() if not k.endswith("_markdown")}
     return stats | ({"shared_steps": shared.ledger.get(label, {})} if shared else {})
 

@@ -8,7 +8,8 @@ legitimately change it: regenerate it then (the diff of the file shows which out
 
 What is compared: every file, except timing files (``timings.json``, ``tasks.json``: which Ray
 node ran what, and the HTML report, which shows timings); JSON files are compared without their
-timing keys (``seconds``, ``*_seconds``), without ``skipped`` (whether this call did the work)
+timing keys (``seconds``, ``*_seconds``) and the measured peak memory (``peak_rss_mib``),
+without ``skipped`` (whether this call did the work)
 and with the run directory and the repository replaced by placeholders; done markers without
 their ``config_hash`` (it hashes the step's source code, which any refactor changes) and
 ``input_fingerprint`` (raw files' mtimes), so the list is the same in any checkout and for any
@@ -34,7 +35,7 @@ def _strip(obj: Any) -> Any:
         return {
             k: _strip(v)
             for k, v in obj.items()
-            if k not in ("seconds", "skipped") and not k.endswith("_seconds")
+            if k not in ("seconds", "skipped", "peak_rss_mib") and not k.endswith("_seconds")
         }
     if isinstance(obj, list):
         return [_strip(v) for v in obj]

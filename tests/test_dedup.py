@@ -413,6 +413,25 @@ def test_decontam_real_eval_paragraph(tmp_path: Path) -> None:
     assert set(hits["id"].to_pylist()) == truth_faq
 
 
+def test_decontam_scores_the_same_in_batches_of_any_size(tmp_path: Path, monkeypatch) -> None:
+    """decontam hashes a part a few MB of text at a time (a 32 MB part at once peaked at
+    2 GB): batches of one document or of the whole part give the same columns."""
+    import curate.dedup.decontam as decontam
+
+    rows = llvm_docs()
+    paragraph = max(rows[5]["text"].split("\n\n"), key=len)
+    eval_txt = tmp_path / "eval.txt"
+    eval_txt.write_text(paragraph, encoding="utf-8")
+    table = docs_table(rows)
+    cfg = DecontamConfig(eval_files=[str(eval_txt)])
+    scored = {}
+    for budget in (1, 1 << 12, 1 << 40):
+        monkeypatch.setattr(decontam, "BATCH_BYTES", budget)
+        scored[budget] = decontam.score(table, cfg)
+    assert scored[1].equals(scored[1 << 40]) and scored[1 << 12].equals(scored[1 << 40])
+    assert scored[1].filter(pa.compute.greater(scored[1]["contamination_ngrams"], 0)).num_rows
+
+
 def test_big_buckets_empty_parts_and_empty_state(tmp_path: Path) -> None:
     page = llvm_docs()[3]["text"]
     rows = [_doc(f"copy/{i}", page + f"\n\nrevision {i}") for i in range(12)]
@@ -634,6 +653,26 @@ def test_containment_agrees_with_exact_ground_truth(tmp_path: Path) -> None:
     )
     assert recall >= 0.97 and precision >= 0.95
     assert index[_manual([], "llvm-16/manual.txt")["id"]] not in found  # the manual stays
+
+
+def test_sampled_candidates_are_the_same_in_query_blocks_of_any_size(monkeypatch) -> None:
+    """The sampled index answers a block of queries at a time, the block bounded by the size
+    of its product with every row: one query per block or all at once, the same pairs and
+    shares, in the same order."""
+    import curate.dedup.containment as containment
+
+    rows = llvm_docs()
+    mapped = NEAR_DEDUP.map(table_of(rows), NearDedupConfig())
+    sampled = mapped["sampled_shingles"].combine_chunks()
+    offsets, values = sampled.offsets.to_numpy(), sampled.flatten().to_numpy()
+    queries = np.arange(len(rows))
+    got = []
+    for budget in (1, 1 << 40):
+        monkeypatch.setattr(containment, "PRODUCT_BUDGET", budget)
+        got.append(containment.sampled_candidates(offsets, values, queries, 0.8))
+    (pairs_one, shares_one), (pairs_all, shares_all) = got
+    assert len(pairs_all) > 10
+    assert np.array_equal(pairs_one, pairs_all) and np.array_equal(shares_one, shares_all)
 
 
 def test_choose_containers_chains_and_mutual() -> None:

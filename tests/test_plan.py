@@ -185,3 +185,39 @@ def test_two_runs_at_once_on_one_directory_one_is_refused(tmp_path):
     second = subprocess.run([*command, path], cwd=ROOT, capture_output=True, text=True)
     assert first.wait(timeout=600) == 0
     assert second.returncode != 0 and "is in use by pid" in second.stderr, second.stderr[-2000:]
+
+
+def test_consecutive_map_steps_form_chains_and_share_their_wall_time(tmp_path):
+    """The flow runs consecutive map steps as one chain per part: every chain is a run of map
+    steps, every other step stands alone, and the order of the plan is kept; a chain's wall
+    seconds are shared out by the seconds its computed calls took."""
+    plan = build_plan(golden_config(tmp_path))
+    groups = runner.step_chains(plan)
+    assert [s.name for g in groups for s in g] == [s.name for s in plan.steps]
+    for g in groups:
+        assert len(g) == 1 or all(s.kind == "map" for s in g)
+    for a, b in zip(groups, groups[1:], strict=False):
+        assert not (a[-1].kind == "map" and b[0].kind == "map")  # chains are maximal
+    longest = max(groups, key=len)
+    assert [s.name for s in longest][:2] == ["langid", "heuristics"]  # after the quality fit
+    took = runner.CALL_SECONDS
+    results = [[{took: 3.0}, {took: 1.0, "skipped": True}], [{took: 1.0}] * 2]
+    assert runner.chain_timings(10.0, longest[:2], results) == [6.0, 4.0]
+    assert runner.chain_timings(4.0, longest[:2], [[{"skipped": True}]] * 2) == [2.0, 2.0]
+
+
+def test_peak_rss_is_the_blocks_own():
+    """``curate.memory.peak_rss``: a block that allocates 300 MB peaks 300 MB above one that
+    does not, run after it in the same process (the peak is reset before each block)."""
+    import numpy as np
+
+    from curate.memory import peak_rss
+
+    with peak_rss() as big:
+        block = np.ones(300 * 2**20 // 8)
+        del block
+    with peak_rss() as small:
+        np.ones(1000).sum()
+    assert big.since_reset and small.since_reset
+    assert big.mib is not None and small.mib is not None
+    assert big.mib - small.mib > 250

@@ -88,6 +88,23 @@ def test_histograms_recount_the_last_stage(run):
     assert {"en", "de", "es", "it"} <= {r[0] for r in sec["lang-histogram"].rows}
 
 
+def test_part_by_part_reads_give_what_one_table_gives(run):
+    """The report reads texts one part at a time (``read_columns(lengths=...)``, ``take_rows``):
+    the same byte counts and the same texts as the parts concatenated."""
+    from curate.rundir import read_columns, take_rows
+
+    path, _ = run
+    urls = part_files(str(path), "near_dedup")
+    assert len(urls) > 1
+    whole = pa.concat_tables(pq.read_table(u, columns=["domain", "text"]) for u in urls)
+    sized = read_columns(urls, ["domain"], lengths=["text"])
+    assert sized.column_names == ["domain", "text_bytes"]
+    assert sized["domain"].to_pylist() == whole["domain"].to_pylist()
+    assert sized["text_bytes"].to_pylist() == [len(t.encode()) for t in whole["text"].to_pylist()]
+    rows = [whole.num_rows - 1, 0, whole.num_rows // 2, 1]  # across parts, in any order
+    assert take_rows(urls, "text", rows) == [whole["text"][r].as_py() for r in rows]
+
+
 def test_cluster_sizes_cover_the_dedup_input(run):
     path, info = run
     sec = _sections(path)["dedup-clusters"]

@@ -25,13 +25,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate.dedup.text import text_shingles
+from curate.dedup.text import slices_by_bytes, text_shingles
 from curate.stage import FILE_OPTION, Rules, Stage
 from curate.storage import filesystem
 
 REASON = "eval_contamination"
 NGRAMS = "contamination_ngrams"
 MATCHED = "contaminated_by"
+# text bytes hashed at once: ~10 bytes of memory per byte (a 32 MB part at once: ~2 GB)
+BATCH_BYTES = 1 << 21
 
 
 class DecontamConfig(BaseModel):
@@ -104,18 +106,22 @@ def eval_ngrams(
 
 
 def score(table: pa.Table, cfg: DecontamConfig) -> pa.Table:
-    """Add ``contamination_ngrams`` and ``contaminated_by``."""
+    """Add ``contamination_ngrams`` and ``contaminated_by``. The part's texts are hashed
+    ``BATCH_BYTES`` at a time (a document's counts do not depend on the batch)."""
     index = eval_ngrams(tuple(cfg.eval_files), tuple(cfg.fields), cfg.ngram, cfg.lowercase)
     n = table.num_rows
-    sh = text_shingles(table["text"], cfg.ngram, cfg.lowercase, short=False)
-    doc = sh.doc_of()
-    any_hit = np.zeros(len(sh.hashes), bool)
+    texts = table["text"]
+    counts = np.zeros(n, np.int32)
     matched = np.zeros((len(index), n), bool)
-    for f, hashes in enumerate(index):
-        hit = np.isin(sh.hashes, hashes, assume_unique=False)
-        any_hit |= hit
-        matched[f, doc[hit]] = True
-    counts = np.bincount(doc[any_hit], minlength=n).astype(np.int32)
+    for start, stop in slices_by_bytes(texts, BATCH_BYTES):
+        sh = text_shingles(texts.slice(start, stop - start), cfg.ngram, cfg.lowercase, short=False)
+        doc = sh.doc_of()
+        any_hit = np.zeros(len(sh.hashes), bool)
+        for f, hashes in enumerate(index):
+            hit = np.isin(sh.hashes, hashes, assume_unique=False)
+            any_hit |= hit
+            matched[f, start + doc[hit]] = True
+        counts[start:stop] = np.bincount(doc[any_hit], minlength=stop - start)
     names = np.asarray(cfg.eval_files, dtype=object)
     lists = [names[matched[:, i]].tolist() for i in range(n)]
     return table.append_column(NGRAMS, pa.array(counts, pa.int32())).append_column(

@@ -60,7 +60,7 @@ from curate.dedup.containment import (
     exact_containment,
     sampled_candidates,
 )
-from curate.dedup.text import fmix64, text_shingles
+from curate.dedup.text import fmix64, slices_by_bytes, text_shingles
 from curate.stage import GlobalStage, Rules
 from curate.storage import read_parquet, read_parquet_rows
 
@@ -205,26 +205,11 @@ def minhash_signatures(
     return sig
 
 
-def _slices_by_bytes(texts: pa.ChunkedArray | pa.Array, budget: int) -> list[tuple[int, int]]:
-    import pyarrow.compute as pc
-
-    lengths = pc.binary_length(texts).fill_null(0).to_numpy(zero_copy_only=False)
-    bounds, start, acc = [], 0, 0
-    for i, length in enumerate(lengths.tolist()):
-        if acc and acc + length > budget:
-            bounds.append((start, i))
-            start, acc = i, 0
-        acc += length
-    if start < len(lengths) or not bounds:
-        bounds.append((start, len(lengths)))
-    return bounds
-
-
 def map_part(table: pa.Table, cfg: NearDedupConfig) -> pa.Table:
     """Signatures (and, with ``verify``, distinct shingle hashes) of one part's documents."""
     texts = table["text"]
     sigs, counts, shingle_lists, samples = [], [], [], []
-    for start, stop in _slices_by_bytes(texts, cfg.batch_bytes):
+    for start, stop in slices_by_bytes(texts, cfg.batch_bytes):
         sh = text_shingles(texts.slice(start, stop - start), cfg.ngram, cfg.lowercase)
         sigs.append(minhash_signatures(sh.hashes, sh.offsets, cfg.num_perm, cfg.seed))
         counts.append(sh.counts().astype(np.int32))
@@ -350,8 +335,9 @@ def _load_shingles(
         mine = wanted[part[wanted] == p]
         if len(mine) == 0:
             continue
-        column = read_columns(url, [name])[name].combine_chunks()
-        taken = column.take(pa.array(row[mine]))
+        column = read_columns(url, [name])[name]
+        taken = column.take(pa.array(row[mine])).combine_chunks()  # a copy of the wanted rows only
+        del column
         offsets = taken.offsets.to_numpy()
         values = taken.flatten().to_numpy()
         base = offsets[0]

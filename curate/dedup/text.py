@@ -179,6 +179,22 @@ def unique_per_text(sh: Shingles) -> Shingles:
     return Shingles(hashes[first], offsets)
 
 
+def slices_by_bytes(texts: pa.ChunkedArray | pa.Array, budget: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges of consecutive texts of about ``budget`` UTF-8 bytes each
+    (a longer text alone): hashing a batch costs ~10 bytes of memory per text byte, so a
+    whole part at once would need gigabytes."""
+    lengths = pc.binary_length(texts).fill_null(0).to_numpy(zero_copy_only=False)
+    bounds, start, acc = [], 0, 0
+    for i, length in enumerate(lengths.tolist()):
+        if acc and acc + length > budget:
+            bounds.append((start, i))
+            start, acc = i, 0
+        acc += length
+    if start < len(lengths) or not bounds:
+        bounds.append((start, len(lengths)))
+    return bounds
+
+
 def text_shingles(
     texts: pa.Array | pa.ChunkedArray,
     n: int,
