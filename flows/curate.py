@@ -182,11 +182,14 @@ def _curate(
             result = future.result()
             for i, r in zip(calls, result if isinstance(result, list) else [result], strict=True):
                 done[i] = r
-        results = [done[i] for i in indices]
-        placement[step.name] = []
+        return placed(step.name, [done[i] for i in indices])
+
+    def placed(name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Record which Ray node ran each call of step ``name`` (removed from its result)."""
+        placement[name] = []
         for r in results:
             node = r.pop(NODE_KEY, None)
-            placement[step.name].append(node and node["id"])
+            placement[name].append(node and node["id"])
             if node:
                 nodes[node["id"]] = node["ip"]
         return results
@@ -223,17 +226,7 @@ def _curate(
             for i, r in zip(calls, result if isinstance(result, list) else [result], strict=True):
                 node = r.pop(NODE_KEY, None)
                 done[i] = [{**x, NODE_KEY: node} for x in r["results"]]
-        out = []
-        for k, step in enumerate(steps):
-            results = [done[i][k] for i in indices]
-            placement[step.name] = []
-            for r in results:
-                node = r.pop(NODE_KEY, None)
-                placement[step.name].append(node and node["id"])
-                if node:
-                    nodes[node["id"]] = node["ip"]
-            out.append(results)
-        return out
+        return [placed(step.name, [done[i][k] for i in indices]) for k, step in enumerate(steps)]
 
     run_calls, shared, label = submitted, None, share_label or cfg.name
     chains: Any = chained
