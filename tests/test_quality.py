@@ -216,7 +216,10 @@ def test_vectorised_normalisation_matches_fasttext_line(monkeypatch: pytest.Monk
     assert fasttext_lines(pa.array(texts).slice(3, 4)) == got[3:7]
     assert fasttext_lines(pa.array(texts).slice(1, 1)) == got[1:2]  # an ASCII-only batch
     every_byte = np.arange(256, dtype=np.uint8)
-    assert np.array_equal(quality_text._ascii_punct(every_byte), quality_text._ASCII_PUNCT)
+    punct = every_byte.tobytes().translate(quality_text._ASCII_PUNCT_BYTES)
+    assert np.array_equal(np.frombuffer(punct, np.bool_), quality_text._ASCII_PUNCT)
+    spaces = every_byte.tobytes().translate(quality_text._ASCII_SPACE)
+    assert [c for c in range(128) if spaces[c] != c] == [10, 0x1C, 0x1D, 0x1E, 0x1F]
     monkeypatch.setattr(quality_text, "_CHUNK_BYTES", 1000)
     assert fasttext_lines(texts) == got
     # what the stage predicts on: the same tokens for fastText (it splits on ' \t\n\v\f\r\0')

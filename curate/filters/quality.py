@@ -32,7 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate.filters.quality_text import _spaced_lines, fasttext_line, fasttext_lines
+from curate.filters.quality_text import (
+    _spaced_lines,
+    fasttext_input,
+    fasttext_line,
+    fasttext_lines,
+)
 from curate.filters.quality_train import (
     MODEL_FILE,
     STATS_FILE,
@@ -52,6 +57,7 @@ __all__ = [
     "RunTrainingConfig",
     "SHIPPED_MODEL",
     "_spaced_lines",
+    "fasttext_input",
     "fasttext_line",
     "fasttext_lines",
 ]
@@ -117,7 +123,7 @@ def score(table: pa.Table, cfg: QualityConfig) -> pa.Table:
         i for i, (d, lang) in enumerate(zip(domains, langs, strict=True))
         if d not in skip and (not wanted or lang in wanted)
     ]  # fmt: skip
-    lines = _spaced_lines(table["text"].take(pa.array(todo, pa.int64())))
+    lines = fasttext_input(table["text"].take(pa.array(todo, pa.int64())))
     probs = positive_probability(load_model(cfg.model_path), lines)
     values: list[float | None] = [None] * n
     for j, i in enumerate(todo):

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate.filters.quality_text import fasttext_line
+from curate.filters.quality_text import fasttext_line, predict_input
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
@@ -118,11 +118,14 @@ def _metrics(y_true: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, f
             "accuracy": float((pred == y_true).mean()) if len(p) else 0.0}  # fmt: skip
 
 
-def positive_probability(model: Any, lines: list[str]) -> np.ndarray:
-    """P(positive label) for each fastText line."""
+def positive_probability(model: Any, lines: list[str] | list[bytes]) -> np.ndarray:
+    """P(positive label) for each fastText line (text, or :func:`fasttext_input`'s bytes)."""
     if not lines:
         return np.zeros(0, dtype=np.float32)
-    labels, probs = model.predict(lines, k=2)
+    if isinstance(lines[0], bytes):
+        labels, probs = predict_input(model, lines)
+    else:
+        labels, probs = model.predict(lines, k=2)
     out = np.zeros(len(lines), dtype=np.float32)
     for i, (labs, ps) in enumerate(zip(labels, probs, strict=True)):
         for lab, p in zip(labs, ps, strict=True):
