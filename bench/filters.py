@@ -31,7 +31,7 @@ from curate.filters.heuristics import HEURISTICS, HeuristicsConfig
 from curate.filters.langid import LANGID, LangIdConfig
 from curate.filters.langid import load_model as load_lid_model
 from curate.filters.quality import QUALITY, QualityConfig
-from curate.filters.quality import _spaced_lines as fasttext_spaced_lines
+from curate.filters.quality import fasttext_input
 from curate.filters.quality import load_model as load_quality_model
 from curate.filters.quality_cli import read_texts
 from curate.filters.quality_train import QualityTrainConfig, train_quality_model
@@ -174,7 +174,7 @@ def main() -> None:
         scores = np.asarray(res["quality_score"].to_pylist(), dtype=float)
         record("quality: fastText classifier", cpu, wall,
                f"mean score {scores.mean():.3f}")  # fmt: skip
-        cpu, wall, _ = timed(lambda: fasttext_spaced_lines(table["text"]), args.repeat)
+        cpu, wall, _ = timed(lambda: fasttext_input(table["text"]), args.repeat)
         record("quality: its text normalisation alone", cpu, wall)
         model = load_quality_model(cfg.model_path)  # peer: the same model, predict called directly
         cpu, wall, _ = timed(lambda: model.predict(flat, k=2), args.repeat)
