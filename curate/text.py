@@ -203,10 +203,10 @@ def _letter_re2() -> str:
 
 
 @cache
-def _lower_differs_re2() -> str:
-    """The characters whose lower case Arrow's ``utf8_lower`` gives differently from Python's
-    ``str.lower`` (İ → i + combining dot, final sigma, letters newer than Python's tables), as
-    an RE2 class."""
+def lower_differs() -> np.ndarray:
+    """The code points (sorted) whose lower case Arrow's ``utf8_lower`` gives differently from
+    Python's ``str.lower`` (İ → i + combining dot, final sigma, letters newer than Python's
+    tables): a text holding one is lower-cased by Python. Once per process (~0.06 s)."""
     code_points = _every_code_point()
     special = [0x130, 0x3A3]  # İ (two characters in Python), Σ (ς at a word's end)
     code_points[special] = 0
@@ -221,4 +221,10 @@ def _lower_differs_re2() -> str:
         by_arrow = pc.utf8_lower(pa.array(chars, pa.large_string())).to_pylist()
         differs = np.array([a != c.lower() for a, c in zip(by_arrow, chars, strict=True)])
     differs = np.union1d(code_points[differs], special)
-    return _re2_class(differs[differs > 0])
+    return differs[differs > 0]
+
+
+@cache
+def _lower_differs_re2() -> str:
+    """:func:`lower_differs` as an RE2 class."""
+    return _re2_class(lower_differs())

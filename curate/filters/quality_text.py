@@ -6,6 +6,7 @@ through it, so the model sees the same tokens in both."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from curate.text import lower_differs
 
 _PUNCT = re.compile(r"([^\w\s])")
 
@@ -136,19 +139,7 @@ def _non_ascii_cuts(
     lead = np.flatnonzero(data >= 0xC0)
     if not len(lead):
         return {}
-    last = len(data) - 1
-    b = [data[lead].astype(np.uint32)]
-    b += [data[np.minimum(lead + k, last)].astype(np.uint32) & 0x3F for k in (1, 2, 3)]
-    size = 2 + (b[0] >= 0xE0) + (b[0] >= 0xF0)
-    code = np.where(
-        size == 2,
-        ((b[0] & 0x1F) << 6) | b[1],
-        np.where(
-            size == 3,
-            ((b[0] & 0x0F) << 12) | (b[1] << 6) | b[2],
-            ((b[0] & 0x07) << 18) | (b[1] << 12) | (b[2] << 6) | b[3],
-        ),
-    )
+    code, size = _code_points(data, lead)
     kind = _bmp_class()[np.minimum(code, 0xFFFF)]
     astral = np.flatnonzero(code > 0xFFFF)
     if len(astral):
@@ -172,14 +163,43 @@ def _non_ascii_cuts(
 
 
 def _with_python_lower(arr: pa.LargeStringArray) -> list[int]:
-    """Indices of the strings with Σ (UTF-8 CE A3) or İ (C4 B0): their lower-casing is
-    Python's (final sigma; İ → i + combining dot)."""
+    """Indices of the strings holding a character Arrow lower-cases differently from Python
+    (:func:`curate.text.lower_differs`: İ, Σ, letters newer than Python's tables): they take
+    :func:`fasttext_line`."""
     offsets, data = _offsets_and_bytes(arr)
-    lead = np.flatnonzero((data == 0xCE) | (data == 0xC4))
-    lead = lead[lead + 1 < len(data)]
-    second = np.where(data[lead] == 0xCE, 0xA3, 0xB0)
-    found = lead[data[lead + 1] == second]
+    lead = np.flatnonzero(data >= 0xC0)
+    if not len(lead):
+        return []
+    code, _ = _code_points(data, lead)
+    found = lead[_lower_differs_table()[code]]
     return np.unique(np.searchsorted(offsets, found, side="right") - 1).tolist()
+
+
+@cache
+def _lower_differs_table() -> np.ndarray:
+    """:func:`curate.text.lower_differs` as a table over every code point."""
+    table = np.zeros(sys.maxunicode + 1, bool)
+    table[lower_differs()] = True
+    return table
+
+
+def _code_points(data: np.ndarray, lead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The code point and the UTF-8 length of the multi-byte character starting at each of
+    ``lead`` (indices into ``data``, valid UTF-8)."""
+    last = len(data) - 1
+    b = [data[lead].astype(np.uint32)]
+    b += [data[np.minimum(lead + k, last)].astype(np.uint32) & 0x3F for k in (1, 2, 3)]
+    size = 2 + (b[0] >= 0xE0) + (b[0] >= 0xF0)
+    code = np.where(
+        size == 2,
+        ((b[0] & 0x1F) << 6) | b[1],
+        np.where(
+            size == 3,
+            ((b[0] & 0x0F) << 12) | (b[1] << 6) | b[2],
+            ((b[0] & 0x07) << 18) | (b[1] << 12) | (b[2] << 6) | b[3],
+        ),
+    )
+    return code, size
 
 
 def _offsets_and_bytes(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
