@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.readers import ExtractConfig, InputFile, InputSpec, extract_part, list_inputs
-from curate.readers.html import code_lines, extract_html, section_of
+from curate.readers.html import code_lines, extract_html, extract_page, section_of
 from curate.readers.text import decode_text
 from curate.schema import DOC_SCHEMA, QUARANTINE_SCHEMA, doc_id
 from tests.bad_inputs import (
@@ -124,6 +124,24 @@ def test_a_book_section_page_names_its_document_and_listings(sample_result) -> N
     assert not any("backup" in line.lower() and line.endswith(".") for line in listed)
     html_docs = sample_result.counters["html_docs"]
     assert sample_result.counters["html_sections"] == html_docs == 70  # every sample page
+
+
+@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+def test_extract_page_is_text_section_and_listings_at_once(extractor: str) -> None:
+    """The worker's one call per page gives what the three functions give apart, on real pages
+    with and without <pre> listings and with an upper-case <PRE>."""
+    pages = sorted((SAMPLE / "html").rglob("*.html"))[:12]
+    pages += [HANDBOOK / "en-US/sect.backup.html"]
+    listed = 0
+    for path in pages:
+        for html in (path.read_text("utf-8"), path.read_text("utf-8").replace("<pre", "<PRE")):
+            text = extract_html(html, {"extractor": extractor})
+            listings = code_lines(html, text)
+            assert extract_page(html, {"extractor": extractor}) == (
+                text, section_of(html), listings
+            )  # fmt: skip
+            listed += bool(listings)
+    assert listed >= 4
 
 
 def test_a_page_that_is_all_pre_is_a_document_not_a_listing() -> None:
@@ -545,7 +563,7 @@ def test_resiliparse_under_the_same_timeout(monkeypatch: pytest.MonkeyPatch) -> 
     real = extract_mod._Part._job
 
     def slow(self, kind, payload, options):  # noqa: ANN001, ANN202
-        if kind == "html":
+        if kind == "html_page":
             return real(self, "sleep", 5, None)
         return real(self, kind, payload, options)
 

@@ -69,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.progress import progress
 from curate.readers.files import InputFile
-from curate.readers.html import HtmlOptions, code_lines, section_of
+from curate.readers.html import HtmlOptions
 from curate.readers.text import (
     ReadError,
     declared_charset,
@@ -233,13 +233,12 @@ class _Part:
             raise ReadError("binary_file", "control bytes in an HTML file")
         html = decode_text(data, charset or declared_charset(data))
         self.count("html_docs")
-        text = str(self._job("html", html, self.cfg.html.model_dump()))
+        page = self._job("html_page", html, self.cfg.html.model_dump())
+        text, document, listings = page  # type: ignore[misc]
         meta: dict[str, object] = {}
-        document = section_of(html)
         if document is not None:
             meta[SECTION_OF] = document
             self.count("html_sections")
-        listings = code_lines(html, text)
         if listings:
             meta[CODE_LINES] = listings
             self.count("html_code_lines", sum(end - start for start, end in listings))

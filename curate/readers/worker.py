@@ -165,6 +165,10 @@ def run_job(kind: str, payload: Any, options: Any) -> Any:
         from curate.readers.html import extract_html
 
         return extract_html(payload, options)
+    if kind == "html_page":
+        from curate.readers.html import extract_page
+
+        return extract_page(payload, options)
     if kind == "pdf":
         from curate.readers.pdf import extract_pdf
 
