@@ -340,6 +340,35 @@ def test_memory_url_extraction_matches_local() -> None:
         mem.rm("/extract-test", recursive=True)
 
 
+@pytest.mark.parametrize("isolate", [True, False])
+def test_html_that_does_not_decode_is_quarantined_and_not_counted(
+    tmp_path: Path, isolate: bool
+) -> None:
+    """The extraction worker decodes an HTML page's bytes: a page of UTF-8 and Latin-1 halves
+    (``mixed_encoding``) and one with invalid bytes (``invalid_utf8``) come back with their
+    decoding reason and detail, in a worker or in-process, and are not counted as HTML
+    documents; a legacy-encoded page is decoded and extracted as before."""
+    page = LANG_PAGES["pt"].read_text("utf-8").encode("latin-1", "replace").decode("latin-1")
+    half = len(page) // 2
+    (tmp_path / "mixed.html").write_bytes(page[:half].encode() + page[half:].encode("latin-1"))
+    (tmp_path / "invalid.html").write_bytes(sprinkle_invalid_bytes(page.encode()))
+    (tmp_path / "latin1.html").write_bytes(page.encode("latin-1"))
+    cfg = ExtractConfig(isolate=isolate)
+    r = extract_part(list_inputs([InputSpec(path=str(tmp_path))]), cfg)
+    _balanced(r)
+    reasons = dict(
+        zip(
+            [s.rsplit("/", 1)[-1] for s in r.quarantine["source"].to_pylist()],
+            r.quarantine["reason"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert reasons == {"mixed.html": "mixed_encoding", "invalid.html": "invalid_utf8"}
+    assert all(r.quarantine["detail"].to_pylist())
+    assert r.counters["html_docs"] == 1
+    assert r.kept["text"][0].as_py() == extract_html(page)
+
+
 def test_bad_files_get_quarantine_reasons(tmp_path: Path) -> None:
     cases = {
         "truncated.pdf": (truncated_pdf(), "corrupt_pdf"),

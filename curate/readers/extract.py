@@ -71,6 +71,7 @@ from curate.progress import progress
 from curate.readers.files import InputFile
 from curate.readers.html import HtmlOptions
 from curate.readers.text import (
+    DECODE_REASONS,
     ReadError,
     declared_charset,
     decode_text,
@@ -231,9 +232,15 @@ class _Part:
         own declaration)."""
         if looks_binary(data):
             raise ReadError("binary_file", "control bytes in an HTML file")
-        html = decode_text(data, charset or declared_charset(data))
+        # the worker decodes the bytes (sent as they are, not as a str pickled to UTF-8 again)
+        declared = charset or declared_charset(data)
+        try:
+            page = self._job("html_page", (data, declared), self.cfg.html.model_dump())
+        except ReadError as e:
+            if e.reason not in DECODE_REASONS:  # a page that decoded counts as an HTML document
+                self.count("html_docs")
+            raise
         self.count("html_docs")
-        page = self._job("html_page", html, self.cfg.html.model_dump())
         text, document, listings = page  # type: ignore[misc]
         meta: dict[str, object] = {}
         if document is not None:

@@ -165,10 +165,12 @@ def run_job(kind: str, payload: Any, options: Any) -> Any:
         from curate.readers.html import extract_html
 
         return extract_html(payload, options)
-    if kind == "html_page":
+    if kind == "html_page":  # (bytes, declared charset): decoded here, then extract_page
         from curate.readers.html import extract_page
+        from curate.readers.text import decode_text
 
-        return extract_page(payload, options)
+        data, declared = payload
+        return extract_page(decode_text(data, declared), options)
     if kind == "pdf":
         from curate.readers.pdf import extract_pdf
 
