@@ -601,3 +601,24 @@ def test_resiliparse_under_the_same_timeout(monkeypatch: pytest.MonkeyPatch) -> 
     assert r.quarantine["reason"].to_pylist() == ["timeout"]
     monkeypatch.undo()
     assert extract_part(files, cfg).kept.num_rows == 1
+
+
+def test_a_resiliparse_worker_does_not_load_trafilatura() -> None:
+    """A worker started for resiliparse pages does not import trafilatura (lxml is never
+    mapped in it); a trafilatura page then gets a worker that has it, with the same text as
+    in-process."""
+    from curate.readers import worker as workers
+
+    workers.shutdown()
+    files = list_inputs([InputSpec(path=str(LANG_PAGES["en"]))])
+
+    def mapped_lxml() -> list[bool]:
+        return ["lxml" in Path(f"/proc/{w.proc.pid}/maps").read_text() for w in list(workers._free)]
+
+    fast = extract_part(files, ExtractConfig.model_validate({"html": "resiliparse"}))
+    assert fast.kept.num_rows == 1 and mapped_lxml() == [False]
+    slow = extract_part(files, ExtractConfig())
+    assert mapped_lxml() == [True]
+    assert slow.kept["text"].equals(extract_part(files, ExtractConfig(isolate=False)).kept["text"])
+    again = extract_part(files, ExtractConfig.model_validate({"html": "resiliparse"}))
+    assert again.kept["text"].equals(fast.kept["text"]) and mapped_lxml() == [True]
