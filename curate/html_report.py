@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -495,7 +496,7 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
     stage = stage or last_doc_stage(run_dir)
     if model is None or stage is None:
         return None
-    from curate.tokenizer import bytes_per_token, load_tokenizer
+    from curate.tokenizer import byte_and_token_counts, load_tokenizer
 
     sp = load_tokenizer(model)
     urls = part_files(run_dir, stage, "kept")
@@ -518,12 +519,14 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
     text_of = dict(zip(rows, take_rows(urls, "text", np.asarray(rows, np.int64)), strict=True))
     sample = {d: [text_of[i] for i in picked[d]] for d in picked}
     rows = []
+    total_bytes = total_tokens = 0  # each sampled text encoded once
     for d in sorted(sample):
         t = sample[d]
-        n_bytes = sum(len(x.encode()) for x in t)
-        rows.append([d, len(t), n_bytes, round(bytes_per_token(sp, t), 3)])
+        n_bytes, n_tokens = byte_and_token_counts(sp, t)
+        total_bytes, total_tokens = total_bytes + n_bytes, total_tokens + n_tokens
+        rows.append([d, len(t), n_bytes, round(n_bytes / n_tokens if n_tokens else nan, 3)])
     all_texts = [x for d in sorted(sample) for x in sample[d]]
-    overall = bytes_per_token(sp, all_texts) if all_texts else float("nan")
+    overall = total_bytes / total_tokens if total_tokens else nan
     summary_path = Path(str(model) + ".json")
     extra = ""
     if summary_path.exists():

@@ -140,11 +140,15 @@ def write_report(
 
     funnel = funnel_markdown(stats) + quality_model_markdown(summary["quality_model"])
     write_bytes_atomic(funnel.encode(), layout.report_file("funnel.md"))
-    write_bytes_atomic(funnel_png(list(stats.values())), layout.report_file("funnel.png"))
     write_json_atomic(mixture, layout.report_file("mixture.json"))
     write_bytes_atomic(mix.mixture_markdown(mixture).encode(), layout.report_file("mixture.md"))
-    write_bytes_atomic(mix.mixture_png(mixture), layout.report_file("mixture.png"))
     sections = report_sections(run)  # reads back the files written above
+    # the funnel and mixture figures are the report's own (drawn once, from the same files)
+    figures = {s.key: s.png for s in sections if s.png}
+    funnel_figure = figures.get("funnel") or funnel_png(list(stats.values()))
+    write_bytes_atomic(funnel_figure, layout.report_file("funnel.png"))
+    mixture_figure = figures.get("mixture") or mix.mixture_png(mixture)
+    write_bytes_atomic(mixture_figure, layout.report_file("mixture.png"))
     write_report_html(run, sections=sections)
     if on_sections is not None:
         on_sections(sections)

@@ -210,7 +210,7 @@ def run_step(
     }
     write_bytes_atomic(json_bytes(record), marker)
     wall = time.perf_counter() - start
-    release_unused()  # the next call (a Ray worker runs many) starts from a small footprint
+    release_unused()  # the next call (a Ray worker runs many) starts from a modest footprint
     return {**stats, "skipped": False, PEAK_KEY: peak.mib, CALL_SECONDS: wall}
 
 

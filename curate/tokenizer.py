@@ -243,7 +243,15 @@ def load_tokenizer(path: str | Path) -> spm.SentencePieceProcessor:
 def bytes_per_token(
     sp: spm.SentencePieceProcessor, texts: list[str], num_threads: int = 1
 ) -> float:
-    """UTF-8 bytes per token over ``texts`` (no BOS/EOS), encoded 64 texts at a time (the
+    """UTF-8 bytes per token over ``texts`` (no BOS/EOS): :func:`byte_and_token_counts`."""
+    n_bytes, n_tokens = byte_and_token_counts(sp, texts, num_threads)
+    return n_bytes / n_tokens if n_tokens else float("nan")
+
+
+def byte_and_token_counts(
+    sp: spm.SentencePieceProcessor, texts: list[str], num_threads: int = 1
+) -> tuple[int, int]:
+    """UTF-8 bytes and tokens (no BOS/EOS) of ``texts``, encoded 64 texts at a time (the
     token lists of a thousand long documents at once are hundreds of MB of Python ints)."""
     n_bytes = sum(len(t.encode()) for t in texts)
     n_tokens = sum(
@@ -251,7 +259,7 @@ def bytes_per_token(
         for k in range(0, len(texts), 64)
         for ids in sp.encode(texts[k : k + 64], num_threads=num_threads)
     )
-    return n_bytes / n_tokens if n_tokens else float("nan")
+    return n_bytes, n_tokens
 
 
 HF_TOKENIZER_FILE = "tokenizer.json"

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.readers import ExtractConfig, InputFile, InputSpec, extract_part, list_inputs
-from curate.readers.html import code_lines, extract_html, section_of
+from curate.readers.html import code_lines, extract_html, extract_page, section_of
 from curate.readers.text import decode_text
 from curate.schema import DOC_SCHEMA, QUARANTINE_SCHEMA, doc_id
 from tests.bad_inputs import (
@@ -124,6 +124,24 @@ def test_a_book_section_page_names_its_document_and_listings(sample_result) -> N
     assert not any("backup" in line.lower() and line.endswith(".") for line in listed)
     html_docs = sample_result.counters["html_docs"]
     assert sample_result.counters["html_sections"] == html_docs == 70  # every sample page
+
+
+@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+def test_extract_page_is_text_section_and_listings_at_once(extractor: str) -> None:
+    """The worker's one call per page gives what the three functions give apart, on real pages
+    with and without <pre> listings and with an upper-case <PRE>."""
+    pages = sorted((SAMPLE / "html").rglob("*.html"))[:12]
+    pages += [HANDBOOK / "en-US/sect.backup.html"]
+    listed = 0
+    for path in pages:
+        for html in (path.read_text("utf-8"), path.read_text("utf-8").replace("<pre", "<PRE")):
+            text = extract_html(html, {"extractor": extractor})
+            listings = code_lines(html, text)
+            assert extract_page(html, {"extractor": extractor}) == (
+                text, section_of(html), listings
+            )  # fmt: skip
+            listed += bool(listings)
+    assert listed >= 4
 
 
 def test_a_page_that_is_all_pre_is_a_document_not_a_listing() -> None:
@@ -320,6 +338,35 @@ def test_memory_url_extraction_matches_local() -> None:
         assert all(s.startswith("memory://") for s in got.kept["source"].to_pylist())
     finally:
         mem.rm("/extract-test", recursive=True)
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_html_that_does_not_decode_is_quarantined_and_not_counted(
+    tmp_path: Path, isolate: bool
+) -> None:
+    """The extraction worker decodes an HTML page's bytes: a page of UTF-8 and Latin-1 halves
+    (``mixed_encoding``) and one with invalid bytes (``invalid_utf8``) come back with their
+    decoding reason and detail, in a worker or in-process, and are not counted as HTML
+    documents; a legacy-encoded page is decoded and extracted as before."""
+    page = LANG_PAGES["pt"].read_text("utf-8").encode("latin-1", "replace").decode("latin-1")
+    half = len(page) // 2
+    (tmp_path / "mixed.html").write_bytes(page[:half].encode() + page[half:].encode("latin-1"))
+    (tmp_path / "invalid.html").write_bytes(sprinkle_invalid_bytes(page.encode()))
+    (tmp_path / "latin1.html").write_bytes(page.encode("latin-1"))
+    cfg = ExtractConfig(isolate=isolate)
+    r = extract_part(list_inputs([InputSpec(path=str(tmp_path))]), cfg)
+    _balanced(r)
+    reasons = dict(
+        zip(
+            [s.rsplit("/", 1)[-1] for s in r.quarantine["source"].to_pylist()],
+            r.quarantine["reason"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert reasons == {"mixed.html": "mixed_encoding", "invalid.html": "invalid_utf8"}
+    assert all(r.quarantine["detail"].to_pylist())
+    assert r.counters["html_docs"] == 1
+    assert r.kept["text"][0].as_py() == extract_html(page)
 
 
 def test_bad_files_get_quarantine_reasons(tmp_path: Path) -> None:
@@ -545,7 +592,7 @@ def test_resiliparse_under_the_same_timeout(monkeypatch: pytest.MonkeyPatch) -> 
     real = extract_mod._Part._job
 
     def slow(self, kind, payload, options):  # noqa: ANN001, ANN202
-        if kind == "html":
+        if kind == "html_page":
             return real(self, "sleep", 5, None)
         return real(self, kind, payload, options)
 
@@ -554,3 +601,24 @@ def test_resiliparse_under_the_same_timeout(monkeypatch: pytest.MonkeyPatch) -> 
     assert r.quarantine["reason"].to_pylist() == ["timeout"]
     monkeypatch.undo()
     assert extract_part(files, cfg).kept.num_rows == 1
+
+
+def test_a_resiliparse_worker_does_not_load_trafilatura() -> None:
+    """A worker started for resiliparse pages does not import trafilatura (lxml is never
+    mapped in it); a trafilatura page then gets a worker that has it, with the same text as
+    in-process."""
+    from curate.readers import worker as workers
+
+    workers.shutdown()
+    files = list_inputs([InputSpec(path=str(LANG_PAGES["en"]))])
+
+    def mapped_lxml() -> list[bool]:
+        return ["lxml" in Path(f"/proc/{w.proc.pid}/maps").read_text() for w in list(workers._free)]
+
+    fast = extract_part(files, ExtractConfig.model_validate({"html": "resiliparse"}))
+    assert fast.kept.num_rows == 1 and mapped_lxml() == [False]
+    slow = extract_part(files, ExtractConfig())
+    assert mapped_lxml() == [True]
+    assert slow.kept["text"].equals(extract_part(files, ExtractConfig(isolate=False)).kept["text"])
+    again = extract_part(files, ExtractConfig.model_validate({"html": "resiliparse"}))
+    assert again.kept["text"].equals(fast.kept["text"]) and mapped_lxml() == [True]

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate.filters import heuristics
 from curate.filters.heuristics import (
     HEURISTICS,
     STOP_WORDS,
@@ -319,6 +320,23 @@ def test_batch_words_match_one_document_at_a_time() -> None:
     batch = HEURISTICS.score(table, CFG)
     alone = pa.concat_tables([HEURISTICS.score(table.slice(i, 1), CFG) for i in range(len(items))])
     assert batch.equals(alone)
+
+
+def test_batch_words_in_slices_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage measures ``BATCH_WORDS_DOCS`` documents per call: slices of 7 (the last one
+    shorter) score like one call over the whole batch."""
+    items = _sample_texts()[:60]
+    table = _table(items)
+    monkeypatch.setattr(heuristics, "BATCH_WORDS_DOCS", len(items))
+    whole = HEURISTICS.score(table, CFG)
+    monkeypatch.setattr(heuristics, "BATCH_WORDS_DOCS", 7)
+    calls: list[int] = []
+    real = heuristics.batch_words
+    monkeypatch.setattr(
+        heuristics, "batch_words", lambda texts, *a: calls.append(len(texts)) or real(texts, *a)
+    )
+    assert HEURISTICS.score(table, CFG).equals(whole)
+    assert calls == [7] * 8 + [4]
 
 
 def test_c4_sentences_are_each_kept_lines_sentence_ends() -> None:

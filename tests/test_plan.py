@@ -221,3 +221,29 @@ def test_peak_rss_is_the_blocks_own():
     assert big.since_reset and small.since_reset
     assert big.mib is not None and small.mib is not None
     assert big.mib - small.mib > 250
+
+
+def test_freed_arrow_memory_goes_back_only_above_the_threshold():
+    """``curate.memory.release_unused``: Arrow memory a call freed (mimalloc keeps it) stays
+    with a process under ``above_mib`` (the next call reuses it) and goes back to the OS over
+    it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from curate.memory import current_rss_mib, release_unused
+
+    def rss_after_freeing_arrow_memory(above_mib: float) -> tuple[float, float]:
+        values = pa.array(np.arange(40 * 2**20 // 8, dtype=np.int64))  # numpy's memory
+        column = pc.add(values, 1)  # 40 MiB from Arrow's pool
+        del column, values
+        before = current_rss_mib()
+        release_unused(above_mib)
+        after = current_rss_mib()
+        assert before is not None and after is not None
+        return before, after
+
+    before, after = rss_after_freeing_arrow_memory(above_mib=1e9)
+    assert after > before - 5  # kept
+    before, after = rss_after_freeing_arrow_memory(above_mib=0)
+    assert after < before - 20  # given back

@@ -2,9 +2,9 @@
 
 One stage, ``heuristics``, because all four families read the same split of the same text: each
 document is lower-cased and split into words once (:func:`curate.text.rule_tokens`; the stage
-splits the whole batch at once with Arrow, :func:`curate.text.batch_rule_tokens`, and measures the
-word-based rules over it: :func:`batch_words`) and into lines/paragraphs once, and every rule
-reads those. Each family has its own config section (and can
+splits ``BATCH_WORDS_DOCS`` documents at a time with Arrow, :func:`curate.text.batch_rule_tokens`,
+and measures the word-based rules over them: :func:`batch_words`) and into lines/paragraphs
+once, and every rule reads those. Each family has its own config section (and can
 be switched off); each rule is its own score column and its own removal reason; a threshold set to
 ``None`` switches that rule off. Defaults are the papers' thresholds, as in datatrove 0.10.1's
 ``GopherQualityFilter``, ``GopherRepetitionFilter``, ``C4QualityFilter`` and
@@ -712,10 +712,17 @@ def score(table: pa.Table, cfg: HeuristicsConfig) -> pa.Table:
     return out
 
 
+# documents per batch_words call: its arrays (one entry per word) stay a few MB, so they are
+# reused from the heap instead of freshly mapped and zeroed by the kernel each time (a whole
+# part's 5 M words at once cost ~1 s of system time and twice the peak memory, same results)
+BATCH_WORDS_DOCS = 256
+
+
 def _batch_words(table: pa.Table, measured: list[int], prose_texts: dict[int, str],
                  langs: list[str | None], cfg: HeuristicsConfig) -> list[DocWords | None]:  # fmt: skip
-    """:func:`batch_words` of the ``measured`` rows' prose (None each where the batch fails:
-    :func:`measure` then splits each document itself, so a bad one is quarantined alone)."""
+    """:func:`batch_words` of the ``measured`` rows' prose, ``BATCH_WORDS_DOCS`` documents at a
+    time (None each where a call fails: :func:`measure` then splits each document itself, so a
+    bad one is quarantined alone)."""
     texts = table["text"].combine_chunks()
     if len(measured) < table.num_rows:
         texts = texts.take(pa.array(measured, pa.int64()))
@@ -726,10 +733,15 @@ def _batch_words(table: pa.Table, measured: list[int], prose_texts: dict[int, st
             np.asarray(at, dtype=np.int64),
             pa.array([prose_texts[measured[k]] for k in at], pa.large_string()),
         )
-    try:
-        return list(batch_words(texts, langs, cfg.gopher_quality))
-    except Exception:  # noqa: BLE001 (measure() quarantines the document that fails)
-        return [None] * len(measured)
+    out: list[DocWords | None] = []
+    for start in range(0, len(texts), BATCH_WORDS_DOCS):
+        end = start + BATCH_WORDS_DOCS
+        try:
+            out.extend(batch_words(texts.slice(start, end - start), langs[start:end],
+                                   cfg.gopher_quality))  # fmt: skip
+        except Exception:  # noqa: BLE001 (measure() quarantines the document that fails)
+            out.extend([None] * len(langs[start:end]))
+    return out
 
 
 def _col(table: pa.Table, name: str, fill: float) -> np.ndarray:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections import defaultdict
 from functools import cache
 from typing import Any
 
@@ -131,24 +130,43 @@ def identify(texts: list[str], cfg: LangIdConfig) -> tuple[list[str | None], np.
     if not pieces:
         return langs, scores
     labels, probs = load_model(cfg.model_path).predict(pieces, k=cfg.top_k)
-    votes: list[dict[str, float]] = [defaultdict(float) for _ in texts]
-    chars = np.zeros(len(texts))
-    for i, piece in zip(owner, pieces, strict=True):
-        chars[i] += len(piece)
+    # every (chunk, label) pair as arrays, in chunk order then the chunk's label order
+    per_chunk = np.fromiter(map(len, labels), np.int64, len(labels))
+    pair_chunk = np.repeat(np.arange(len(pieces)), per_chunk)
+    label_ids: dict[str, int] = {}
+    pair_label = np.fromiter(
+        (label_ids.setdefault(lab, len(label_ids)) for labs in labels for lab in labs),
+        np.int64,
+        int(per_chunk.sum()),
+    )
+    pair_p = np.concatenate(probs).astype(np.float64) if len(probs) else np.zeros(0)
+    owners = np.asarray(owner, dtype=np.int64)
+    width = np.fromiter(map(len, pieces), np.int64, len(pieces))
+    chars = np.bincount(owners, weights=width, minlength=len(texts))
+    n_labels = max(len(label_ids), 1)
+    # the vote: each document's labels' probability mass weighted by chunk length, summed in
+    # chunk order (np.bincount adds in input order: the same sums as one += per pair)
+    pair_key = owners[pair_chunk] * n_labels + pair_label
+    keys, first = np.unique(pair_key, return_index=True)
+    mass = np.bincount(pair_key, weights=width[pair_chunk] * pair_p)[keys]
+    doc = keys // n_labels
+    # per document: the most mass, ties to the label seen first
+    best = np.lexsort((first, -mass, doc))
+    winners = best[np.r_[True, doc[best][1:] != doc[best][:-1]]]
     # log(1 - p) of each chunk's top label, weighted by its length in units
-    log_miss: list[dict[str, float]] = [defaultdict(float) for _ in texts]
-    for i, piece, labs, ps in zip(owner, pieces, labels, probs, strict=True):
-        w = len(piece)
-        for lab, p in zip(labs, ps, strict=True):
-            votes[i][lab.removeprefix(_LABEL)] += w * float(p)
-        unit = min(cfg.chunk_chars, chars[i])
-        top_p = min(float(ps[0]), 1.0 - 1e-6)
-        log_miss[i][labs[0].removeprefix(_LABEL)] += (w / unit) * np.log1p(-top_p)
-    for i, vote in enumerate(votes):
-        if vote:
-            lang = max(vote.items(), key=lambda kv: kv[1])[0]
-            langs[i] = lang
-            scores[i] = -np.expm1(log_miss[i][lang]) if lang in log_miss[i] else 0.0
+    tops = np.cumsum(per_chunk) - per_chunk
+    top_key = owners * n_labels + pair_label[tops]
+    unit = np.minimum(cfg.chunk_chars, chars[owners])
+    miss = (width / unit) * np.log1p(-np.minimum(pair_p[tops], 1.0 - 1e-6))
+    top_keys, top_of = np.unique(top_key, return_inverse=True)
+    log_miss = np.bincount(top_of, weights=miss)
+    names = list(label_ids)
+    for k in winners:
+        i, key = int(doc[k]), keys[k]
+        langs[i] = names[int(key) - i * n_labels].removeprefix(_LABEL)
+        at = int(np.searchsorted(top_keys, key))
+        found = at < len(top_keys) and top_keys[at] == key
+        scores[i] = -np.expm1(log_miss[at]) if found else 0.0
     return langs, scores
 
 

@@ -69,8 +69,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.progress import progress
 from curate.readers.files import InputFile
-from curate.readers.html import HtmlOptions, code_lines, section_of
+from curate.readers.html import HtmlOptions
 from curate.readers.text import (
+    DECODE_REASONS,
     ReadError,
     declared_charset,
     decode_text,
@@ -231,15 +232,20 @@ class _Part:
         own declaration)."""
         if looks_binary(data):
             raise ReadError("binary_file", "control bytes in an HTML file")
-        html = decode_text(data, charset or declared_charset(data))
+        # the worker decodes the bytes (sent as they are, not as a str pickled to UTF-8 again)
+        declared = charset or declared_charset(data)
+        try:
+            page = self._job("html_page", (data, declared), self.cfg.html.model_dump())
+        except ReadError as e:
+            if e.reason not in DECODE_REASONS:  # a page that decoded counts as an HTML document
+                self.count("html_docs")
+            raise
         self.count("html_docs")
-        text = str(self._job("html", html, self.cfg.html.model_dump()))
+        text, document, listings = page  # type: ignore[misc]
         meta: dict[str, object] = {}
-        document = section_of(html)
         if document is not None:
             meta[SECTION_OF] = document
             self.count("html_sections")
-        listings = code_lines(html, text)
         if listings:
             meta[CODE_LINES] = listings
             self.count("html_code_lines", sum(end - start for start, end in listings))

@@ -47,6 +47,7 @@ _LINK_TAG = re.compile(r"<link\b[^>]*>", re.IGNORECASE)
 _ATTR = re.compile(r"""\b(rel|href)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
 _HEAD_END = re.compile(r"</head\s*>|<body\b", re.IGNORECASE)
 _PRE = re.compile(r"<pre\b[^>]*>(.*?)</pre\s*>", re.IGNORECASE | re.DOTALL)
+_HAS_PRE = re.compile(r"<pre", re.IGNORECASE)  # a cheap test before _PRE's
 _TAG = re.compile(r"<[^>]*>")
 # rel values naming the whole document (its start or its contents), most specific first
 DOCUMENT_RELS = ("start", "first", "home", "contents", "toc", "index", "up")
@@ -84,11 +85,30 @@ class HtmlOptions(BaseModel):
 
 def extract_html(html: str, options: HtmlOptions | dict | None = None) -> str:
     """Main text of an HTML page ('' when the extractor finds none)."""
-    opts = (
-        options if isinstance(options, HtmlOptions) else HtmlOptions.model_validate(options or {})
-    )
+    return _extract_text(html, _options(options), listing_lines(html))
+
+
+def extract_page(
+    html: str, options: HtmlOptions | dict | None = None
+) -> tuple[str, str | None, list[list[int]]]:
+    """What the extract stage reads of a page, in one pass over its ``<pre>`` blocks: the main
+    text (:func:`extract_html`), the document it is a later section of (:func:`section_of`) and
+    the text's listing line ranges (:func:`code_lines`)."""
+    pre = _pre_lines(html) if _HAS_PRE.search(html) else []
+    text = _extract_text(html, _options(options), set(pre))
+    return text, section_of(html), code_lines(html, text, pre)
+
+
+def _options(options: HtmlOptions | dict | None) -> HtmlOptions:
+    if isinstance(options, HtmlOptions):
+        return options
+    return HtmlOptions.model_validate(options or {})
+
+
+def _extract_text(html: str, opts: HtmlOptions, listing: set[str]) -> str:
+    """:func:`extract_html` given the page's listing lines (:func:`listing_lines`)."""
     if opts.extractor == "resiliparse":
-        return _resiliparse(html, opts)
+        return _resiliparse(html, opts, listing)
     import trafilatura
 
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
@@ -99,7 +119,7 @@ def extract_html(html: str, options: HtmlOptions | dict | None = None) -> str:
         deduplicate=False,
         **trafilatura_options(opts),
     )
-    return join_inline_breaks(unwrap_text(text or ""), listing_lines(html))
+    return join_inline_breaks(unwrap_text(text or ""), listing)
 
 
 def trafilatura_options(opts: HtmlOptions) -> dict[str, Any]:
@@ -107,7 +127,7 @@ def trafilatura_options(opts: HtmlOptions) -> dict[str, Any]:
     return opts.model_dump(exclude={"extractor", *_RESILIPARSE_ONLY})
 
 
-def _resiliparse(html: str, opts: HtmlOptions) -> str:
+def _resiliparse(html: str, opts: HtmlOptions, listing: set[str]) -> str:
     from resiliparse.extract.html2text import extract_plain_text
 
     text = extract_plain_text(
@@ -119,7 +139,7 @@ def _resiliparse(html: str, opts: HtmlOptions) -> str:
         links=opts.include_links,
         comments=opts.include_comments,
     )
-    return join_inline_breaks(unwrap_text(text.strip()), listing_lines(html))
+    return join_inline_breaks(unwrap_text(text.strip()), listing)
 
 
 def section_of(html: str) -> str | None:
@@ -208,11 +228,13 @@ def join_inline_breaks(text: str, listing: set[str]) -> str:
     return "\n".join(out)
 
 
-def code_lines(html: str, text: str) -> list[list[int]]:
+def code_lines(html: str, text: str, pre: list[str] | None = None) -> list[list[int]]:
     """Ranges ``[start, end)`` of the lines of ``text`` (the page's extracted text, split at
     ``\n``) that come from the page's ``<pre>`` blocks: a non-blank line whose stripped text is
-    a line of such a block; none when they are the page (:data:`PREFORMATTED_PAGE`)."""
-    pre = _pre_lines(html) if "<pre" in html.lower() else []
+    a line of such a block; none when they are the page (:data:`PREFORMATTED_PAGE`). ``pre``:
+    the page's :func:`_pre_lines` when already found."""
+    if pre is None:
+        pre = _pre_lines(html) if _HAS_PRE.search(html) else []
     lines = text.split("\n")
     # a text file, a mail, a man page in <pre> (its lines may have been unwrapped since)
     if not pre or sum(map(len, pre)) >= PREFORMATTED_PAGE * sum(len(x.strip()) for x in lines):

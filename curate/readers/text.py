@@ -141,8 +141,12 @@ def _utf8_line_split(data: bytes) -> tuple[int, list[bytes]]:
     return good, bad
 
 
+DECODE_REASONS = ("invalid_utf8", "mixed_encoding")  # what decode_text raises
+
+
 def decode_text(data: bytes, declared: str | None = None) -> str:
-    """Decode ``data`` following the module's policy; raises :class:`ReadError`."""
+    """Decode ``data`` following the module's policy; raises :class:`ReadError` with a reason
+    of ``DECODE_REASONS``."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
             try:

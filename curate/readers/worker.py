@@ -12,7 +12,9 @@ address-space limit gives ``out_of_memory``.
 
 Each thread checks a worker out of a process-wide free list, so threads and Ray tasks sharing a
 process extract in parallel without sharing a child. Children are started lazily and reused
-across parts; they exit when the parent does (their stdin closes).
+across parts; they exit when the parent does (their stdin closes). A child imports its
+extractors before its first job (not counted in any timeout), trafilatura only when started for
+a trafilatura page (or a PDF): one that extracts HTML with resiliparse never loads it.
 """
 
 from __future__ import annotations
@@ -32,14 +34,16 @@ from typing import Any
 from curate.readers.text import ReadError
 
 _HEADER = struct.Struct(">Q")
+_WARM_TRAFILATURA = "SLUICE_WORKER_TRAFILATURA"  # "0": the worker does not import it up front
 STARTUP_S = 120.0  # a loaded machine can take long to import trafilatura and pdfium
 
 
 class _Worker:
-    def __init__(self, memory_mb: int | None) -> None:
+    def __init__(self, memory_mb: int | None, trafilatura: bool = True) -> None:
         env = dict(os.environ)
         if memory_mb:
             env["SLUICE_WORKER_MEMORY_MB"] = str(memory_mb)
+        env[_WARM_TRAFILATURA] = "1" if trafilatura else "0"
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.proc = subprocess.Popen(
@@ -51,6 +55,7 @@ class _Worker:
         )
         self.pid_of_parent = os.getpid()
         self.memory_mb = memory_mb
+        self.trafilatura = trafilatura  # imported before the first job (else on first use)
         self.ready = False
 
     def alive(self) -> bool:
@@ -104,15 +109,28 @@ _free: list[_Worker] = []
 _lock = threading.Lock()
 
 
-def _checkout(memory_mb: int | None) -> _Worker:
+def _needs_trafilatura(kind: str, options: Any) -> bool | None:
+    """Whether the job needs a worker that imported trafilatura before its first job (an HTML
+    job for trafilatura, the default extractor); None: any worker (a new one imports it)."""
+    if kind not in ("html", "html_page"):
+        return None
+    extractor = (
+        options.get("extractor")
+        if isinstance(options, dict)
+        else getattr(options, "extractor", None)
+    )
+    return extractor != "resiliparse"
+
+
+def _checkout(memory_mb: int | None, trafilatura: bool | None = None) -> _Worker:
     with _lock:
         while _free:
             w = _free.pop()
-            if w.alive() and w.memory_mb == memory_mb:
+            if w.alive() and w.memory_mb == memory_mb and (w.trafilatura or not trafilatura):
                 return w
             if w.pid_of_parent == os.getpid():
                 w.kill()
-    return _Worker(memory_mb)
+    return _Worker(memory_mb, trafilatura is not False)
 
 
 def _checkin(w: _Worker) -> None:
@@ -136,7 +154,7 @@ def run_isolated(
     """Run ``kind`` (``html`` or ``pdf``) in a worker; raises :class:`ReadError` with reason
     ``timeout``, ``extract_crash``, ``out_of_memory`` or the extractor's own reason."""
     for attempt in (0, 1):
-        w = _checkout(memory_mb)
+        w = _checkout(memory_mb, _needs_trafilatura(kind, options))
         try:
             result = w.call(kind, payload, options, timeout)
         except TimeoutError:
@@ -165,6 +183,12 @@ def run_job(kind: str, payload: Any, options: Any) -> Any:
         from curate.readers.html import extract_html
 
         return extract_html(payload, options)
+    if kind == "html_page":  # (bytes, declared charset): decoded here, then extract_page
+        from curate.readers.html import extract_page
+        from curate.readers.text import decode_text
+
+        data, declared = payload
+        return extract_page(decode_text(data, declared), options)
     if kind == "pdf":
         from curate.readers.pdf import extract_pdf
 
@@ -190,10 +214,13 @@ def serve() -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     inp = sys.stdin.buffer
-    # warm up the imports before the first timed job
+    # warm up the imports before the first timed job (trafilatura, the slowest, only when the
+    # parent asks: a run that extracts HTML with resiliparse never imports it)
     import pypdfium2  # noqa: F401
     import resiliparse.extract.html2text  # noqa: F401
-    import trafilatura  # noqa: F401
+
+    if os.environ.get(_WARM_TRAFILATURA, "1") == "1":
+        import trafilatura  # noqa: F401
 
     hello = pickle.dumps(("ready",))
     out.write(_HEADER.pack(len(hello)) + hello)
