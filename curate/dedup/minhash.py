@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ConfigDict, Field, model_validator
 
-from curate.dedup.clusters import clusters
+from curate.dedup.clusters import clusters, clusters_streamed
 from curate.dedup.common import (
     DUPLICATE_OF,
     Buckets,
@@ -462,7 +462,12 @@ def shuffle_keys(mapped: pa.Table, cfg: NearDedupConfig) -> pa.Table:
     row groups: a bucket task reads only the row groups of its key range."""
     bands, rows = cfg.lsh_params()
     keys = band_keys(signature_matrix(mapped[SIGNATURE], cfg.num_perm), bands, rows)
-    eligible = mapped[N_SHINGLES].to_numpy() > 0  # empty: no one's near duplicate
+    return sorted_keys(keys, mapped[N_SHINGLES].to_numpy() > 0)  # empty: no one's duplicate
+
+
+def sorted_keys(keys: np.ndarray, eligible: np.ndarray) -> pa.Table:
+    """A part's ``(docs, bands)`` band keys as the shuffle's table (``KEYS_SCHEMA``): one row
+    per (``eligible`` document, band), sorted by key, then band, then row."""
     r, c = np.nonzero(np.broadcast_to(eligible[:, None], keys.shape))
     key = keys[r, c]
     order = np.lexsort((r, c, key))
@@ -597,9 +602,79 @@ def bucket_edges(
 
 def components(urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig) -> pa.Table:
     """The state from the buckets' edge lists: clusters are the connected components (the copy
-    kept is each one's best by the keep policy); then the containers of the kept copies."""
+    kept is each one's best by the keep policy); then the containers of the kept copies.
+    Without containment only the documents in an edge matter (:func:`_edge_components`:
+    memory O(those documents)); containment looks at every kept copy (O(corpus))."""
     if not urls:
         return STATE_SCHEMA.empty_table()
+    if cfg.containment is None:
+        return _edge_components(urls, edges, cfg)
+    return _corpus_components(urls, read_edges(edges), cfg)
+
+
+def _edge_ends(edge: str | pa.Table) -> np.ndarray:
+    """One edge list as an ``(m, 2)`` int64 array."""
+    t = edge if isinstance(edge, pa.Table) else read_columns(edge, ["a", "b"])
+    return np.stack([t["a"].to_numpy(), t["b"].to_numpy()], axis=1)
+
+
+def _edge_components(
+    urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig
+) -> pa.Table:
+    """:func:`_corpus_components` without containment, from the documents in an edge alone
+    (the members): which documents are members (one byte per document of the corpus, the only
+    O(corpus) piece), their keep ranks among themselves (which order them as among all
+    documents), the components over the edge lists read one at a time
+    (:func:`clusters_streamed`: repeated pairs cost nothing) and the ids of the members only.
+    The same state as :func:`_corpus_components`."""
+    offsets = part_offsets(urls)
+    is_member = np.zeros(int(offsets[-1]), bool)
+    for edge in edges:
+        is_member[_edge_ends(edge).ravel()] = True
+    members = np.flatnonzero(is_member)
+    del is_member
+    if len(members) == 0:
+        return STATE_SCHEMA.empty_table()
+    ordered = not cfg.key_columns() and not ranks_by_id(cfg)  # rank = (part, row) order
+    rank = None if ordered else _ranks_of(urls, offsets, members, cfg)
+
+    def rank_pairs():  # each edge list as member ranks
+        for edge in edges:
+            local = np.searchsorted(members, _edge_ends(edge))
+            yield local if rank is None else rank[local]
+
+    root = clusters_streamed(len(members), rank_pairs())  # in rank space: root = the kept copy
+    if rank is None:
+        kept = root
+    else:
+        kept = np.argsort(rank)[root[rank]]
+        del rank
+    del root
+    part = np.searchsorted(offsets, members, side="right") - 1
+    ids = []
+    for p in np.unique(part).tolist():
+        rows = members[part == p] - offsets[p]
+        column = read_columns(urls[p], ["id"])["id"]
+        ids.append(column.take(pa.array(rows)).combine_chunks().cast(pa.string()))
+        del column
+    del part
+    ids = pa.concat_arrays(ids)
+    duplicate = kept != np.arange(len(members))
+    return pa.table(
+        {
+            "id": ids,
+            CLUSTER: pa.array(members[kept], pa.int64()),
+            DUPLICATE_OF: take_or_null(ids, np.where(duplicate, kept, -1)),
+            CONTAINED_IN: pa.nulls(len(members), pa.string()),
+            CONTAINMENT: pa.nulls(len(members), pa.float32()),
+        },
+        schema=STATE_SCHEMA,
+    )
+
+
+def _corpus_components(urls: list[str], pairs: np.ndarray, cfg: NearDedupConfig) -> pa.Table:
+    """The components over every document of the corpus (ids, ranks, shingle counts), then
+    containment among all the kept copies: :func:`components` with containment."""
     key_columns = cfg.key_columns()
     ids, n_shingles, part, row = [], [], [], []
     policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in key_columns}
@@ -615,7 +690,6 @@ def components(urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfi
     part, row = np.concatenate(part), np.concatenate(row)
     n_shingles = np.concatenate(n_shingles)
     rank = keep_rank({k: np.concatenate(v) for k, v in policy_keys.items()}, ids, part, row, cfg)
-    pairs = read_edges(edges)
 
     # components in rank space: the root (smallest rank) of each cluster is the copy kept
     by_rank = np.argsort(rank)
