@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 from curate.dedup.common import DUPLICATE_OF
 from curate.dedup.minhash import N_SHINGLES, NEAR_DEDUP, SIGNATURE, NearDedupConfig, sorted_keys
 from curate.plan import SHUFFLE_ROW_GROUP
-from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic
+from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic, write_table_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,9 +266,8 @@ def _child(args: argparse.Namespace) -> None:
         info = {"bucket": args.bucket, "edges": edges.num_rows}
     elif args.phase == "components":
         edges = sorted(str(p) for p in folder.glob("edges-*.parquet"))
-        state = NEAR_DEDUP.components(urls, edges, cfg)
-        write_bytes_atomic(parquet_bytes(state), str(folder / "state.parquet"))
-        info = {"state_rows": state.num_rows}
+        state = NEAR_DEDUP.components(urls, edges, cfg)  # written as the plan writes it
+        info = write_table_atomic(state, str(folder / "state.parquet"))
     print(
         json.dumps(
             {

@@ -14,7 +14,14 @@ from curate.dedup.exact import EXACT_DEDUP, ExactDedupConfig
 from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig, _corpus_components, bucket_range
 from curate.plan import SHUFFLE_ROW_GROUP
 from curate.stage import GlobalStage
-from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic
+from curate.storage import (
+    TableSlices,
+    as_table,
+    parquet_bytes,
+    read_parquet,
+    write_bytes_atomic,
+    write_table_atomic,
+)
 from tests.test_dedup import llvm_docs, split_parts
 
 
@@ -31,7 +38,7 @@ def _map_files(stage: GlobalStage, parts: list[pa.Table], cfg, folder: Path) -> 
 def _sharded(stage: GlobalStage, urls: list[str], cfg, n_buckets: int) -> pa.Table:
     """The bucket tasks over every part's map output, then the components."""
     edges = [stage.bucket(urls, cfg, b, n_buckets) for b in range(n_buckets)]
-    return stage.components(urls, edges, cfg)
+    return as_table(stage.components(urls, edges, cfg))
 
 
 def _shuffled(stage: GlobalStage, urls: list[str], cfg, n_buckets: int) -> pa.Table:
@@ -43,7 +50,7 @@ def _shuffled(stage: GlobalStage, urls: list[str], cfg, n_buckets: int) -> pa.Ta
         shuffled = stage.shuffle(read_parquet(url), cfg)
         write_bytes_atomic(parquet_bytes(shuffled, row_group_size=SHUFFLE_ROW_GROUP), keys[-1])
     edges = [stage.bucket(urls, cfg, b, n_buckets, keys=keys) for b in range(n_buckets)]
-    return stage.components(urls, edges, cfg)
+    return as_table(stage.components(urls, edges, cfg))
 
 
 def test_bucket_key_ranges_are_the_buckets() -> None:
@@ -98,9 +105,33 @@ def _edges_only_equals_corpus(urls: list[str], cfg: NearDedupConfig, n_buckets: 
     as the components over every document of the corpus."""
     assert cfg.containment is None
     edges = [NEAR_DEDUP.bucket(urls, cfg, b, n_buckets) for b in range(n_buckets)]
-    state = NEAR_DEDUP.components(urls, edges, cfg)
-    assert state.equals(_corpus_components(urls, read_edges(edges), cfg))
+    state = as_table(NEAR_DEDUP.components(urls, edges, cfg))
+    whole = _corpus_components(urls, read_edges(edges), cfg)
+    assert state.equals(whole)
+    # as the plan writes it (part by part, as the slices come): the bytes of the whole table
+    out = str(Path(urls[0]).parent / "state-slices.parquet")
+    written = write_table_atomic(NEAR_DEDUP.components(urls, edges, cfg), out)
+    assert Path(out).read_bytes() == parquet_bytes(whole)
+    assert written["size"] == len(parquet_bytes(whole))
     return state
+
+
+def test_a_table_written_in_slices_is_the_whole_tables_bytes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    for n in (0, 7, 65_536, 200_001):
+        table = pa.table(
+            {
+                "id": pa.array([f"d{i}" if i % 3 else None for i in range(n)], pa.string()),
+                "v": pa.array(rng.integers(0, 1000, n)),
+            }
+        )
+        cuts = [0, *np.sort(rng.integers(0, n + 1, 6)).tolist(), n]
+        pieces = [table.slice(a, b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        out = str(tmp_path / f"t{n}.parquet")
+        written = write_table_atomic(TableSlices(table.schema, iter(pieces)), out)
+        expected = parquet_bytes(table)
+        assert Path(out).read_bytes() == expected and written["size"] == len(expected), n
+        assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 
 def test_sharded_equals_single_on_real_documents(tmp_path: Path) -> None:
@@ -156,7 +187,7 @@ def test_direct_band_keys_give_the_signature_paths_state(tmp_path: Path) -> None
     assert np.array_equal(direct_root_of, root_of)
     keys = [u.replace(".parquet", ".keys.parquet") for u in urls]
     edges = [NEAR_DEDUP.bucket(urls, cfg, b, 5, keys=keys) for b in range(5)]
-    direct = NEAR_DEDUP.components(urls, edges, cfg)
+    direct = as_table(NEAR_DEDUP.components(urls, edges, cfg))
     assert direct.equals(from_signatures)
     found = planted_clusters_found(direct, root_of)
     assert found["exact"] and found["planted_copies"] > 5_000

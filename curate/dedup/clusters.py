@@ -77,7 +77,7 @@ def clusters_streamed(n: int, chunks: Iterable[np.ndarray]) -> np.ndarray:
     same labels (the smallest index of each component), with memory O(n + one chunk) whatever
     the number of pairs (repeated pairs included). A union-find in vectorised rounds: every
     pair whose roots differ hooks the larger root to the smallest root offered to it, then
-    every path is compressed, until the chunk's pairs agree."""
+    every path is compressed, until the chunk's pairs agree. int32 labels below 2**31 items."""
     parent = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
     for chunk in chunks:
         pairs = np.asarray(chunk).reshape(-1, 2)
@@ -94,4 +94,4 @@ def clusters_streamed(n: int, chunks: Iterable[np.ndarray]) -> np.ndarray:
             first = np.r_[True, hi[1:] != hi[:-1]]  # each root hooked once, to its smallest
             parent[hi[first]] = lo[first]
             _compress(parent)
-    return parent.astype(np.int64)
+    return parent

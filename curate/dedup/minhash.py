@@ -28,6 +28,7 @@ score -> the part plus those columns; rules ``near_duplicate``, then ``contained
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -62,7 +63,7 @@ from curate.dedup.containment import (
 )
 from curate.dedup.text import fmix64, slices_by_bytes, text_shingles
 from curate.stage import GlobalStage, Rules
-from curate.storage import read_parquet, read_parquet_rows
+from curate.storage import TableSlices, as_table, read_parquet, read_parquet_rows
 
 REASON = "near_duplicate"
 CONTAINED_IN = "contained_in"  # removal reason, and the column naming the container's id
@@ -600,14 +601,16 @@ def bucket_edges(
     return edges_table(pairs)
 
 
-def components(urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig) -> pa.Table:
+def components(
+    urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig
+) -> pa.Table | TableSlices:
     """The state from the buckets' edge lists: clusters are the connected components (the copy
     kept is each one's best by the keep policy); then the containers of the kept copies.
     Without containment only the documents in an edge matter (:func:`_edge_components`:
     memory O(those documents)); containment looks at every kept copy (O(corpus))."""
     if not urls:
         return STATE_SCHEMA.empty_table()
-    if cfg.containment is None:
+    if cfg.containment is None:  # in part-sized slices: the plan writes them as they come
         return _edge_components(urls, edges, cfg)
     return _corpus_components(urls, read_edges(edges), cfg)
 
@@ -620,56 +623,69 @@ def _edge_ends(edge: str | pa.Table) -> np.ndarray:
 
 def _edge_components(
     urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig
-) -> pa.Table:
+) -> TableSlices:
     """:func:`_corpus_components` without containment, from the documents in an edge alone
     (the members): which documents are members (one byte per document of the corpus, the only
     O(corpus) piece), their keep ranks among themselves (which order them as among all
     documents), the components over the edge lists read one at a time
-    (:func:`clusters_streamed`: repeated pairs cost nothing) and the ids of the members only.
-    The same state as :func:`_corpus_components`."""
+    (:func:`clusters_streamed`: repeated pairs cost nothing), the ids of the kept copies that
+    stand for others; then the state part by part (each part's member ids read then), so that
+    it is never whole in memory. The same state as :func:`_corpus_components`."""
     offsets = part_offsets(urls)
     is_member = np.zeros(int(offsets[-1]), bool)
     for edge in edges:
         is_member[_edge_ends(edge).ravel()] = True
     members = np.flatnonzero(is_member)
     del is_member
-    if len(members) == 0:
-        return STATE_SCHEMA.empty_table()
     ordered = not cfg.key_columns() and not ranks_by_id(cfg)  # rank = (part, row) order
-    rank = None if ordered else _ranks_of(urls, offsets, members, cfg)
+    rank = None if ordered or not len(members) else _ranks_of(urls, offsets, members, cfg)
 
-    def rank_pairs():  # each edge list as member ranks
+    def rank_pairs() -> Iterator[np.ndarray]:  # each edge list as member ranks
         for edge in edges:
             local = np.searchsorted(members, _edge_ends(edge))
             yield local if rank is None else rank[local]
 
-    root = clusters_streamed(len(members), rank_pairs())  # in rank space: root = the kept copy
-    if rank is None:
-        kept = root
-    else:
-        kept = np.argsort(rank)[root[rank]]
+    kept = clusters_streamed(len(members), rank_pairs())  # in rank space: root = copy kept
+    if rank is not None:
+        kept = np.argsort(rank)[kept[rank]].astype(kept.dtype)
         del rank
-    del root
-    part = np.searchsorted(offsets, members, side="right") - 1
-    ids = []
+    # the ids of the kept copies that stand for others, read part by part
+    stand_for = np.unique(kept[kept != np.arange(len(members))])
+    kept_ids = _ids_of(urls, offsets, members[stand_for])
+
+    def slices() -> Iterator[pa.Table]:
+        for p in range(len(urls)):
+            lo, hi = np.searchsorted(members, offsets[p : p + 2])
+            if lo == hi:
+                continue
+            ids = _ids_of(urls, offsets, members[lo:hi])
+            mine = kept[lo:hi]
+            duplicate = mine != np.arange(lo, hi)
+            at = np.searchsorted(stand_for, mine)
+            yield pa.table(
+                {
+                    "id": ids,
+                    CLUSTER: pa.array(members[mine], pa.int64()),
+                    DUPLICATE_OF: kept_ids.take(pa.array(at, pa.int64(), mask=~duplicate)),
+                    CONTAINED_IN: pa.nulls(hi - lo, pa.string()),
+                    CONTAINMENT: pa.nulls(hi - lo, pa.float32()),
+                },
+                schema=STATE_SCHEMA,
+            )
+
+    return TableSlices(STATE_SCHEMA, slices())
+
+
+def _ids_of(urls: list[str], offsets: np.ndarray, wanted: np.ndarray) -> pa.Array:
+    """The ids of the ``wanted`` documents (sorted global indices), one part at a time."""
+    part = np.searchsorted(offsets, wanted, side="right") - 1
+    ids = [pa.array([], pa.string())]
     for p in np.unique(part).tolist():
-        rows = members[part == p] - offsets[p]
         column = read_columns(urls[p], ["id"])["id"]
+        rows = wanted[part == p] - offsets[p]
         ids.append(column.take(pa.array(rows)).combine_chunks().cast(pa.string()))
         del column
-    del part
-    ids = pa.concat_arrays(ids)
-    duplicate = kept != np.arange(len(members))
-    return pa.table(
-        {
-            "id": ids,
-            CLUSTER: pa.array(members[kept], pa.int64()),
-            DUPLICATE_OF: take_or_null(ids, np.where(duplicate, kept, -1)),
-            CONTAINED_IN: pa.nulls(len(members), pa.string()),
-            CONTAINMENT: pa.nulls(len(members), pa.float32()),
-        },
-        schema=STATE_SCHEMA,
-    )
+    return pa.concat_arrays(ids)
 
 
 def _corpus_components(urls: list[str], pairs: np.ndarray, cfg: NearDedupConfig) -> pa.Table:
@@ -721,7 +737,7 @@ def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
     (:func:`bucket_edges`, :func:`components`) as one task."""
     if not urls:
         return STATE_SCHEMA.empty_table()
-    return components(urls, [bucket_edges(urls, cfg, 0, 1)], cfg)
+    return as_table(components(urls, [bucket_edges(urls, cfg, 0, 1)], cfg))
 
 
 def score(table: pa.Table, state: pa.Table, cfg: NearDedupConfig) -> pa.Table:
