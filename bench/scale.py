@@ -32,10 +32,12 @@ collide), ``verify`` off (no shingles are stored) and containment off.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -324,7 +326,10 @@ def _phase(name: str, task_args: list[list[str]], jobs: int, log: dict) -> list[
 def reduce_sim(args: argparse.Namespace) -> None:
     print(f"{_utc()} UTC start; machine: {uptime()}", flush=True)
     n_parts = sum(1 for p in range(args.parts) if _part_span(p, args.docs, args.parts)[1])
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+    with contextlib.ExitStack() as cleanup:
+        tmp = tempfile.mkdtemp(dir=args.tmp)
+        if not args.keep:
+            cleanup.callback(shutil.rmtree, tmp, True)
         folder = Path(tmp)
         common = ["--dir", tmp, "--bands", str(args.bands), "--rows", str(args.rows)]
         common += ["--buckets", str(args.buckets)]
@@ -628,6 +633,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--copy-share", type=float, default=0.2, help="share of planted copies")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--jobs", type=int, default=1, help="task processes at a time")
+    r.add_argument("--keep", action="store_true", help="keep the generated files")
     r.add_argument(
         "--direct",
         action="store_true",

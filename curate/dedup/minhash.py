@@ -632,17 +632,18 @@ def _edge_components(
     stand for others; then the state part by part (each part's member ids read then), so that
     it is never whole in memory. The same state as :func:`_corpus_components`."""
     offsets = part_offsets(urls)
+    index = np.int32 if offsets[-1] < 2**31 else np.int64  # global indices, 4 bytes if they fit
     is_member = np.zeros(int(offsets[-1]), bool)
     for edge in edges:
         is_member[_edge_ends(edge).ravel()] = True
-    members = np.flatnonzero(is_member)
+    members = np.flatnonzero(is_member).astype(index)
     del is_member
     ordered = not cfg.key_columns() and not ranks_by_id(cfg)  # rank = (part, row) order
     rank = None if ordered or not len(members) else _ranks_of(urls, offsets, members, cfg)
 
     def rank_pairs() -> Iterator[np.ndarray]:  # each edge list as member ranks
         for edge in edges:
-            local = np.searchsorted(members, _edge_ends(edge))
+            local = np.searchsorted(members, _edge_ends(edge).astype(index))
             yield local if rank is None else rank[local]
 
     kept = clusters_streamed(len(members), rank_pairs())  # in rank space: root = copy kept
@@ -650,7 +651,7 @@ def _edge_components(
         kept = np.argsort(rank)[kept[rank]].astype(kept.dtype)
         del rank
     # the ids of the kept copies that stand for others, read part by part
-    stand_for = np.unique(kept[kept != np.arange(len(members))])
+    stand_for = np.unique(kept[kept != np.arange(len(members), dtype=kept.dtype)])
     kept_ids = _ids_of(urls, offsets, members[stand_for])
 
     def slices() -> Iterator[pa.Table]:
@@ -660,12 +661,12 @@ def _edge_components(
                 continue
             ids = _ids_of(urls, offsets, members[lo:hi])
             mine = kept[lo:hi]
-            duplicate = mine != np.arange(lo, hi)
+            duplicate = mine != np.arange(lo, hi, dtype=mine.dtype)
             at = np.searchsorted(stand_for, mine)
             yield pa.table(
                 {
                     "id": ids,
-                    CLUSTER: pa.array(members[mine], pa.int64()),
+                    CLUSTER: pa.array(members[mine].astype(np.int64)),
                     DUPLICATE_OF: kept_ids.take(pa.array(at, pa.int64(), mask=~duplicate)),
                     CONTAINED_IN: pa.nulls(hi - lo, pa.string()),
                     CONTAINMENT: pa.nulls(hi - lo, pa.float32()),
@@ -678,11 +679,11 @@ def _edge_components(
 
 def _ids_of(urls: list[str], offsets: np.ndarray, wanted: np.ndarray) -> pa.Array:
     """The ids of the ``wanted`` documents (sorted global indices), one part at a time."""
-    part = np.searchsorted(offsets, wanted, side="right") - 1
+    bounds = np.searchsorted(wanted, offsets)  # wanted[bounds[p]:bounds[p + 1]]: in part p
     ids = [pa.array([], pa.string())]
-    for p in np.unique(part).tolist():
+    for p in np.flatnonzero(np.diff(bounds)).tolist():
         column = read_columns(urls[p], ["id"])["id"]
-        rows = wanted[part == p] - offsets[p]
+        rows = wanted[bounds[p] : bounds[p + 1]].astype(np.int64) - offsets[p]
         ids.append(column.take(pa.array(rows)).combine_chunks().cast(pa.string()))
         del column
     return pa.concat_arrays(ids)
