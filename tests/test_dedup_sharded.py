@@ -11,7 +11,13 @@ from bench.scale import planted_clusters_found, planted_map_parts, sim_config
 from curate.dedup.clusters import UnionFind, clusters, clusters_streamed
 from curate.dedup.common import bucket_of, read_edges
 from curate.dedup.exact import EXACT_DEDUP, ExactDedupConfig
-from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig, _corpus_components, bucket_range
+from curate.dedup.minhash import (
+    NEAR_DEDUP,
+    NearDedupConfig,
+    _corpus_components,
+    bucket_range,
+    sorted_keys,
+)
 from curate.plan import SHUFFLE_ROW_GROUP
 from curate.stage import GlobalStage
 from curate.storage import (
@@ -225,3 +231,17 @@ def test_sharded_exact_dedup_on_100k_hashes(tmp_path: Path) -> None:
     single = EXACT_DEDUP.reduce(urls, by_id)
     assert _sharded(EXACT_DEDUP, urls, by_id, 6).equals(single)
     assert not single.equals(EXACT_DEDUP.reduce(urls, cfg))
+
+
+def test_sorted_keys_order_by_key_then_band_then_row() -> None:
+    """The shuffle's order, with many equal keys (copies share them) and skipped rows."""
+    rng = np.random.default_rng(6)
+    for m in (0, 1, 3000):
+        keys = rng.integers(0, 40, (m, 16)).astype(np.uint64) << np.uint64(30)
+        eligible = rng.random(m) < 0.8
+        t = sorted_keys(keys, eligible)
+        key = (t["top"].to_numpy().astype(np.uint64) << np.uint64(32)) | t["low"].to_numpy()
+        band, row = t["band"].to_numpy(), t["row"].to_numpy()
+        assert t.num_rows == 16 * int(eligible.sum())
+        assert np.array_equal(key, keys[row, band]) and eligible[row].all()
+        assert np.all(np.lexsort((row, band, key)) == np.arange(t.num_rows))

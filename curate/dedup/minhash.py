@@ -469,16 +469,16 @@ def shuffle_keys(mapped: pa.Table, cfg: NearDedupConfig) -> pa.Table:
 def sorted_keys(keys: np.ndarray, eligible: np.ndarray) -> pa.Table:
     """A part's ``(docs, bands)`` band keys as the shuffle's table (``KEYS_SCHEMA``): one row
     per (``eligible`` document, band), sorted by key, then band, then row."""
-    r, c = np.nonzero(np.broadcast_to(eligible[:, None], keys.shape))
-    key = keys[r, c]
-    order = np.lexsort((r, c, key))
+    rows = np.flatnonzero(eligible)
+    key = np.ascontiguousarray(keys[rows].T).ravel()  # band-major: (band, row) order
+    order = np.argsort(key, kind="stable")  # ties stay in (band, row) order
     key = key[order]
     return pa.table(
         {
             "top": pa.array((key >> np.uint64(32)).astype(np.uint32)),
             "low": pa.array((key & np.uint64(0xFFFFFFFF)).astype(np.uint32)),
-            "band": pa.array(c[order].astype(np.uint16)),
-            "row": pa.array(r[order].astype(np.uint32)),
+            "band": pa.array((order // max(len(rows), 1)).astype(np.uint16)),
+            "row": pa.array(rows[order % max(len(rows), 1)].astype(np.uint32)),
         },
         schema=KEYS_SCHEMA,
     )
