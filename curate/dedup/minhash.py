@@ -653,7 +653,14 @@ def _edge_components(
     is_member = np.zeros(int(offsets[-1]), bool)
     for edge in edges:
         is_member[_edge_ends(edge).ravel()] = True
-    members = np.flatnonzero(is_member).astype(index)
+    step = 1 << 24  # members found a range at a time: no int64 index of them all
+    members = np.concatenate(
+        [np.zeros(0, index)]
+        + [
+            (np.flatnonzero(is_member[s : s + step]) + s).astype(index)
+            for s in range(0, len(is_member), step)
+        ]
+    )
     del is_member
     ordered = not cfg.key_columns() and not ranks_by_id(cfg)  # rank = (part, row) order
     rank = None if ordered or not len(members) else _ranks_of(urls, offsets, members, cfg)
