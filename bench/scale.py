@@ -1,16 +1,26 @@
 """Scale benchmarks of the sharded dedup reduce.
 
-``reduce``: a reduce-only simulation. Synthetic near-dedup map outputs (the columns the reduce
-reads: id, MinHash signature, n_shingles) are generated in chunks on disk, with planted
-duplicate clusters: a copy shares between one and half of its root's LSH bands with it and has
-random values elsewhere. Then every bucket task (``NEAR_DEDUP.bucket``) and the components step
-(``NEAR_DEDUP.components``) runs in its own process, whose peak RSS (VmHWM) is measured; the
-state must hold exactly the planted clusters, each copy naming its root. By default the map's
-side of the key-range shuffle runs first (``NEAR_DEDUP.shuffle``: one process per part writes
-its band keys sorted by key) and every bucket task reads only its range (``--no-shuffle``:
-every bucket task reads and hashes every part's signatures, as before the shuffle).
+``reduce``: a reduce-only simulation. Synthetic near-dedup map outputs are generated part by
+part on disk (one process per part, seeded per part), with planted duplicate clusters: 20% of
+the documents are copies of a root (a document that is no copy) of the previous part, sharing
+1..bands/2 of its LSH bands and random elsewhere. Then every bucket task
+(``NEAR_DEDUP.bucket``) and the components step (``NEAR_DEDUP.components``, its state written
+as the plan writes it) runs in its own process, ``--jobs`` at a time, whose wall, CPU and
+peak RSS (VmHWM) are measured; the state must hold exactly the planted clusters, each copy
+naming its root. Three ways to make the buckets' input:
 
-    python -m bench.scale reduce --docs 1000000 --parts 20 --buckets 8
+- ``--direct``: the shuffle's output itself, sorted band keys per part (random 64-bit keys, a
+  copy holding its root's in the shared bands) beside a map output of ids and n_shingles: no
+  signatures and no shuffle, ~255 bytes per document on disk (what lets 10^8 documents fit);
+- default: signatures (id, MinHash signature, n_shingles: 142 B/doc), then the map's side of
+  the key-range shuffle (``NEAR_DEDUP.shuffle``: one process per part writes its band keys
+  sorted by key) and every bucket task reads only its range;
+- ``--no-shuffle``: signatures, every bucket task reading and hashing every part's.
+
+    python -m bench.scale reduce --docs 1000000 --parts 10 --buckets 8 --direct --jobs 2
+
+``compare``: the direct mode against the signature path on the same planted clusters (the
+same states?), in one process.
 
 ``pipeline``: the whole job (``configs/default.yaml``'s stages) on a >= 1 GB corpus of real
 text, ``sluice run --local`` against Prefect + Ray with ``--cpus`` CPUs: wall, CPU of the
@@ -53,7 +63,13 @@ import pyarrow.compute as pc
 from curate.dedup.common import DUPLICATE_OF
 from curate.dedup.minhash import N_SHINGLES, NEAR_DEDUP, SIGNATURE, NearDedupConfig, sorted_keys
 from curate.plan import SHUFFLE_ROW_GROUP
-from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic, write_table_atomic
+from curate.storage import (
+    as_table,
+    parquet_bytes,
+    read_parquet,
+    write_bytes_atomic,
+    write_table_atomic,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -383,6 +399,36 @@ def reduce_sim(args: argparse.Namespace) -> None:
     print(f"{_utc()} UTC end; machine: {uptime()}", flush=True)
 
 
+def compare_modes(args: argparse.Namespace) -> None:
+    """The direct band-key mode against the signature path (signatures, the shuffle, the
+    buckets, the components) on the same planted clusters, in this process: equal states?"""
+    cfg = sim_config(args.bands, args.rows)
+    print(f"{_utc()} UTC start; machine: {uptime()}", flush=True)
+    states, found = {}, {}
+    for direct in (False, True):
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            urls, root_of = planted_map_parts(
+                args.docs, args.parts, Path(tmp), args.bands, args.rows, args.copy_share,
+                args.seed, direct,
+            )  # fmt: skip
+            keys = [u.replace(".parquet", ".keys.parquet") for u in urls]
+            if not direct:
+                for url, out in zip(urls, keys, strict=True):
+                    shuffled = NEAR_DEDUP.shuffle(read_parquet(url), cfg)
+                    write_bytes_atomic(
+                        parquet_bytes(shuffled, row_group_size=SHUFFLE_ROW_GROUP), out
+                    )
+            edges = [
+                NEAR_DEDUP.bucket(urls, cfg, b, args.buckets, keys=keys)
+                for b in range(args.buckets)
+            ]  # noqa: E501
+            states[direct] = as_table(NEAR_DEDUP.components(urls, edges, cfg))
+            found[direct] = planted_clusters_found(states[direct], root_of)
+    print(json.dumps({"signatures": found[False], "direct": found[True]}))
+    print(f"states equal: {states[False].equals(states[True])} ({states[True].num_rows} rows)")
+    print(f"{_utc()} UTC end; machine: {uptime()}", flush=True)
+
+
 # --- the whole pipeline: --local vs Prefect + Ray on a >= 1 GB corpus -------------------------
 
 INPUTS = [  # (folder under the corpus, format, domain), as configs/default.yaml reads the sample
@@ -645,6 +691,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_false",
         help="bucket tasks read every part's signatures (no key-range shuffle)",
     )
+    m = sub.add_parser("compare", help="direct band keys vs the signature path: equal states?")
+    m.add_argument("--docs", type=int, default=1_000_000)
+    m.add_argument("--parts", type=int, default=10)
+    m.add_argument("--buckets", type=int, default=8)
+    m.add_argument("--bands", type=int, default=16)
+    m.add_argument("--rows", type=int, default=2)
+    m.add_argument("--copy-share", type=float, default=0.2)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--tmp", default=None, help="folder for the generated files")
     q = sub.add_parser(
         "pipeline",
         help="--local vs Prefect + Ray on a >= 1 GB corpus (run on a quiet machine)",
@@ -675,7 +730,12 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--bands", type=int, default=16)
     c.add_argument("--rows", type=int, default=2)
     args = parser.parse_args(argv)
-    {"reduce": reduce_sim, "pipeline": pipeline_bench, "_child": _child}[args.cmd](args)
+    {
+        "reduce": reduce_sim,
+        "compare": compare_modes,
+        "pipeline": pipeline_bench,
+        "_child": _child,
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":
