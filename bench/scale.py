@@ -2,8 +2,8 @@
 
 ``reduce``: a reduce-only simulation. Synthetic near-dedup map outputs are generated part by
 part on disk (one process per part, seeded per part), with planted duplicate clusters: 20% of
-the documents are copies of a root (a document that is no copy) of the previous part, sharing
-1..bands/2 of its LSH bands and random elsewhere. Then every bucket task
+the documents are copies of a root (a document that is no copy) of the previous part (in
+part 0: before it in the same part), sharing 1..bands/2 of its LSH bands, random elsewhere. Then every bucket task
 (``NEAR_DEDUP.bucket``) and the components step (``NEAR_DEDUP.components``, its state written
 as the plan writes it) runs in its own process, ``--jobs`` at a time, whose wall, CPU and
 peak RSS (VmHWM) are measured; the state must hold exactly the planted clusters, each copy
