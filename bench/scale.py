@@ -1,16 +1,26 @@
 """Scale benchmarks of the sharded dedup reduce.
 
-``reduce``: a reduce-only simulation. Synthetic near-dedup map outputs (the columns the reduce
-reads: id, MinHash signature, n_shingles) are generated in chunks on disk, with planted
-duplicate clusters: a copy shares between one and half of its root's LSH bands with it and has
-random values elsewhere. Then every bucket task (``NEAR_DEDUP.bucket``) and the components step
-(``NEAR_DEDUP.components``) runs in its own process, whose peak RSS (VmHWM) is measured; the
-state must hold exactly the planted clusters, each copy naming its root. By default the map's
-side of the key-range shuffle runs first (``NEAR_DEDUP.shuffle``: one process per part writes
-its band keys sorted by key) and every bucket task reads only its range (``--no-shuffle``:
-every bucket task reads and hashes every part's signatures, as before the shuffle).
+``reduce``: a reduce-only simulation. Synthetic near-dedup map outputs are generated part by
+part on disk (one process per part, seeded per part), with planted duplicate clusters: 20% of
+the documents are copies of a root (a document that is no copy) of the previous part (in
+part 0: before it in the same part), sharing 1..bands/2 of its LSH bands, random elsewhere. Then every bucket task
+(``NEAR_DEDUP.bucket``) and the components step (``NEAR_DEDUP.components``, its state written
+as the plan writes it) runs in its own process, ``--jobs`` at a time, whose wall, CPU and
+peak RSS (VmHWM) are measured; the state must hold exactly the planted clusters, each copy
+naming its root. Three ways to make the buckets' input:
 
-    python -m bench.scale reduce --docs 1000000 --parts 20 --buckets 8
+- ``--direct``: the shuffle's output itself, sorted band keys per part (random 64-bit keys, a
+  copy holding its root's in the shared bands) beside a map output of ids and n_shingles: no
+  signatures and no shuffle, ~255 bytes per document on disk (what lets 10^8 documents fit);
+- default: signatures (id, MinHash signature, n_shingles: 142 B/doc), then the map's side of
+  the key-range shuffle (``NEAR_DEDUP.shuffle``: one process per part writes its band keys
+  sorted by key) and every bucket task reads only its range;
+- ``--no-shuffle``: signatures, every bucket task reading and hashing every part's.
+
+    python -m bench.scale reduce --docs 1000000 --parts 10 --buckets 8 --direct --jobs 2
+
+``compare``: the direct mode against the signature path on the same planted clusters (the
+same states?), in one process.
 
 ``pipeline``: the whole job (``configs/default.yaml``'s stages) on a >= 1 GB corpus of real
 text, ``sluice run --local`` against Prefect + Ray with ``--cpus`` CPUs: wall, CPU of the
@@ -32,22 +42,34 @@ collide), ``verify`` off (no shingles are stored) and containment off.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig
+from curate.dedup.common import DUPLICATE_OF
+from curate.dedup.minhash import N_SHINGLES, NEAR_DEDUP, SIGNATURE, NearDedupConfig, sorted_keys
 from curate.plan import SHUFFLE_ROW_GROUP
-from curate.storage import parquet_bytes, read_parquet, write_bytes_atomic
+from curate.storage import (
+    as_table,
+    parquet_bytes,
+    read_parquet,
+    write_bytes_atomic,
+    write_table_atomic,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +87,106 @@ def sim_config(bands: int = 16, rows: int = 2, buckets: int | None = None) -> Ne
     )
 
 
+class Planted(NamedTuple):
+    """One part's planted clusters: which of its rows are copies, of which root, sharing which
+    bands."""
+
+    first: int  # global index of the part's first document
+    size: int
+    copies: np.ndarray  # rows (in the part) of the copies
+    roots: np.ndarray  # global index of each copy's root
+    root_rows: np.ndarray  # ... its row in the pool's part (this part for part 0, else the last)
+    shared: np.ndarray  # (copies, bands) bool: the bands a copy shares with its root
+
+
+def _part_span(p: int, n_docs: int, n_parts: int) -> tuple[int, int]:
+    per_part = -(-n_docs // n_parts)
+    return p * per_part, max(0, min(n_docs, (p + 1) * per_part) - p * per_part)
+
+
+def _copy_mask(p: int, m: int, copy_share: float, seed: int) -> np.ndarray:
+    is_copy = np.random.default_rng([seed, p, 1]).random(m) < copy_share
+    is_copy[:1] = False
+    return is_copy
+
+
+def plant(
+    p: int, n_docs: int, n_parts: int, bands: int = 16, copy_share: float = 0.2, seed: int = 0
+) -> Planted:
+    """Part ``p``'s planted clusters (seeded per part, so that parts are generated on their
+    own): a ``copy_share`` of its documents are copies of a root (a document that is no copy)
+    of the previous part (in part 0: of the same part, before the copy), sharing 1..bands/2
+    of its bands."""
+    first, m = _part_span(p, n_docs, n_parts)
+    rng = np.random.default_rng([seed, p, 1])
+    is_copy = rng.random(m) < copy_share
+    is_copy[:1] = False
+    copies = np.flatnonzero(is_copy)
+    if p == 0:
+        pool_first, pool = first, np.flatnonzero(~is_copy)
+        limit = np.searchsorted(pool, copies)  # the roots before the copy (>= 1: row 0)
+    else:
+        pool_first, prev_m = _part_span(p - 1, n_docs, n_parts)
+        pool = np.flatnonzero(~_copy_mask(p - 1, prev_m, copy_share, seed))
+        limit = np.full(len(copies), len(pool))
+    pick = np.minimum((rng.random(len(copies)) * limit).astype(np.int64), limit - 1)
+    root_rows = pool[pick]
+    k = rng.integers(1, bands // 2 + 1, len(copies))
+    position = np.argsort(np.argsort(rng.random((len(copies), bands)), axis=1), axis=1)
+    return Planted(first, m, copies, pool_first + root_rows, root_rows, position < k[:, None])
+
+
+def _base_values(p: int, n_docs: int, n_parts: int, width: int, kind: str, seed: int) -> np.ndarray:
+    """Part ``p``'s random values before any copying: ``(docs, width)`` uint32 signature
+    values (``kind`` "signatures") or uint64 band keys ("keys")."""
+    _, m = _part_span(p, n_docs, n_parts)
+    rng = np.random.default_rng([seed, p, 0])
+    if kind == "keys":
+        return rng.bit_generator.random_raw((m, width)).astype(np.uint64)
+    return rng.integers(0, 2**32, (m, width), dtype=np.uint32)
+
+
+def write_planted_part(
+    p: int,
+    n_docs: int,
+    n_parts: int,
+    out: Path,
+    bands: int = 16,
+    rows: int = 2,
+    copy_share: float = 0.2,
+    seed: int = 0,
+    direct: bool = False,
+) -> tuple[str, Planted]:
+    """Write part ``p`` of the simulated near-dedup map outputs with its planted clusters;
+    returns its path. Signatures (``direct`` False): ``map-NNNNN.parquet`` holds id,
+    ``bands * rows`` signature values, n_shingles; a copy holds its root's values in the
+    shared bands. Band keys (``direct``): the map output holds id and n_shingles, and
+    ``map-NNNNN.keys.parquet`` the part's band keys sorted by key as the shuffle writes them
+    (:func:`~curate.dedup.minhash.sorted_keys`; random 64-bit keys, a copy's shared bands
+    holding its root's): no signatures, no shuffle."""
+    planted = plant(p, n_docs, n_parts, bands, copy_share, seed)
+    kind, width = ("keys", bands) if direct else ("signatures", bands * rows)
+    values = _base_values(p, n_docs, n_parts, width, kind, seed)
+    pool = values if p == 0 else _base_values(p - 1, n_docs, n_parts, width, kind, seed)
+    shared = planted.shared if direct else np.repeat(planted.shared, rows, axis=1)
+    c = planted.copies
+    values[c] = np.where(shared, pool[planted.root_rows], values[c])  # roots are no copies
+    del pool
+    first, m = planted.first, planted.size
+    columns = {"id": pa.array([f"d{i:011d}" for i in range(first, first + m)])}
+    if not direct:
+        columns[SIGNATURE] = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), width)
+    columns[N_SHINGLES] = pa.array(np.full(m, 100, np.int32))
+    path = out / f"map-{p:05d}.parquet"
+    write_bytes_atomic(parquet_bytes(pa.table(columns)), str(path))
+    if direct:
+        keys = sorted_keys(values, np.ones(m, bool))
+        del values
+        keys_path = str(path).replace(".parquet", ".keys.parquet")
+        write_bytes_atomic(parquet_bytes(keys, row_group_size=SHUFFLE_ROW_GROUP), keys_path)
+    return str(path), planted
+
+
 def planted_map_parts(
     n_docs: int,
     n_parts: int,
@@ -73,74 +195,55 @@ def planted_map_parts(
     rows: int = 2,
     copy_share: float = 0.2,
     seed: int = 0,
+    direct: bool = False,
 ) -> tuple[list[str], np.ndarray]:
-    """Write ``n_parts`` near-dedup map outputs of ``n_docs`` synthetic documents (one chunk at
-    a time); returns their paths and the planted root (global index, -1 for none) of every
-    document. A ``copy_share`` of the documents are copies of a root from the previous part
-    (or the same part, before it): the copy shares 1..bands/2 of the root's bands."""
-    rng = np.random.default_rng(seed)
-    num_perm = bands * rows
-    per_part = -(-n_docs // n_parts)
+    """Write ``n_parts`` simulated map outputs (:func:`write_planted_part`) of ``n_docs``
+    documents; returns their paths and the planted root (global index, -1 for none) of every
+    document."""
     root_of = np.full(n_docs, -1, np.int64)
-    paths: list[str] = []
-    previous: tuple[int, np.ndarray] | None = None  # (first index, signatures) of the last part
+    paths = []
     for p in range(n_parts):
-        first, stop = p * per_part, min(n_docs, (p + 1) * per_part)
-        m = stop - first
-        if m <= 0:
+        if _part_span(p, n_docs, n_parts)[1] == 0:
             break
-        sig = rng.integers(0, 2**32, (m, num_perm), dtype=np.uint32)
-        is_copy = rng.random(m) < copy_share
-        is_copy[0] = False
-        copies = np.flatnonzero(is_copy)
-        if previous is not None:
-            pool_first, pool = previous
-        else:
-            pool_first, pool = first, sig
-        # roots: documents that are not copies, from the pool, before the copy
-        pool_roots = np.flatnonzero(root_of[pool_first : pool_first + len(pool)] < 0)
-        if previous is None:
-            pool_roots = pool_roots[~is_copy[pool_roots]]
-        for c in copies.tolist():
-            limit = len(pool_roots) if previous is not None else np.searchsorted(pool_roots, c)
-            if limit == 0:
-                continue
-            r = int(pool_roots[rng.integers(0, limit)])
-            shared = rng.choice(bands, size=int(rng.integers(1, bands // 2 + 1)), replace=False)
-            for b in shared.tolist():
-                sig[c, b * rows : (b + 1) * rows] = pool[r, b * rows : (b + 1) * rows]
-            root_of[first + c] = pool_first + r
-        ids = pa.array([f"d{i:011d}" for i in range(first, stop)])
-        table = pa.table(
-            {
-                "id": ids,
-                "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm),
-                "n_shingles": pa.array(np.full(m, 100, np.int32)),
-            }
+        path, planted = write_planted_part(
+            p, n_docs, n_parts, out, bands, rows, copy_share, seed, direct
         )
-        path = out / f"map-{p:05d}.parquet"
-        write_bytes_atomic(parquet_bytes(table), str(path))
-        paths.append(str(path))
-        previous = (first, sig)
+        root_of[planted.first + planted.copies] = planted.roots
+        paths.append(path)
     return paths, root_of
 
 
-def planted_clusters_found(state: pa.Table, root_of: np.ndarray) -> dict[str, int | bool]:
-    """Compare the state with the planted roots: every copy names its root, nothing else is
-    removed."""
-    ids = state["id"].to_numpy(zero_copy_only=False)
-    dup = state["duplicate_of"].to_numpy(zero_copy_only=False)
-    removed = {int(i[1:]): int(d[1:]) for i, d in zip(ids, dup, strict=True) if d is not None}
-    planted = {int(i): int(r) for i, r in enumerate(root_of) if r >= 0}
-    missed = sum(1 for c, r in planted.items() if removed.get(c) != r)
-    extra = sum(1 for c in removed if c not in planted)
+def _doc_numbers(column: pa.ChunkedArray) -> np.ndarray:
+    """``d00000000012`` -> 12 (null -> -1)."""
+    numbers = pc.cast(pc.utf8_slice_codeunits(column, 1), pa.int64())
+    return numbers.fill_null(-1).to_numpy().astype(np.int64)
+
+
+def compare_planted(state: pa.Table, copies: np.ndarray, roots: np.ndarray) -> dict:
+    """Compare the state with the planted clusters (``copies``: sorted global indices, each
+    with its root): every copy names its root, nothing else is removed."""
+    ids, dup = _doc_numbers(state["id"]), _doc_numbers(state[DUPLICATE_OF])
+    removed = dup >= 0
+    c, r = ids[removed], dup[removed]
+    order = np.argsort(c, kind="stable")
+    c, r = c[order], r[order]
+    at = np.minimum(np.searchsorted(c, copies), max(len(c) - 1, 0))
+    hit = (c[at] == copies) & (r[at] == roots) if len(c) else np.zeros(len(copies), bool)
+    missed = int(len(copies) - hit.sum())
+    extra = int(len(c) - np.isin(c, copies).sum())
     return {
-        "planted_copies": len(planted),
-        "removed": len(removed),
+        "planted_copies": len(copies),
+        "removed": len(c),
         "missed": missed,
         "extra": extra,
         "exact": missed == 0 and extra == 0,
     }
+
+
+def planted_clusters_found(state: pa.Table, root_of: np.ndarray) -> dict[str, int | bool]:
+    """Compare the state with the planted roots (``root_of``: -1 for none)."""
+    copies = np.flatnonzero(root_of >= 0)
+    return compare_planted(state, copies, root_of[copies])
 
 
 def _vm_hwm_mib() -> float:
@@ -151,12 +254,21 @@ def _vm_hwm_mib() -> float:
 
 
 def _child(args: argparse.Namespace) -> None:
-    """One bucket task, or the components step, in this process; prints its peak RSS."""
+    """One task in this process (a part's generation or shuffle, a bucket task, or the
+    components step); prints its wall and CPU seconds and its peak RSS."""
     cfg = sim_config(args.bands, args.rows)
     folder = Path(args.dir)
-    urls = sorted(str(p) for p in folder.glob("map-*[0-9].parquet"))
     t0, c0 = time.perf_counter(), time.process_time()
     info: dict = {}
+    if args.phase == "generate":
+        path, planted = write_planted_part(
+            args.bucket, args.docs, args.parts, folder, args.bands, args.rows,
+            args.copy_share, args.seed, args.direct,
+        )  # fmt: skip
+        found = np.stack([planted.first + planted.copies, planted.roots])
+        np.save(folder / f"planted-{args.bucket:05d}.npy", found)
+        info = {"part": args.bucket, "docs": planted.size, "copies": len(planted.copies)}
+    urls = sorted(str(p) for p in folder.glob("map-*[0-9].parquet"))
     if args.phase == "shuffle":  # the map's side: one part's keys sorted by key
         url = urls[args.bucket]
         keys = NEAR_DEDUP.shuffle(read_parquet(url), cfg)
@@ -170,11 +282,10 @@ def _child(args: argparse.Namespace) -> None:
         edges = NEAR_DEDUP.bucket(urls, cfg, args.bucket, args.buckets, **shuffled)
         write_bytes_atomic(parquet_bytes(edges), str(folder / f"edges-{args.bucket:05d}.parquet"))
         info = {"bucket": args.bucket, "edges": edges.num_rows}
-    else:
+    elif args.phase == "components":
         edges = sorted(str(p) for p in folder.glob("edges-*.parquet"))
-        state = NEAR_DEDUP.components(urls, edges, cfg)
-        write_bytes_atomic(parquet_bytes(state), str(folder / "state.parquet"))
-        info = {"state_rows": state.num_rows}
+        state = NEAR_DEDUP.components(urls, edges, cfg)  # written as the plan writes it
+        info = write_table_atomic(state, str(folder / "state.parquet"))
     print(
         json.dumps(
             {
@@ -200,60 +311,122 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def _utc() -> str:
+    return time.strftime("%H:%M:%S", time.gmtime())
+
+
+def _phase(name: str, task_args: list[list[str]], jobs: int, log: dict) -> list[dict]:
+    """Run one phase's tasks, ``jobs`` processes at a time; record its figures in ``log``."""
+    print(f"{_utc()} UTC {name}: {len(task_args)} tasks; {uptime()}", flush=True)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(_run_child, task_args))
+    wall = time.perf_counter() - t0
+    seconds = [r["seconds"] for r in results]
+    cpu = [r["cpu_s"] for r in results]
+    rss = [r["vm_hwm_mib"] for r in results]
+    log[name] = {
+        "tasks": len(results),
+        "phase_wall_s": round(wall, 1),
+        "task_wall_s": [min(seconds), max(seconds), round(sum(seconds), 1)],
+        "task_cpu_s": [min(cpu), max(cpu), round(sum(cpu), 1)],
+        "peak_rss_mib": [min(rss), max(rss)],
+    }
+    print(json.dumps({name: log[name]}), flush=True)
+    if len(results) <= 8 or name == "bucket":
+        for r in results:
+            print(json.dumps(r), flush=True)
+    return results
+
+
 def reduce_sim(args: argparse.Namespace) -> None:
-    print(f"machine: {uptime()}")
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        t0 = time.perf_counter()
-        urls, root_of = planted_map_parts(args.docs, args.parts, Path(tmp), args.bands, args.rows)
-        gen_s = time.perf_counter() - t0
-        map_bytes = sum(Path(u).stat().st_size for u in urls)
-        print(
-            f"generated {args.docs} docs in {len(urls)} parts, {map_bytes / 1e6:.0f} MB, {gen_s:.0f} s"
-        )
+    print(f"{_utc()} UTC start; machine: {uptime()}", flush=True)
+    n_parts = sum(1 for p in range(args.parts) if _part_span(p, args.docs, args.parts)[1])
+    with contextlib.ExitStack() as cleanup:
+        tmp = tempfile.mkdtemp(dir=args.tmp)
+        if not args.keep:
+            cleanup.callback(shutil.rmtree, tmp, True)
+        folder = Path(tmp)
         common = ["--dir", tmp, "--bands", str(args.bands), "--rows", str(args.rows)]
         common += ["--buckets", str(args.buckets)]
-        shuffles = []
-        if args.shuffle:
+        gen = [*common, "--docs", str(args.docs), "--parts", str(args.parts)]
+        gen += ["--copy-share", str(args.copy_share), "--seed", str(args.seed)]
+        gen += ["--direct"] if args.direct else []
+        log: dict = {}
+        _phase(
+            "generate",
+            [["--phase", "generate", "--bucket", str(p), *gen] for p in range(n_parts)],
+            args.jobs,
+            log,
+        )  # noqa: E501
+        if args.shuffle or args.direct:
             common += ["--shuffle"]
-            for p in range(len(urls)):
-                shuffles.append(_run_child(["--phase", "shuffle", "--bucket", str(p), *common]))
-            print(json.dumps({"shuffle_tasks": len(shuffles), **shuffles[-1]}))
-        keys_bytes = sum(p.stat().st_size for p in Path(tmp).glob("map-*.keys.parquet"))
-        tasks = []
-        for b in range(args.buckets):
-            tasks.append(_run_child(["--phase", "bucket", "--bucket", str(b), *common]))
-            print(json.dumps(tasks[-1]))
-        comp = _run_child(["--phase", "components", *common])
-        print(json.dumps(comp))
-        state = read_parquet(str(Path(tmp) / "state.parquet"))
-        found = planted_clusters_found(state, root_of)
-        edge_bytes = sum(p.stat().st_size for p in Path(tmp).glob("edges-*.parquet"))
-        bucket_s = sum(t["seconds"] for t in tasks)
-        shuffle_s = sum(t["seconds"] for t in shuffles)
+        if args.shuffle and not args.direct:
+            parts = [["--phase", "shuffle", "--bucket", str(p), *common] for p in range(n_parts)]
+            _phase("shuffle", parts, args.jobs, log)
+        buckets = [["--phase", "bucket", "--bucket", str(b), *common] for b in range(args.buckets)]
+        _phase("bucket", buckets, args.jobs, log)
+        _phase("components", [["--phase", "components", *common]], 1, log)
+        print(f"{_utc()} UTC check; machine: {uptime()}", flush=True)
+
+        def size(pattern: str) -> int:
+            return sum(p.stat().st_size for p in folder.glob(pattern))
+
+        planted = [np.load(p) for p in sorted(folder.glob("planted-*.npy"))]
+        copies = np.concatenate([x[0] for x in planted])
+        roots = np.concatenate([x[1] for x in planted])
+        del planted
+        found = compare_planted(read_parquet(str(folder / "state.parquet")), copies, roots)
+        n = args.docs
         summary = {
-            "docs": args.docs,
+            "docs": n,
+            "parts": n_parts,
             "buckets": args.buckets,
             "bands": args.bands,
             "rows": args.rows,
-            "shuffle": args.shuffle,
-            "max_shuffle_rss_mib": max((t["vm_hwm_mib"] for t in shuffles), default=None),
-            "shuffle_seconds_total": round(shuffle_s, 1),
-            "us_per_doc_shuffle": round(1e6 * shuffle_s / args.docs, 2),
-            "keys_bytes_per_doc": round(keys_bytes / args.docs, 1),
-            "bucket_seconds": [t["seconds"] for t in tasks],
-            "bucket_rss_mib": [t["vm_hwm_mib"] for t in tasks],
-            "max_bucket_rss_mib": max(t["vm_hwm_mib"] for t in tasks),
-            "components_rss_mib": comp["vm_hwm_mib"],
-            "bucket_seconds_total": round(bucket_s, 1),
-            "components_seconds": comp["seconds"],
-            "us_per_doc_buckets": round(1e6 * bucket_s / args.docs, 2),
-            "us_per_doc_components": round(1e6 * comp["seconds"] / args.docs, 2),
-            "map_bytes_per_doc": round(map_bytes / args.docs, 1),
-            "edge_bytes_per_doc": round(edge_bytes / args.docs, 2),
+            "mode": "direct band keys"
+            if args.direct
+            else "signatures" + (" + shuffle" if args.shuffle else ""),
+            "jobs": args.jobs,
+            "map_bytes_per_doc": round(size("map-*[0-9].parquet") / n, 1),
+            "keys_bytes_per_doc": round(size("map-*.keys.parquet") / n, 1),
+            "edge_bytes_per_doc": round(size("edges-*.parquet") / n, 2),
+            "state_bytes_per_doc": round(size("state.parquet") / n, 2),
+            "cpu_us_per_doc": {k: round(1e6 * v["task_cpu_s"][2] / n, 2) for k, v in log.items()},
             **found,
         }
-        print(json.dumps(summary))
-    print(f"machine: {uptime()}")
+        print(json.dumps({"phases": log, "summary": summary}, indent=1))
+    print(f"{_utc()} UTC end; machine: {uptime()}", flush=True)
+
+
+def compare_modes(args: argparse.Namespace) -> None:
+    """The direct band-key mode against the signature path (signatures, the shuffle, the
+    buckets, the components) on the same planted clusters, in this process: equal states?"""
+    cfg = sim_config(args.bands, args.rows)
+    print(f"{_utc()} UTC start; machine: {uptime()}", flush=True)
+    states, found = {}, {}
+    for direct in (False, True):
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            urls, root_of = planted_map_parts(
+                args.docs, args.parts, Path(tmp), args.bands, args.rows, args.copy_share,
+                args.seed, direct,
+            )  # fmt: skip
+            keys = [u.replace(".parquet", ".keys.parquet") for u in urls]
+            if not direct:
+                for url, out in zip(urls, keys, strict=True):
+                    shuffled = NEAR_DEDUP.shuffle(read_parquet(url), cfg)
+                    write_bytes_atomic(
+                        parquet_bytes(shuffled, row_group_size=SHUFFLE_ROW_GROUP), out
+                    )
+            edges = [
+                NEAR_DEDUP.bucket(urls, cfg, b, args.buckets, keys=keys)
+                for b in range(args.buckets)
+            ]  # noqa: E501
+            states[direct] = as_table(NEAR_DEDUP.components(urls, edges, cfg))
+            found[direct] = planted_clusters_found(states[direct], root_of)
+    print(json.dumps({"signatures": found[False], "direct": found[True]}))
+    print(f"states equal: {states[False].equals(states[True])} ({states[True].num_rows} rows)")
+    print(f"{_utc()} UTC end; machine: {uptime()}", flush=True)
 
 
 # --- the whole pipeline: --local vs Prefect + Ray on a >= 1 GB corpus -------------------------
@@ -503,12 +676,30 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--bands", type=int, default=16)
     r.add_argument("--rows", type=int, default=2)
     r.add_argument("--tmp", default=None, help="folder for the generated files")
+    r.add_argument("--copy-share", type=float, default=0.2, help="share of planted copies")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--jobs", type=int, default=1, help="task processes at a time")
+    r.add_argument("--keep", action="store_true", help="keep the generated files")
+    r.add_argument(
+        "--direct",
+        action="store_true",
+        help="generate the shuffle's sorted band keys directly (no signatures, no shuffle)",
+    )
     r.add_argument(
         "--no-shuffle",
         dest="shuffle",
         action="store_false",
         help="bucket tasks read every part's signatures (no key-range shuffle)",
     )
+    m = sub.add_parser("compare", help="direct band keys vs the signature path: equal states?")
+    m.add_argument("--docs", type=int, default=1_000_000)
+    m.add_argument("--parts", type=int, default=10)
+    m.add_argument("--buckets", type=int, default=8)
+    m.add_argument("--bands", type=int, default=16)
+    m.add_argument("--rows", type=int, default=2)
+    m.add_argument("--copy-share", type=float, default=0.2)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--tmp", default=None, help="folder for the generated files")
     q = sub.add_parser(
         "pipeline",
         help="--local vs Prefect + Ray on a >= 1 GB corpus (run on a quiet machine)",
@@ -524,15 +715,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     q.add_argument("--runs", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     c = sub.add_parser("_child")
-    c.add_argument("--phase", choices=["shuffle", "bucket", "components"], required=True)
+    c.add_argument(
+        "--phase", choices=["generate", "shuffle", "bucket", "components"], required=True
+    )
     c.add_argument("--shuffle", action="store_true")
+    c.add_argument("--direct", action="store_true")
+    c.add_argument("--docs", type=int, default=0)
+    c.add_argument("--parts", type=int, default=1)
+    c.add_argument("--copy-share", type=float, default=0.2)
+    c.add_argument("--seed", type=int, default=0)
     c.add_argument("--dir", required=True)
     c.add_argument("--bucket", type=int, default=0)
     c.add_argument("--buckets", type=int, default=1)
     c.add_argument("--bands", type=int, default=16)
     c.add_argument("--rows", type=int, default=2)
     args = parser.parse_args(argv)
-    {"reduce": reduce_sim, "pipeline": pipeline_bench, "_child": _child}[args.cmd](args)
+    {
+        "reduce": reduce_sim,
+        "compare": compare_modes,
+        "pipeline": pipeline_bench,
+        "_child": _child,
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import json
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +53,7 @@ from curate.shards.write import (
 from curate.stage import Fit, GlobalStage, StageResult
 from curate.stages import STAGES, load_plugins
 from curate.storage import (
+    TableSlices,
     config_hash,
     exists,
     filesystem,
@@ -124,7 +125,8 @@ class NotDone(RuntimeError):
 
 # --- steps -------------------------------------------------------------------------------------
 
-Content = bytes | pa.Table | Path  # Path: a file staged on local disk, moved into place
+# Path: a file staged on local disk, moved into place; TableSlices: a table written as it comes
+Content = bytes | pa.Table | Path | TableSlices
 
 
 @dataclass
@@ -768,6 +770,14 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
     ]
 
 
+def _counted(slices: Iterable[pa.Table], stats: dict[str, Any]) -> Iterator[pa.Table]:
+    """The slices, adding their rows to ``stats["rows"]`` as they are written (the runner
+    reads a step's stats after writing its files)."""
+    for piece in slices:
+        stats["rows"] += piece.num_rows
+        yield piece
+
+
 def n_buckets(plan: Plan, stage: str, cfg: Any) -> int:
     """The bucket tasks of a sharded reduce: the stage's ``buckets``, else one per
     ``docs_per_bucket`` documents of its map outputs (1 before the map has run)."""
@@ -818,8 +828,13 @@ def _add_bucket_steps(
 
     def components_compute(_: int | None) -> Output:
         edges = [lay.bucket_edges(name, b) for b in range(tasks())]
-        table = stage.components(map_urls(), edges, stage_cfg()[0])
-        return Output({lay.state(name): table}, {"rows": table.num_rows, "buckets": len(edges)})
+        state = stage.components(map_urls(), edges, stage_cfg()[0])
+        stats: dict[str, Any] = {"rows": 0, "buckets": len(edges)}
+        if isinstance(state, TableSlices):  # written as they come: rows counted meanwhile
+            state = TableSlices(state.schema, _counted(state.slices, stats))
+        else:
+            stats["rows"] = state.num_rows
+        return Output({lay.state(name): state}, stats)
 
     plan.steps += [
         Step(

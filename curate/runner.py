@@ -46,14 +46,15 @@ from curate.progress import heartbeat, progress
 from curate.readers import skipped_report
 from curate.stage import ConservationError, StageStats
 from curate.storage import (
+    TableSlices,
     done_marker_matches,
     exists,
     filesystem,
     is_local_fs,
-    parquet_bytes,
     read_json,
     write_bytes_atomic,
     write_json_atomic,
+    write_table_atomic,
 )
 
 log = logging.getLogger("sluice.runner")
@@ -65,10 +66,9 @@ CALL_SECONDS = "call_seconds"  # ... and its wall seconds, reading and writing i
 
 def _write(content: Content, url: str) -> dict[str, Any]:
     """Write one output atomically; returns its sha256 and size."""
-    if isinstance(content, Path):  # staged on local disk
-        data = content.read_bytes()
-    else:
-        data = parquet_bytes(content) if isinstance(content, pa.Table) else content
+    if isinstance(content, pa.Table | TableSlices):
+        return write_table_atomic(content, url)
+    data = content.read_bytes() if isinstance(content, Path) else content  # Path: staged
     write_bytes_atomic(data, url)
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 

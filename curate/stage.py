@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from curate.schema import QUARANTINE_SCHEMA
+from curate.storage import TableSlices
 
 ERROR_COLUMN = "_error"
 # ``json_schema_extra`` of a stage option that names files (a path, or a list of them): a relative
@@ -280,10 +281,11 @@ class GlobalStage(Generic[C]):
     fit: Fit[C] | None = None
     modules: tuple[str, ...] = ()  # other modules map/reduce/score run (their source is hashed)
     # a sharded reduce (both or neither): ``bucket(map urls, cfg, b, n_buckets)`` -> edge list of
-    # the keys in bucket b; ``components(map urls, edge lists, cfg)`` -> the state; the plan then
-    # runs ``cfg.n_buckets(docs)`` bucket tasks and one components step instead of ``reduce``
+    # the keys in bucket b; ``components(map urls, edge lists, cfg)`` -> the state, whole or as
+    # ``TableSlices`` (written as they come); the plan then runs ``cfg.n_buckets(docs)`` bucket
+    # tasks and one components step instead of ``reduce``
     bucket: Callable[..., pa.Table] | None = None
-    components: Callable[[list[str], list, C], pa.Table] | None = None
+    components: Callable[[list[str], list, C], pa.Table | TableSlices] | None = None
     # the key-range shuffle (with ``bucket``): ``shuffle(map output, cfg)`` -> its keys sorted
     # by key, written beside it by the map; the bucket tasks then get their urls (``keys=``)
     # and read only their range

@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,86 @@ def parquet_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
             options["row_group_size"] = row_group_size
         pq.write_table(table, sink, **options)
     return sink.getvalue().to_pybytes()
+
+
+@dataclass
+class TableSlices:
+    """A table given as consecutive row slices (``schema``), so that a step that builds a
+    large table (a dedup state) never holds it whole: :func:`write_table_atomic` writes the
+    slices into one parquet file as they come, the same bytes as ``parquet_bytes`` of the
+    whole table."""
+
+    schema: pa.Schema
+    slices: Iterable[pa.Table]
+
+    def table(self) -> pa.Table:
+        """The whole table (tests, small runs)."""
+        return pa.concat_tables([self.schema.empty_table(), *self.slices]).combine_chunks()
+
+
+def as_table(content: pa.Table | TableSlices) -> pa.Table:
+    return content.table() if isinstance(content, TableSlices) else content
+
+
+class _HashingWriter:
+    """A binary file that hashes and counts what goes through it."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self.sha256, self.size, self.closed = raw, hashlib.sha256(), 0, False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha256.update(view)
+        self.size += view.nbytes
+        return self.raw.write(view)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _row_group_tables(slices: Iterable[pa.Table], rows: int) -> Iterable[pa.Table]:
+    """The slices regrouped into contiguous tables of a multiple of ``rows`` rows (the last
+    any size), so that a writer cuts the row groups the whole table would get."""
+    pending: list[pa.Table] = []
+    held = 0
+    for piece in slices:
+        pending.append(piece)
+        held += piece.num_rows
+        if held >= rows:
+            whole = pa.concat_tables(pending).combine_chunks()
+            cut = held - held % rows
+            yield whole.slice(0, cut)
+            pending, held = [whole.slice(cut)], held - cut
+    if held:
+        yield pa.concat_tables(pending).combine_chunks()
+
+
+def write_table_atomic(content: pa.Table | TableSlices, url: str) -> dict[str, Any]:
+    """Write a table (whole or in slices) as parquet, atomically; returns its sha256 and size.
+    A sliced table is written as its slices come (memory: one row group's worth)."""
+    if isinstance(content, pa.Table):
+        data = parquet_bytes(content)
+        write_bytes_atomic(data, url)
+        return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    fs, path = filesystem(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
+    rows = PARQUET_OPTIONS["row_group_size"]
+    with fs.open(tmp, "wb") as raw:
+        sink = _HashingWriter(raw)
+        writer = pq.ParquetWriter(sink, content.schema, **options)
+        for table in _row_group_tables(content.slices, rows):
+            writer.write_table(table.cast(content.schema), row_group_size=rows)
+        writer.close()  # no rows: no row group, as parquet_bytes writes an empty table
+    fs.mv(tmp, path)
+    return {"sha256": sink.sha256.hexdigest(), "size": sink.size}
 
 
 def read_parquet(url: str) -> pa.Table:

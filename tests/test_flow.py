@@ -29,11 +29,13 @@ def harness():
 # A stage plugin whose first call kills its Ray worker process (the worker is lost, as when a
 # node dies); the flag file makes it pass through on every later call.
 CRASH_PLUGIN = """
+import dataclasses
 import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from curate.dedup.minhash import NEAR_DEDUP
 from curate.stage import Stage
 from curate.stages import register
 
@@ -52,6 +54,18 @@ def score(table, cfg):
 
 
 register(Stage(name="crash_once", config=CrashOnceConfig, score=score))
+
+
+def bucket_crashing_once(urls, cfg, bucket, n_buckets, **keys):
+    flag = Path(os.environ["SLUICE_TEST_BUCKET_FLAG"])
+    if bucket == 1 and not flag.exists():
+        flag.write_text(str(os.getpid()))
+        os._exit(1)
+    return NEAR_DEDUP.bucket(urls, cfg, bucket, n_buckets, **keys)
+
+
+# near dedup again (sharded: its bucket 1 kills its Ray worker the first time)
+register(dataclasses.replace(NEAR_DEDUP, name="near_dedup_crash", bucket=bucket_crashing_once))
 """
 
 
@@ -73,6 +87,8 @@ def test_flow_on_ray_runs_the_sample_to_shards(harness, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(plugin_dir))  # this process
     monkeypatch.setenv("PYTHONPATH", f"{plugin_dir}:{ROOT}")  # the Ray workers
     flag = tmp_path / "crashed.pid"
+    bucket_flag = tmp_path / "bucket-crashed.pid"
+    monkeypatch.setenv("SLUICE_TEST_BUCKET_FLAG", str(bucket_flag))
     cfg = load_config(
         DEFAULT,
         [
@@ -86,9 +102,12 @@ def test_flow_on_ray_runs_the_sample_to_shards(harness, tmp_path, monkeypatch):
     )
     data = cfg.model_dump(mode="json")
     data["stages"].append({"name": "crash_once", "options": {"flag": str(flag)}})
+    data["stages"].append({"name": "near_dedup_crash", "options": {"buckets": 2}})
     cfg = PipelineConfig.model_validate(data)
     stats = run_curate(cfg)
     assert flag.exists()  # a worker died in the middle of the stage; Ray ran the part again
+    assert bucket_flag.exists()  # ... and in a bucket task: Ray ran the bucket again
+    assert (tmp_path / "flow" / "near_dedup_crash" / "buckets" / "bucket-00001.parquet").exists()
     assert not ray.is_initialized()  # the task runner started and stopped its own Ray
     run = tmp_path / "flow"
     assert json.loads((run / "stats.json").read_text()) == stats

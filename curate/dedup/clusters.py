@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 
@@ -59,3 +61,37 @@ def clusters(n: int, pairs: np.ndarray) -> np.ndarray:
     _, labels = connected_components(graph.tocsr(), directed=False)
     _, first = np.unique(labels, return_index=True)  # the first index of a label is its smallest
     return first[labels].astype(np.int64)
+
+
+def _compress(parent: np.ndarray) -> None:
+    """Point every element straight at its root (pointer doubling, in place)."""
+    while True:
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            return
+        parent[:] = grand
+
+
+def clusters_streamed(n: int, chunks: Iterable[np.ndarray]) -> np.ndarray:
+    """:func:`clusters` over pairs that arrive in chunks (edge lists read one at a time): the
+    same labels (the smallest index of each component), with memory O(n + one chunk) whatever
+    the number of pairs (repeated pairs included). A union-find in vectorised rounds: every
+    pair whose roots differ hooks the larger root to the smallest root offered to it, then
+    every path is compressed, until the chunk's pairs agree. int32 labels below 2**31 items."""
+    parent = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    for chunk in chunks:
+        pairs = np.asarray(chunk).reshape(-1, 2)
+        a, b = pairs[:, 0].astype(parent.dtype), pairs[:, 1].astype(parent.dtype)
+        while len(a):
+            ra, rb = parent[a], parent[b]  # roots: parent is compressed
+            differ = ra != rb
+            a, b, ra, rb = a[differ], b[differ], ra[differ], rb[differ]
+            if not len(a):
+                break
+            lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+            order = np.lexsort((lo, hi))
+            lo, hi = lo[order], hi[order]
+            first = np.r_[True, hi[1:] != hi[:-1]]  # each root hooked once, to its smallest
+            parent[hi[first]] = lo[first]
+            _compress(parent)
+    return parent

@@ -283,10 +283,9 @@ def with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
 def take_or_null(values: pa.Array, rows: np.ndarray) -> pa.Array:
     """``values[rows]`` with null where ``rows`` is -1."""
     mask = rows < 0
-    taken = values.take(pa.array(np.where(mask, 0, rows))) if len(values) else None
-    if taken is None:
+    if not len(values) or mask.all():
         return pa.nulls(len(rows), values.type)
-    return pc.if_else(pa.array(mask), pa.scalar(None, values.type), taken)
+    return values.take(pa.array(rows, pa.int64(), mask=mask))  # a null index takes a null
 
 
 def join_state(table: pa.Table, state: pa.Table, columns: list[str]) -> pa.Table:

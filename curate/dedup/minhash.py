@@ -28,13 +28,14 @@ score -> the part plus those columns; rules ``near_duplicate``, then ``contained
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 from pydantic import ConfigDict, Field, model_validator
 
-from curate.dedup.clusters import clusters
+from curate.dedup.clusters import clusters, clusters_streamed
 from curate.dedup.common import (
     DUPLICATE_OF,
     Buckets,
@@ -62,7 +63,7 @@ from curate.dedup.containment import (
 )
 from curate.dedup.text import fmix64, slices_by_bytes, text_shingles
 from curate.stage import GlobalStage, Rules
-from curate.storage import read_parquet, read_parquet_rows
+from curate.storage import TableSlices, as_table, read_parquet, read_parquet_rows
 
 REASON = "near_duplicate"
 CONTAINED_IN = "contained_in"  # removal reason, and the column naming the container's id
@@ -303,11 +304,29 @@ def band_pairs(key: np.ndarray, rank: np.ndarray, max_bucket: int = 64) -> np.nd
     return np.concatenate(found).astype(np.int64)
 
 
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of integers by one sort (numpy's hashing unique was ~10x slower on the
+    tens of millions of entries of a bucket)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+
+
+def _unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct ``values`` and the position of each value among them (by one
+    sort: faster than ``np.unique`` + ``searchsorted`` on a bucket's entries)."""
+    order = np.argsort(values)
+    ordered = values[order]
+    new = np.r_[True, ordered[1:] != ordered[:-1]] if len(values) else np.zeros(0, bool)
+    inverse = np.empty(len(values), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return ordered[new], inverse
+
+
 def _distinct_pairs(pairs: np.ndarray, n: int) -> np.ndarray:
     if len(pairs) == 0:
         return np.zeros((0, 2), np.int64)
     lo, hi = pairs.min(axis=1), pairs.max(axis=1)
-    code = np.unique(lo.astype(np.int64) * n + hi)
+    code = _distinct(lo.astype(np.int64) * n + hi)
     return np.stack([code // n, code % n], axis=1)
 
 
@@ -462,17 +481,22 @@ def shuffle_keys(mapped: pa.Table, cfg: NearDedupConfig) -> pa.Table:
     row groups: a bucket task reads only the row groups of its key range."""
     bands, rows = cfg.lsh_params()
     keys = band_keys(signature_matrix(mapped[SIGNATURE], cfg.num_perm), bands, rows)
-    eligible = mapped[N_SHINGLES].to_numpy() > 0  # empty: no one's near duplicate
-    r, c = np.nonzero(np.broadcast_to(eligible[:, None], keys.shape))
-    key = keys[r, c]
-    order = np.lexsort((r, c, key))
+    return sorted_keys(keys, mapped[N_SHINGLES].to_numpy() > 0)  # empty: no one's duplicate
+
+
+def sorted_keys(keys: np.ndarray, eligible: np.ndarray) -> pa.Table:
+    """A part's ``(docs, bands)`` band keys as the shuffle's table (``KEYS_SCHEMA``): one row
+    per (``eligible`` document, band), sorted by key, then band, then row."""
+    rows = np.flatnonzero(eligible)
+    key = np.ascontiguousarray(keys[rows].T).ravel()  # band-major: (band, row) order
+    order = np.argsort(key, kind="stable")  # ties stay in (band, row) order
     key = key[order]
     return pa.table(
         {
             "top": pa.array((key >> np.uint64(32)).astype(np.uint32)),
             "low": pa.array((key & np.uint64(0xFFFFFFFF)).astype(np.uint32)),
-            "band": pa.array(c[order].astype(np.uint16)),
-            "row": pa.array(r[order].astype(np.uint32)),
+            "band": pa.array((order // max(len(rows), 1)).astype(np.uint16)),
+            "row": pa.array(rows[order % max(len(rows), 1)].astype(np.uint32)),
         },
         schema=KEYS_SCHEMA,
     )
@@ -569,10 +593,9 @@ def bucket_edges(
         entry_doc, band, key = _entries_from_signatures(urls, offsets, cfg, bucket, n_buckets)
     else:
         entry_doc, band, key = _entries_from_keys(keys, offsets, bucket, n_buckets)
-    members = np.unique(entry_doc)
+    members, doc = _unique_inverse(entry_doc)
     if len(members) < 2:
         return edges_table(np.zeros((0, 2), np.int64))
-    doc = np.searchsorted(members, entry_doc)
     # the members of the big groups: ranked among themselves (the rest need no rank)
     order = np.lexsort((key, band))
     same = (band[order][1:] == band[order][:-1]) & (key[order][1:] == key[order][:-1])
@@ -584,7 +607,7 @@ def bucket_edges(
         ranked = np.unique(doc[order[big]])
         rank[ranked] = _ranks_of(urls, offsets, members[ranked], cfg)
     found = []
-    for b in np.unique(band).tolist():
+    for b in np.flatnonzero(np.bincount(band)).tolist():
         mine = np.flatnonzero(band == b)
         if len(mine) > 1:
             found.append(doc[mine][band_pairs(key[mine], rank[doc[mine]], cfg.max_bucket)])
@@ -595,11 +618,104 @@ def bucket_edges(
     return edges_table(pairs)
 
 
-def components(urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig) -> pa.Table:
+def components(
+    urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig
+) -> pa.Table | TableSlices:
     """The state from the buckets' edge lists: clusters are the connected components (the copy
-    kept is each one's best by the keep policy); then the containers of the kept copies."""
+    kept is each one's best by the keep policy); then the containers of the kept copies.
+    Without containment only the documents in an edge matter (:func:`_edge_components`:
+    memory O(those documents)); containment looks at every kept copy (O(corpus))."""
     if not urls:
         return STATE_SCHEMA.empty_table()
+    if cfg.containment is None:  # in part-sized slices: the plan writes them as they come
+        return _edge_components(urls, edges, cfg)
+    return _corpus_components(urls, read_edges(edges), cfg)
+
+
+def _edge_ends(edge: str | pa.Table) -> np.ndarray:
+    """One edge list as an ``(m, 2)`` int64 array."""
+    t = edge if isinstance(edge, pa.Table) else read_columns(edge, ["a", "b"])
+    return np.stack([t["a"].to_numpy(), t["b"].to_numpy()], axis=1)
+
+
+def _edge_components(
+    urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfig
+) -> TableSlices:
+    """:func:`_corpus_components` without containment, from the documents in an edge alone
+    (the members): which documents are members (one byte per document of the corpus, the only
+    O(corpus) piece), their keep ranks among themselves (which order them as among all
+    documents), the components over the edge lists read one at a time
+    (:func:`clusters_streamed`: repeated pairs cost nothing), the ids of the kept copies that
+    stand for others; then the state part by part (each part's member ids read then), so that
+    it is never whole in memory. The same state as :func:`_corpus_components`."""
+    offsets = part_offsets(urls)
+    index = np.int32 if offsets[-1] < 2**31 else np.int64  # global indices, 4 bytes if they fit
+    is_member = np.zeros(int(offsets[-1]), bool)
+    for edge in edges:
+        is_member[_edge_ends(edge).ravel()] = True
+    step = 1 << 24  # members found a range at a time: no int64 index of them all
+    members = np.concatenate(
+        [np.zeros(0, index)]
+        + [
+            (np.flatnonzero(is_member[s : s + step]) + s).astype(index)
+            for s in range(0, len(is_member), step)
+        ]
+    )
+    del is_member
+    ordered = not cfg.key_columns() and not ranks_by_id(cfg)  # rank = (part, row) order
+    rank = None if ordered or not len(members) else _ranks_of(urls, offsets, members, cfg)
+
+    def rank_pairs() -> Iterator[np.ndarray]:  # each edge list as member ranks
+        for edge in edges:
+            local = np.searchsorted(members, _edge_ends(edge).astype(index))
+            yield local if rank is None else rank[local]
+
+    kept = clusters_streamed(len(members), rank_pairs())  # in rank space: root = copy kept
+    if rank is not None:
+        kept = np.argsort(rank)[kept[rank]].astype(kept.dtype)
+        del rank
+    # the ids of the kept copies that stand for others, read part by part
+    stand_for = np.unique(kept[kept != np.arange(len(members), dtype=kept.dtype)])
+    kept_ids = _ids_of(urls, offsets, members[stand_for])
+
+    def slices() -> Iterator[pa.Table]:
+        for p in range(len(urls)):
+            lo, hi = np.searchsorted(members, offsets[p : p + 2])
+            if lo == hi:
+                continue
+            ids = _ids_of(urls, offsets, members[lo:hi])
+            mine = kept[lo:hi]
+            duplicate = mine != np.arange(lo, hi, dtype=mine.dtype)
+            at = np.searchsorted(stand_for, mine)
+            yield pa.table(
+                {
+                    "id": ids,
+                    CLUSTER: pa.array(members[mine].astype(np.int64)),
+                    DUPLICATE_OF: kept_ids.take(pa.array(at, pa.int64(), mask=~duplicate)),
+                    CONTAINED_IN: pa.nulls(hi - lo, pa.string()),
+                    CONTAINMENT: pa.nulls(hi - lo, pa.float32()),
+                },
+                schema=STATE_SCHEMA,
+            )
+
+    return TableSlices(STATE_SCHEMA, slices())
+
+
+def _ids_of(urls: list[str], offsets: np.ndarray, wanted: np.ndarray) -> pa.Array:
+    """The ids of the ``wanted`` documents (sorted global indices), one part at a time."""
+    bounds = np.searchsorted(wanted, offsets)  # wanted[bounds[p]:bounds[p + 1]]: in part p
+    ids = [pa.array([], pa.string())]
+    for p in np.flatnonzero(np.diff(bounds)).tolist():
+        column = read_columns(urls[p], ["id"])["id"]
+        rows = wanted[bounds[p] : bounds[p + 1]].astype(np.int64) - offsets[p]
+        ids.append(column.take(pa.array(rows)).combine_chunks().cast(pa.string()))
+        del column
+    return pa.concat_arrays(ids)
+
+
+def _corpus_components(urls: list[str], pairs: np.ndarray, cfg: NearDedupConfig) -> pa.Table:
+    """The components over every document of the corpus (ids, ranks, shingle counts), then
+    containment among all the kept copies: :func:`components` with containment."""
     key_columns = cfg.key_columns()
     ids, n_shingles, part, row = [], [], [], []
     policy_keys: dict[str, list[np.ndarray]] = {name: [] for name in key_columns}
@@ -615,7 +731,6 @@ def components(urls: list[str], edges: list[str | pa.Table], cfg: NearDedupConfi
     part, row = np.concatenate(part), np.concatenate(row)
     n_shingles = np.concatenate(n_shingles)
     rank = keep_rank({k: np.concatenate(v) for k, v in policy_keys.items()}, ids, part, row, cfg)
-    pairs = read_edges(edges)
 
     # components in rank space: the root (smallest rank) of each cluster is the copy kept
     by_rank = np.argsort(rank)
@@ -647,7 +762,7 @@ def reduce_parts(urls: list[str], cfg: NearDedupConfig) -> pa.Table:
     (:func:`bucket_edges`, :func:`components`) as one task."""
     if not urls:
         return STATE_SCHEMA.empty_table()
-    return components(urls, [bucket_edges(urls, cfg, 0, 1)], cfg)
+    return as_table(components(urls, [bucket_edges(urls, cfg, 0, 1)], cfg))
 
 
 def score(table: pa.Table, state: pa.Table, cfg: NearDedupConfig) -> pa.Table:
