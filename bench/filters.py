@@ -30,8 +30,7 @@ from bench.timing import Throughput, timed
 from curate.filters.heuristics import HEURISTICS, HeuristicsConfig
 from curate.filters.langid import LANGID, LangIdConfig
 from curate.filters.langid import load_model as load_lid_model
-from curate.filters.quality import QUALITY, QualityConfig
-from curate.filters.quality import fasttext_input
+from curate.filters.quality import QUALITY, QualityConfig, fasttext_input
 from curate.filters.quality import load_model as load_quality_model
 from curate.filters.quality_cli import read_texts
 from curate.filters.quality_train import QualityTrainConfig, train_quality_model
