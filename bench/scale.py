@@ -664,20 +664,25 @@ def pipeline_bench(args: argparse.Namespace) -> None:
     print(f"machine: {uptime()}")
 
 
+def _simulation_options(parser: argparse.ArgumentParser, parts: int) -> None:
+    """The options of a simulated corpus (``reduce`` and ``compare``)."""
+    parser.add_argument("--docs", type=int, default=1_000_000)
+    parser.add_argument("--parts", type=int, default=parts)
+    parser.add_argument("--buckets", type=int, default=8)
+    parser.add_argument("--bands", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=2)
+    parser.add_argument("--tmp", default=None, help="folder for the generated files")
+    parser.add_argument("--copy-share", type=float, default=0.2, help="share of planted copies")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("reduce", help="reduce-only simulation with planted clusters")
-    r.add_argument("--docs", type=int, default=1_000_000)
-    r.add_argument("--parts", type=int, default=20)
-    r.add_argument("--buckets", type=int, default=8)
-    r.add_argument("--bands", type=int, default=16)
-    r.add_argument("--rows", type=int, default=2)
-    r.add_argument("--tmp", default=None, help="folder for the generated files")
-    r.add_argument("--copy-share", type=float, default=0.2, help="share of planted copies")
-    r.add_argument("--seed", type=int, default=0)
+    _simulation_options(r, parts=20)
     r.add_argument("--jobs", type=int, default=1, help="task processes at a time")
     r.add_argument("--keep", action="store_true", help="keep the generated files")
     r.add_argument(
@@ -692,14 +697,7 @@ def main(argv: list[str] | None = None) -> None:
         help="bucket tasks read every part's signatures (no key-range shuffle)",
     )
     m = sub.add_parser("compare", help="direct band keys vs the signature path: equal states?")
-    m.add_argument("--docs", type=int, default=1_000_000)
-    m.add_argument("--parts", type=int, default=10)
-    m.add_argument("--buckets", type=int, default=8)
-    m.add_argument("--bands", type=int, default=16)
-    m.add_argument("--rows", type=int, default=2)
-    m.add_argument("--copy-share", type=float, default=0.2)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--tmp", default=None, help="folder for the generated files")
+    _simulation_options(m, parts=10)
     q = sub.add_parser(
         "pipeline",
         help="--local vs Prefect + Ray on a >= 1 GB corpus (run on a quiet machine)",
