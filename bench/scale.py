@@ -664,6 +664,12 @@ def pipeline_bench(args: argparse.Namespace) -> None:
     print(f"machine: {uptime()}")
 
 
+def _folder(path: str) -> str:
+    """``path``, made if absent (the generated files go in a fresh folder inside it)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _simulation_options(parser: argparse.ArgumentParser, parts: int) -> None:
     """The options of a simulated corpus (``reduce`` and ``compare``)."""
     parser.add_argument("--docs", type=int, default=1_000_000)
@@ -671,7 +677,9 @@ def _simulation_options(parser: argparse.ArgumentParser, parts: int) -> None:
     parser.add_argument("--buckets", type=int, default=8)
     parser.add_argument("--bands", type=int, default=16)
     parser.add_argument("--rows", type=int, default=2)
-    parser.add_argument("--tmp", default=None, help="folder for the generated files")
+    parser.add_argument(
+        "--tmp", type=_folder, default=None, help="folder for the generated files (made if absent)"
+    )
     parser.add_argument("--copy-share", type=float, default=0.2, help="share of planted copies")
     parser.add_argument("--seed", type=int, default=0)
 
