@@ -525,7 +525,6 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
         n_bytes, n_tokens = byte_and_token_counts(sp, t)
         total_bytes, total_tokens = total_bytes + n_bytes, total_tokens + n_tokens
         rows.append([d, len(t), n_bytes, round(n_bytes / n_tokens if n_tokens else nan, 3)])
-    all_texts = [x for d in sorted(sample) for x in sample[d]]
     overall = total_bytes / total_tokens if total_tokens else nan
     summary_path = Path(str(model) + ".json")
     extra = ""
@@ -537,7 +536,7 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
         key="tokenizer",
         title="Tokenizer compression",
         summary=f"{Path(model).name}: vocabulary {sp.get_piece_size():,}, "
-        f"{overall:.3f} bytes/token over {len(all_texts):,} sampled kept documents.{extra}",
+        f"{overall:.3f} bytes/token over {sum(map(len, sample.values())):,} sampled kept documents.{extra}",
         header=["domain", "docs sampled", "bytes", "bytes/token"],
         rows=rows,
         png=bars_png(

@@ -112,7 +112,7 @@ _lock = threading.Lock()
 def _needs_trafilatura(kind: str, options: Any) -> bool | None:
     """Whether the job needs a worker that imported trafilatura before its first job (an HTML
     job for trafilatura, the default extractor); None: any worker (a new one imports it)."""
-    if kind not in ("html", "html_page"):
+    if kind != "html_page":
         return None
     extractor = (
         options.get("extractor")
@@ -151,7 +151,7 @@ def shutdown() -> None:
 def run_isolated(
     kind: str, payload: Any, options: Any, timeout: float, memory_mb: int | None = None
 ) -> Any:
-    """Run ``kind`` (``html`` or ``pdf``) in a worker; raises :class:`ReadError` with reason
+    """Run ``kind`` (``html_page`` or ``pdf``) in a worker; raises :class:`ReadError` with reason
     ``timeout``, ``extract_crash``, ``out_of_memory`` or the extractor's own reason."""
     for attempt in (0, 1):
         w = _checkout(memory_mb, _needs_trafilatura(kind, options))
@@ -179,10 +179,6 @@ def run_isolated(
 
 def run_job(kind: str, payload: Any, options: Any) -> Any:
     """The work itself (in the child, or in-process when isolation is off)."""
-    if kind == "html":
-        from curate.readers.html import extract_html
-
-        return extract_html(payload, options)
     if kind == "html_page":  # (bytes, declared charset): decoded here, then extract_page
         from curate.readers.html import extract_page
         from curate.readers.text import decode_text
