@@ -14,7 +14,7 @@ SentencePiece tokenizer, shards (listed as the tail).
 
 Each side runs in its own process; whole-run CPU = user + system seconds of that process and
 every child it waited for (``os.wait4``: interpreter start, imports and extraction workers
-included). Per step: each framework's own timer (datatrove's ``time_stats``; Sluice's
+included), both from bytecode (Sluice's packages are compiled first, as pip compiled datatrove's). Per step: each framework's own timer (datatrove's ``time_stats``; Sluice's
 ``timings.json``), which is wall time inside a single-threaded process. MB = the WARC's HTML
 payload bytes.
 """
@@ -22,6 +22,7 @@ payload bytes.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import subprocess
@@ -248,6 +249,11 @@ def main() -> None:
                RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # fmt: skip
     print(f"# {n} pages, {mb:.1f} MB HTML, WARC {os.path.getsize(warc) / 1e6:.1f} MB (gzip); "
           f"nproc {os.cpu_count()}; load {os.getloadavg()}")  # fmt: skip
+
+    # both sides run from bytecode: pip compiled datatrove's modules when it installed them;
+    # Sluice's editable checkout compiles on first import, unless PYTHONDONTWRITEBYTECODE is set
+    for package in ("curate", "flows", "train"):
+        compileall.compile_dir(str(Path(__file__).resolve().parents[1] / package), quiet=1)
 
     rows = []
     cpu, wall, text = timed_child(

@@ -247,12 +247,13 @@ HISTOGRAM_COLUMNS = ["lang", "domain"]
 
 
 def kept_sizes(run_dir: str, stage: str | None = None) -> pa.Table | None:
-    """The histogram columns and ``text_bytes`` of the kept documents of ``stage`` (default:
-    the last), read part by part; None when there are none."""
+    """``id``, the histogram columns and ``text_bytes`` of the kept documents of ``stage``
+    (default: the last), read part by part; None when there are none."""
     stage = stage or last_doc_stage(run_dir)
     if stage is None:
         return None
-    return read_columns(part_files(run_dir, stage, "kept"), HISTOGRAM_COLUMNS, lengths=["text"])
+    urls = part_files(run_dir, stage, "kept")
+    return read_columns(urls, ["id", *HISTOGRAM_COLUMNS], lengths=["text"])
 
 
 def histogram_section(
@@ -490,8 +491,11 @@ def find_tokenizer(run_dir: str) -> str | None:
     return local_copy(url) if exists(url) else None
 
 
-def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
-    """Bytes per token per domain, measured on up to TOKENIZER_SAMPLE_DOCS kept docs each."""
+def tokenizer_section(
+    run_dir: str, stage: str | None = None, kept: pa.Table | None = None
+) -> Section | None:
+    """Bytes per token per domain, measured on up to TOKENIZER_SAMPLE_DOCS kept docs each
+    (``kept``: :func:`kept_sizes`, when already read)."""
     model = find_tokenizer(run_dir)
     stage = stage or last_doc_stage(run_dir)
     if model is None or stage is None:
@@ -500,7 +504,7 @@ def tokenizer_section(run_dir: str, stage: str | None = None) -> Section | None:
 
     sp = load_tokenizer(model)
     urls = part_files(run_dir, stage, "kept")
-    table = read_columns(urls, ["id", "domain"], lengths=["text"])  # the texts: sampled ones
+    table = kept if kept is not None else kept_sizes(run_dir, stage)  # the texts: sampled ones
     if table is None or "text_bytes" not in table.column_names:
         return None
     ids = table.column("id").to_pylist() if "id" in table.column_names else []
@@ -563,7 +567,7 @@ def report_sections(
         cluster_section(run_dir, stages),
         dedup_kinds_section(run_dir, stages),
         mixture_section(run_dir),
-        tokenizer_section(run_dir, stage),
+        tokenizer_section(run_dir, stage, kept),
         *extra,
     ]
     return [s for s in candidates if s is not None]

@@ -189,6 +189,61 @@ def test_lsh_candidates_equal_datasketch_minhashlsh(tmp_path: Path) -> None:
     assert ours == theirs and len(ours) > 50
 
 
+def test_lsh_parameters_equal_datasketch_without_importing_it() -> None:
+    """Permutations, (bands, rows) of MinHashLSH and of the LSH Ensemble and the size partitions
+    are datasketch's; a near-dedup run with containment never imports datasketch or scipy."""
+    import subprocess
+    import sys
+
+    from datasketch import MinHash
+    from datasketch.lsh import _optimal_param as lsh_param
+    from datasketch.lshensemble import _optimal_param as ensemble_param
+    from datasketch.lshensemble_partition import optimal_partitions as their_partitions
+
+    from curate.dedup import lsh_params
+
+    for num_perm, seed in itertools.product((1, 16, 128, 256), (0, 7, 12345)):
+        a, b = lsh_params.permutations(num_perm, seed)
+        theirs = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+        assert a.dtype == b.dtype == np.uint32
+        assert np.array_equal(a, theirs[0]) and np.array_equal(b, theirs[1])
+    for num_perm, threshold, fn in itertools.product(
+        (16, 128), np.round(np.arange(0.1, 1.0, 0.1), 1).tolist(), (0.5, 0.95)
+    ):
+        ours = lsh_params.optimal_params(threshold, num_perm, fn)
+        assert ours == lsh_param(threshold, num_perm, 1 - fn, fn), (num_perm, threshold, fn)
+    ties = 0
+    for num_perm, m, threshold, fn, xq in itertools.product(
+        (64, 128), (4, 8), (0.5, 0.8, 0.9), (0.5, 0.2), np.exp(np.linspace(-5, 5, 10)).tolist()
+    ):
+        ours = lsh_params.ensemble_optimal_param(threshold, num_perm, m, xq, fn)
+        theirs = ensemble_param(threshold, num_perm, m, xq, 1 - fn, fn)
+        if ours != theirs:  # only where both candidates' weighted errors tie (module doc)
+            assert fn != 0.5 and xq > 1, (num_perm, m, threshold, fn, xq)
+            ties += 1
+    assert ties <= 2
+    sizes = np.unique(np.array([len(d["text"].split()) for d in llvm_docs()]))
+    counts = np.arange(1, len(sizes) + 1)
+    assert lsh_params.optimal_partitions(sizes, counts, 8) == their_partitions(sizes, counts, 8)
+    script = (
+        "import sys; from tests.test_dedup import llvm_docs, _manual; "
+        "from curate.dedup.minhash import NEAR_DEDUP, NearDedupConfig; "
+        "from curate.schema import docs_table; "
+        "rows = llvm_docs()[:40]; rows.append(_manual(rows[:20], 'm.txt')); "
+        "import tempfile; from curate.dedup import minhash, containment; "
+        "cfg = NearDedupConfig(); m = NEAR_DEDUP.map(docs_table(rows), cfg); "
+        "minhash.permutations(cfg.num_perm, cfg.seed); cfg.lsh_params(); "
+        "containment.ensemble_params(0.8, 128, 8, 0.5); "
+        "containment.size_partitions(m['n_shingles'].to_numpy(), 16); "
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('datasketch', 'scipy')))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
+    assert out.strip() == "[]", out
+
+
 # --- exact dedup ---------------------------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from curate.dedup.lsh_params import ensemble_optimal_param, optimal_partitions
+
 # datasketch's grid of x/q ratios (MinHashLSHEnsemble._init_optimal_params)
 _XQS = np.exp(np.linspace(-5, 5, 10))
 
@@ -30,11 +32,8 @@ def ensemble_params(
     threshold: float, num_perm: int, m: int, false_negative_weight: float
 ) -> np.ndarray:
     """``(10, 2)`` (bands, rows) for each of datasketch's x/q ratios (as MinHashLSHEnsemble)."""
-    from datasketch.lshensemble import _optimal_param
-
-    fp = 1.0 - false_negative_weight
     return np.array(
-        [_optimal_param(threshold, num_perm, m, xq, fp, false_negative_weight) for xq in _XQS],
+        [ensemble_optimal_param(threshold, num_perm, m, xq, false_negative_weight) for xq in _XQS],
         dtype=np.int64,
     )
 
@@ -47,8 +46,6 @@ def size_partitions(
     datasketch's ``optimal_partitions`` is quadratic in the number of distinct sizes (26 s for
     866 sizes); past ``max_values`` the sizes are grouped in geometric buckets (``step`` apart)
     and each bucket stands for its largest size, so every upper bound is still a real size."""
-    from datasketch.lshensemble_partition import optimal_partitions
-
     values, counts = np.unique(sizes, return_counts=True)
     if len(values) > max_values:
         bucket = np.ceil(np.log(np.maximum(values, 1)) / np.log(step)).astype(np.int64)

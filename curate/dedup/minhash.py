@@ -29,7 +29,6 @@ score -> the part plus those columns; rules ``near_duplicate``, then ``contained
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -61,6 +60,7 @@ from curate.dedup.containment import (
     exact_containment,
     sampled_candidates,
 )
+from curate.dedup.lsh_params import optimal_params, permutations
 from curate.dedup.text import fmix64, slices_by_bytes, text_shingles
 from curate.stage import GlobalStage, Rules
 from curate.storage import TableSlices, as_table, read_parquet, read_parquet_rows
@@ -151,26 +151,6 @@ class NearDedupConfig(KeepPolicy, Buckets):
         if fn is None:
             fn = 0.95 if self.verify else 0.5
         return optimal_params(self.threshold, self.num_perm, fn)
-
-
-@lru_cache(maxsize=32)
-def optimal_params(
-    threshold: float, num_perm: int, false_negative_weight: float = 0.5
-) -> tuple[int, int]:
-    """(bands, rows) minimising the weighted false positive + negative areas (datasketch's)."""
-    from datasketch.lsh import _optimal_param
-
-    b, r = _optimal_param(threshold, num_perm, 1.0 - false_negative_weight, false_negative_weight)
-    return int(b), int(r)
-
-
-@lru_cache(maxsize=32)
-def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's affine32 permutation parameters ``(a, b)`` (uint32) for this seed."""
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:

@@ -527,6 +527,13 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
     curly_lines = 0
     for raw in lines:
         line = raw.strip()
+        # the checks that drop a line are independent: the cheap end-of-line test first, so
+        # that most dropped lines are never split into words
+        cited = C4_CITATION.sub("", line) if cfg.remove_citations and "[" in line else line
+        if cfg.terminal_punct and (
+            not cited.endswith(C4_END_PUNCTUATION + NON_LATIN_TERMINAL) or cited.endswith("...")
+        ):
+            continue
         words = line.split()
         if (
             cfg.max_word_length is not None
@@ -534,12 +541,7 @@ def c4_lines(lines: list[str], cfg: C4Config) -> tuple[list[str], dict[str, Any]
             and any(len(w) > cfg.max_word_length for w in words)
         ):
             continue
-        if cfg.remove_citations and "[" in line:
-            line = C4_CITATION.sub("", line)
-        if cfg.terminal_punct and (
-            not line.endswith(C4_END_PUNCTUATION + NON_LATIN_TERMINAL) or line.endswith("...")
-        ):
-            continue
+        line = cited
         if (  # an unspaced-script character counts as a word
             cfg.min_words_per_line is not None
             and len(words) < cfg.min_words_per_line

@@ -471,10 +471,10 @@ def extract_part(files: list[InputFile], cfg: ExtractConfig | None = None) -> Ex
         part.count("raw_bytes", f.size)
         _extract_file(part, f)
 
+    texts = part.columns["text"]  # still Python strings: no conversion back from Arrow
+    stripped = np.fromiter(map(len, map(str.strip, texts)), np.int64, len(texts))
     table = pa.Table.from_pydict(part.columns, schema=PART_SCHEMA)
     part.columns.clear()
-    texts = table["text"].to_pylist()
-    stripped = np.array([len(t.strip()) for t in texts], dtype=np.int64)
     removals = np.array(part.removals, dtype=object)
     rules = {
         **{r: removals == r for r in sorted({r for r in part.removals if r is not None})},
