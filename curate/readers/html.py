@@ -237,12 +237,15 @@ def code_lines(html: str, text: str, pre: list[str] | None = None) -> list[list[
         pre = _pre_lines(html) if _HAS_PRE.search(html) else []
     lines = text.split("\n")
     # a text file, a mail, a man page in <pre> (its lines may have been unwrapped since)
-    if not pre or sum(map(len, pre)) >= PREFORMATTED_PAGE * sum(len(x.strip()) for x in lines):
+    if not pre:
+        return []
+    stripped = list(map(str.strip, lines))
+    if sum(map(len, pre)) >= PREFORMATTED_PAGE * sum(map(len, stripped)):
         return []
     listing = set(pre)
     ranges: list[list[int]] = []
-    for i, line in enumerate(lines):
-        if line.strip() and line.strip() in listing:
+    for i, line in enumerate(stripped):
+        if line and line in listing:
             if ranges and ranges[-1][1] == i:
                 ranges[-1][1] = i + 1
             else:
