@@ -34,12 +34,15 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import pyarrow.compute as pc  # noqa: E402
+
 ROOT = Path(_BENCH).parent
 
 from curate.shards.format import load_manifest  # noqa: E402
 from tests.shards_sample import SAMPLE  # noqa: E402
 from tests.train_fixtures import build_shards  # noqa: E402
-from train.scaling import describe_fit_dict  # noqa: E402
+from train.report import fit_table  # noqa: E402
+from train.scaling import ReplicateNoise, describe_fit_dict  # noqa: E402
 from train.sweep import SweepConfig, run_sweep, sweep_markdown  # noqa: E402
 from train.sweep_cli import holdout_line, summarize  # noqa: E402
 
@@ -98,6 +101,20 @@ def section(info: dict) -> str:
         )
     widths = {k: f["intervals"][k][1] - f["intervals"][k][0] for k in ("alpha", "beta")}
     narrow = all(w <= 0.2 for w in widths.values())
+    weights = (
+        f"points weighted by 1/σ(D), {ReplicateNoise(**f['weights']).describe()}"
+        if f.get("weights")
+        else "points unweighted"
+    )
+    unweighted = []
+    if "unweighted" in info:
+        u = info["unweighted"]
+        unweighted = [
+            f"The same points unweighted (the same bootstrap): {describe_fit_dict(u)}"
+            f" (widths α {u['intervals']['alpha'][1] - u['intervals']['alpha'][0]:.3f},"
+            f" β {u['intervals']['beta'][1] - u['intervals']['beta'][0]:.3f}).",
+            "",
+        ]
     noise = seed_noise(info["table"])
     noise_line = (
         f"Run-to-run noise (points trained with more than one seed, {len(noise['repeated'])} (N, D)):"
@@ -133,12 +150,14 @@ def section(info: dict) -> str:
         "",
         sweep_markdown(info["table"]),
         f"Approach 3 on the {f['n_points']} `fit` points (N = {summary['param_count']}"
-        f" parameters; Huber δ=1e-3 on log-loss, bounded L-BFGS-B): **{describe_fit_dict(f)}**"
+        f" parameters; Huber δ=1e-3 on log-loss, bounded L-BFGS-B; {weights}):"
+        f" **{describe_fit_dict(f)}**"
         f" (90% bootstrap intervals; widths α {widths['alpha']:.3f}, β {widths['beta']:.3f};"
         f" Hessian condition {f['diagnostics'].get('condition', float('nan')):.3g}; residual RMS"
         f" {f['residual_rms_log']:.4f} in log-loss). Goal α and β within ±0.1 (90% interval"
         f" width ≤ 0.2): **{'met' if narrow else 'not met'}**.",
         "",
+        *unweighted,
         noise_line,
         "",
         *summary["summary_lines"],
@@ -221,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         table, out / "sweep", n_bootstrap=args.bootstrap or cfg.fit_bootstrap,
         reference_flops=max((r["flops"] for r in holdout_rows), default=None),
     )  # fmt: skip
+    if cfg.fit_weights != "none":  # the unweighted fit beside it, for comparison
+        fit_rows = table.filter(pc.equal(table["role"], "fit"))
+        info["unweighted"] = fit_table(
+            fit_rows, n_bootstrap=args.bootstrap or cfg.fit_bootstrap, param_count=cfg.param_count
+        ).as_dict()
     info["fit_s"], info["fit_cpu_s"] = time.perf_counter() - t, cpu_seconds() - cpu
     info["load_after"] = load()
     info["utc_end"] = time.strftime("%H:%M", time.gmtime())

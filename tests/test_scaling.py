@@ -21,6 +21,7 @@ from train.scaling import (
     gpt_params,
     load_fit,
     non_embedding_params,
+    replicate_noise,
     save_fit,
     summary_lines,
     training_flops,
@@ -127,6 +128,37 @@ def test_noisy_law_is_identified_and_recovered_within_its_intervals():
     # save/load keeps the verdict
     fit2 = load_fit(save_fit(fit, Path(__import__("tempfile").mkdtemp()) / "fit.json"))
     assert fit2.identified and fit2.param_count == fit.param_count
+
+
+def test_replicate_noise_weights_a_noisier_short_run_less():
+    """Two seeds per point, noise falling with D as in the CPU study (σ ∝ D^-0.6): the noise
+    model is recovered from the replicates, and the fit weighted by it holds the truth with a
+    narrower β interval than the unweighted fit of the same points."""
+    rng = np.random.default_rng(11)
+    ns, ds = np.geomspace(1e4, 1e6, 5), np.geomspace(1e5, 3e7, 7)
+    n, d = np.tile(np.repeat(ns, ds.size), 2), np.tile(np.tile(ds, ns.size), 2)
+    sigma = 0.02 * (d / 1e5) ** -0.6
+    loss = SMALL.loss(n, d) * np.exp(rng.normal(0.0, 1.0, n.size) * sigma)
+    noise = replicate_noise(n, d, loss)
+    assert noise is not None and noise.groups == ns.size * ds.size and noise.runs == n.size
+    assert -0.85 < noise.exponent < -0.35, noise
+    assert 0.5 < noise.sigma(1e5) / 0.02 < 2.0
+    w = noise.weights(d)
+    assert w.mean() == pytest.approx(1.0) and w[np.argmax(d)] > 10 * w[np.argmin(d)]
+    plain = fit_scaling_law(n, d, loss, n_bootstrap=24, seed=3)
+    weighted = fit_scaling_law(n, d, loss, n_bootstrap=24, seed=3, noise=noise)
+    assert weighted.identified, weighted.reasons
+    iv, iv_plain = weighted.param_intervals(), plain.param_intervals()
+    for name, truth in (("alpha", SMALL.alpha), ("beta", SMALL.beta)):
+        assert iv[name][0] <= truth <= iv[name][1], (name, iv[name], truth)
+    assert iv["beta"][1] - iv["beta"][0] < iv_plain["beta"][1] - iv_plain["beta"][0]
+    assert "weighted by 1/σ(D)" in weighted.weights_text() and plain.noise is None
+    again = load_fit(save_fit(weighted, Path(__import__("tempfile").mkdtemp()) / "fit.json"))
+    assert again.noise == noise
+    # one replicated point, or replicates at one D only: no noise model
+    assert replicate_noise(n[:36], d[:36], loss[:36]) is None
+    same_d = d == d[0]
+    assert replicate_noise(n[same_d], d[same_d], loss[same_d]) is None
 
 
 def test_fit_stays_in_bounds():

@@ -26,9 +26,11 @@ from pydantic import BaseModel, ConfigDict
 from train.scaling import (
     NOT_IDENTIFIED,
     Fit,
+    FitWeights,
     ScalingLaw,
     fit_scaling_law,
     load_fit,
+    replicate_noise,
     training_flops,
 )
 
@@ -398,17 +400,21 @@ def training_section(train_dir: str | Path) -> Section | None:
 
 
 # ---------------------------------------------------------------- sweep-level checks
-def fit_table(table: pa.Table, *, n_bootstrap: int = 200, seed: int = 0, **kw: Any) -> Fit:
+def fit_table(
+    table: pa.Table,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    weights: FitWeights = "none",
+    **kw: Any,
+) -> Fit:
     """Fit L(N, D) to the rows of a sweep table (``train.sweep.collect_sweep``; pass its
-    ``param_count`` through ``kw``)."""
-    return fit_scaling_law(
-        table["n_params"].to_numpy(),
-        table["tokens"].to_numpy(),
-        table["val_loss"].to_numpy(),
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        **kw,
-    )
+    ``param_count`` through ``kw``). ``weights="replicate_noise"``: points weighted by
+    1/σ(D) of the noise model the table's replicated rows give (unweighted when they are too
+    few: ``train.scaling.replicate_noise``)."""
+    n, d, loss = (table[c].to_numpy() for c in ("n_params", "tokens", "val_loss"))
+    noise = replicate_noise(n, d, loss) if weights == "replicate_noise" else None
+    return fit_scaling_law(n, d, loss, n_bootstrap=n_bootstrap, seed=seed, noise=noise, **kw)
 
 
 def holdout_check(
@@ -418,8 +424,9 @@ def holdout_check(
     n_bootstrap: int = 200,
     level: float = 0.9,
     param_count: str = "total",
+    weights: FitWeights = "none",
 ) -> dict[str, Any]:
-    """Fit on runs with C ≤ C_target / factor; predict the target (the largest-C holdout row,
+    """Fit on runs with C ≤ C_target / factor (``weights``: :func:`fit_table`'s); predict the target (the largest-C holdout row,
     else the largest-C row) and report |pred − obs| / obs — or, when those runs do not
     identify the law, NOT_IDENTIFIED with the reasons and no number."""
     rows = table.to_pylist()
@@ -435,6 +442,7 @@ def holdout_check(
         pa.Table.from_pylist(train_rows, schema=table.schema),
         n_bootstrap=n_bootstrap,
         param_count=param_count,
+        weights=weights,
     )
     common = {
         "target": target,

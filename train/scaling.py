@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import huber, logsumexp
+from scipy.special import digamma, huber, logsumexp
 from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
@@ -177,9 +177,14 @@ PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 
 
 def _objective(
-    theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float
+    theta: np.ndarray,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_l: np.ndarray,
+    delta: float,
+    weights: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
-    """Σ Huber(LSE − log L) and its gradient in (a, b, e, alpha, beta).
+    """Σ wᵢ·Huber(LSE − log L) and its gradient in (a, b, e, alpha, beta) (w = 1: unweighted).
 
     The log-sum-exp of the three terms is written out (max-shifted) rather than calling
     scipy's ``logsumexp``: this runs ~10⁵ times per fit and is 4× faster so.
@@ -191,22 +196,99 @@ def _objective(
     total = x_n + x_d + x_e
     r = m + np.log(total) - log_l
     abs_r = np.abs(r)
-    value = float(np.where(abs_r <= delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta)).sum())
+    point = np.where(abs_r <= delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
     dr = np.clip(r, -delta, delta) / total  # Huber'(r) × softmax normaliser
+    if weights is not None:
+        point, dr = point * weights, dr * weights
+    value = float(point.sum())
     w_n, w_d = x_n * dr, x_d * dr
     grad = np.array([w_n.sum(), w_d.sum(), (x_e * dr).sum(), -(w_n @ log_n), -(w_d @ log_d)])
     return value, grad
 
 
 def _grid_objective(
-    grid: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float
+    grid: np.ndarray,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_l: np.ndarray,
+    delta: float,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Objective at every grid row (vectorised) for picking the starts worth optimising."""
     a, b, e, alpha, beta = (grid[:, i : i + 1] for i in range(5))
     e = np.broadcast_to(e, (grid.shape[0], log_n.size))
     terms = np.stack([a - alpha * log_n, b - beta * log_d, e])
     r = logsumexp(terms, axis=0) - log_l
-    return huber(delta, r).sum(axis=1)
+    values = huber(delta, r)
+    return (values if weights is None else values * weights).sum(axis=1)
+
+
+@dataclass(frozen=True)
+class ReplicateNoise:
+    """Run-to-run noise of the log-loss as a power of the tokens trained, σ(D) = σ₀·(D/D₀)^k,
+    fitted to points trained more than once (same N and D, other seeds): a run's loss is noisier
+    the fewer steps it took (bench/RESULTS.md, CPU study: seeds 0.3–4.6% apart at 512 steps,
+    ≤ 0.7% at 2,048)."""
+
+    sigma0: float  # σ at D0
+    d0: float
+    exponent: float
+    groups: int  # (N, D) points with ≥ 2 runs
+    runs: int
+
+    def sigma(self, tokens: float | np.ndarray) -> np.ndarray:
+        return self.sigma0 * (np.asarray(tokens, dtype=float) / self.d0) ** self.exponent
+
+    def weights(self, tokens: float | np.ndarray) -> np.ndarray:
+        """1/σ(D) per point, scaled to mean 1."""
+        w = 1.0 / self.sigma(tokens)
+        return w / w.mean()
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"sigma0": self.sigma0, "d0": self.d0, "exponent": self.exponent,
+                "groups": self.groups, "runs": self.runs}  # fmt: skip
+
+    def describe(self) -> str:
+        return (
+            f"σ(D) = {self.sigma0:.4f}·(D/{self.d0:.3g})^{self.exponent:.2f} from "
+            f"{self.groups} points trained {self.runs} times in all"
+        )
+
+
+# how a sweep's fit weighs its points: all alike, or by 1/σ(D) of the replicates' noise model
+FitWeights = Literal["none", "replicate_noise"]
+MIN_NOISE_GROUPS = 4  # replicated (N, D) points a noise model needs ...
+MIN_NOISE_SPAN = 2.0  # ... over at least this ratio of D
+
+
+def replicate_noise(
+    n_params: Sequence[float] | np.ndarray,
+    tokens: Sequence[float] | np.ndarray,
+    losses: Sequence[float] | np.ndarray,
+) -> ReplicateNoise | None:
+    """σ(D) of the log-loss from the replicated points (same N and D): a least-squares line of
+    log σ̂ against log D over them (σ̂: each point's sample standard deviation, its log freed of
+    the bias a few runs give: E[log s] = log σ + ½(ψ((k−1)/2) + log 2 − log(k−1)) for k normal
+    runs, −0.64 for two); None when fewer than MIN_NOISE_GROUPS points are replicated, their D
+    span less than MIN_NOISE_SPAN, or a point's runs are identical."""
+    groups: dict[tuple[float, float], list[float]] = {}
+    for n, d, loss in zip(n_params, tokens, losses, strict=True):
+        groups.setdefault((float(n), float(d)), []).append(math.log(float(loss)))
+    reps = [(d, np.std(v, ddof=1), len(v)) for (_, d), v in groups.items() if len(v) >= 2]
+    if len(reps) < MIN_NOISE_GROUPS:
+        return None
+    d = np.array([r[0] for r in reps])
+    sd = np.array([r[1] for r in reps])
+    k = np.array([r[2] for r in reps], dtype=float)
+    if d.max() / d.min() < MIN_NOISE_SPAN or np.any(sd <= 0):
+        return None
+    bias = 0.5 * (digamma((k - 1) / 2) + math.log(2) - np.log(k - 1))
+    d0 = float(np.exp(np.log(d).mean()))
+    exponent, log_sigma0 = np.polyfit(np.log(d / d0), np.log(sd) - bias, 1)
+    return ReplicateNoise(
+        sigma0=float(np.exp(log_sigma0)), d0=d0, exponent=float(exponent),
+        groups=len(reps), runs=int(sum(r[2] for r in reps)),
+    )  # fmt: skip
 
 
 @dataclass
@@ -222,6 +304,7 @@ class Fit:
     reasons: list[str] = field(default_factory=list)  # why the points do not identify the law
     diagnostics: dict[str, float] = field(default_factory=dict)  # spans, condition number
     param_count: str = DEFAULT_PARAM_COUNT
+    noise: ReplicateNoise | None = None  # the weights' noise model (None: unweighted)
 
     @property
     def identified(self) -> bool:
@@ -260,6 +343,12 @@ class Fit:
         lo, hi = np.percentile(preds, [50 * (1 - level), 50 * (1 + level)], axis=-1)
         return point, lo, hi
 
+    def weights_text(self) -> str:
+        """How the points were weighted, in words."""
+        if self.noise is None:
+            return "points unweighted"
+        return f"points weighted by 1/σ(D), {self.noise.describe()}"
+
     def warnings(self) -> list[str]:
         """The identification check's reasons (kept under its old name)."""
         return list(self.reasons)
@@ -294,6 +383,7 @@ class Fit:
             else None,
             "level": level,
             "intervals": self.param_intervals(level),
+            "weights": self.noise.as_dict() if self.noise else None,
         }
 
 
@@ -324,7 +414,7 @@ def _one_blas_thread(fn):
 
 
 def _fit_once(
-    log_n, log_d, log_l, starts: np.ndarray, delta: float, maxiter: int = MAXITER
+    log_n, log_d, log_l, starts: np.ndarray, delta: float, maxiter: int = MAXITER, weights=None
 ) -> tuple[np.ndarray, float]:
     """Best bounded L-BFGS-B optimum over the starts (objective in units of δ², so the
     quadratic zone reads 0.5·(r/δ)² and the tolerances are not swamped by a ~1e-6 objective)."""
@@ -342,7 +432,7 @@ def _fit_once(
         res = minimize(
             scaled,
             np.clip(x0, lower, upper),
-            args=(log_n, log_d, log_l, delta),
+            args=(log_n, log_d, log_l, delta, weights),
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
@@ -382,8 +472,13 @@ def fit_scaling_law(
     bootstrap_starts: int = 1,
     seed: int = 0,
     param_count: str = DEFAULT_PARAM_COUNT,
+    noise: ReplicateNoise | None = None,
 ) -> Fit:
     """Fit L(N, D) = E + A/N^α + B/D^β (Huber on log-loss, L-BFGS from a grid of starts).
+
+    With ``noise`` (:func:`replicate_noise`) each point's Huber term is weighted by
+    1/σ(D), its run-to-run noise: short runs, noisier, count less (weighted least absolute
+    deviations, the Huber loss being |r| beyond δ). Without it every point counts the same.
 
     The whole grid (Hoffmann's 4,500 points by default) is scored in one vectorised pass and
     L-BFGS runs from the ``n_starts`` best of them (Hoffmann ran it from every point; the
@@ -401,6 +496,7 @@ def fit_scaling_law(
     if not all(np.all(np.isfinite(a) & (a > 0)) for a in arrays):
         raise ValueError("n_params, tokens and losses must be positive and finite")
     log_n, log_d, log_l = (np.log(a) for a in arrays)
+    weights = None if noise is None else noise.weights(arrays[1])
     axes = grid or HOFFMANN_GRID
     full_grid = np.array(list(itertools.product(*(axes[k] for k in PARAM_NAMES))), dtype=float)
     full_grid[:, 3:] = np.clip(full_grid[:, 3:], *EXPONENT_BOUNDS)  # starts inside the bounds
@@ -408,27 +504,28 @@ def fit_scaling_law(
     full_grid[:, 2] = np.clip(full_grid[:, 2], LOG_E_MIN, float(np.min(log_l)) - 0.3)
     full_grid = np.unique(full_grid, axis=0)
 
-    def best_starts(ln, ld, ll, k: int, per_e: bool = False) -> np.ndarray:
+    def best_starts(ln, ld, ll, k: int, per_e: bool = False, w=None) -> np.ndarray:
         """The k best grid points; with ``per_e`` also the best one at every E of the grid:
         the best-scoring starts often share one E, and from a high E L-BFGS-B can slide into
         the E → 0 basin (a worse optimum) that a start at a lower E avoids."""
-        scores = _grid_objective(full_grid, ln, ld, ll, delta)
+        scores = _grid_objective(full_grid, ln, ld, ll, delta, w)
         order = np.argsort(scores, kind="stable")
         if not per_e:
             return full_grid[order[:k]]
         levels = [order[full_grid[order, 2] == e][0] for e in np.unique(full_grid[:, 2])]
         return full_grid[np.concatenate([order[:k], levels])]
 
-    starts = best_starts(log_n, log_d, log_l, n_starts, per_e=True)
-    theta, value = _fit_once(log_n, log_d, log_l, starts, delta)
+    starts = best_starts(log_n, log_d, log_l, n_starts, per_e=True, w=weights)
+    theta, value = _fit_once(log_n, log_d, log_l, starts, delta, weights=weights)
     law = _theta_to_law(theta, note=f"fitted on {log_n.size} points")
     rows = []
     rng = np.random.default_rng(seed)
     for _ in range(n_bootstrap):
-        idx = rng.integers(0, log_n.size, log_n.size)
+        idx = rng.integers(0, log_n.size, log_n.size)  # a resampled point keeps its weight
         ln, ld, ll = log_n[idx], log_d[idx], log_l[idx]
-        starts = np.vstack([theta[None], best_starts(ln, ld, ll, bootstrap_starts)])
-        t, _ = _fit_once(ln, ld, ll, starts, delta, BOOTSTRAP_MAXITER)
+        w = None if weights is None else weights[idx]
+        starts = np.vstack([theta[None], best_starts(ln, ld, ll, bootstrap_starts, w=w)])
+        t, _ = _fit_once(ln, ld, ll, starts, delta, BOOTSTRAP_MAXITER, weights=w)
         rows.append(_law_row(_theta_to_law(t)))
     boot = np.array(rows, dtype=float).reshape(-1, 5)
     residuals = log_l - np.log(law.loss(np.exp(log_n), np.exp(log_d)))
@@ -439,6 +536,7 @@ def fit_scaling_law(
         bootstrap=boot,
         residuals=residuals,
         param_count=param_count,
+        noise=noise,
     )
     fit.reasons, fit.diagnostics = identification(fit, np.exp(log_n), np.exp(log_d), arrays[2])
     return fit
@@ -551,6 +649,7 @@ def load_fit(path: str | Path) -> Fit:
         reasons=list(data.get("reasons", ["fitted before the identification check: refit"])),
         diagnostics=dict(data.get("diagnostics", {})),
         param_count=data.get("param_count", "non_embedding"),  # older fits: Kaplan's N
+        noise=ReplicateNoise(**data["weights"]) if data.get("weights") else None,
     )
 
 

@@ -27,7 +27,13 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from train.scaling import DEFAULT_PARAM_COUNT, ParamCount, gpt_params, training_flops
+from train.scaling import (
+    DEFAULT_PARAM_COUNT,
+    FitWeights,
+    ParamCount,
+    gpt_params,
+    training_flops,
+)
 
 SWEEP_TABLE_SCHEMA = pa.schema(
     [
@@ -101,6 +107,9 @@ class SweepConfig(BaseModel):
     holdout: HoldoutRun | None = None
     seq_len: int | None = None  # tokens per sequence; None: from the shard manifest
     fit_bootstrap: int = 200  # bootstrap refits for the intervals
+    # "replicate_noise": weigh each point by 1/σ(D), the run-to-run noise fitted to the points
+    # trained with several seeds (train.scaling.replicate_noise); "none": all points alike
+    fit_weights: FitWeights = "none"
     # N of the law: "total" (embeddings included, Pearce & Song 2024 / Porian et al. 2024 — see
     # train/scaling.py) or "non_embedding" (Kaplan et al. 2020)
     param_count: ParamCount = DEFAULT_PARAM_COUNT

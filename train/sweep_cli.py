@@ -18,7 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from train.report import fit_table, holdout_check, plot_sweep
-from train.scaling import DEFAULT_PARAM_COUNT, NOT_IDENTIFIED, analyse, save_fit, summary_lines
+from train.scaling import (
+    DEFAULT_PARAM_COUNT,
+    NOT_IDENTIFIED,
+    FitWeights,
+    analyse,
+    save_fit,
+    summary_lines,
+)
 from train.sweep import SweepConfig, collect_sweep, run_sweep, sweep_markdown
 
 
@@ -30,25 +37,29 @@ def summarize(
     factor: float = 4.0,
     param_count: str | None = None,
     reference_flops: float | None = None,
+    weights: FitWeights | None = None,
 ) -> dict[str, Any]:
     """Fit (approach 3, with its identification check), approaches 2 and L*(C) beside it,
     held-out check, files; returns the summary written to sweep_summary.json. Every number a
     fit does not identify is replaced by NOT_IDENTIFIED and the reason."""
+    meta = out / "sweep.json"
+    config = json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
     if param_count is None:
-        meta = out / "sweep.json"
-        config = json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
         param_count = config.get("param_count", DEFAULT_PARAM_COUNT)
+    if weights is None:
+        weights = config.get("fit_weights", "none")
     fit_rows = table.filter(pc.equal(table["role"], "fit"))
     from curate.progress import heartbeat
 
     with heartbeat(f"sweep fit ({n_bootstrap} bootstrap refits)"):
-        fit = fit_table(fit_rows, n_bootstrap=n_bootstrap, param_count=param_count)
+        fit = fit_table(fit_rows, n_bootstrap=n_bootstrap, param_count=param_count, weights=weights)
     save_fit(fit, out / "fit.json")
     try:
         with heartbeat("sweep held-out check"):
             holdout = holdout_check(
-                table, factor=factor, n_bootstrap=n_bootstrap, param_count=param_count
-            )
+                table, factor=factor, n_bootstrap=n_bootstrap, param_count=param_count,
+                weights=weights,
+            )  # fmt: skip
     except ValueError as e:
         holdout = {"skipped": str(e)}
     (out / "holdout.json").write_text(json.dumps(holdout, indent=2) + "\n")
@@ -75,7 +86,8 @@ def summarize(
         "# Scaling sweep\n",
         sweep_markdown(table),
         f"\nFit on {fit.n_points} `fit` points (N = {param_count} parameters; Huber δ=1e-3 on"
-        f" log-loss, bounded L-BFGS-B, {len(fit.bootstrap)} bootstrap refits): {fit.describe()}\n",
+        f" log-loss, bounded L-BFGS-B, {len(fit.bootstrap)} bootstrap refits; "
+        f"{fit.weights_text()}): {fit.describe()}\n",
     ]
     if fit.identified:
         md += [
