@@ -14,7 +14,8 @@ SentencePiece tokenizer, shards (listed as the tail).
 
 Each side runs in its own process; whole-run CPU = user + system seconds of that process and
 every child it waited for (``os.wait4``: interpreter start, imports and extraction workers
-included), both from bytecode (Sluice's packages are compiled first, as pip compiled datatrove's). Per step: each framework's own timer (datatrove's ``time_stats``; Sluice's
+included), both from bytecode (Sluice's packages are compiled first, as pip compiled
+datatrove's). Per step: each framework's own timer (datatrove's ``time_stats``; Sluice's
 ``timings.json``), which is wall time inside a single-threaded process. MB = the WARC's HTML
 payload bytes.
 """

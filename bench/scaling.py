@@ -42,7 +42,7 @@ from curate.shards.format import load_manifest  # noqa: E402
 from tests.shards_sample import SAMPLE  # noqa: E402
 from tests.train_fixtures import build_shards  # noqa: E402
 from train.report import fit_table  # noqa: E402
-from train.scaling import ReplicateNoise, describe_fit_dict  # noqa: E402
+from train.scaling import ReplicateNoise, describe_fit_dict, replicated_points  # noqa: E402
 from train.sweep import SweepConfig, run_sweep, sweep_markdown  # noqa: E402
 from train.sweep_cli import holdout_line, summarize  # noqa: E402
 
@@ -75,11 +75,12 @@ def load() -> str:
 def seed_noise(table) -> dict:
     """Run-to-run noise from points trained more than once (same N and D, other seeds): the
     pooled within-point standard deviation of the log-loss (σ per run)."""
-    groups: dict[tuple[int, int], list[tuple[str, float]]] = {}
-    for r in table.to_pylist():
-        if r["role"] != "holdout":
-            groups.setdefault((r["n_params"], r["tokens"]), []).append((r["run"], r["val_loss"]))
-    repeated = [(n, d, runs) for (n, d), runs in sorted(groups.items()) if len(runs) >= 2]
+    rows = [r for r in table.to_pylist() if r["role"] != "holdout"]
+    groups = replicated_points([r["n_params"] for r in rows], [r["tokens"] for r in rows])
+    repeated = [
+        (int(n), int(d), [(rows[i]["run"], rows[i]["val_loss"]) for i in at])
+        for (n, d), at in groups.items()
+    ]
     squares, dof = 0.0, 0
     for _, _, runs in repeated:
         logs = [math.log(loss) for _, loss in runs]

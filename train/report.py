@@ -426,9 +426,10 @@ def holdout_check(
     param_count: str = "total",
     weights: FitWeights = "none",
 ) -> dict[str, Any]:
-    """Fit on runs with C ≤ C_target / factor (``weights``: :func:`fit_table`'s); predict the target (the largest-C holdout row,
-    else the largest-C row) and report |pred − obs| / obs — or, when those runs do not
-    identify the law, NOT_IDENTIFIED with the reasons and no number."""
+    """Fit on runs with C ≤ C_target / factor (``weights``: :func:`fit_table`'s); predict the
+    target (the largest-C holdout row, else the largest-C row) and report |pred − obs| / obs —
+    or, when those runs do not identify the law, NOT_IDENTIFIED with the reasons and no
+    number."""
     rows = table.to_pylist()
     holdouts = [r for r in rows if r["role"] == "holdout"] or rows
     target = max(holdouts, key=lambda r: r["flops"])

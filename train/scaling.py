@@ -261,6 +261,16 @@ MIN_NOISE_GROUPS = 4  # replicated (N, D) points a noise model needs ...
 MIN_NOISE_SPAN = 2.0  # ... over at least this ratio of D
 
 
+def replicated_points(
+    n_params: Sequence[float] | np.ndarray, tokens: Sequence[float] | np.ndarray
+) -> dict[tuple[float, float], list[int]]:
+    """Row indices of every (N, D) point trained more than once (other seeds), by (N, D)."""
+    groups: dict[tuple[float, float], list[int]] = {}
+    for i, (n, d) in enumerate(zip(n_params, tokens, strict=True)):
+        groups.setdefault((float(n), float(d)), []).append(i)
+    return {key: rows for key, rows in sorted(groups.items()) if len(rows) >= 2}
+
+
 def replicate_noise(
     n_params: Sequence[float] | np.ndarray,
     tokens: Sequence[float] | np.ndarray,
@@ -271,10 +281,9 @@ def replicate_noise(
     the bias a few runs give: E[log s] = log σ + ½(ψ((k−1)/2) + log 2 − log(k−1)) for k normal
     runs, −0.64 for two); None when fewer than MIN_NOISE_GROUPS points are replicated, their D
     span less than MIN_NOISE_SPAN, or a point's runs are identical."""
-    groups: dict[tuple[float, float], list[float]] = {}
-    for n, d, loss in zip(n_params, tokens, losses, strict=True):
-        groups.setdefault((float(n), float(d)), []).append(math.log(float(loss)))
-    reps = [(d, np.std(v, ddof=1), len(v)) for (_, d), v in groups.items() if len(v) >= 2]
+    log_l = np.log(np.asarray(losses, dtype=float))
+    groups = replicated_points(n_params, tokens)
+    reps = [(d, np.std(log_l[rows], ddof=1), len(rows)) for (_, d), rows in groups.items()]
     if len(reps) < MIN_NOISE_GROUPS:
         return None
     d = np.array([r[0] for r in reps])

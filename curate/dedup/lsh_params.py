@@ -49,14 +49,13 @@ def _gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _areas(
-    lo: np.ndarray, hi: np.ndarray, integrand: Callable[[np.ndarray], np.ndarray], nodes: int
+    lo: float, hi: float, integrand: Callable[[np.ndarray], np.ndarray], nodes: int
 ) -> np.ndarray:
-    """``∫_lo^hi integrand`` per row (``lo``, ``hi``: ``(P, 1)``; ``integrand`` maps the ``(P,
-    nodes)`` abscissae to values), by Gauss–Legendre quadrature."""
+    """``∫_lo^hi integrand`` per candidate (``integrand`` maps the ``nodes`` abscissae to a
+    ``(candidates, nodes)`` array), by Gauss–Legendre quadrature."""
     x, w = _gauss_legendre(nodes)
     half = (hi - lo) / 2
-    s = half * (x + 1) + lo
-    return (integrand(s) * w).sum(axis=1) * half[:, 0]
+    return (integrand(half * (x + 1) + lo) * w).sum(axis=1) * half
 
 
 def _first_minimum(
@@ -76,9 +75,8 @@ def optimal_params(
     bands = np.array([b for b, _ in pairs], np.float64)[:, None]
     rows = np.array([r for _, r in pairs], np.float64)[:, None]
     nodes = num_perm // 2 + 1  # exact for degree ≤ 2·nodes − 1 ≥ num_perm ≥ b·r
-    zero, t, one = (np.full_like(bands, v) for v in (0.0, threshold, 1.0))
-    fp = _areas(zero, t, lambda s: 1.0 - (1.0 - s**rows) ** bands, nodes)
-    fn = _areas(t, one, lambda s: (1.0 - s**rows) ** bands, nodes)
+    fp = _areas(0.0, threshold, lambda s: 1.0 - (1.0 - s**rows) ** bands, nodes)
+    fn = _areas(threshold, 1.0, lambda s: (1.0 - s**rows) ** bands, nodes)
     return _first_minimum(pairs, fp, fn, false_negative_weight)
 
 
@@ -97,16 +95,9 @@ def ensemble_optimal_param(
     def jaccard(t: np.ndarray) -> np.ndarray:  # containment t of q in x, as Jaccard at x/q
         return (t / (1.0 + xq - t)) ** rows
 
-    zero = np.zeros_like(bands)
-    fp = _areas(
-        zero,
-        np.full_like(bands, min(threshold, xq)),
-        lambda t: 1 - (1 - jaccard(t)) ** bands,
-        nodes,
-    )
+    fp = _areas(0.0, min(threshold, xq), lambda t: 1 - (1 - jaccard(t)) ** bands, nodes)
     if xq >= threshold:
-        hi = np.full_like(bands, min(xq, 1.0))
-        fn = _areas(np.full_like(bands, threshold), hi, lambda t: (1 - jaccard(t)) ** bands, nodes)
+        fn = _areas(threshold, min(xq, 1.0), lambda t: (1 - jaccard(t)) ** bands, nodes)
     else:
         fn = np.zeros(len(pairs))
     return _first_minimum(pairs, fp, fn, false_negative_weight)
