@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from curate import mix
 from curate.layout import RunLayout
-from curate.plots import png_bytes, pyplot
+from curate.plots import BLUE, RED, hbar_png, vbar_png
 from curate.rundir import (
     has_column,
     last_doc_stage,
@@ -128,45 +128,36 @@ def _md_cell(v: Any) -> str:
 
 def funnel_png(stats: Sequence[StageStats]) -> bytes:
     """Horizontal bars: documents entering the run, then kept after each stage."""
-    plt = pyplot()
     labels = ["input", *[s.stage for s in stats]]
     values = [stats[0].docs_in if stats else 0, *[s.kept for s in stats]]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2), dpi=100)
-    y = np.arange(len(labels))[::-1]
-    ax.barh(y, values, color="#4c72b0")
-    ax.set_yticks(y, labels)
     top = max(values) or 1
-    for yi, v in zip(y, values, strict=True):
-        ax.text(v + top * 0.01, yi, f"{v:,} ({v / top:.1%})", va="center", fontsize=8)
-    ax.set_xlim(0, top * 1.25)
-    ax.set_xlabel("documents")
-    ax.set_title("Funnel: documents kept after each stage")
-    return png_bytes(fig)
+    return hbar_png(
+        labels,
+        values,
+        "Funnel: documents kept after each stage",
+        "documents",
+        color=BLUE,
+        notes=[f"{v:,} ({v / top:.1%})" for v in values],
+    )
 
 
 def bars_png(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str) -> bytes:
     """A horizontal bar chart (largest first, as given)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) + 1.3), dpi=100)
-    y = np.arange(len(labels))[::-1]
-    ax.barh(y, values, color="#55a868")
-    ax.set_yticks(y, [str(v) for v in labels], fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    return png_bytes(fig)
+    return hbar_png(labels, values, title, xlabel)
 
 
 def cluster_sizes_png(sizes: Counter) -> bytes:
     """Number of clusters per cluster size (log scale)."""
-    plt = pyplot()
     xs = sorted(sizes)
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-    ax.bar([str(x) for x in xs], [sizes[x] for x in xs], color="#c44e52")
-    ax.set_yscale("log")
-    ax.set_xlabel("documents in cluster")
-    ax.set_ylabel("clusters")
-    ax.set_title("Near-duplicate cluster sizes")
-    return png_bytes(fig)
+    return vbar_png(
+        [str(x) for x in xs],
+        {"clusters": [sizes[x] for x in xs]},
+        "Near-duplicate cluster sizes",
+        "clusters",
+        xlabel="documents in cluster",
+        log=True,
+        colors=(RED,),
+    )
 
 
 # --- sections ----------------------------------------------------------------------------------

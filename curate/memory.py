@@ -71,6 +71,31 @@ def release_unused(above_mib: float = RELEASE_ABOVE_MIB) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+# prctl(2) option: no transparent huge pages for the calling process and its children
+_PR_SET_THP_DISABLE = 41
+KEEP_THP_ENV = "SLUICE_KEEP_THP"
+
+
+def disable_transparent_huge_pages() -> bool:
+    """Stop transparent huge pages for this process and the processes it starts (Linux's
+    ``prctl(PR_SET_THP_DISABLE)``, inherited across fork and exec); True when they are off.
+
+    Why: Arrow's allocator (mimalloc) returns freed memory to the kernel after a second, and
+    a step reads and writes tables of tens of MiB: with huge pages a 3,877-page run took ~600
+    huge-page faults and spent 4.6-5.7 s of its ~26 CPU s in the kernel, without them 1.5-2.0 s
+    (``bench/RESULTS.md``, issue 19, sixth round). ``SLUICE_KEEP_THP=1`` keeps them; elsewhere
+    than Linux this does nothing."""
+    if os.environ.get(KEEP_THP_ENV, "").strip() == "1":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 @dataclass
 class Peak:
     """The peak RSS (MiB) of the block (None: unknown); ``since_reset``: False when the

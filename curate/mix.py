@@ -346,17 +346,16 @@ def mixture_markdown(report: dict) -> str:
 
 
 def mixture_png(report: dict) -> bytes:
-    """Grouped bars, target vs achieved share per key, as PNG bytes (deterministic metadata)."""
-    from curate.plots import png_bytes, pyplot
+    """Grouped bars, target vs achieved share per key, as PNG bytes."""
+    from curate.plots import vbar_png
 
-    plt = pyplot()
     rows = report["rows"]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=100)
-    ax.bar(x - 0.2, [r["target_weight"] for r in rows], 0.4, label="target")
-    ax.bar(x + 0.2, [r["achieved_weight"] for r in rows], 0.4, label="achieved")
-    ax.set_xticks(x, [r["key"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel("share of tokens")
-    ax.set_title(f"Mixture: {report['achieved_tokens']:,} tokens")
-    ax.legend()
-    return png_bytes(fig)
+    return vbar_png(
+        [r["key"] for r in rows],
+        {
+            "target": [r["target_weight"] for r in rows],
+            "achieved": [r["achieved_weight"] for r in rows],
+        },
+        f"Mixture: {report['achieved_tokens']:,} tokens",
+        "share of tokens",
+    )

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from curate.config import PipelineConfig
 from curate.layout import MIX, RunLayout
-from curate.memory import peak_rss, release_unused
+from curate.memory import disable_transparent_huge_pages, peak_rss, release_unused
 from curate.plan import (
     Content,
     NotDone,
@@ -179,6 +179,7 @@ def run_step(
     outputs it records are intact (exist with their size; ``verify``: their sha256 too);
     returns its counters with ``skipped``. ``plan`` may be the config (a worker builds the plan
     itself); ``force`` computes even when the marker matches."""
+    disable_transparent_huge_pages()  # a worker of a cluster did not inherit the driver's
     plan = plan if isinstance(plan, Plan) else build_plan(plan)
     step = plan.step(name)
     marker = step.marker(index)
@@ -435,6 +436,7 @@ def execute(
     (``curate.report.write_report``)."""
     from curate.report import write_report
 
+    disable_transparent_huge_pages()  # the steps' workers inherit it (curate.memory)
     timings: dict[str, float] = {}
     skipped: dict[str, int] = {}
     stats: dict[str, StageStats] = {}

@@ -223,6 +223,34 @@ def test_peak_rss_is_the_blocks_own():
     assert big.mib - small.mib > 250
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl(PR_SET_THP_DISABLE) is Linux's")
+def test_transparent_huge_pages_off_for_the_process_and_its_children():
+    """``curate.memory.disable_transparent_huge_pages``: the process and a process it starts
+    (an extraction worker, a local Ray worker) run without THP; ``SLUICE_KEEP_THP=1`` keeps
+    them."""
+    script = (
+        "import ctypes, subprocess, sys\n"
+        "from curate.memory import disable_transparent_huge_pages\n"
+        "get = 'import ctypes; print(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))'\n"
+        "ctypes.CDLL(None).prctl(41, 0, 0, 0, 0)  # pytest may have inherited it off\n"
+        "before = ctypes.CDLL(None).prctl(42, 0, 0, 0, 0)\n"
+        "off = disable_transparent_huge_pages()\n"
+        "me = ctypes.CDLL(None).prctl(42, 0, 0, 0, 0)\n"
+        "child = subprocess.run([sys.executable, '-c', get], capture_output=True, text=True)\n"
+        "print(before, off, me, child.stdout.strip())\n"
+    )
+
+    def run(keep: str) -> list[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SLUICE_KEEP_THP": keep}
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    assert run("") == ["0", "True", "1", "1"]
+    assert run("1") == ["0", "False", "0", "0"]
+
+
 def test_freed_arrow_memory_goes_back_only_above_the_threshold():
     """``curate.memory.release_unused``: Arrow memory a call freed (mimalloc keeps it) stays
     with a process under ``above_mib`` (the next call reuses it) and goes back to the OS over

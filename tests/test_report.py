@@ -260,3 +260,65 @@ shards: {{seq_len: 128, sequences_per_file: 4096, val_fraction: 0.05}}
     text = inspect_run(run, per_reason=1)
     assert text.index("== extract") < text.index("== toxicity") < text.index("== pii")
     assert "-- removed: toxic:" in text
+
+
+def _bar_extents(png: bytes, color: tuple[int, int, int], axis: int) -> list[int]:
+    """Lengths (pixels) of the runs of ``color`` along ``axis`` (0: rows, 1: columns) of a
+    chart, one per bar, in drawing order."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    mask = np.all(pixels == color, axis=2)
+    counts = mask.sum(axis=1 - axis)  # per row (axis 0) or per column (axis 1)
+    runs, current = [], 0
+    for n in [*counts.tolist(), 0]:
+        if n:
+            current = max(current, n)
+        elif current:
+            runs.append(current)
+            current = 0
+    return runs
+
+
+def test_bar_charts_draw_values_to_scale():
+    """``curate.plots``: horizontal bars as long as their values (linear axis from 0, the
+    first label on top); vertical bars on a log axis as tall as their logs above the floor; the
+    same chart is the same bytes; drawing them never imports matplotlib."""
+    import math
+    import subprocess
+    import sys
+
+    from curate.plots import LOG_FLOOR, hbar_png, nice_ticks, vbar_png
+
+    green, red = (0x55, 0xA8, 0x68), (0xC4, 0x4E, 0x52)
+    png = hbar_png(["first", "second", "third"], [40, 10, 30], "t", "documents")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == hbar_png(
+        ["first", "second", "third"], [40, 10, 30], "t", "documents"
+    )
+    first, second, third = _bar_extents(png, green, axis=0)
+    assert abs(second - first / 4) <= 2 and abs(third - first * 3 / 4) <= 2  # pixels
+    assert nice_ticks(40) == [0, 10, 20, 30, 40] and nice_ticks(0.37)[-1] >= 0.37
+
+    png = vbar_png(["1", "2", "3"], {"n": [1000, 10, 1]}, "t", "clusters", log=True, colors=[
+        "#c44e52"
+    ])  # fmt: skip
+    tall, mid, short = _bar_extents(png, red, axis=1)
+    floor = math.log10(1 / LOG_FLOOR)
+    assert abs(short - tall * floor / (3 + floor)) <= 2  # pixels
+    assert abs(mid - tall * (1 + floor) / (3 + floor)) <= 2
+
+    check = (
+        "import sys\n"
+        "from collections import Counter\n"
+        "from curate.html_report import cluster_sizes_png, funnel_png\n"
+        "from curate.mix import mixture_png\n"
+        "cluster_sizes_png(Counter({1: 50, 2: 3}))\n"
+        "mixture_png({'rows': [{'key': 'web', 'target_weight': 1, 'achieved_weight': 1}],"
+        " 'achieved_tokens': 10})\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
