@@ -77,6 +77,12 @@ def tick_label(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _finite(value: float) -> float:
+    """A bar's length: negative, NaN and infinite values draw as no bar."""
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
 def _text_width(text: str, size: int) -> float:
     return font(size).getlength(text)
 
@@ -119,7 +125,7 @@ def hbar_png(
     from PIL import Image, ImageDraw
 
     labels = [str(x) for x in labels]
-    values = [float(v) if math.isfinite(float(v)) else 0.0 for v in values]
+    values = [_finite(v) for v in values]
     notes = list(notes) if notes is not None else []
     row = 28 if notes else 24
     left = PAD + max([_text_width(x, 11) for x in labels] or [0]) + 10
@@ -168,7 +174,7 @@ def vbar_png(
 
     labels = [str(x) for x in labels]
     names = list(series)
-    columns = [[max(float(v), 0.0) for v in series[name]] for name in names]
+    columns = [[_finite(v) for v in series[name]] for name in names]
     high = max((v for col in columns for v in col), default=0.0)
     if log:
         ticks = [10.0**k for k in range(math.ceil(math.log10(max(high, 1.0)) - 1e-9) + 1)]
