@@ -145,7 +145,7 @@ def hbar_png(
         draw.text((x, base + 5), tick_label(t), font=font(10), fill=INK, anchor="mt")
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         y = top + i * row
-        end = left + max(value, 0) * scale
+        end = left + value * scale  # values are finite and >= 0 (_finite)
         if end > left:
             draw.rectangle([left, y + 4, end, y + row - 4], fill=color)
         draw.text((left - 6, y + row / 2), label, font=font(11), fill=INK, anchor="rm")
@@ -168,8 +168,8 @@ def vbar_png(
     colors: Sequence[str] = (BLUE, ORANGE, GREEN, RED),
 ) -> bytes:
     """Vertical bars, one group per label and one bar per series in it (a legend when there
-    are several); ``log``: a log-scale value axis (ticks at powers of ten, bars from 1).
-    Labels wider than their slot are turned 30 degrees."""
+    are several); ``log``: a log-scale value axis (ticks at powers of ten, bars from
+    :data:`LOG_FLOOR`). Labels wider than their slot are turned 30 degrees."""
     from PIL import Image, ImageDraw
 
     labels = [str(x) for x in labels]
