@@ -715,7 +715,7 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--grow-to-mb", type=float, default=1100)
     q.add_argument("--bytes-per-part", type=int, default=32_000_000)
     q.add_argument("--cpus", type=int, default=2)
-    q.add_argument("--parts-per-task", type=int, default=1)
+    q.add_argument("--parts-per-task", default="all", help="prefect.parts_per_task: all or N")
     q.add_argument(
         "--api", default="http://127.0.0.1:4200/api", help="a Prefect API (`sluice server`)"
     )

@@ -1,13 +1,15 @@
 """The Prefect flow ``curate``: the plan of ``curate.plan`` run as Prefect tasks on Ray.
 
 The flow is the executor loop of :func:`curate.runner.execute` with one difference: a step's
-calls are submitted as tasks (one task per part for a map: a part holds hundreds of documents
-or more, Prefect costs ~0.25 s per task; one task for a reduce) and run on Ray. Consecutive
-map steps run as a chain (``curate.runner.step_chains``): one task per part runs that part
-through all of them, so no part waits for the slowest part of each step (the UI shows
-``extract..exact_dedup.map-00003``). Calls that are done (their markers match) are not
-submitted; with ``prefect.parts_per_task`` > 1 one Prefect task runs a batch of calls (or
-chains), each still its own Ray task. After every
+calls run as Ray tasks (one per part for a map; one task for a reduce). Consecutive map steps
+run as a chain (``curate.runner.step_chains``): one Ray task per part runs that part through
+all of them, so no part waits for the slowest part of each step. Calls that are done (their
+markers match) are not submitted. ``prefect.parts_per_task``: ``all`` (default) runs one
+Prefect task per step or chain in the flow's process, which starts the Ray task of each call
+(the UI shows ``extract..exact_dedup.map-42-parts``, a progress artifact and a log line per
+part); ``1`` submits a Prefect task per call, run on Ray (``extract..exact_dedup.map-00003``);
+``N`` > 1 a Prefect task on Ray per batch of N calls, each still its own Ray task. A reduce
+is one Prefect task on Ray. After every
 document stage the loop checks conservation over the whole run. The funnel (and the mixture)
 is published as a Prefect markdown artifact and written to ``stats.json``; which Ray node ran
 each task is written to ``tasks.json``.
@@ -109,6 +111,66 @@ def run_chains(
 chain_batch_task = task(run_chains, name="chains", cache_policy=NO_CACHE, persist_result=False)
 
 
+def dispatched(
+    fn: Callable[..., dict[str, Any]], calls: list[tuple[Any, ...]], retries: int, label: str
+) -> list[dict[str, Any]]:
+    """Each call of ``fn`` as its own Ray task, started from this process (the flow's, with
+    ``prefect.parts_per_task: all``) and waited for; results in call order. Ray re-runs a call
+    that raised or whose worker died (``retries`` times); each finished call is logged, and the
+    share done is a progress artifact of the task run."""
+    import ray
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    # SPREAD: a cluster's nodes share the parts even when they are short (Ray would otherwise
+    # keep feeding a worker of the driver's node that it already holds)
+    remote = ray.remote(
+        num_cpus=1, max_retries=retries, retry_exceptions=True, scheduling_strategy="SPREAD"
+    )(_on_node(fn))
+    refs = [remote.remote(*args) for args in calls]
+    position = {ref: k for k, ref in enumerate(refs)}
+    results: list[Any] = [None] * len(refs)
+    logger = get_run_logger()
+    progress = create_progress_artifact(0.0, description=f"calls of {label} done")
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                results[position[ref]] = ray.get(ref)
+            done = len(refs) - len(pending)
+            logger.info("%s: %d of %d calls done", label, done, len(refs))
+            if progress is not None:
+                update_progress_artifact(progress, 100.0 * done / len(refs))
+    except BaseException:
+        for ref in pending:  # the flow fails: no call keeps running for it
+            ray.cancel(ref)
+        raise
+    return results
+
+
+def run_steps_here(
+    cfg: PipelineConfig, name: str, indices: list[int], verify: bool, force: bool
+) -> list[dict[str, Any]]:
+    """Every call of step ``name`` from one Prefect task in the flow's process (see
+    :func:`dispatched`)."""
+    calls = [(cfg, name, i, verify, force) for i in indices]
+    return dispatched(run_step, calls, cfg.prefect.task_retries, name)
+
+
+def run_chains_here(
+    cfg: PipelineConfig, names: list[str], indices: list[int], verify: bool, forces: list[bool]
+) -> list[dict[str, Any]]:
+    """Every part of a chain from one Prefect task in the flow's process (see
+    :func:`dispatched`)."""
+    calls = [(cfg, names, i, verify, forces) for i in indices]
+    return dispatched(run_chain, calls, cfg.prefect.task_retries, f"{names[0]}..{names[-1]}")
+
+
+# with ``parts_per_task: all``: called in the flow (not submitted), so they run in its process
+steps_here_task = task(run_steps_here, name="steps", cache_policy=NO_CACHE, persist_result=False)
+chains_here_task = task(run_chains_here, name="chains", cache_policy=NO_CACHE, persist_result=False)
+
+
 @flow(name="curate", log_prints=True)
 def curate_flow(
     cfg: PipelineConfig,
@@ -160,7 +222,14 @@ def _curate(
         todo = [i for i in indices if i not in done]
         batch = cfg.prefect.parts_per_task
         futures: list[tuple[list[int | None], Any]] = []
-        if batch == 1 or step.kind == "reduce":
+        if batch == "all" and step.kind != "reduce":
+            if todo:
+                name = f"{step.name}-{len(todo)}-calls"
+                results = steps_here_task.with_options(task_run_name=name)(
+                    cfg, step.name, todo, plan.verify, force
+                )
+                done.update(zip(todo, results, strict=True))
+        elif batch == 1 or step.kind == "reduce":
             futures = [
                 (
                     [i],
@@ -209,21 +278,32 @@ def _curate(
         todo = [i for i in indices if i not in done]
         batch = cfg.prefect.parts_per_task
         label = f"{names[0]}..{names[-1]}"
-        futures: list[tuple[list[int | None], Any]] = []
-        for k in range(0, len(todo), batch):
-            calls = todo[k : k + batch]
-            if batch == 1:
-                future = chain_task.with_options(
-                    task_run_name=f"{label}-{calls[0]:05d}", **retry
-                ).submit(cfg, names, calls[0], plan.verify, forces)
-            else:
-                future = chain_batch_task.with_options(
-                    task_run_name=f"{label}-{calls[0]:05d}-{calls[-1]:05d}", **retry
-                ).submit(cfg, names, calls, plan.verify, forces)
-            futures.append((calls, future))
-        for calls, future in futures:
-            result = future.result()
-            for i, r in zip(calls, result if isinstance(result, list) else [result], strict=True):
+        finished: list[tuple[list[int | None], list[dict[str, Any]]]] = []
+        if batch == "all":
+            if todo:
+                name = f"{label}-{len(todo)}-parts"
+                results = chains_here_task.with_options(task_run_name=name)(
+                    cfg, names, todo, plan.verify, forces
+                )
+                finished.append((todo, results))
+        else:
+            futures: list[tuple[list[int | None], Any]] = []
+            for k in range(0, len(todo), batch):
+                calls = todo[k : k + batch]
+                if batch == 1:
+                    future = chain_task.with_options(
+                        task_run_name=f"{label}-{calls[0]:05d}", **retry
+                    ).submit(cfg, names, calls[0], plan.verify, forces)
+                else:
+                    future = chain_batch_task.with_options(
+                        task_run_name=f"{label}-{calls[0]:05d}-{calls[-1]:05d}", **retry
+                    ).submit(cfg, names, calls, plan.verify, forces)
+                futures.append((calls, future))
+            for calls, future in futures:
+                result = future.result()
+                finished.append((calls, result if isinstance(result, list) else [result]))
+        for calls, results in finished:
+            for i, r in zip(calls, results, strict=True):
                 node = r.pop(NODE_KEY, None)
                 done[i] = [{**x, NODE_KEY: node} for x in r["results"]]
         return [placed(step.name, [done[i][k] for i in indices]) for k, step in enumerate(steps)]

@@ -5,6 +5,7 @@ with ``curate.config`` (validated at load time, never part of the config hash)."
 from __future__ import annotations
 
 import re
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,10 +37,12 @@ class PrefectConfig(BaseModel):
     start_server: bool = True  # start `sluice server --background` when no API is reachable
     task_retries: int = Field(2, ge=0)  # re-run a part whose Ray worker died
     retry_delay_seconds: float = Field(1.0, ge=0)
-    # calls of a step per Prefect task (each still its own Ray task): a Prefect task costs
-    # ~0.25 s, so many small parts are cheaper in batches (the UI then shows one task run per
-    # batch, ``<step>-<first>-<last>``)
-    parts_per_task: int = Field(1, ge=1)
+    # calls of a step per Prefect task, each still its own Ray task. "all" (default): one
+    # Prefect task per step (or chain of per-part steps), run in the flow's own process, which
+    # starts a Ray task per call (the UI: ``<step>-<n>-calls``, a progress artifact, a log line
+    # per call done); a Prefect task costs ~0.14 CPU s (worker and server) that a Ray task does
+    # not. N: a Prefect task on Ray per N calls (1: one per part, ``<step>-<part>``).
+    parts_per_task: Annotated[int, Field(ge=1)] | Literal["all"] = "all"
     artifact_key: str = "sluice-funnel"
 
 

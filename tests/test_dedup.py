@@ -705,8 +705,8 @@ def test_containment_agrees_with_exact_ground_truth(tmp_path: Path) -> None:
 
 def test_sampled_candidates_are_the_same_in_query_blocks_of_any_size(monkeypatch) -> None:
     """The sampled index answers a block of queries at a time, the block bounded by the size
-    of its product with every row: one query per block or all at once, the same pairs and
-    shares, in the same order."""
+    of its product with every row: one query per block or all at once, on one thread or
+    three, the same pairs and shares, in the same order."""
     import curate.dedup.containment as containment
 
     rows = llvm_docs()
@@ -715,12 +715,13 @@ def test_sampled_candidates_are_the_same_in_query_blocks_of_any_size(monkeypatch
     offsets, values = sampled.offsets.to_numpy(), sampled.flatten().to_numpy()
     queries = np.arange(len(rows))
     got = []
-    for budget in (1, 1 << 40):
+    for budget, threads in ((1, 1), (1, 3), (1 << 40, 1)):
         monkeypatch.setattr(containment, "PRODUCT_BUDGET", budget)
-        got.append(containment.sampled_candidates(offsets, values, queries, 0.8))
-    (pairs_one, shares_one), (pairs_all, shares_all) = got
+        got.append(containment.sampled_candidates(offsets, values, queries, 0.8, threads=threads))
+    (pairs_one, shares_one), (pairs_threads, shares_threads), (pairs_all, shares_all) = got
     assert len(pairs_all) > 10
     assert np.array_equal(pairs_one, pairs_all) and np.array_equal(shares_one, shares_all)
+    assert np.array_equal(pairs_threads, pairs_all) and np.array_equal(shares_threads, shares_all)
 
 
 def test_choose_containers_chains_and_mutual() -> None:

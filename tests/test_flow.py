@@ -74,7 +74,14 @@ register(dataclasses.replace(NEAR_DEDUP, name="near_dedup_crash", bucket=bucket_
 def test_flow_on_ray_runs_the_sample_to_shards(harness, tmp_path, monkeypatch):
     import ray
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        ArtifactFilterType,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
     from curate.config import PipelineConfig, load_config
     from curate.runner import run_pipeline
@@ -127,6 +134,23 @@ def test_flow_on_ray_runs_the_sample_to_shards(harness, tmp_path, monkeypatch):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sluice-funnel-test"]))
         )
     assert artifacts and "| toxicity |" in artifacts[0].data and "Mixture" in artifacts[0].data
+    # one Prefect task per chain or step (``prefect.parts_per_task: all``), each with its
+    # progress artifact, complete; its task run named after the chain and its parts
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[artifacts[0].flow_run_id]))
+        )
+        progress = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                type=ArtifactFilterType(any_=["progress"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[artifacts[0].flow_run_id]),
+            )
+        )
+    n_parts = len(json.loads((run / "parts.json").read_text())["parts"])
+    names = {r.name for r in runs}
+    assert f"extract..exact_dedup.map-{n_parts}-parts" in names, names
+    assert not any(n.startswith("extract..exact_dedup.map-000") for n in names)
+    assert len(progress) >= 3 and all(a.data == 100.0 for a in progress)
 
     # the same job in-process gives the same bytes as the tasks on Ray
     local = cfg.model_copy(update={"run_dir": str(tmp_path / "local")})
@@ -247,8 +271,9 @@ def test_flow_and_in_process_executors_write_the_same_bytes_with_a_plugin_fit(
     harness, tmp_path, monkeypatch
 ):
     """The two executors over one plan: the small golden job plus a plugin stage with its own
-    config and fit step (tests/plugin_stage.py), on Ray and in-process: every output file the
-    same (timing files aside)."""
+    config and fit step (tests/plugin_stage.py), on Ray with a Prefect task per part
+    (``prefect.parts_per_task: 1``) and in-process: every output file the same (timing files
+    aside)."""
     from curate.runner import run_pipeline
     from flows.curate import run_curate
     from tests.golden import hash_run
@@ -259,6 +284,7 @@ def test_flow_and_in_process_executors_write_the_same_bytes_with_a_plugin_fit(
     local_cfg = plugin_config(tmp_path / "local")
     ray_tmp = tempfile.mkdtemp(prefix="sluice-t-", dir="/tmp")  # short: Ray's unix sockets
     flow_cfg.ray.temp_dir = local_cfg.ray.temp_dir = ray_tmp  # the same config.json
+    flow_cfg.prefect.parts_per_task = local_cfg.prefect.parts_per_task = 1
     try:
         stats = run_curate(flow_cfg)
     finally:

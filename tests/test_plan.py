@@ -158,6 +158,21 @@ def test_leftover_temporaries_are_removed(finished, tmp_path):
     assert hash_run(run) == finished["hashes"]
 
 
+def test_parts_are_parsed_once_per_content_and_again_when_the_file_changes(finished, tmp_path):
+    """A Ray worker builds the plan for every call: the parsed parts.json is reused while its
+    bytes are the same, and a rewritten one (a re-planned run) is parsed anew."""
+    run, cfg = _copy(finished, tmp_path)
+    first, second = build_plan(cfg).parts, build_plan(cfg).parts
+    assert first == second and len(first) > 1
+    assert all(a is b for a, b in zip(first[0], second[0], strict=True))  # parsed once
+    first[0].clear()  # a caller's list is its own: the cached parts stay whole
+    assert build_plan(cfg).parts == second
+    data = json.loads((run / "parts.json").read_text())
+    data["parts"] = data["parts"][:1]
+    (run / "parts.json").write_text(json.dumps(data))
+    assert build_plan(cfg).parts == second[:1]
+
+
 def test_a_run_directory_is_owned_by_one_run(finished, tmp_path):
     run, cfg = _copy(finished, tmp_path)
     lock = run / "run.lock"

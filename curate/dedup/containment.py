@@ -17,7 +17,12 @@ estimated from the signatures), and :func:`choose_containers` decides who is rem
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +30,7 @@ from curate.dedup.lsh_params import ensemble_optimal_param, optimal_partitions
 
 # datasketch's grid of x/q ratios (MinHashLSHEnsemble._init_optimal_params)
 _XQS = np.exp(np.linspace(-5, 5, 10))
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=16)
@@ -134,6 +140,15 @@ def ensemble_candidates(
 
 
 PRODUCT_BUDGET = 1 << 22  # entries of one block's (queries x rows) product in sampled_candidates
+MAX_THREADS = 8  # threads of sampled_candidates at most (its blocks: scipy's product frees the GIL)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity off Linux
+        return os.cpu_count() or 1
 
 
 def sampled_candidates(
@@ -144,11 +159,14 @@ def sampled_candidates(
     slack: float = 0.5,
     max_docs: int = 1000,
     block: int = 2048,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(q, x)`` row pairs, q in ``queries``, x != q, where x holds at least ``slack *
     threshold`` of q's sampled shingles (``values[offsets[i]:offsets[i+1]]``, distinct per row),
     and the share of q's samples found in x. Samples held by more than ``max_docs`` rows
-    (boilerplate) are not indexed; they still count in q's total."""
+    (boilerplate) are not indexed; they still count in q's total. The blocks of queries run on
+    ``threads`` threads (default: the cores this process may use, at most ``MAX_THREADS``; the
+    step runs alone, between two barriers of the plan); the result does not depend on it."""
     import scipy.sparse as sp
 
     n = len(offsets) - 1
@@ -166,15 +184,43 @@ def sampled_candidates(
     # ``PRODUCT_BUDGET`` entries (shared boilerplate can make it dense: 2,048 queries x 40k
     # rows took +320 MB; the blocks' results are the same whatever their size)
     block = max(1, min(block, PRODUCT_BUDGET // n))
-    for start in range(0, len(queries), block):
+
+    def found(start: int) -> tuple[np.ndarray, np.ndarray]:
         mine = queries[start : start + block]
         shared = (x[mine] @ xt).tocoo()
         total = totals[mine][shared.row]
         qrow = mine[shared.row]
         keep = (qrow != shared.col) & (shared.data >= slack * threshold * total)
-        pairs.append(np.stack([qrow[keep], shared.col[keep].astype(np.int64)], axis=1))
-        shares.append(shared.data[keep] / total[keep])
+        return (
+            np.stack([qrow[keep], shared.col[keep].astype(np.int64)], axis=1),
+            shared.data[keep] / total[keep],
+        )
+
+    starts = range(0, len(queries), block)
+    workers = min(threads or available_cores(), MAX_THREADS, len(starts))
+    if workers > 1:  # in order, at most ~2 blocks per thread in memory at once
+        with ThreadPoolExecutor(workers) as pool:
+            for p, s in _in_order(pool, found, starts, 2 * workers):
+                pairs.append(p)
+                shares.append(s)
+    else:
+        for start in starts:
+            p, s = found(start)
+            pairs.append(p)
+            shares.append(s)
     return np.concatenate(pairs), np.concatenate(shares)
+
+
+def _in_order(pool: ThreadPoolExecutor, fn: Callable[[int], T], items: Iterable[int], ahead: int):
+    """``fn`` over ``items`` on ``pool``, results in order, at most ``ahead`` pending at once
+    (``Executor.map`` submits every item first, so all results could wait in memory)."""
+    pending: deque[Future[T]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def estimated_containment(
