@@ -121,6 +121,8 @@ def dispatched(
     import ray
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+    if not ray.is_initialized():  # a finished run's flow starts no Ray: what is left runs here
+        return [fn(*args) for args in calls]
     # SPREAD: a cluster's nodes share the parts even when they are short (Ray would otherwise
     # keep feeding a worker of the driver's node that it already holds)
     remote = ray.remote(
