@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from typing import TypeVar
@@ -211,7 +211,9 @@ def sampled_candidates(
     return np.concatenate(pairs), np.concatenate(shares)
 
 
-def _in_order(pool: ThreadPoolExecutor, fn: Callable[[int], T], items: Iterable[int], ahead: int):
+def _in_order(
+    pool: ThreadPoolExecutor, fn: Callable[[int], T], items: Iterable[int], ahead: int
+) -> Iterator[T]:
     """``fn`` over ``items`` on ``pool``, results in order, at most ``ahead`` pending at once
     (``Executor.map`` submits every item first, so all results could wait in memory)."""
     pending: deque[Future[T]] = deque()
