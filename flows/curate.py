@@ -65,57 +65,12 @@ def _on_node(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
 step_task = task(_on_node(run_step), name="step", cache_policy=NO_CACHE, persist_result=False)
 
 
-def run_steps(
-    cfg: PipelineConfig, name: str, indices: list[int], verify: bool, force: bool
-) -> list[dict[str, Any]]:
-    """Several calls of step ``name`` from one Prefect task: each its own Ray task (on any
-    node, retried by Ray when its worker dies), waited for here; results in order."""
-    import ray
-
-    remote = ray.remote(num_cpus=1, max_retries=cfg.prefect.task_retries)(_on_node(run_step))
-    return ray.get([remote.remote(cfg, name, i, verify, force) for i in indices])
-
-
-batch_task = task(run_steps, name="steps", cache_policy=NO_CACHE, persist_result=False)
-
-
-def run_chain(
-    cfg: PipelineConfig, names: list[str], index: int, verify: bool, forces: list[bool]
-) -> dict[str, Any]:
-    """Part ``index`` of every map step of a chain (``curate.runner.step_chains``), in order,
-    in this process: ``{"results": [one per step]}``. A retry after a crash skips the steps
-    already done (their markers match)."""
-    plan = build_plan(cfg)
-    return {
-        "results": [
-            run_step(plan, name, index, verify, force)
-            for name, force in zip(names, forces, strict=True)
-        ]
-    }
-
-
-chain_task = task(_on_node(run_chain), name="chain", cache_policy=NO_CACHE, persist_result=False)
-
-
-def run_chains(
-    cfg: PipelineConfig, names: list[str], indices: list[int], verify: bool, forces: list[bool]
-) -> list[dict[str, Any]]:
-    """Several parts of a chain from one Prefect task: each its own Ray task (as
-    :func:`run_steps`); results in part order."""
-    import ray
-
-    remote = ray.remote(num_cpus=1, max_retries=cfg.prefect.task_retries)(_on_node(run_chain))
-    return ray.get([remote.remote(cfg, names, i, verify, forces) for i in indices])
-
-
-chain_batch_task = task(run_chains, name="chains", cache_policy=NO_CACHE, persist_result=False)
-
-
 def dispatched(
     fn: Callable[..., dict[str, Any]], calls: list[tuple[Any, ...]], retries: int, label: str
 ) -> list[dict[str, Any]]:
-    """Each call of ``fn`` as its own Ray task, started from this process (the flow's, with
-    ``prefect.parts_per_task: all``) and waited for; results in call order. Ray re-runs a call
+    """Each call of ``fn`` as its own Ray task, started from this process (the flow's with
+    ``prefect.parts_per_task: all``, a Ray worker's for a batch of N) and waited for; results in
+    call order. Ray re-runs a call
     that raised or whose worker died (``retries`` times); each finished call is logged, and the
     share done is a progress artifact of the task run."""
     import ray
@@ -150,27 +105,48 @@ def dispatched(
     return results
 
 
-def run_steps_here(
+def run_steps(
     cfg: PipelineConfig, name: str, indices: list[int], verify: bool, force: bool
 ) -> list[dict[str, Any]]:
-    """Every call of step ``name`` from one Prefect task in the flow's process (see
-    :func:`dispatched`)."""
+    """Several calls of step ``name`` from one Prefect task, each its own Ray task (see
+    :func:`dispatched`); results in order."""
     calls = [(cfg, name, i, verify, force) for i in indices]
     return dispatched(run_step, calls, cfg.prefect.task_retries, name)
 
 
-def run_chains_here(
+# submitted (on Ray) per batch of N calls, or called in the flow (in its process) for all of them
+batch_task = task(run_steps, name="steps", cache_policy=NO_CACHE, persist_result=False)
+
+
+def run_chain(
+    cfg: PipelineConfig, names: list[str], index: int, verify: bool, forces: list[bool]
+) -> dict[str, Any]:
+    """Part ``index`` of every map step of a chain (``curate.runner.step_chains``), in order,
+    in this process: ``{"results": [one per step]}``. A retry after a crash skips the steps
+    already done (their markers match)."""
+    plan = build_plan(cfg)
+    return {
+        "results": [
+            run_step(plan, name, index, verify, force)
+            for name, force in zip(names, forces, strict=True)
+        ]
+    }
+
+
+chain_task = task(_on_node(run_chain), name="chain", cache_policy=NO_CACHE, persist_result=False)
+
+
+def run_chains(
     cfg: PipelineConfig, names: list[str], indices: list[int], verify: bool, forces: list[bool]
 ) -> list[dict[str, Any]]:
-    """Every part of a chain from one Prefect task in the flow's process (see
-    :func:`dispatched`)."""
+    """Several parts of a chain from one Prefect task, each its own Ray task (see
+    :func:`dispatched`); results in part order."""
     calls = [(cfg, names, i, verify, forces) for i in indices]
     return dispatched(run_chain, calls, cfg.prefect.task_retries, f"{names[0]}..{names[-1]}")
 
 
-# with ``parts_per_task: all``: called in the flow (not submitted), so they run in its process
-steps_here_task = task(run_steps_here, name="steps", cache_policy=NO_CACHE, persist_result=False)
-chains_here_task = task(run_chains_here, name="chains", cache_policy=NO_CACHE, persist_result=False)
+# as batch_task: submitted per batch of N parts, or called in the flow for all of them
+chain_batch_task = task(run_chains, name="chains", cache_policy=NO_CACHE, persist_result=False)
 
 
 @flow(name="curate", log_prints=True)
@@ -227,7 +203,7 @@ def _curate(
         if batch == "all" and step.kind != "reduce":
             if todo:
                 name = f"{step.name}-{len(todo)}-calls"
-                results = steps_here_task.with_options(task_run_name=name)(
+                results = batch_task.with_options(task_run_name=name)(
                     cfg, step.name, todo, plan.verify, force
                 )
                 done.update(zip(todo, results, strict=True))
@@ -284,7 +260,7 @@ def _curate(
         if batch == "all":
             if todo:
                 name = f"{label}-{len(todo)}-parts"
-                results = chains_here_task.with_options(task_run_name=name)(
+                results = chain_batch_task.with_options(task_run_name=name)(
                     cfg, names, todo, plan.verify, forces
                 )
                 finished.append((todo, results))
