@@ -156,6 +156,7 @@ class Step:
     tasks: Callable[[], int] | None = None  # how many calls a ``buckets`` step makes
     # the parts of its per-part inputs a ``buckets`` call reads (default: every part)
     reads: Callable[[int | None], range] | None = None
+    cpus: int = 1  # cores one call can use (its threads): what an executor on a cluster reserves
 
 
 @dataclass
@@ -412,6 +413,7 @@ def build_plan(cfg: PipelineConfig) -> Plan:
             lambda _: lay.tokenizer_marker,
             tokenizer_fp,
             tokenizer_compute,
+            cpus=1 if given is not None else cfg.tokenizer.num_threads,  # SentencePiece's threads
         )
     )
 
@@ -437,6 +439,7 @@ def build_plan(cfg: PipelineConfig) -> Plan:
                 ),
             ),
             encode_compute,
+            cpus=cfg.shards.encode_threads,
         )
     )
 
@@ -778,6 +781,7 @@ def _add_stage_steps(plan: Plan, info: _StageInfo, fit_step: str | None) -> None
                 lambda _: lay.state_marker(name),
                 lambda _: (maps_hash(), stage_cfg()[1]),
                 reduce_compute,
+                cpus=stage.reduce_threads(info.cfg),
             )
         )
     plan.steps += [
@@ -876,6 +880,7 @@ def _add_bucket_steps(
             lambda _: lay.state_marker(name),
             components_fp,
             components_compute,
+            cpus=stage.reduce_threads(info.cfg),
         ),
     ]
 

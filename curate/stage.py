@@ -290,6 +290,10 @@ class GlobalStage(Generic[C]):
     # by key, written beside it by the map; the bucket tasks then get their urls (``keys=``)
     # and read only their range
     shuffle: Callable[[pa.Table, C], pa.Table] | None = None
+    # cores the reduce (or components step) can use at once under ``cfg``: an executor that
+    # shares a cluster reserves that many (a node's at most) and sets ``OMP_NUM_THREADS`` to
+    # what it reserved, which the reduce's threads respect (``curate.dedup.containment``)
+    reduce_threads: Callable[[C], int] = lambda cfg: 1
 
     def run(self, table: pa.Table, state: pa.Table, cfg: C) -> StageResult:
         return _score_and_decide(

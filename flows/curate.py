@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_ray.context import remote_options
 
 from curate.config import PipelineConfig
 from curate.layout import RunLayout
@@ -66,43 +68,89 @@ step_task = task(_on_node(run_step), name="step", cache_policy=NO_CACHE, persist
 
 
 def dispatched(
-    fn: Callable[..., dict[str, Any]], calls: list[tuple[Any, ...]], retries: int, label: str
+    fn: Callable[..., dict[str, Any]],
+    calls: list[tuple[Any, ...]],
+    retries: int,
+    label: str,
+    retry_delay: float = 0.0,
+    cpus: int = 1,
 ) -> list[dict[str, Any]]:
     """Each call of ``fn`` as its own Ray task, started from this process (the flow's with
     ``prefect.parts_per_task: all``, a Ray worker's for a batch of N) and waited for; results in
-    call order. Ray re-runs a call
-    that raised or whose worker died (``retries`` times); each finished call is logged, and the
-    share done is a progress artifact of the task run."""
+    call order. A call that raised is started again ``retry_delay`` seconds later (as Prefect
+    does a task: ``prefect.retry_delay_seconds``), and Ray re-runs one whose worker died, each
+    up to ``retries`` times; each finished call is logged, and the share done is a progress
+    artifact of the task run. Each call reserves ``cpus`` CPUs (:func:`reserved_cpus`)."""
     import ray
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
+    from ray.exceptions import RayTaskError
 
     if not ray.is_initialized():  # a finished run's flow starts no Ray: what is left runs here
         return [fn(*args) for args in calls]
     # SPREAD: a cluster's nodes share the parts even when they are short (Ray would otherwise
     # keep feeding a worker of the driver's node that it already holds)
     remote = ray.remote(
-        num_cpus=1, max_retries=retries, retry_exceptions=True, scheduling_strategy="SPREAD"
+        num_cpus=reserved_cpus(cpus), max_retries=retries, scheduling_strategy="SPREAD"
     )(_on_node(fn))
-    refs = [remote.remote(*args) for args in calls]
-    position = {ref: k for k, ref in enumerate(refs)}
-    results: list[Any] = [None] * len(refs)
+    call_of: dict[Any, int] = {}  # Ray ref -> index of its call
+
+    def start(k: int) -> Any:
+        ref = remote.remote(*calls[k])
+        call_of[ref] = k
+        return ref
+
+    results: list[Any] = [None] * len(calls)
+    raised = [0] * len(calls)  # times each call raised
+    waiting: list[tuple[float, int]] = []  # (monotonic time to start again, call) after a raise
     logger = get_run_logger()
     progress = create_progress_artifact(0.0, description=f"calls of {label} done")
-    pending = list(refs)
+    pending = [start(k) for k in range(len(calls))]
+    done = 0
     try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+        while pending or waiting:
+            now = time.monotonic()
+            pending += [start(k) for due, k in waiting if due <= now]
+            waiting = [(due, k) for due, k in waiting if due > now]
+            timeout = min(due for due, _ in waiting) - now if waiting else None
+            if not pending:
+                time.sleep(max(0.0, timeout or 0.0))
+                continue
+            ready, pending = ray.wait(pending, num_returns=1, timeout=timeout)
             for ref in ready:
-                results[position[ref]] = ray.get(ref)
-            done = len(refs) - len(pending)
-            logger.info("%s: %d of %d calls done", label, done, len(refs))
-            if progress is not None:
-                update_progress_artifact(progress, 100.0 * done / len(refs))
+                k = call_of.pop(ref)
+                try:
+                    results[k] = ray.get(ref)
+                except RayTaskError as e:
+                    if raised[k] >= retries:
+                        raise
+                    raised[k] += 1
+                    logger.warning(
+                        "%s: call %d raised (%s); starting it again in %.3g s (retry %d of %d)",
+                        label, k, e.cause, retry_delay, raised[k], retries,
+                    )  # fmt: skip
+                    waiting.append((time.monotonic() + retry_delay, k))
+                    continue
+                done += 1
+                logger.info("%s: %d of %d calls done", label, done, len(calls))
+                if progress is not None:
+                    update_progress_artifact(progress, 100.0 * done / len(calls))
     except BaseException:
         for ref in pending:  # the flow fails: no call keeps running for it
             ray.cancel(ref)
         raise
     return results
+
+
+def reserved_cpus(wanted: int) -> int:
+    """CPUs to reserve on Ray for a call that can use ``wanted`` cores: as many, but no more
+    than the largest live node has (a request no node can meet would wait for ever). Ray sets
+    the task's ``OMP_NUM_THREADS`` to it, which bounds the call's threads."""
+    import ray
+
+    if wanted <= 1 or not ray.is_initialized():
+        return 1
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    return max(1, min(wanted, int(largest)))
 
 
 def run_steps(
@@ -111,7 +159,10 @@ def run_steps(
     """Several calls of step ``name`` from one Prefect task, each its own Ray task (see
     :func:`dispatched`); results in order."""
     calls = [(cfg, name, i, verify, force) for i in indices]
-    return dispatched(run_step, calls, cfg.prefect.task_retries, name)
+    cpus = build_plan(cfg).step(name).cpus
+    return dispatched(
+        run_step, calls, cfg.prefect.task_retries, name, cfg.prefect.retry_delay_seconds, cpus
+    )
 
 
 # submitted (on Ray) per batch of N calls, or called in the flow (in its process) for all of them
@@ -142,7 +193,12 @@ def run_chains(
     """Several parts of a chain from one Prefect task, each its own Ray task (see
     :func:`dispatched`); results in part order."""
     calls = [(cfg, names, i, verify, forces) for i in indices]
-    return dispatched(run_chain, calls, cfg.prefect.task_retries, f"{names[0]}..{names[-1]}")
+    label = f"{names[0]}..{names[-1]}"
+    plan = build_plan(cfg)
+    cpus = max(plan.step(name).cpus for name in names)
+    return dispatched(
+        run_chain, calls, cfg.prefect.task_retries, label, cfg.prefect.retry_delay_seconds, cpus
+    )
 
 
 # as batch_task: submitted per batch of N parts, or called in the flow for all of them
@@ -165,8 +221,6 @@ def curate_flow(
     call another run computed with the same fingerprint is copied, not submitted; the result
     then also holds ``shared_steps``, the calls computed / shared / done per step.
     """
-    from prefect_ray.context import remote_options
-
     with remote_options(max_retries=cfg.prefect.task_retries):
         return _curate(cfg, verify, force_from, share_steps, share_label)
 
@@ -208,15 +262,17 @@ def _curate(
                 )
                 done.update(zip(todo, results, strict=True))
         elif batch == 1 or step.kind == "reduce":
-            futures = [
-                (
-                    [i],
-                    step_task.with_options(
-                        task_run_name=step.name if i is None else f"{step.name}-{i:05d}", **retry
-                    ).submit(cfg, step.name, i, plan.verify, force),
-                )
-                for i in todo
-            ]
+            with remote_options(num_cpus=reserved_cpus(step.cpus)):
+                futures = [
+                    (
+                        [i],
+                        step_task.with_options(
+                            task_run_name=step.name if i is None else f"{step.name}-{i:05d}",
+                            **retry,
+                        ).submit(cfg, step.name, i, plan.verify, force),
+                    )
+                    for i in todo
+                ]
         else:
             for k in range(0, len(todo), batch):
                 calls = todo[k : k + batch]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import itertools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -722,6 +723,23 @@ def test_sampled_candidates_are_the_same_in_query_blocks_of_any_size(monkeypatch
     assert len(pairs_all) > 10
     assert np.array_equal(pairs_one, pairs_all) and np.array_equal(shares_one, shares_all)
     assert np.array_equal(pairs_threads, pairs_all) and np.array_equal(shares_threads, shares_all)
+
+
+def test_containment_threads_stay_within_omp_num_threads(monkeypatch) -> None:
+    """A scheduler's reservation (Ray sets OMP_NUM_THREADS to a task's CPUs) bounds the
+    containment search's threads; unset or invalid, the process's CPU affinity does."""
+    from curate.dedup.containment import available_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = available_cores()
+    assert cores == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert available_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores + 5))
+    assert available_cores() == cores
+    for bad in ("0", "two", ""):
+        monkeypatch.setenv("OMP_NUM_THREADS", bad)
+        assert available_cores() == cores
 
 
 def test_choose_containers_chains_and_mutual() -> None:

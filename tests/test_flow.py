@@ -4,6 +4,7 @@ the CLI around it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -335,3 +336,58 @@ def test_batched_tasks_and_shard_writers_on_ray_then_a_finished_run_starts_no_ra
     run_curate(flow_cfg)
     assert json.loads((run / "tasks.json").read_text())["nodes"] == {}
     assert hash_run(run) == flow
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_dispatched_starts_a_call_that_raised_again_after_the_delay(harness, tmp_path):
+    """``prefect.parts_per_task: all``: a call that raised runs again ``retry_delay_seconds``
+    later (not at once) and its result takes its place; one that keeps raising fails the flow
+    with its own error after ``retries`` re-runs."""
+    import time
+
+    import ray
+    from prefect import flow
+
+    from flows.curate import dispatched, reserved_cpus
+    from flows.runtime import ray_init_kwargs
+
+    def flaky(attempts: str, value: int) -> dict:
+        """Raises on its first attempt per ``attempts`` file (of start times), then works."""
+        log = Path(attempts)
+        starts = (
+            [*log.read_text().split(), str(time.time())] if log.exists() else [str(time.time())]
+        )
+        log.write_text("\n".join(starts))
+        if value < 0 or len(starts) == 1:
+            raise OSError(f"transient failure of call {value}")
+        return {"value": value}
+
+    @flow
+    def run(calls: list, retries: int, delay: float) -> list:
+        return dispatched(flaky, calls, retries, "flaky", retry_delay=delay)
+
+    calls = [(str(tmp_path / f"call-{k}.log"), k) for k in range(3)]
+    ray.init(**ray_init_kwargs(None, num_cpus=2))
+    try:
+        results = run(calls, retries=2, delay=1.5)
+        assert [r["value"] for r in results] == [0, 1, 2]
+        for path, _ in calls:
+            first, second = map(float, Path(path).read_text().split())
+            assert second - first >= 1.5  # started again after the delay, once
+        with pytest.raises(OSError, match="transient failure of call -1"):
+            run([(str(tmp_path / "bad.log"), -1)], retries=2, delay=0.0)
+        assert len((tmp_path / "bad.log").read_text().split()) == 3  # 1 + 2 retries
+        # a call that can use 8 cores reserves what the largest node has (2 here), and its
+        # threads are told so (OMP_NUM_THREADS)
+        assert reserved_cpus(8) == 2 and reserved_cpus(1) == 1
+
+        @flow
+        def threads() -> list:
+            return dispatched(
+                lambda: {"omp": os.environ.get("OMP_NUM_THREADS")}, [()], 0, "t", cpus=8
+            )
+
+        assert [r["omp"] for r in threads()] == ["2"]
+    finally:
+        ray.shutdown()

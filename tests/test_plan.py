@@ -221,6 +221,27 @@ def test_consecutive_map_steps_form_chains_and_share_their_wall_time(tmp_path):
     assert runner.chain_timings(4.0, longest[:2], [[{"skipped": True}]] * 2) == [2.0, 2.0]
 
 
+def test_steps_that_run_threads_say_how_many_cores_they_use(tmp_path):
+    """What an executor on a cluster reserves per call: the near-dedup reduce its containment
+    threads (one core without containment), the tokenizer SentencePiece's threads, encode its
+    encode_threads; every other step one core."""
+    from curate.dedup.containment import MAX_THREADS
+
+    cfg = golden_config(tmp_path)
+    data = cfg.model_dump(mode="json")
+    near = next(s for s in data["stages"] if s["name"] == "near_dedup")
+    near.setdefault("options", {})["containment"] = 0.8
+    data["tokenizer"]["num_threads"] = 3
+    data["shards"]["encode_threads"] = 2
+    cpus = {s.name: s.cpus for s in build_plan(PipelineConfig.model_validate(data)).steps}
+    assert cpus.pop("near_dedup.reduce") == MAX_THREADS
+    assert cpus.pop("tokenizer") == 3 and cpus.pop("encode") == 2
+    assert set(cpus.values()) == {1}, cpus
+    near["options"]["containment"] = None
+    plan = build_plan(PipelineConfig.model_validate(data))
+    assert plan.step("near_dedup.reduce").cpus == 1
+
+
 def test_peak_rss_is_the_blocks_own():
     """``curate.memory.peak_rss``: a block that allocates 300 MB peaks 300 MB above one that
     does not, run after it in the same process (the peak is reset before each block)."""

@@ -144,11 +144,15 @@ MAX_THREADS = 8  # threads of sampled_candidates at most (its blocks: scipy's pr
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
+    """The cores this process may use, at least 1: its CPU affinity, and no more than
+    ``OMP_NUM_THREADS`` when that is set (a scheduler such as Ray sets it to the CPUs it
+    reserved for the task, so the threads stay within the reservation)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # no affinity off Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cores, int(given)) if given.isdigit() and int(given) > 0 else cores
 
 
 def sampled_candidates(

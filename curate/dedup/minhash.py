@@ -54,6 +54,7 @@ from curate.dedup.common import (
     take_or_null,
 )
 from curate.dedup.containment import (
+    MAX_THREADS,
     choose_containers,
     ensemble_candidates,
     estimated_containment,
@@ -768,4 +769,6 @@ NEAR_DEDUP = GlobalStage(
     components=components,
     score=score,
     rules=rules,
+    # the containment search (sampled_candidates) runs its blocks on up to MAX_THREADS cores
+    reduce_threads=lambda cfg: 1 if cfg.containment is None else MAX_THREADS,
 )
