@@ -13,6 +13,7 @@ from train.scaling import (
     CHINCHILLA,
     EPOCH_AI,
     EXPONENT_BOUNDS,
+    HUBER_C,
     NOT_IDENTIFIED,
     ScalingLaw,
     analyse,
@@ -26,6 +27,7 @@ from train.scaling import (
     summary_lines,
     training_flops,
 )
+from train.scaling import _objective as scaling_objective
 
 
 def _grid_points(law: ScalingLaw, noise: float, seed: int):
@@ -152,13 +154,59 @@ def test_replicate_noise_weights_a_noisier_short_run_less():
     for name, truth in (("alpha", SMALL.alpha), ("beta", SMALL.beta)):
         assert iv[name][0] <= truth <= iv[name][1], (name, iv[name], truth)
     assert iv["beta"][1] - iv["beta"][0] < iv_plain["beta"][1] - iv_plain["beta"][0]
-    assert "weighted by 1/σ(D)" in weighted.weights_text() and plain.noise is None
+    assert "in units of the noise (Huber c = 1.345)" in weighted.weights_text()
+    assert plain.noise is None and plain.huber_c is None
     again = load_fit(save_fit(weighted, Path(__import__("tempfile").mkdtemp()) / "fit.json"))
-    assert again.noise == noise
+    assert again.noise == noise and again.huber_c == HUBER_C
     # one replicated point, or replicates at one D only: no noise model
     assert replicate_noise(n[:36], d[:36], loss[:36]) is None
     same_d = d == d[0]
     assert replicate_noise(n[same_d], d[same_d], loss[same_d]) is None
+
+
+def test_noise_scaled_objective_is_huber_of_the_standardised_residuals():
+    """With a noise model the fit minimises Σ ρ_c(rᵢ/σᵢ) (Huber's M-estimator of known scale):
+    δᵢ = c·σᵢ and weights 1/σᵢ² give exactly that, up to the weights' normalisation, with the
+    gradient to match."""
+    from scipy.special import huber
+
+    rng = np.random.default_rng(5)
+    n, d = np.repeat(np.geomspace(1e4, 1e6, 4), 5), np.tile(np.geomspace(1e5, 1e7, 5), 4)
+    sigma = 0.02 * (d / 1e5) ** -0.5
+    log_l = np.log(SMALL.loss(n, d)) + rng.standard_t(3, n.size) * sigma  # heavy tails
+    theta = np.array([np.log(SMALL.A), np.log(SMALL.B), np.log(SMALL.E), 0.3, 0.35])
+    weights = (1 / sigma**2) / np.mean(1 / sigma**2)
+    value, grad = scaling_objective(theta, np.log(n), np.log(d), log_l, HUBER_C * sigma, weights)
+    law = ScalingLaw(E=SMALL.E, A=SMALL.A, B=SMALL.B, alpha=0.3, beta=0.35)
+    r = (np.log(law.loss(n, d)) - log_l) / sigma
+    assert np.abs(r).max() > HUBER_C and np.abs(r).min() < HUBER_C  # both zones in play
+    assert value == pytest.approx(huber(HUBER_C, r).sum() / np.mean(1 / sigma**2), rel=1e-9)
+    for k in range(5):  # the gradient is the objective's
+        step = np.zeros(5)
+        step[k] = 1e-6
+        up = scaling_objective(theta + step, np.log(n), np.log(d), log_l, HUBER_C * sigma, weights)
+        down = scaling_objective(
+            theta - step, np.log(n), np.log(d), log_l, HUBER_C * sigma, weights
+        )
+        assert grad[k] == pytest.approx((up[0] - down[0]) / 2e-6, rel=1e-4, abs=1e-6)
+
+
+def test_noise_scaled_fit_shrugs_off_a_diverged_replicate():
+    """Three seeds per point, σ(D) known from them; one run diverged (+30%). The noise-scaled
+    Huber fit keeps α and β near the truth, where least squares in σ units (c → ∞) is pulled."""
+    rng = np.random.default_rng(2)
+    ns, ds = np.geomspace(1e4, 1e6, 5), np.geomspace(1e5, 3e7, 6)
+    n, d = np.tile(np.repeat(ns, ds.size), 3), np.tile(np.tile(ds, ns.size), 3)
+    sigma = 0.01 * (d / 1e5) ** -0.3
+    loss = SMALL.loss(n, d) * np.exp(rng.normal(0.0, 1.0, n.size) * sigma)
+    noise = replicate_noise(n, d, loss)
+    loss[np.argmax(d * (n == ns[2]))] *= 1.3
+    robust = fit_scaling_law(n, d, loss, noise=noise)
+    squares = fit_scaling_law(n, d, loss, noise=noise, huber_c=1e3)
+    err = {k: abs(getattr(robust.law, k) - getattr(SMALL, k)) for k in ("alpha", "beta")}
+    err_sq = {k: abs(getattr(squares.law, k) - getattr(SMALL, k)) for k in ("alpha", "beta")}
+    assert err["alpha"] < 0.03 and err["beta"] < 0.03, robust.law
+    assert err_sq["beta"] > 2 * err["beta"], (squares.law, robust.law)
 
 
 def test_fit_stays_in_bounds():

@@ -409,9 +409,9 @@ def fit_table(
     **kw: Any,
 ) -> Fit:
     """Fit L(N, D) to the rows of a sweep table (``train.sweep.collect_sweep``; pass its
-    ``param_count`` through ``kw``). ``weights="replicate_noise"``: points weighted by
-    1/σ(D) of the noise model the table's replicated rows give (unweighted when they are too
-    few: ``train.scaling.replicate_noise``)."""
+    ``param_count`` through ``kw``). ``weights="replicate_noise"``: residuals in units of
+    σ(D), the noise model the table's replicated rows give (unweighted when they are too few:
+    ``train.scaling.replicate_noise``; ``fit_scaling_law``'s ``huber_c``)."""
     n, d, loss = (table[c].to_numpy() for c in ("n_params", "tokens", "val_loss"))
     noise = replicate_noise(n, d, loss) if weights == "replicate_noise" else None
     return fit_scaling_law(n, d, loss, n_bootstrap=n_bootstrap, seed=seed, noise=noise, **kw)

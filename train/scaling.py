@@ -16,7 +16,10 @@ Fitting follows Hoffmann et al. 2022, approach 3, as redone by Besiroglu et al. 
 ``Σ Huber_δ(LSE(a − α log N, b − β log D, e) − log L)`` with δ = 1e-3 over
 ``(a, b, e, α, β)`` (``A = eᵃ, B = eᵇ, E = eᵉ``) with L-BFGS from a grid of starts, tight
 tolerances (the original fit stopped early), and bootstrap resampling of the points for
-confidence intervals. The fit is **bounded** (α, β in [0.05, 2], 0 ≤ E < the smallest observed
+confidence intervals. When replicated runs give the noise σ(D) of each point
+(``replicate_noise``), the residuals are measured in units of it instead: ``Σ ρ_c(rᵢ/σᵢ)``
+with Huber's c = 1.345 (``HUBER_C``), the M-estimator of known scale, rather than Hoffmann's
+δ = 1e-3, which is far below this noise and makes the fit least absolute deviations. The fit is **bounded** (α, β in [0.05, 2], 0 ≤ E < the smallest observed
 loss) and **checked** (``identification``): spans of N and D, the condition number of the
 Gauss-Newton Hessian, estimates at a bound, bootstrap interval widths. A fit that fails a
 check is "not identified" and gives no prediction (``Fit.identified``, ``NOT_IDENTIFIED``).
@@ -46,6 +49,9 @@ if TYPE_CHECKING:
     from train.model import GPTConfig
 
 HUBER_DELTA = 1e-3
+# Huber's tuning constant in units of a point's noise σ when it is known: 95% of least squares'
+# efficiency on Gaussian noise, residuals beyond c·σ count linearly (Huber 1981, §4.6)
+HUBER_C = 1.345
 NOT_IDENTIFIED = "not identified: no prediction"
 EXPONENT_BOUNDS = (0.05, 2.0)  # α, β: outside this no language-model fit has been reported
 LOG_E_MIN = -12.0  # E ≥ e^-12 ≈ 6e-6: "0 ≤ E" in a log parametrisation
@@ -181,10 +187,11 @@ def _objective(
     log_n: np.ndarray,
     log_d: np.ndarray,
     log_l: np.ndarray,
-    delta: float,
+    delta: float | np.ndarray,
     weights: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
-    """Σ wᵢ·Huber(LSE − log L) and its gradient in (a, b, e, alpha, beta) (w = 1: unweighted).
+    """Σ wᵢ·Huber_δᵢ(LSE − log L) and its gradient in (a, b, e, alpha, beta) (w = 1:
+    unweighted; δ one number or one per point).
 
     The log-sum-exp of the three terms is written out (max-shifted) rather than calling
     scipy's ``logsumexp``: this runs ~10⁵ times per fit and is 4× faster so.
@@ -211,7 +218,7 @@ def _grid_objective(
     log_n: np.ndarray,
     log_d: np.ndarray,
     log_l: np.ndarray,
-    delta: float,
+    delta: float | np.ndarray,
     weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Objective at every grid row (vectorised) for picking the starts worth optimising."""
@@ -240,8 +247,9 @@ class ReplicateNoise:
         return self.sigma0 * (np.asarray(tokens, dtype=float) / self.d0) ** self.exponent
 
     def weights(self, tokens: float | np.ndarray) -> np.ndarray:
-        """1/σ(D) per point, scaled to mean 1."""
-        w = 1.0 / self.sigma(tokens)
+        """1/σ(D)² per point, scaled to mean 1: with δᵢ = c·σᵢ, Σ wᵢ·Huber_δᵢ(rᵢ) is
+        Σ ρ_c(rᵢ/σᵢ) up to a constant factor (Huber_cσ(r) = σ²·ρ_c(r/σ))."""
+        w = 1.0 / self.sigma(tokens) ** 2
         return w / w.mean()
 
     def as_dict(self) -> dict[str, float | int]:
@@ -255,7 +263,7 @@ class ReplicateNoise:
         )
 
 
-# how a sweep's fit weighs its points: all alike, or by 1/σ(D) of the replicates' noise model
+# how a sweep's fit weighs its points: all alike, or in units of σ(D), the replicates' noise
 FitWeights = Literal["none", "replicate_noise"]
 MIN_NOISE_GROUPS = 4  # replicated (N, D) points a noise model needs ...
 MIN_NOISE_SPAN = 2.0  # ... over at least this ratio of D
@@ -314,6 +322,7 @@ class Fit:
     diagnostics: dict[str, float] = field(default_factory=dict)  # spans, condition number
     param_count: str = DEFAULT_PARAM_COUNT
     noise: ReplicateNoise | None = None  # the weights' noise model (None: unweighted)
+    huber_c: float | None = None  # with ``noise``: Huber's c in units of σ(D)
 
     @property
     def identified(self) -> bool:
@@ -356,7 +365,9 @@ class Fit:
         """How the points were weighted, in words."""
         if self.noise is None:
             return "points unweighted"
-        return f"points weighted by 1/σ(D), {self.noise.describe()}"
+        return (
+            f"residuals in units of the noise (Huber c = {self.huber_c}), {self.noise.describe()}"
+        )
 
     def warnings(self) -> list[str]:
         """The identification check's reasons (kept under its old name)."""
@@ -393,6 +404,7 @@ class Fit:
             "level": level,
             "intervals": self.param_intervals(level),
             "weights": self.noise.as_dict() if self.noise else None,
+            "huber_c": self.huber_c,
         }
 
 
@@ -423,11 +435,18 @@ def _one_blas_thread(fn):
 
 
 def _fit_once(
-    log_n, log_d, log_l, starts: np.ndarray, delta: float, maxiter: int = MAXITER, weights=None
+    log_n,
+    log_d,
+    log_l,
+    starts: np.ndarray,
+    delta: float | np.ndarray,
+    maxiter: int = MAXITER,
+    weights=None,
 ) -> tuple[np.ndarray, float]:
-    """Best bounded L-BFGS-B optimum over the starts (objective in units of δ², so the
-    quadratic zone reads 0.5·(r/δ)² and the tolerances are not swamped by a ~1e-6 objective)."""
-    scale = 1.0 / delta**2
+    """Best bounded L-BFGS-B optimum over the starts (objective in units of the mean w·δ², so
+    the quadratic zone reads 0.5·(r/δ)² and the tolerances are not swamped by a ~1e-6
+    objective)."""
+    scale = 1.0 / float(np.mean(np.square(delta) * (1.0 if weights is None else weights)))
     bounds = _bounds(log_l)
     lower = np.array([-np.inf if lo is None else lo for lo, _ in bounds])
     upper = np.array([np.inf if hi is None else hi for _, hi in bounds])
@@ -475,6 +494,7 @@ def fit_scaling_law(
     losses: Sequence[float] | np.ndarray,
     *,
     delta: float = HUBER_DELTA,
+    huber_c: float = HUBER_C,
     grid: dict[str, Sequence[float]] | None = None,
     n_starts: int = 16,
     n_bootstrap: int = 0,
@@ -485,9 +505,12 @@ def fit_scaling_law(
 ) -> Fit:
     """Fit L(N, D) = E + A/N^α + B/D^β (Huber on log-loss, L-BFGS from a grid of starts).
 
-    With ``noise`` (:func:`replicate_noise`) each point's Huber term is weighted by
-    1/σ(D), its run-to-run noise: short runs, noisier, count less (weighted least absolute
-    deviations, the Huber loss being |r| beyond δ). Without it every point counts the same.
+    With ``noise`` (:func:`replicate_noise`) each residual is measured in units of its point's
+    run-to-run noise σ(D): ``Σ ρ_c(rᵢ/σᵢ)`` with c = ``huber_c`` (δᵢ = c·σᵢ, weights 1/σᵢ²),
+    so short runs, noisier, count less, a residual within c·σ counts as in least squares and a
+    larger one linearly. As c → 0 this becomes least absolute deviations weighted by 1/σ
+    (what ``delta`` = 1e-3 amounts to at this noise). Without ``noise`` every point counts the
+    same, with Hoffmann's ``delta``.
 
     The whole grid (Hoffmann's 4,500 points by default) is scored in one vectorised pass and
     L-BFGS runs from the ``n_starts`` best of them (Hoffmann ran it from every point; the
@@ -506,6 +529,8 @@ def fit_scaling_law(
         raise ValueError("n_params, tokens and losses must be positive and finite")
     log_n, log_d, log_l = (np.log(a) for a in arrays)
     weights = None if noise is None else noise.weights(arrays[1])
+    # δ per point in units of its noise (see above), or Hoffmann's one δ
+    deltas = delta if noise is None else huber_c * noise.sigma(arrays[1])
     axes = grid or HOFFMANN_GRID
     full_grid = np.array(list(itertools.product(*(axes[k] for k in PARAM_NAMES))), dtype=float)
     full_grid[:, 3:] = np.clip(full_grid[:, 3:], *EXPONENT_BOUNDS)  # starts inside the bounds
@@ -513,11 +538,11 @@ def fit_scaling_law(
     full_grid[:, 2] = np.clip(full_grid[:, 2], LOG_E_MIN, float(np.min(log_l)) - 0.3)
     full_grid = np.unique(full_grid, axis=0)
 
-    def best_starts(ln, ld, ll, k: int, per_e: bool = False, w=None) -> np.ndarray:
+    def best_starts(ln, ld, ll, k: int, per_e: bool = False, w=None, dl=deltas) -> np.ndarray:
         """The k best grid points; with ``per_e`` also the best one at every E of the grid:
         the best-scoring starts often share one E, and from a high E L-BFGS-B can slide into
         the E → 0 basin (a worse optimum) that a start at a lower E avoids."""
-        scores = _grid_objective(full_grid, ln, ld, ll, delta, w)
+        scores = _grid_objective(full_grid, ln, ld, ll, dl, w)
         order = np.argsort(scores, kind="stable")
         if not per_e:
             return full_grid[order[:k]]
@@ -525,7 +550,7 @@ def fit_scaling_law(
         return full_grid[np.concatenate([order[:k], levels])]
 
     starts = best_starts(log_n, log_d, log_l, n_starts, per_e=True, w=weights)
-    theta, value = _fit_once(log_n, log_d, log_l, starts, delta, weights=weights)
+    theta, value = _fit_once(log_n, log_d, log_l, starts, deltas, weights=weights)
     law = _theta_to_law(theta, note=f"fitted on {log_n.size} points")
     rows = []
     rng = np.random.default_rng(seed)
@@ -533,8 +558,9 @@ def fit_scaling_law(
         idx = rng.integers(0, log_n.size, log_n.size)  # a resampled point keeps its weight
         ln, ld, ll = log_n[idx], log_d[idx], log_l[idx]
         w = None if weights is None else weights[idx]
-        starts = np.vstack([theta[None], best_starts(ln, ld, ll, bootstrap_starts, w=w)])
-        t, _ = _fit_once(ln, ld, ll, starts, delta, BOOTSTRAP_MAXITER, weights=w)
+        dl = deltas[idx] if np.ndim(deltas) else deltas
+        starts = np.vstack([theta[None], best_starts(ln, ld, ll, bootstrap_starts, w=w, dl=dl)])
+        t, _ = _fit_once(ln, ld, ll, starts, dl, BOOTSTRAP_MAXITER, weights=w)
         rows.append(_law_row(_theta_to_law(t)))
     boot = np.array(rows, dtype=float).reshape(-1, 5)
     residuals = log_l - np.log(law.loss(np.exp(log_n), np.exp(log_d)))
@@ -546,6 +572,7 @@ def fit_scaling_law(
         residuals=residuals,
         param_count=param_count,
         noise=noise,
+        huber_c=None if noise is None else huber_c,
     )
     fit.reasons, fit.diagnostics = identification(fit, np.exp(log_n), np.exp(log_d), arrays[2])
     return fit
@@ -659,6 +686,7 @@ def load_fit(path: str | Path) -> Fit:
         diagnostics=dict(data.get("diagnostics", {})),
         param_count=data.get("param_count", "non_embedding"),  # older fits: Kaplan's N
         noise=ReplicateNoise(**data["weights"]) if data.get("weights") else None,
+        huber_c=data.get("huber_c"),
     )
 
 
