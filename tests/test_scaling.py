@@ -132,15 +132,21 @@ def test_noisy_law_is_identified_and_recovered_within_its_intervals():
     assert fit2.identified and fit2.param_count == fit.param_count
 
 
+def _replicated_grid(seed: int, n_ds: int, seeds: int, sigma0: float, slope: float):
+    """SMALL's losses on 5 N × ``n_ds`` D, each point trained ``seeds`` times, with log-normal
+    noise σ(D) = sigma0·(D/1e5)^slope: (the N values, the D values, n, d, loss)."""
+    rng = np.random.default_rng(seed)
+    ns, ds = np.geomspace(1e4, 1e6, 5), np.geomspace(1e5, 3e7, n_ds)
+    n, d = np.tile(np.repeat(ns, ds.size), seeds), np.tile(np.tile(ds, ns.size), seeds)
+    sigma = sigma0 * (d / 1e5) ** slope
+    return ns, ds, n, d, SMALL.loss(n, d) * np.exp(rng.normal(0.0, 1.0, n.size) * sigma)
+
+
 def test_replicate_noise_weights_a_noisier_short_run_less():
     """Two seeds per point, noise falling with D as in the CPU study (σ ∝ D^-0.6): the noise
     model is recovered from the replicates, and the fit weighted by it holds the truth with a
     narrower β interval than the unweighted fit of the same points."""
-    rng = np.random.default_rng(11)
-    ns, ds = np.geomspace(1e4, 1e6, 5), np.geomspace(1e5, 3e7, 7)
-    n, d = np.tile(np.repeat(ns, ds.size), 2), np.tile(np.tile(ds, ns.size), 2)
-    sigma = 0.02 * (d / 1e5) ** -0.6
-    loss = SMALL.loss(n, d) * np.exp(rng.normal(0.0, 1.0, n.size) * sigma)
+    ns, ds, n, d, loss = _replicated_grid(seed=11, n_ds=7, seeds=2, sigma0=0.02, slope=-0.6)
     noise = replicate_noise(n, d, loss)
     assert noise is not None and noise.groups == ns.size * ds.size and noise.runs == n.size
     assert -0.85 < noise.exponent < -0.35, noise
@@ -194,11 +200,7 @@ def test_noise_scaled_objective_is_huber_of_the_standardised_residuals():
 def test_noise_scaled_fit_shrugs_off_a_diverged_replicate():
     """Three seeds per point, σ(D) known from them; one run diverged (+30%). The noise-scaled
     Huber fit keeps α and β near the truth, where least squares in σ units (c → ∞) is pulled."""
-    rng = np.random.default_rng(2)
-    ns, ds = np.geomspace(1e4, 1e6, 5), np.geomspace(1e5, 3e7, 6)
-    n, d = np.tile(np.repeat(ns, ds.size), 3), np.tile(np.tile(ds, ns.size), 3)
-    sigma = 0.01 * (d / 1e5) ** -0.3
-    loss = SMALL.loss(n, d) * np.exp(rng.normal(0.0, 1.0, n.size) * sigma)
+    ns, ds, n, d, loss = _replicated_grid(seed=2, n_ds=6, seeds=3, sigma0=0.01, slope=-0.3)
     noise = replicate_noise(n, d, loss)
     loss[np.argmax(d * (n == ns[2]))] *= 1.3
     robust = fit_scaling_law(n, d, loss, noise=noise)
