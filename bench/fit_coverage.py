@@ -49,9 +49,9 @@ def coverage(
     noise = replicate_noise(n, d, loss)
     if noise is None:
         raise SystemExit("the sweep has too few replicated points for a noise model")
-    truth = fit_scaling_law(n, d, loss, noise=noise, huber_c=huber_c).law
-    sigma = noise.sigma(d)
-    standardised = (np.log(loss) - np.log(truth.loss(n, d))) / sigma
+    fitted = fit_scaling_law(n, d, loss, noise=noise, huber_c=huber_c)
+    truth, sigma = fitted.law, noise.sigma(d)
+    standardised = fitted.residuals / sigma  # log L_obs − log L_fit, in units of σ(D)
     rng = np.random.default_rng(seed)
     rows = []
     start = time.perf_counter()

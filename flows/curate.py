@@ -154,12 +154,11 @@ def reserved_cpus(wanted: int) -> int:
 
 
 def run_steps(
-    cfg: PipelineConfig, name: str, indices: list[int], verify: bool, force: bool
+    cfg: PipelineConfig, name: str, indices: list[int], verify: bool, force: bool, cpus: int = 1
 ) -> list[dict[str, Any]]:
-    """Several calls of step ``name`` from one Prefect task, each its own Ray task (see
-    :func:`dispatched`); results in order."""
+    """Several calls of step ``name`` from one Prefect task, each its own Ray task reserving
+    ``cpus`` (the step's ``Step.cpus``; see :func:`dispatched`); results in order."""
     calls = [(cfg, name, i, verify, force) for i in indices]
-    cpus = build_plan(cfg).step(name).cpus
     return dispatched(
         run_step, calls, cfg.prefect.task_retries, name, cfg.prefect.retry_delay_seconds, cpus
     )
@@ -188,14 +187,17 @@ chain_task = task(_on_node(run_chain), name="chain", cache_policy=NO_CACHE, pers
 
 
 def run_chains(
-    cfg: PipelineConfig, names: list[str], indices: list[int], verify: bool, forces: list[bool]
+    cfg: PipelineConfig,
+    names: list[str],
+    indices: list[int],
+    verify: bool,
+    forces: list[bool],
+    cpus: int = 1,
 ) -> list[dict[str, Any]]:
-    """Several parts of a chain from one Prefect task, each its own Ray task (see
-    :func:`dispatched`); results in part order."""
+    """Several parts of a chain from one Prefect task, each its own Ray task reserving ``cpus``
+    (the most any step of the chain uses; see :func:`dispatched`); results in part order."""
     calls = [(cfg, names, i, verify, forces) for i in indices]
     label = f"{names[0]}..{names[-1]}"
-    plan = build_plan(cfg)
-    cpus = max(plan.step(name).cpus for name in names)
     return dispatched(
         run_chain, calls, cfg.prefect.task_retries, label, cfg.prefect.retry_delay_seconds, cpus
     )
@@ -258,7 +260,7 @@ def _curate(
             if todo:
                 name = f"{step.name}-{len(todo)}-calls"
                 results = batch_task.with_options(task_run_name=name)(
-                    cfg, step.name, todo, plan.verify, force
+                    cfg, step.name, todo, plan.verify, force, step.cpus
                 )
                 done.update(zip(todo, results, strict=True))
         elif batch == 1 or step.kind == "reduce":
@@ -278,7 +280,7 @@ def _curate(
                 calls = todo[k : k + batch]
                 name = f"{step.name}-{calls[0]:05d}-{calls[-1]:05d}"
                 future = batch_task.with_options(task_run_name=name, **retry).submit(
-                    cfg, step.name, calls, plan.verify, force
+                    cfg, step.name, calls, plan.verify, force, step.cpus
                 )
                 futures.append((calls, future))
         for calls, future in futures:
@@ -312,12 +314,13 @@ def _curate(
         todo = [i for i in indices if i not in done]
         batch = cfg.prefect.parts_per_task
         label = f"{names[0]}..{names[-1]}"
+        cpus = max(s.cpus for s in steps)
         finished: list[tuple[list[int | None], list[dict[str, Any]]]] = []
         if batch == "all":
             if todo:
                 name = f"{label}-{len(todo)}-parts"
                 results = chain_batch_task.with_options(task_run_name=name)(
-                    cfg, names, todo, plan.verify, forces
+                    cfg, names, todo, plan.verify, forces, cpus
                 )
                 finished.append((todo, results))
         else:
@@ -325,13 +328,14 @@ def _curate(
             for k in range(0, len(todo), batch):
                 calls = todo[k : k + batch]
                 if batch == 1:
-                    future = chain_task.with_options(
-                        task_run_name=f"{label}-{calls[0]:05d}", **retry
-                    ).submit(cfg, names, calls[0], plan.verify, forces)
+                    with remote_options(num_cpus=reserved_cpus(cpus)):
+                        future = chain_task.with_options(
+                            task_run_name=f"{label}-{calls[0]:05d}", **retry
+                        ).submit(cfg, names, calls[0], plan.verify, forces)
                 else:
                     future = chain_batch_task.with_options(
                         task_run_name=f"{label}-{calls[0]:05d}-{calls[-1]:05d}", **retry
-                    ).submit(cfg, names, calls, plan.verify, forces)
+                    ).submit(cfg, names, calls, plan.verify, forces, cpus)
                 futures.append((calls, future))
             for calls, future in futures:
                 result = future.result()

@@ -19,9 +19,10 @@ tolerances (the original fit stopped early), and bootstrap resampling of the poi
 confidence intervals. When replicated runs give the noise σ(D) of each point
 (``replicate_noise``), the residuals are measured in units of it instead: ``Σ ρ_c(rᵢ/σᵢ)``
 with Huber's c = 1.345 (``HUBER_C``), the M-estimator of known scale, rather than Hoffmann's
-δ = 1e-3, which is far below this noise and makes the fit least absolute deviations. The fit is **bounded** (α, β in [0.05, 2], 0 ≤ E < the smallest observed
-loss) and **checked** (``identification``): spans of N and D, the condition number of the
-Gauss-Newton Hessian, estimates at a bound, bootstrap interval widths. A fit that fails a
+δ = 1e-3, which is far below this noise and makes the fit least absolute deviations. The fit
+is **bounded** (α, β in [0.05, 2], 0 ≤ E < the smallest observed loss) and **checked**
+(``identification``): spans of N and D, the condition number of the Gauss-Newton Hessian,
+estimates at a bound, bootstrap interval widths. A fit that fails a
 check is "not identified" and gives no prediction (``Fit.identified``, ``NOT_IDENTIFIED``).
 
 Beside it (``analyse``): approach 2 (IsoFLOP profiles → parabolas in log N → N*(C), D*(C);
